@@ -1,0 +1,191 @@
+// Command ftpsgate is the FTPS-terminating reverse proxy for FTP.
+//
+//	ftpsgate run -config FILE       serve until SIGTERM or SIGINT
+//	ftpsgate validate -config FILE  check a configuration and exit
+//	ftpsgate version                print the version
+//
+// This file is wiring only: flags, loggers and signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ftpsgate/ftpsgate/proxy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+// shutdownTimeout bounds how long SIGTERM waits for transfers to finish.
+const shutdownTimeout = 30 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "validate":
+		return cmdValidate(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "ftpsgate", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ftpsgate: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  ftpsgate run -config FILE [-log-format json|console] [-log-level debug|info|warn|error]
+  ftpsgate validate -config FILE
+  ftpsgate version
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ftpsgate/ftpsgate.hcl", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, diags := config.Load(*path)
+	writeDiags(stderr, *path, diags)
+	if diags.HasErrors() {
+		fmt.Fprintf(stderr, "%s: configuration is not valid\n", *path)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration is valid (%d listeners, %d backends)\n", *path, len(cfg.Listeners), len(cfg.Backends))
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ftpsgate/ftpsgate.hcl", "configuration `file`")
+	format := fs.String("log-format", "json", "diagnostic log format: json or console")
+	level := fs.String("log-level", "info", "diagnostic log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(*format, *level, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ftpsgate: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+
+	cfg, diags := config.Load(*path)
+	writeDiags(stderr, *path, diags)
+	if diags.HasErrors() {
+		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
+		return 1
+	}
+	var aud *audit.Logger
+	if cfg.Audit.File != "" {
+		a, closeAudit, err := audit.Open(cfg.Audit.File)
+		if err != nil {
+			log.Error("cannot open the audit stream", zap.Error(err))
+			return 1
+		}
+		defer closeAudit()
+		defer a.Sync()
+		aud = a
+	}
+
+	srv := proxy.New(cfg, proxy.Options{Logger: log, Audit: aud})
+	if err := srv.Start(); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			// A HUP must not kill the proxy; live reload is not built yet.
+			log.Warn("SIGHUP received: configuration reload is not supported yet; restart to apply changes")
+			continue
+		}
+		log.Info("shutting down: waiting for transfers to finish", zap.Stringer("signal", sig),
+			zap.Duration("timeout", shutdownTimeout))
+		break
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Warn("shutdown deadline passed; remaining sessions were closed", zap.Error(err))
+	}
+	log.Info("ftpsgate stopped")
+	return 0
+}
+
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad -log-level %q", level)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, fmt.Errorf("bad -log-format %q: want json or console", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+// writeDiags prints diagnostics with file, line and the offending source.
+func writeDiags(w io.Writer, path string, diags hcl.Diagnostics) {
+	if len(diags) == 0 {
+		return
+	}
+	files := map[string]*hcl.File{}
+	if src, err := os.ReadFile(path); err == nil {
+		files[path] = &hcl.File{Bytes: src}
+	}
+	dw := hcl.NewDiagnosticTextWriter(w, files, 100, false)
+	dw.WriteDiagnostics(diags)
+}

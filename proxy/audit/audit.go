@@ -1,0 +1,165 @@
+// Package audit writes the audit stream: one JSON line per fact of an FTP
+// session (who connected, who logged in, which command, which reply, which
+// transfer), separate from the diagnostic log. Secrets never reach it: a
+// command's argument is taken from rewrite.Command.LogArg, which redacts
+// PASS and ACCT where the command is parsed.
+package audit
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// Event names, the "event" field of every line.
+const (
+	EventSessionStart = "session_start"
+	EventTLS          = "tls"
+	EventLogin        = "login"
+	EventCommand      = "command"
+	EventReply        = "reply"
+	EventTransfer     = "transfer"
+	EventPolicyDenied = "policy_denied"
+	EventSessionEnd   = "session_end"
+)
+
+// Logger writes audit events. A nil *Logger discards them.
+type Logger struct {
+	z *zap.Logger
+}
+
+// New returns a Logger writing through z. Each event is an Info entry whose
+// message is the event name.
+func New(z *zap.Logger) *Logger { return &Logger{z: z} }
+
+// Open returns a Logger writing JSON lines to path ("-" for stdout), and a
+// function that flushes and closes the file.
+func Open(path string) (*Logger, func() error, error) {
+	var ws zapcore.WriteSyncer
+	closeFn := func() error { return nil }
+	if path == "-" {
+		ws = zapcore.Lock(os.Stdout)
+	} else {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open audit file: %w", err)
+		}
+		ws = zapcore.Lock(f)
+		closeFn = f.Close
+	}
+	enc := zapcore.NewJSONEncoder(EncoderConfig())
+	return New(zap.New(zapcore.NewCore(enc, ws, zapcore.InfoLevel))), closeFn, nil
+}
+
+// EncoderConfig is the shape of an audit line: {"ts":…, "event":…, fields}.
+// Timestamps are RFC 3339 with nanoseconds, in UTC.
+func EncoderConfig() zapcore.EncoderConfig {
+	return zapcore.EncoderConfig{
+		TimeKey:    "ts",
+		MessageKey: "event",
+		EncodeTime: func(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+			enc.AppendString(t.UTC().Format(time.RFC3339Nano))
+		},
+		EncodeDuration: zapcore.MillisDurationEncoder,
+		LineEnding:     zapcore.DefaultLineEnding,
+	}
+}
+
+// Session returns the events of one session, each carrying its id.
+func (l *Logger) Session(id string) *Session {
+	if l == nil || l.z == nil {
+		return &Session{}
+	}
+	return &Session{z: l.z.With(zap.String("session", id))}
+}
+
+// Sync flushes buffered events.
+func (l *Logger) Sync() error {
+	if l == nil || l.z == nil {
+		return nil
+	}
+	return l.z.Sync()
+}
+
+// Session writes the events of one session. The zero value discards them.
+type Session struct {
+	z *zap.Logger
+}
+
+func (s *Session) emit(event string, fields ...zap.Field) {
+	if s.z != nil {
+		s.z.Info(event, fields...)
+	}
+}
+
+// Start records a new control connection.
+func (s *Session) Start(listener, client, local string) {
+	s.emit(EventSessionStart,
+		zap.String("listener", listener), zap.String("client", client), zap.String("local", local))
+}
+
+// TLS records a completed TLS handshake on the control connection.
+func (s *Session) TLS(version, cipher, sni, alpn string) {
+	s.emit(EventTLS, zap.String("tls_version", version), zap.String("cipher", cipher),
+		zap.String("sni", sni), zap.String("alpn", alpn))
+}
+
+// Login records the backend's answer to a login.
+func (s *Session) Login(user string, ok bool, backend, backendAddr string, code int) {
+	result := "failure"
+	if ok {
+		result = "success"
+	}
+	s.emit(EventLogin, zap.String("user", user), zap.String("result", result),
+		zap.String("backend", backend), zap.String("backend_address", backendAddr), zap.Int("code", code))
+}
+
+// Command records a client command; PASS and ACCT arguments are redacted.
+func (s *Session) Command(c rewrite.Command) {
+	s.emit(EventCommand, zap.String("verb", c.Verb), zap.String("arg", c.LogArg()))
+}
+
+// Reply records the final reply the client got for a command.
+func (s *Session) Reply(verb string, code int) {
+	s.emit(EventReply, zap.String("verb", verb), zap.Int("code", code))
+}
+
+// Transfer is one data transfer's outcome.
+type Transfer struct {
+	Verb      string // RETR, STOR, LIST…
+	Direction string // "download" (to the client) or "upload"
+	Path      string
+	Bytes     int64
+	Duration  time.Duration
+	// Result is "complete", "aborted" or "failed".
+	Result string
+	// CloseNotify reports whether an upload's client leg ended with a TLS
+	// close_notify; false means its end could not be verified.
+	CloseNotify bool
+	TLS         bool
+	Code        int // final reply code sent to the client
+}
+
+// Transfer records a finished transfer.
+func (s *Session) Transfer(t Transfer) {
+	s.emit(EventTransfer, zap.String("verb", t.Verb), zap.String("direction", t.Direction),
+		zap.String("path", t.Path), zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration),
+		zap.String("result", t.Result), zap.Bool("close_notify", t.CloseNotify),
+		zap.Bool("data_tls", t.TLS), zap.Int("code", t.Code))
+}
+
+// PolicyDenied records a refusal by policy.
+func (s *Session) PolicyDenied(rule, verb, reason string) {
+	s.emit(EventPolicyDenied, zap.String("rule", rule), zap.String("verb", verb), zap.String("reason", reason))
+}
+
+// End records the end of the session.
+func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytesUp int64) {
+	s.emit(EventSessionEnd, zap.String("user", user), zap.Duration("duration", d), zap.String("reason", how),
+		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))
+}

@@ -1,0 +1,507 @@
+// Package config loads ftpsgate's HCL configuration into an immutable
+// runtime snapshot, or reports every problem it finds with its file and line.
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+)
+
+// Config is one validated configuration. It is never modified after Load
+// returns it: a reload builds a new one, and live sessions keep theirs.
+type Config struct {
+	// Listeners in the order of the file; names are unique.
+	Listeners []*Listener
+	// Backends by name.
+	Backends map[string]*Backend
+	Policy   policy.Rules
+	Audit    Audit
+	Timeouts Timeouts
+	Limits   Limits
+}
+
+// TLSMode is how a listener starts TLS.
+type TLSMode int
+
+const (
+	// Explicit FTPS (RFC 4217): a plaintext 220 greeting, then AUTH TLS.
+	Explicit TLSMode = iota + 1
+	// Implicit FTPS: TLS from the first byte (customarily port 990).
+	Implicit
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case Explicit:
+		return "explicit"
+	case Implicit:
+		return "implicit"
+	}
+	return "invalid"
+}
+
+// BackendTLS is how the proxy talks to a backend.
+type BackendTLS int
+
+const (
+	// BackendPlain is plain FTP toward the backend.
+	BackendPlain BackendTLS = iota + 1
+)
+
+func (m BackendTLS) String() string {
+	if m == BackendPlain {
+		return "none"
+	}
+	return "invalid"
+}
+
+// Listener is one front socket and what sessions on it do.
+type Listener struct {
+	Name string
+	// Address is the host:port to listen on, as given ("0.0.0.0:21").
+	Address string
+	TLS     TLSMode
+	// Certificate is the loaded key pair (RSA or ECDSA).
+	Certificate *tls.Certificate
+	// MinTLSVersion is tls.VersionTLS12 or tls.VersionTLS13.
+	MinTLSVersion uint16
+	// PassivePorts is the range the proxy's passive listeners use.
+	PassivePorts PortRange
+	// PublicAddress is advertised in 227 replies. If invalid (zero), the
+	// address the client reached is used.
+	PublicAddress netip.Addr
+	// Backend is where sessions go unless a later rule routes them.
+	Backend *Backend
+	// Greeting is the text of the proxy's 220 reply.
+	Greeting string
+}
+
+// PortRange is an inclusive range of TCP ports.
+type PortRange struct{ First, Last uint16 }
+
+// Len is the number of ports in the range.
+func (r PortRange) Len() int { return int(r.Last) - int(r.First) + 1 }
+
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.First, r.Last) }
+
+// Backend is an FTP server behind the proxy.
+type Backend struct {
+	Name string
+	// Address is host:port of its control connection.
+	Address string
+	TLS     BackendTLS
+}
+
+// Audit says where audit events go.
+type Audit struct {
+	// File is a path, "-" for stdout, or "" for no audit stream.
+	File string
+}
+
+// Timeouts bound every phase of a session. Each is positive after Load.
+type Timeouts struct {
+	// TLSHandshake bounds a client's TLS handshake, on control and data.
+	TLSHandshake time.Duration
+	// Login bounds the time from connect to a successful login.
+	Login time.Duration
+	// Idle closes a control connection with no command for this long
+	// (a transfer in progress counts as activity).
+	Idle time.Duration
+	// PassiveAccept bounds the wait for the client's data connection.
+	PassiveAccept time.Duration
+	// DataStall aborts a transfer when neither leg moves for this long.
+	DataStall time.Duration
+	// BackendDial bounds a connection to the backend, control or data.
+	BackendDial time.Duration
+	// BackendReply bounds the wait for a backend's reply to a command.
+	BackendReply time.Duration
+}
+
+// Limits bound what one client may send.
+type Limits struct {
+	// MaxLine is the longest command line accepted, in bytes.
+	MaxLine int
+}
+
+// DefaultTimeouts are the timeouts when the configuration names none.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		TLSHandshake:  10 * time.Second,
+		Login:         60 * time.Second,
+		Idle:          5 * time.Minute,
+		PassiveAccept: 30 * time.Second,
+		DataStall:     2 * time.Minute,
+		BackendDial:   10 * time.Second,
+		BackendReply:  60 * time.Second,
+	}
+}
+
+// DefaultLimits are the limits when the configuration names none.
+func DefaultLimits() Limits {
+	return Limits{MaxLine: 4096}
+}
+
+// ---- the file's shape, as gohcl decodes it ----
+
+type fileSchema struct {
+	Listeners []listenerBlock `hcl:"listener,block"`
+	Backends  []backendBlock  `hcl:"backend,block"`
+	Policy    *policyBlock    `hcl:"policy,block"`
+	Audit     *auditBlock     `hcl:"audit,block"`
+	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
+	Limits    *limitsBlock    `hcl:"limits,block"`
+}
+
+type listenerBlock struct {
+	Name          string  `hcl:"name,label"`
+	Address       string  `hcl:"address"`
+	TLS           *string `hcl:"tls"`
+	CertFile      string  `hcl:"cert_file"`
+	KeyFile       string  `hcl:"key_file"`
+	PassivePorts  string  `hcl:"passive_ports"`
+	PublicAddress *string `hcl:"public_address"`
+	Backend       string  `hcl:"backend"`
+	Greeting      *string `hcl:"greeting"`
+	TLSMinVersion *string `hcl:"tls_min_version"`
+}
+
+type backendBlock struct {
+	Name    string  `hcl:"name,label"`
+	Address string  `hcl:"address"`
+	TLS     *string `hcl:"tls"`
+}
+
+type policyBlock struct {
+	RequireTLS   *bool     `hcl:"require_tls"`
+	RequireProtP *bool     `hcl:"require_prot_p"`
+	AllowUsers   *[]string `hcl:"allow_users"`
+}
+
+type auditBlock struct {
+	File *string `hcl:"file"`
+}
+
+type timeoutsBlock struct {
+	TLSHandshake  *string `hcl:"tls_handshake"`
+	Login         *string `hcl:"login"`
+	Idle          *string `hcl:"idle"`
+	PassiveAccept *string `hcl:"passive_accept"`
+	DataStall     *string `hcl:"data_stall"`
+	BackendDial   *string `hcl:"backend_dial"`
+	BackendReply  *string `hcl:"backend_reply"`
+}
+
+type limitsBlock struct {
+	MaxLine *int `hcl:"max_line"`
+}
+
+// Load reads and compiles the configuration file at path. On any problem it
+// returns a nil Config and diagnostics naming each problem's file and line.
+func Load(path string) (*Config, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read configuration",
+			Detail:   err.Error(),
+		}}
+	}
+	return Parse(src, path)
+}
+
+// Parse compiles configuration source; filename is used in diagnostics and
+// to resolve nothing else (certificate paths are taken as given).
+func Parse(src []byte, filename string) (*Config, hcl.Diagnostics) {
+	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	var fs fileSchema
+	diags = append(diags, gohcl.DecodeBody(file.Body, nil, &fs)...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	c := &compiler{src: file.Body.(*hclsyntax.Body)}
+	cfg := c.compile(&fs)
+	diags = append(diags, c.diags...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return cfg, diags
+}
+
+// compiler turns the decoded file into a Config, collecting every problem.
+type compiler struct {
+	src   *hclsyntax.Body
+	diags hcl.Diagnostics
+}
+
+// block returns the body of the i-th block of type typ, for ranges.
+func (c *compiler) block(typ string, i int) *hclsyntax.Block {
+	n := 0
+	for _, b := range c.src.Blocks {
+		if b.Type != typ {
+			continue
+		}
+		if n == i {
+			return b
+		}
+		n++
+	}
+	return nil
+}
+
+// rangeOf is the range of attribute attr in block b, or of the block's
+// header when the attribute is absent.
+func rangeOf(b *hclsyntax.Block, attr string) *hcl.Range {
+	if b == nil {
+		return nil
+	}
+	if a, ok := b.Body.Attributes[attr]; ok {
+		r := a.Expr.Range()
+		return &r
+	}
+	r := b.DefRange()
+	return &r
+}
+
+func (c *compiler) errorf(subject *hcl.Range, summary, format string, args ...any) {
+	c.diags = append(c.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  subject,
+	})
+}
+
+func (c *compiler) compile(fs *fileSchema) *Config {
+	cfg := &Config{
+		Backends: make(map[string]*Backend),
+		Policy:   policy.Default(),
+		Timeouts: DefaultTimeouts(),
+		Limits:   DefaultLimits(),
+	}
+	for i, bb := range fs.Backends {
+		blk := c.block("backend", i)
+		if _, dup := cfg.Backends[bb.Name]; dup {
+			c.errorf(rangeOf(blk, ""), "Duplicate backend", "A backend named %q is already defined.", bb.Name)
+			continue
+		}
+		b := &Backend{Name: bb.Name, Address: bb.Address, TLS: BackendPlain}
+		if err := checkHostPort(bb.Address, false); err != nil {
+			c.errorf(rangeOf(blk, "address"), "Invalid backend address", "%s", err)
+		}
+		if bb.TLS != nil {
+			switch *bb.TLS {
+			case "none":
+			case "explicit", "implicit":
+				c.errorf(rangeOf(blk, "tls"), "Unsupported backend TLS mode",
+					"Backend TLS mode %q is not supported yet; use \"none\".", *bb.TLS)
+			default:
+				c.errorf(rangeOf(blk, "tls"), "Invalid backend TLS mode",
+					"tls must be \"none\", \"explicit\" or \"implicit\", not %q.", *bb.TLS)
+			}
+		}
+		cfg.Backends[bb.Name] = b
+	}
+
+	names := map[string]bool{}
+	for i, lb := range fs.Listeners {
+		blk := c.block("listener", i)
+		if names[lb.Name] {
+			c.errorf(rangeOf(blk, ""), "Duplicate listener", "A listener named %q is already defined.", lb.Name)
+			continue
+		}
+		names[lb.Name] = true
+		if l := c.listener(lb, blk, cfg); l != nil {
+			cfg.Listeners = append(cfg.Listeners, l)
+		}
+	}
+	if len(fs.Listeners) == 0 {
+		c.errorf(nil, "No listener", "The configuration needs at least one listener block.")
+	}
+	c.checkOverlaps(cfg)
+
+	if pb := fs.Policy; pb != nil {
+		blk := c.block("policy", 0)
+		if pb.RequireTLS != nil {
+			cfg.Policy.RequireTLS = *pb.RequireTLS
+		}
+		if pb.RequireProtP != nil {
+			cfg.Policy.RequireProtP = *pb.RequireProtP
+		}
+		if pb.AllowUsers != nil {
+			cfg.Policy.AllowUsers = append([]string(nil), *pb.AllowUsers...)
+		}
+		if err := cfg.Policy.Validate(); err != nil {
+			c.errorf(rangeOf(blk, "allow_users"), "Invalid policy", "%s", err)
+		}
+	}
+	if ab := fs.Audit; ab != nil && ab.File != nil {
+		cfg.Audit.File = *ab.File
+	}
+	if tb := fs.Timeouts; tb != nil {
+		blk := c.block("timeouts", 0)
+		t := &cfg.Timeouts
+		c.duration(blk, "tls_handshake", tb.TLSHandshake, &t.TLSHandshake)
+		c.duration(blk, "login", tb.Login, &t.Login)
+		c.duration(blk, "idle", tb.Idle, &t.Idle)
+		c.duration(blk, "passive_accept", tb.PassiveAccept, &t.PassiveAccept)
+		c.duration(blk, "data_stall", tb.DataStall, &t.DataStall)
+		c.duration(blk, "backend_dial", tb.BackendDial, &t.BackendDial)
+		c.duration(blk, "backend_reply", tb.BackendReply, &t.BackendReply)
+	}
+	if lb := fs.Limits; lb != nil && lb.MaxLine != nil {
+		if *lb.MaxLine < 512 || *lb.MaxLine > 1<<20 {
+			c.errorf(rangeOf(c.block("limits", 0), "max_line"), "Invalid limit",
+				"max_line must be between 512 and 1048576 bytes (RFC 959 lines need at least 512).")
+		} else {
+			cfg.Limits.MaxLine = *lb.MaxLine
+		}
+	}
+	return cfg
+}
+
+func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config) *Listener {
+	l := &Listener{
+		Name:          lb.Name,
+		Address:       lb.Address,
+		TLS:           Explicit,
+		MinTLSVersion: tls.VersionTLS12,
+		Greeting:      "ftpsgate ready",
+	}
+	if err := checkHostPort(lb.Address, true); err != nil {
+		c.errorf(rangeOf(blk, "address"), "Invalid listener address", "%s", err)
+	}
+	if lb.TLS != nil {
+		switch *lb.TLS {
+		case "explicit":
+		case "implicit":
+			l.TLS = Implicit
+		default:
+			c.errorf(rangeOf(blk, "tls"), "Invalid TLS mode",
+				"tls must be \"explicit\" or \"implicit\", not %q.", *lb.TLS)
+		}
+	}
+	if lb.TLSMinVersion != nil {
+		switch *lb.TLSMinVersion {
+		case "1.2":
+		case "1.3":
+			l.MinTLSVersion = tls.VersionTLS13
+		default:
+			c.errorf(rangeOf(blk, "tls_min_version"), "Invalid TLS version",
+				"tls_min_version must be \"1.2\" or \"1.3\", not %q: older versions are broken.", *lb.TLSMinVersion)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(lb.CertFile, lb.KeyFile)
+	if err != nil {
+		c.errorf(rangeOf(blk, "cert_file"), "Cannot load certificate",
+			"Loading cert_file %q and key_file %q: %s", lb.CertFile, lb.KeyFile, err)
+	} else {
+		l.Certificate = &cert
+	}
+	pr, err := ParsePortRange(lb.PassivePorts)
+	if err != nil {
+		c.errorf(rangeOf(blk, "passive_ports"), "Invalid passive port range", "%s", err)
+	}
+	l.PassivePorts = pr
+	if lb.PublicAddress != nil && *lb.PublicAddress != "" {
+		a, err := netip.ParseAddr(*lb.PublicAddress)
+		switch {
+		case err != nil:
+			c.errorf(rangeOf(blk, "public_address"), "Invalid public address",
+				"public_address must be an IP address: %s", err)
+		case !a.Unmap().Is4():
+			c.errorf(rangeOf(blk, "public_address"), "Invalid public address",
+				"public_address is advertised in PASV replies, which carry only IPv4; %s is not IPv4.", a)
+		default:
+			l.PublicAddress = a.Unmap()
+		}
+	}
+	if lb.Greeting != nil {
+		if strings.ContainsAny(*lb.Greeting, "\r\n\x00") {
+			c.errorf(rangeOf(blk, "greeting"), "Invalid greeting", "greeting must be one line.")
+		} else {
+			l.Greeting = *lb.Greeting
+		}
+	}
+	b, ok := cfg.Backends[lb.Backend]
+	if !ok {
+		c.errorf(rangeOf(blk, "backend"), "Unknown backend",
+			"Listener %q names backend %q, which no backend block defines.", lb.Name, lb.Backend)
+	}
+	l.Backend = b
+	return l
+}
+
+// checkOverlaps refuses two listeners whose passive ranges overlap: each
+// listener owns its range, and two owners would steal each other's ports.
+func (c *compiler) checkOverlaps(cfg *Config) {
+	for i, a := range cfg.Listeners {
+		for _, b := range cfg.Listeners[:i] {
+			if a.PassivePorts.Len() > 0 && b.PassivePorts.Len() > 0 &&
+				a.PassivePorts.First <= b.PassivePorts.Last && b.PassivePorts.First <= a.PassivePorts.Last {
+				c.errorf(rangeOf(c.block("listener", i), "passive_ports"), "Overlapping passive ranges",
+					"Listener %q's passive_ports %s overlap listener %q's %s.", a.Name, a.PassivePorts, b.Name, b.PassivePorts)
+			}
+		}
+	}
+}
+
+func (c *compiler) duration(blk *hclsyntax.Block, name string, v *string, dst *time.Duration) {
+	if v == nil {
+		return
+	}
+	d, err := time.ParseDuration(*v)
+	if err != nil || d <= 0 {
+		c.errorf(rangeOf(blk, name), "Invalid duration",
+			"%s must be a positive duration such as \"30s\" or \"5m\", not %q.", name, *v)
+		return
+	}
+	*dst = d
+}
+
+// ParsePortRange parses "first-last" (or a single port) into a range of
+// unprivileged ports.
+func ParsePortRange(s string) (PortRange, error) {
+	a, b, found := strings.Cut(strings.TrimSpace(s), "-")
+	if !found {
+		b = a
+	}
+	first, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil {
+		return PortRange{}, fmt.Errorf("passive_ports must look like \"50000-50999\", not %q", s)
+	}
+	if first < 1024 || last < first {
+		return PortRange{}, fmt.Errorf("passive_ports %q must be a rising range of ports from 1024 to 65535", s)
+	}
+	return PortRange{uint16(first), uint16(last)}, nil
+}
+
+func checkHostPort(s string, listen bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", s, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (p == 0 && !listen) {
+		return fmt.Errorf("%q has an invalid port", s)
+	}
+	if host == "" && !listen {
+		return fmt.Errorf("%q has no host", s)
+	}
+	return nil
+}

@@ -1,0 +1,666 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/dataport"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// ---- the client's passive data connection ----
+
+// passive is a listener on one of the proxy's passive ports, waiting for
+// the client's data connection. It takes one connection, from the client's
+// own address only (RFC 2577 §5: port stealing), and runs the TLS handshake
+// when the session is under PROT P.
+type passive struct {
+	ln     *dataport.Listener
+	ready  chan dataResult // receives exactly one result
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the accept goroutine ends
+}
+
+// dataResult is the client's data connection, or why there is none.
+type dataResult struct {
+	conn *clientData
+	err  error
+}
+
+// clientData is the client leg of a transfer.
+type clientData struct {
+	tcp  *net.TCPConn // the raw connection
+	eof  *eofConn     // tcp, recording a TCP-level EOF
+	conn net.Conn     // eof, or the *tls.Conn over it
+	tls  *tls.Conn    // nil when the leg is clear
+}
+
+// cmdPassive answers PASV and EPSV: it opens a listener on one of the
+// proxy's passive ports and advertises it. The backend is asked for its own
+// passive port only when the transfer command comes.
+func (s *session) cmdPassive(cmd rewrite.Command) error {
+	if cmd.Verb == "EPSV" && cmd.Arg != "" {
+		switch {
+		case equalFold(cmd.Arg, "ALL"):
+			s.epsvAll = true // RFC 2428 §4: only EPSV from now on
+			return s.reply(cmd, 200, "EPSV ALL ok.")
+		case cmd.Arg == "1" && s.local.Addr().Is4(), cmd.Arg == "2" && s.local.Addr().Is6():
+		case cmd.Arg == "1" || cmd.Arg == "2":
+			return s.reply(cmd, 522, "Network protocol not supported, use ("+epsvProto(s.local.Addr())+")")
+		default:
+			return s.reply(cmd, 501, "EPSV argument must be 1, 2 or ALL.")
+		}
+	}
+	if cmd.Verb == "PASV" && s.epsvAll {
+		return s.reply(cmd, 503, "PASV refused after EPSV ALL.")
+	}
+	if !s.loggedIn {
+		return s.reply(cmd, 530, "Please login with USER and PASS.")
+	}
+	if d := s.cfg.Policy.Data(s.prot); d != nil {
+		return s.deny(cmd, d)
+	}
+	if s.pasv != nil { // one pending passive listener per session
+		s.pasv.close()
+		s.pasv = nil
+	}
+	var advertise netip.Addr
+	if cmd.Verb == "PASV" {
+		advertise = s.lis.cfg.PublicAddress
+		if !advertise.IsValid() {
+			advertise = s.local.Addr()
+		}
+		if !advertise.Is4() {
+			return s.reply(cmd, 425, "PASV works over IPv4 only; use EPSV.")
+		}
+	}
+	ln, err := s.lis.ports.Listen(s.local.Addr())
+	if err != nil {
+		s.log.Warn("no passive port", zap.Error(err), zap.Int("in_use", s.lis.ports.InUse()))
+		return s.reply(cmd, 425, "No data port available; try again later.")
+	}
+	s.pasv = s.listenData(ln, s.prot == 'P')
+	if cmd.Verb == "PASV" {
+		rep, err := rewrite.PASVReply(netip.AddrPortFrom(advertise, ln.Port()))
+		if err != nil { // unreachable: advertise is IPv4
+			return err
+		}
+		return s.sendReply(cmd.Verb, rep)
+	}
+	return s.sendReply(cmd.Verb, rewrite.EPSVReply(ln.Port()))
+}
+
+func epsvProto(a netip.Addr) string {
+	if a.Is4() {
+		return "1"
+	}
+	return "2"
+}
+
+// listenData starts the goroutine that accepts the client's data
+// connection on ln.
+func (s *session) listenData(ln *dataport.Listener, useTLS bool) *passive {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &passive{ln: ln, ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(p.done)
+		defer ln.Close()
+		p.ready <- s.acceptData(ctx, ln, useTLS)
+	}()
+	return p
+}
+
+// acceptData waits for a connection from the client's address; others are
+// refused and logged, and the wait goes on. The handshake, under PROT P,
+// may wait for the client to see the transfer's 150 reply first (Python's
+// ftplib handshakes only then), so its deadline covers the accept wait too.
+func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil {
+				return dataResult{err: ctx.Err()}
+			}
+			return dataResult{err: err}
+		}
+		peer := addrPortOf(c.RemoteAddr())
+		if peer.Addr() != s.client.Addr() {
+			s.log.Warn("data connection from a foreign address refused",
+				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
+			s.audit.PolicyDenied("data_peer", "", "data connection from "+peer.Addr().String())
+			c.SetLinger(0)
+			c.Close()
+			continue
+		}
+		ln.Close() // one connection per PASV; the port is free again
+		cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
+		cd.conn = cd.eof
+		if !useTLS {
+			return dataResult{conn: cd}
+		}
+		cd.tls = tls.Server(cd.eof, s.lis.tlsConf)
+		cd.conn = cd.tls
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
+		err = cd.tls.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return dataResult{err: fmt.Errorf("TLS handshake on the data connection: %w", err)}
+		}
+		return dataResult{conn: cd}
+	}
+}
+
+// close stops waiting and closes any connection that arrived.
+func (p *passive) close() {
+	p.cancel()
+	<-p.done
+	select {
+	case r := <-p.ready:
+		if r.conn != nil {
+			r.conn.tcp.Close()
+		}
+	default:
+	}
+}
+
+// cmdActive: PORT and EPRT are not supported yet; clients fall back to
+// passive mode.
+func (s *session) cmdActive(cmd rewrite.Command) error {
+	if s.epsvAll {
+		return s.reply(cmd, 503, cmd.Verb+" refused after EPSV ALL.")
+	}
+	s.log.Info("active mode refused", zap.String("verb", cmd.Verb))
+	return s.reply(cmd, 502, "Active mode is not supported; use PASV or EPSV.")
+}
+
+// ---- transfers ----
+
+// transfer is one data transfer in progress.
+type transfer struct {
+	verb, path, direction string
+	start                 time.Time
+
+	// state: transferRunning until the transfer goroutine is about to send
+	// its final reply (transferDone), or until the client asks to abort
+	// (transferAbort). Whoever moves it first decides who answers ABOR.
+	state atomic.Int32
+
+	mu     sync.Mutex // guards legs, killed
+	legs   []net.Conn
+	killed bool
+
+	stop chan struct{} // closed by cancel
+	done chan struct{} // closed when the transfer goroutine ends
+}
+
+const (
+	transferRunning int32 = iota
+	transferDone
+	transferAbort
+)
+
+// addLeg registers a data leg so that cancel can close it; a leg added
+// after cancel is closed at once.
+func (x *transfer) addLeg(c net.Conn) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.legs = append(x.legs, c)
+	if x.killed {
+		c.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// cancel interrupts the transfer's I/O on both legs; the transfer goroutine
+// then ends it.
+func (x *transfer) cancel() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.killed {
+		close(x.stop)
+	}
+	x.killed = true
+	for _, c := range x.legs {
+		c.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+func (x *transfer) cancelled() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.killed
+}
+
+// cmdTransfer runs a transfer command: backend data connection, command,
+// preliminary reply; then the relay runs in its own goroutine while the
+// session reads on (for ABOR).
+func (s *session) cmdTransfer(cmd rewrite.Command) error {
+	p := s.pasv
+	s.pasv = nil
+	if d := s.cfg.Policy.Data(s.prot); d != nil {
+		if p != nil {
+			p.close()
+		}
+		return s.deny(cmd, d)
+	}
+	if p == nil {
+		return s.reply(cmd, 425, "Use PASV or EPSV first.")
+	}
+	bdata, err := s.openPassive()
+	if err != nil {
+		p.close()
+		if errors.Is(err, errBackendLost) {
+			return err
+		}
+		s.log.Warn("backend data connection failed", zap.String("verb", cmd.Verb), zap.Error(err))
+		return s.reply(cmd, 425, "Cannot open data connection to the FTP server.")
+	}
+	if err := s.be.send(cmd); err != nil {
+		bdata.Close()
+		p.close()
+		return err
+	}
+	rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
+	if err != nil {
+		bdata.Close()
+		p.close()
+		return err
+	}
+	if rep.Final() { // refused (550…), or done without data
+		bdata.Close()
+		p.close()
+		return s.sendReply(cmd.Verb, rep)
+	}
+	if err := s.sendReply(cmd.Verb, rep); err != nil {
+		bdata.Close()
+		p.close()
+		return err
+	}
+	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb],
+		start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	x.addLeg(bdata)
+	s.mu.Lock()
+	s.xfer = x
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.runTransfer(x, p, bdata)
+	return nil
+}
+
+// currentTransfer is the transfer in progress, or nil.
+func (s *session) currentTransfer() *transfer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.xfer
+}
+
+// waitTransfer blocks until the transfer in progress, if any, has sent its
+// final reply.
+func (s *session) waitTransfer() {
+	if x := s.currentTransfer(); x != nil {
+		<-x.done
+	}
+}
+
+// abortTransfer asks the running transfer to abort, and reports whether it
+// will answer the ABOR itself. When it reports false, no transfer was
+// running (or it had finished) and ABOR is handled as a plain command.
+func (s *session) abortTransfer() bool {
+	x := s.currentTransfer()
+	if x == nil || !x.state.CompareAndSwap(transferRunning, transferAbort) {
+		s.waitTransfer()
+		return false
+	}
+	x.cancel()
+	<-x.done
+	return true
+}
+
+// cmdABOR with no transfer running: forwarded, or answered locally before
+// login.
+func (s *session) cmdABOR(cmd rewrite.Command) error {
+	if s.be == nil {
+		return s.reply(cmd, 225, "No transfer to abort.")
+	}
+	if s.pasv != nil {
+		s.pasv.close()
+		s.pasv = nil
+	}
+	return s.cmdForward(cmd)
+}
+
+// runTransfer is the transfer goroutine: it waits for the client's data
+// connection, relays, and sends the final reply only after the last byte
+// reached its destination and the client leg was closed cleanly.
+func (s *session) runTransfer(x *transfer, p *passive, bdata net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("transfer panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			bdata.Close()
+			p.close()
+			s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
+		}
+		s.mu.Lock()
+		s.xfer = nil
+		if s.draining || s.fatal != nil {
+			s.raw.SetReadDeadline(time.Now()) // let the session end now
+		}
+		s.mu.Unlock()
+		close(x.done)
+	}()
+
+	out := s.transferOutcome(x, p, bdata)
+	s.finishTransfer(x, out)
+}
+
+// outcome is how a transfer ended, before the final reply.
+type outcome struct {
+	client      *clientData
+	bytes       int64
+	final       *rewrite.Reply // the backend's final reply, nil if not read
+	backendLost error          // the backend control connection failed
+	reply       *rewrite.Reply // what the client gets, when not final
+	result      string         // complete, failed, aborted
+	closeNotify bool
+	err         error
+}
+
+// transferOutcome waits for the client's data connection and relays.
+func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outcome {
+	var out outcome
+	var cd *clientData
+	timer := time.NewTimer(s.cfg.Timeouts.PassiveAccept)
+	select {
+	case r := <-p.ready:
+		timer.Stop()
+		cd, out.err = r.conn, r.err
+	case <-timer.C:
+		out.err = fmt.Errorf("no data connection from the client within %s", s.cfg.Timeouts.PassiveAccept)
+	case <-x.stop:
+		timer.Stop()
+		out.err = errors.New("transfer cancelled")
+	}
+	p.close()
+	if cd == nil {
+		s.abortLeg(bdata)
+		out.result = "failed"
+		out.reply = rewrite.NewReply(425, "Cannot open data connection: "+shortErr(out.err)+".")
+		s.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(out.err))
+		s.readFinal(x, &out)
+		return out
+	}
+	out.client = cd
+	x.addLeg(cd.tcp)
+
+	var rerr error
+	if x.direction == "download" {
+		out.bytes, rerr = relay(cd.conn, bdata, s.cfg.Timeouts.DataStall, &s.bytesDown)
+	} else {
+		out.bytes, rerr = relay(bdata, cd.conn, s.cfg.Timeouts.DataStall, &s.bytesUp)
+		out.closeNotify = cd.tls != nil && !cd.eof.sawTCPEOF()
+	}
+	if rerr == nil {
+		// The source ended cleanly. For an upload the backend learns the
+		// end of the file from our FIN.
+		bdata.Close()
+		out.result = "complete"
+		s.readFinal(x, &out)
+		return out
+	}
+	// Something broke. The backend must not take a broken upload for a
+	// complete one: its leg is reset, not closed.
+	s.abortLeg(bdata)
+	out.err = rerr
+	out.result = "failed"
+	switch {
+	case x.cancelled():
+		out.result = "aborted"
+		out.reply = rewrite.NewReply(426, "Transfer aborted.")
+	case isTimeout(rerr):
+		out.reply = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no progress for %s.", s.cfg.Timeouts.DataStall))
+	case errors.Is(rerr, errClientLeg):
+		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed.")
+	default:
+		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the FTP server failed.")
+	}
+	s.log.Info("transfer failed", zap.String("verb", x.verb), zap.Int64("bytes", out.bytes), zap.Error(rerr))
+	s.readFinal(x, &out)
+	return out
+}
+
+// readFinal reads the backend's final reply to the transfer command, unless
+// the client's ABOR already claimed the transfer: answerAbort then reads it
+// together with the ABOR's reply.
+func (s *session) readFinal(x *transfer, out *outcome) {
+	if x.state.Load() == transferAbort {
+		return
+	}
+	out.final, out.backendLost = s.be.read(s.cfg.Timeouts.BackendReply)
+}
+
+// finishTransfer closes the client leg and sends the final reply(ies).
+func (s *session) finishTransfer(x *transfer, out outcome) {
+	aborted := !x.state.CompareAndSwap(transferRunning, transferDone)
+	reply := out.reply
+	if reply == nil && out.final != nil {
+		reply = out.final
+		if !reply.Positive() {
+			out.result = "failed"
+		}
+	}
+	if reply == nil { // backend control lost mid-transfer
+		reply = rewrite.NewReply(426, "Transfer aborted: lost the connection to the FTP server.")
+		out.result = "failed"
+	}
+	// The client leg ends cleanly (TLS close_notify, then FIN) only if
+	// the transfer succeeded: a client can then tell a complete file from
+	// a truncated one on the data connection too.
+	if out.client != nil {
+		if reply.Positive() && out.result == "complete" {
+			if !s.closeClientLeg(out.client) {
+				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
+				out.result = "failed"
+			}
+		} else {
+			s.abortLeg(out.client.tcp)
+		}
+	}
+	if out.result == "complete" && x.direction == "upload" && out.client != nil && out.client.tls != nil && !out.closeNotify {
+		s.log.Warn("upload ended without TLS close_notify: its completeness cannot be verified",
+			zap.String("path", x.path), zap.Int64("bytes", out.bytes))
+	}
+	if aborted {
+		s.answerAbort(x, &out, reply)
+	} else {
+		s.sendReply(x.verb, reply)
+	}
+	if out.backendLost != nil && !x.cancelled() {
+		s.log.Warn("backend control connection lost during transfer", zap.Error(out.backendLost))
+		s.mu.Lock()
+		s.fatal = out.backendLost // the session cannot go on
+		s.mu.Unlock()
+	}
+	if out.result == "complete" && !reply.Positive() {
+		out.result = "failed"
+	}
+	d := time.Since(x.start)
+	s.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
+		zap.Duration("duration", d), zap.String("result", out.result), zap.Int("code", reply.Code))
+	s.audit.Transfer(audit.Transfer{
+		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
+		Result: out.result, CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
+		Code: reply.Code,
+	})
+}
+
+// answerAbort completes an ABOR that arrived during the transfer (RFC 959
+// §4.1.3): the backend is sent ABOR and its replies are consumed; the
+// client gets 426 for the transfer (or its real result, if it had
+// completed) and 226 for the ABOR.
+func (s *session) answerAbort(x *transfer, out *outcome, reply *rewrite.Reply) {
+	abor := rewrite.Command{Verb: "ABOR"}
+	if out.backendLost == nil {
+		if err := s.be.send(abor); err != nil {
+			out.backendLost = err
+		} else {
+			want := 1 // the ABOR's own reply
+			if out.final == nil {
+				want = 2 // and the transfer's, not read yet
+			}
+			for i := 0; i < want; i++ {
+				rep, err := s.be.read(5 * time.Second)
+				if err != nil {
+					if !isTimeout(err) {
+						out.backendLost = err
+					}
+					break
+				}
+				s.log.Debug("backend reply to ABOR", zap.String("reply", rep.String()))
+			}
+		}
+	}
+	if out.result != "complete" {
+		out.result = "aborted"
+		reply = rewrite.NewReply(426, "Transfer aborted.")
+	}
+	s.sendReply(x.verb, reply)
+	s.sendReply("ABOR", rewrite.NewReply(226, "Abort successful."))
+}
+
+// closeClientLeg ends a successful transfer's client leg: TLS close_notify,
+// then TCP FIN; a lingering goroutine reads until the client closes too, so
+// that our close never resets data the client has yet to read. It reports
+// whether the close_notify was sent.
+func (s *session) closeClientLeg(cd *clientData) bool {
+	cd.tcp.SetWriteDeadline(time.Now().Add(s.cfg.Timeouts.DataStall))
+	if cd.tls != nil {
+		if err := cd.tls.CloseWrite(); err != nil {
+			s.log.Info("close_notify to client failed", zap.Error(err))
+			cd.tcp.Close()
+			return false
+		}
+	}
+	cd.tcp.CloseWrite()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		lingerClose(cd, lingerTimeout)
+	}()
+	return true
+}
+
+// lingerTimeout bounds how long a closed client leg waits for the client's
+// own close.
+const lingerTimeout = 10 * time.Second
+
+// lingerClose drains a half-closed data connection until the client closes
+// it (or the timeout), then closes it.
+func lingerClose(cd *clientData, timeout time.Duration) {
+	cd.tcp.SetReadDeadline(time.Now().Add(timeout))
+	var buf [512]byte
+	for {
+		if _, err := cd.conn.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	cd.tcp.Close()
+}
+
+// abortLeg closes a data leg with a TCP reset, so that the peer cannot take
+// the end of the stream for the end of the file.
+func (s *session) abortLeg(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// ---- the relay ----
+
+// relayBufferSize is the size of one read on a data leg.
+const relayBufferSize = 64 << 10
+
+var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBufferSize); return &b }}
+
+// errClientLeg marks a relay error on the client's leg.
+var errClientLeg = errors.New("client data leg")
+
+// relay copies src to dst until src ends, refreshing a stall deadline on
+// each read and write, and adds the bytes written to total. It returns nil
+// when src ended with io.EOF. Errors say which leg failed (errClientLeg or
+// not) when the caller needs to know.
+func relay(dst, src net.Conn, stall time.Duration, total *atomic.Int64) (int64, error) {
+	bp := relayBuffers.Get().(*[]byte)
+	defer relayBuffers.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		src.SetReadDeadline(time.Now().Add(stall))
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			dst.SetWriteDeadline(time.Now().Add(stall))
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			total.Add(int64(nw))
+			if werr != nil {
+				return n, legError(dst, werr)
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, legError(src, rerr)
+		}
+	}
+}
+
+// legError wraps err with errClientLeg when c is a client leg.
+func legError(c net.Conn, err error) error {
+	switch c.(type) {
+	case *tls.Conn, *eofConn:
+		return fmt.Errorf("%w: %w", errClientLeg, err)
+	}
+	return err
+}
+
+func shortErr(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Err != nil {
+		return ne.Err.Error()
+	}
+	return err.Error()
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i]|0x20, b[i]|0x20
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,229 @@
+// Package proxy is the running ftpsgate: it accepts FTP and FTPS clients,
+// terminates their TLS, speaks FTP to the backends and relays every data
+// transfer through its own passive ports. One session's life, from accept
+// to close, reads top to bottom in session.go.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/dataport"
+)
+
+// Options are the seams of a Server. The zero value is usable.
+type Options struct {
+	// Logger receives diagnostic logs. If nil, nothing is logged.
+	Logger *zap.Logger
+	// Audit receives audit events. If nil, they are discarded.
+	Audit *audit.Logger
+	// DialBackend opens connections to backends, control and data. If
+	// nil, a net.Dialer is used.
+	DialBackend func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Server runs the listeners of one configuration and their sessions.
+type Server struct {
+	cfg   *config.Config
+	log   *zap.Logger
+	audit *audit.Logger
+	dial  func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// mu guards the fields below it.
+	mu        sync.Mutex
+	listeners []*frontListener
+	sessions  map[*session]struct{}
+	draining  bool // Shutdown or Close was called
+
+	wg sync.WaitGroup // accept loops and sessions
+}
+
+// frontListener is one configured listener, bound.
+type frontListener struct {
+	cfg     *config.Listener
+	ln      net.Listener
+	tlsConf *tls.Config
+	ports   *dataport.Pool
+}
+
+// New returns a Server for cfg. It does not listen until Start.
+func New(cfg *config.Config, opt Options) *Server {
+	s := &Server{
+		cfg:      cfg,
+		log:      opt.Logger,
+		audit:    opt.Audit,
+		dial:     opt.DialBackend,
+		sessions: make(map[*session]struct{}),
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.dial == nil {
+		d := &net.Dialer{}
+		s.dial = d.DialContext
+	}
+	return s
+}
+
+// Start binds every listener and starts accepting. If one cannot be bound,
+// none stays open and the error names it.
+func (s *Server) Start() error {
+	var fls []*frontListener
+	for _, lc := range s.cfg.Listeners {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			for _, fl := range fls {
+				fl.ln.Close()
+			}
+			return fmt.Errorf("listener %q: %w", lc.Name, err)
+		}
+		fls = append(fls, &frontListener{
+			cfg:     lc,
+			ln:      ln,
+			tlsConf: frontTLSConfig(lc),
+			ports:   dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last),
+		})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		for _, fl := range fls {
+			fl.ln.Close()
+		}
+		return errors.New("server is shut down")
+	}
+	s.listeners = fls
+	for _, fl := range fls {
+		s.log.Info("listening", zap.String("listener", fl.cfg.Name), zap.Stringer("address", fl.ln.Addr()),
+			zap.Stringer("tls", fl.cfg.TLS), zap.Stringer("passive_ports", fl.cfg.PassivePorts),
+			zap.String("backend", fl.cfg.Backend.Name))
+		s.wg.Add(1)
+		go s.acceptLoop(fl)
+	}
+	return nil
+}
+
+// Addr is the bound address of the named listener, or nil.
+func (s *Server) Addr(listener string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fl := range s.listeners {
+		if fl.cfg.Name == listener {
+			return fl.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// acceptLoop accepts control connections until the listener closes. A
+// temporary accept error (out of file descriptors) backs off instead of
+// spinning.
+func (s *Server) acceptLoop(fl *frontListener) {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := fl.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; backing off", zap.String("listener", fl.cfg.Name),
+				zap.Error(err), zap.Duration("backoff", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		sess := newSession(s, fl, c)
+		if !s.track(sess) {
+			c.Close()
+			return
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(sess)
+			sess.run()
+		}()
+	}
+}
+
+// track registers a session; it reports false once the server is draining.
+func (s *Server) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting, answers idle sessions 421 and closes them, and
+// lets transfers in progress finish. When ctx ends first, it closes every
+// remaining session and returns ctx's error. Shutdown returns after every
+// goroutine of the server has ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for _, fl := range s.listeners {
+		fl.ln.Close()
+	}
+	for sess := range s.sessions {
+		sess.drain()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.kill()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Close closes every listener and session at once. It is safe to call more
+// than once and after Shutdown.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// newSessionID returns 16 hex digits from crypto/rand.
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

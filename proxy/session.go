@@ -1,0 +1,678 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// A session is one client control connection and everything it opens: the
+// backend control connection, passive listeners and data transfers.
+//
+// Its life, in order: newSession (on accept) → run: implicit TLS handshake
+// if the listener is implicit, the proxy's own 220, then one command at a
+// time through the verb table until QUIT, an error or a timeout → close:
+// every data leg, the backend and the client connection, then the
+// session_end audit event.
+//
+// The session goroutine (run) owns the protocol state. A transfer runs in a
+// goroutine of its own (data.go) so that the session can read ABOR while
+// data flows; while it runs, the transfer owns the backend control
+// connection and the session waits for it before any other command.
+type session struct {
+	srv   *Server
+	cfg   *config.Config
+	lis   *frontListener
+	id    string
+	log   *zap.Logger // base, plus the user once known
+	base  *zap.Logger // session, client, listener
+	audit *audit.Session
+	start time.Time
+
+	raw    net.Conn  // the client's TCP connection, as accepted
+	ctrl   net.Conn  // raw, or the *tls.Conn over it once TLS is up
+	tls    *tls.Conn // nil until TLS is up
+	r      *bufio.Reader
+	client netip.AddrPort // the client's address
+	local  netip.AddrPort // the address the client reached
+
+	wmu sync.Mutex // serialises writes to ctrl
+
+	// Protocol state, owned by the session goroutine.
+	pbsz      bool
+	prot      byte // 'C' (clear) until PROT P
+	user      string
+	loggedIn  bool
+	epsvAll   bool
+	badLines  int
+	lastReply int
+	be        *backendConn // nil until the first USER
+	pasv      *passive     // passive listener awaiting the next transfer
+
+	// mu guards the fields below it; drain and kill run on other
+	// goroutines.
+	mu       sync.Mutex
+	xfer     *transfer // transfer in progress, or nil
+	draining bool      // the server is shutting down
+	killed   bool      // the server closed the session
+	fatal    error     // set by a transfer that lost the backend
+
+	wg        sync.WaitGroup // transfer and data goroutines
+	bytesDown atomic.Int64
+	bytesUp   atomic.Int64
+}
+
+func newSession(srv *Server, fl *frontListener, c net.Conn) *session {
+	s := &session{
+		srv:    srv,
+		cfg:    srv.cfg,
+		lis:    fl,
+		id:     newSessionID(),
+		start:  time.Now(),
+		raw:    c,
+		ctrl:   c,
+		prot:   'C',
+		client: addrPortOf(c.RemoteAddr()),
+		local:  addrPortOf(c.LocalAddr()),
+	}
+	s.base = srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
+		zap.String("listener", fl.cfg.Name))
+	s.log = s.base
+	s.audit = srv.audit.Session(s.id)
+	s.r = bufio.NewReader(c)
+	return s
+}
+
+// Errors that end a session. They are mapped to replies in one place,
+// endReply.
+var (
+	errQuit           = errors.New("client quit")
+	errIdle           = errors.New("idle timeout")
+	errLoginTimeout   = errors.New("login timeout")
+	errDraining       = errors.New("server shutting down")
+	errTooManyErrors  = errors.New("too many bad command lines")
+	errInjection      = errors.New("plaintext pipelined after AUTH TLS")
+	errBackendLost    = errors.New("backend connection lost")
+	errBackendRefused = errors.New("backend unavailable")
+)
+
+// maxBadLines is how many malformed or over-long lines a client may send
+// before the session is closed.
+const maxBadLines = 3
+
+// writeTimeout bounds every write of a reply to the client.
+const writeTimeout = 30 * time.Second
+
+// run is the session: greet, then read and dispatch commands until the end.
+func (s *session) run() {
+	how := "client closed"
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("session panic; closing it", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.send("", rewrite.NewReply(421, "Internal error; closing connection."))
+			how = "panic"
+		}
+		s.close(how)
+	}()
+	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String())
+	s.log.Debug("session started", zap.Stringer("local", s.local))
+
+	if s.lis.cfg.TLS == config.Implicit {
+		if err := s.startTLS(); err != nil {
+			how = "tls handshake failed"
+			return
+		}
+	}
+	if err := s.send("", rewrite.NewReply(220, s.lis.cfg.Greeting)); err != nil {
+		return
+	}
+	for {
+		cmd, err := s.readCommand()
+		if err == nil {
+			err = s.dispatch(cmd)
+		}
+		if err != nil {
+			how = s.end(err)
+			return
+		}
+	}
+}
+
+// end answers the client for the error that ends the session and names
+// how it ended, for the log and the audit stream.
+func (s *session) end(err error) string {
+	var rep *rewrite.Reply
+	how := err.Error()
+	switch {
+	case errors.Is(err, errQuit):
+		return "quit"
+	case errors.Is(err, errIdle):
+		rep = rewrite.NewReply(421, fmt.Sprintf("Idle timeout (%s); closing control connection.", s.cfg.Timeouts.Idle))
+	case errors.Is(err, errLoginTimeout):
+		rep = rewrite.NewReply(421, fmt.Sprintf("Login timeout (%s); closing control connection.", s.cfg.Timeouts.Login))
+	case errors.Is(err, errDraining):
+		rep = rewrite.NewReply(421, "Service shutting down; closing control connection.")
+	case errors.Is(err, errTooManyErrors), errors.Is(err, rewrite.ErrLineFlood):
+		rep = rewrite.NewReply(421, "Too many bad commands; closing control connection.")
+	case errors.Is(err, errInjection):
+		rep = rewrite.NewReply(421, "Data pipelined after AUTH TLS refused; closing control connection.")
+	case errors.Is(err, errBackendRefused):
+		rep = rewrite.NewReply(421, "Service not available: the FTP server cannot be reached; try again later.")
+	case errors.Is(err, errBackendLost):
+		rep = rewrite.NewReply(421, "Service not available: lost the connection to the FTP server.")
+	case isClosed(err):
+		return "client closed"
+	default:
+		s.log.Warn("session ended by error", zap.Error(err))
+		rep = rewrite.NewReply(421, "Service not available; closing control connection.")
+	}
+	s.log.Info("closing session", zap.String("reason", how), zap.Int("code", rep.Code))
+	s.send("", rep)
+	return how
+}
+
+// readCommand reads and parses the next command line. Malformed lines are
+// answered here and reading goes on, up to maxBadLines of them.
+func (s *session) readCommand() (rewrite.Command, error) {
+	for {
+		if err := s.armReadDeadline(); err != nil {
+			return rewrite.Command{}, err
+		}
+		line, err := rewrite.ReadLine(s.r, s.cfg.Limits.MaxLine)
+		var cmd rewrite.Command
+		if err == nil {
+			cmd, err = rewrite.ParseCommand(line)
+		}
+		switch {
+		case err == nil:
+			return cmd, nil
+		case isTimeout(err):
+			if err := s.timeoutReason(); err != nil {
+				return rewrite.Command{}, err
+			}
+			continue // a transfer is running: the control channel may rest
+		case errors.Is(err, rewrite.ErrLineTooLong), errors.Is(err, rewrite.ErrBareCR),
+			errors.Is(err, rewrite.ErrNUL), errors.Is(err, rewrite.ErrSyntax):
+			s.badLines++
+			s.log.Info("bad command line", zap.Error(err), zap.Int("count", s.badLines))
+			if s.badLines >= maxBadLines {
+				return rewrite.Command{}, errTooManyErrors
+			}
+			text := "Syntax error, command unrecognized."
+			if errors.Is(err, rewrite.ErrLineTooLong) {
+				text = fmt.Sprintf("Command line too long (limit %d bytes).", s.cfg.Limits.MaxLine)
+			}
+			if err := s.send("", rewrite.NewReply(500, text)); err != nil {
+				return rewrite.Command{}, err
+			}
+		default:
+			return rewrite.Command{}, err
+		}
+	}
+}
+
+// armReadDeadline sets the control read deadline: the idle timeout, or
+// the rest of the login timeout before login. Under mu, so that drain's
+// deadline is never overwritten.
+func (s *session) armReadDeadline() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.killed {
+		return net.ErrClosed
+	}
+	if s.fatal != nil {
+		return s.fatal
+	}
+	if s.draining && s.xfer == nil {
+		return errDraining
+	}
+	d := time.Now().Add(s.cfg.Timeouts.Idle)
+	if !s.loggedIn {
+		if ld := s.start.Add(s.cfg.Timeouts.Login); ld.Before(d) {
+			d = ld
+		}
+	}
+	return s.raw.SetReadDeadline(d)
+}
+
+// timeoutReason says why a control read timed out, or nil when the session
+// should read on (a transfer is running).
+func (s *session) timeoutReason() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.fatal != nil:
+		return s.fatal
+	case s.xfer != nil:
+		return nil
+	case s.draining:
+		return errDraining
+	case !s.loggedIn:
+		return errLoginTimeout
+	}
+	return errIdle
+}
+
+// verb says how the proxy handles one FTP command.
+type verb struct {
+	handle func(*session, rewrite.Command) error
+	// preLogin: allowed before the backend connection exists (before
+	// USER). Other commands get 530 until then.
+	preLogin bool
+}
+
+// verbs is the whole protocol surface. A verb not listed is forwarded to
+// the backend as it was parsed.
+var verbs map[string]verb
+
+func init() {
+	verbs = map[string]verb{
+		// Answered by the proxy itself.
+		"AUTH": {(*session).cmdAUTH, true},
+		"PBSZ": {(*session).cmdPBSZ, true},
+		"PROT": {(*session).cmdPROT, true},
+		"FEAT": {(*session).cmdFEAT, true},
+		"QUIT": {(*session).cmdQUIT, true},
+		"NOOP": {(*session).cmdNOOP, true},
+		// Login: the backend is chosen and connected at USER.
+		"USER": {(*session).cmdUSER, true},
+		"PASS": {(*session).cmdPASS, true},
+		// Rewritten: the proxy owns the client's data connections.
+		"PASV": {(*session).cmdPassive, false},
+		"EPSV": {(*session).cmdPassive, false},
+		"PORT": {(*session).cmdActive, false},
+		"EPRT": {(*session).cmdActive, false},
+		// Transfers: data flows through the proxy.
+		"RETR": {(*session).cmdTransfer, false},
+		"LIST": {(*session).cmdTransfer, false},
+		"NLST": {(*session).cmdTransfer, false},
+		"MLSD": {(*session).cmdTransfer, false},
+		"STOR": {(*session).cmdTransfer, false},
+		"STOU": {(*session).cmdTransfer, false},
+		"APPE": {(*session).cmdTransfer, false},
+		"ABOR": {(*session).cmdABOR, true},
+		// Refused.
+		"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
+		"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
+		"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
+		"HOST": {refuse(502, "HOST not supported."), true},
+	}
+}
+
+// transferVerbs open a data connection; the direction is the data's.
+var transferVerbs = map[string]string{
+	"RETR": "download", "LIST": "download", "NLST": "download", "MLSD": "download",
+	"STOR": "upload", "STOU": "upload", "APPE": "upload",
+}
+
+// dispatch handles one command. A returned error ends the session.
+func (s *session) dispatch(cmd rewrite.Command) error {
+	s.audit.Command(cmd)
+	if cmd.Verb == "ABOR" && s.abortTransfer() {
+		return nil
+	}
+	s.waitTransfer() // RFC 959: commands after a transfer command wait for it
+	v, known := verbs[cmd.Verb]
+	if !known {
+		v = verb{handle: (*session).cmdForward}
+	}
+	if !v.preLogin && s.be == nil {
+		return s.reply(cmd, 530, "Please login with USER and PASS.")
+	}
+	return v.handle(s, cmd)
+}
+
+func refuse(code int, text string) func(*session, rewrite.Command) error {
+	return func(s *session, cmd rewrite.Command) error {
+		s.log.Info("command refused", zap.String("verb", cmd.Verb), zap.Int("code", code))
+		return s.reply(cmd, code, text)
+	}
+}
+
+// deny answers a policy refusal, logs it and records it in the audit.
+func (s *session) deny(cmd rewrite.Command, d *policy.Denial) error {
+	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.Int("code", d.Code))
+	s.audit.PolicyDenied(d.Rule, cmd.Verb, d.Text)
+	return s.reply(cmd, d.Code, d.Text)
+}
+
+// ---- commands the proxy answers itself ----
+
+// cmdAUTH upgrades the control connection to TLS (RFC 4217 §4).
+func (s *session) cmdAUTH(cmd rewrite.Command) error {
+	if s.tls != nil {
+		return s.reply(cmd, 503, "TLS is already active.")
+	}
+	switch strings.ToUpper(cmd.Arg) {
+	case "TLS", "TLS-C", "SSL", "TLS-P":
+	default:
+		return s.reply(cmd, 504, "AUTH mechanism not supported; use AUTH TLS.")
+	}
+	// Anything the client sent after AUTH, before seeing our 234, would
+	// be read as if it came under TLS: the STARTTLS injection class
+	// (CVE-2011-0411, CVE-2011-1575). Refuse it, never execute it.
+	if s.r.Buffered() > 0 {
+		s.log.Warn("plaintext pipelined after AUTH TLS; closing", zap.Int("bytes", s.r.Buffered()))
+		s.audit.PolicyDenied("starttls_injection", cmd.Verb, "data pipelined after AUTH")
+		return errInjection
+	}
+	if err := s.reply(cmd, 234, "AUTH TLS successful; start the TLS handshake."); err != nil {
+		return err
+	}
+	return s.startTLS()
+}
+
+// startTLS runs the server TLS handshake on the control connection.
+func (s *session) startTLS() error {
+	tc := tls.Server(s.raw, s.lis.tlsConf)
+	s.raw.SetDeadline(time.Now().Add(s.cfg.Timeouts.TLSHandshake))
+	err := tc.Handshake()
+	s.raw.SetDeadline(time.Time{})
+	if err != nil {
+		s.log.Info("TLS handshake failed", zap.Error(err))
+		s.audit.PolicyDenied("tls_handshake", "AUTH", err.Error())
+		return err
+	}
+	cs := tc.ConnectionState()
+	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReader(tc)
+	s.log.Debug("TLS established", zap.String("version", tlsVersionName(cs.Version)),
+		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
+	s.audit.TLS(tlsVersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
+	return nil
+}
+
+// cmdPBSZ: with TLS the buffer size is always 0 (RFC 4217 §8).
+func (s *session) cmdPBSZ(cmd rewrite.Command) error {
+	if s.tls == nil {
+		return s.reply(cmd, 503, "PBSZ requires AUTH TLS first.")
+	}
+	if cmd.Arg == "" || strings.Trim(cmd.Arg, "0123456789") != "" {
+		return s.reply(cmd, 501, "PBSZ needs a number.")
+	}
+	s.pbsz = true
+	return s.reply(cmd, 200, "PBSZ=0")
+}
+
+// cmdPROT sets the data channel protection (RFC 4217 §9).
+func (s *session) cmdPROT(cmd rewrite.Command) error {
+	if s.tls == nil {
+		return s.reply(cmd, 503, "PROT requires AUTH TLS first.")
+	}
+	if !s.pbsz {
+		return s.reply(cmd, 503, "PBSZ must come before PROT.")
+	}
+	if len(cmd.Arg) != 1 {
+		return s.reply(cmd, 501, "PROT needs one of C, S, E, P.")
+	}
+	level := strings.ToUpper(cmd.Arg)[0]
+	if d := s.cfg.Policy.Prot(level); d != nil {
+		return s.deny(cmd, d)
+	}
+	s.prot = level
+	if level == 'P' {
+		return s.reply(cmd, 200, "Protection level set to Private.")
+	}
+	return s.reply(cmd, 200, "Protection level set to Clear.")
+}
+
+// proxyFeatures are the features the proxy itself implements; backend
+// features of the same names are replaced by these.
+var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV"}
+
+// droppedFeatures are backend features the proxy refuses or owns.
+func droppedFeature(name string) bool {
+	switch name {
+	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "EPRT", "HOST", "SSCN", "CPSV", "REIN":
+		return true
+	}
+	return false
+}
+
+// cmdFEAT lists the proxy's features, merged with the backend's once it is
+// connected (RFC 2389).
+func (s *session) cmdFEAT(cmd rewrite.Command) error {
+	var backend rewrite.Features
+	if s.be != nil {
+		rep, err := s.be.roundTrip(cmd, s.cfg.Timeouts.BackendReply)
+		if err != nil {
+			return err
+		}
+		backend = rewrite.ParseFEAT(rep)
+	}
+	return s.sendReply(cmd.Verb, backend.Merge(proxyFeatures, droppedFeature).Reply())
+}
+
+// cmdQUIT ends the session; the backend is told QUIT too (best effort).
+func (s *session) cmdQUIT(cmd rewrite.Command) error {
+	if s.be != nil {
+		if rep, err := s.be.roundTrip(cmd, 5*time.Second); err != nil {
+			s.log.Debug("backend QUIT failed", zap.Error(err))
+		} else {
+			s.log.Debug("backend QUIT", zap.Int("code", rep.Code))
+		}
+	}
+	s.reply(cmd, 221, "Goodbye.")
+	return errQuit
+}
+
+// cmdNOOP keeps the backend connection alive once there is one.
+func (s *session) cmdNOOP(cmd rewrite.Command) error {
+	if s.be == nil {
+		return s.reply(cmd, 200, "NOOP ok.")
+	}
+	return s.cmdForward(cmd)
+}
+
+// ---- login ----
+
+// cmdUSER applies the login policy, connects the backend on the first
+// USER, and forwards the command.
+func (s *session) cmdUSER(cmd rewrite.Command) error {
+	if cmd.Arg == "" {
+		return s.reply(cmd, 501, "USER needs a user name.")
+	}
+	if d := s.cfg.Policy.Login(cmd.Arg, s.tls != nil); d != nil {
+		return s.deny(cmd, d)
+	}
+	if s.be == nil {
+		be, err := s.connectBackend(s.route(cmd.Arg))
+		if err != nil {
+			return err
+		}
+		s.be = be
+	}
+	s.user, s.loggedIn = cmd.Arg, false
+	s.log = s.base.With(zap.String("user", cmd.Arg))
+	rep, err := s.forward(cmd)
+	if err != nil {
+		return err
+	}
+	s.loginResult(rep)
+	return nil
+}
+
+// route chooses the backend for user. Routing rules come in a later
+// version; today every session goes to its listener's backend.
+func (s *session) route(user string) *config.Backend {
+	return s.lis.cfg.Backend
+}
+
+// cmdPASS forwards the password; the audit stream never sees it.
+func (s *session) cmdPASS(cmd rewrite.Command) error {
+	if s.be == nil || s.user == "" {
+		return s.reply(cmd, 503, "Login with USER first.")
+	}
+	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
+		return s.deny(cmd, d)
+	}
+	rep, err := s.forward(cmd)
+	if err != nil {
+		return err
+	}
+	s.loginResult(rep)
+	return nil
+}
+
+// loginResult records the backend's answer to USER or PASS.
+func (s *session) loginResult(rep *rewrite.Reply) {
+	switch {
+	case rep.Code == 230:
+		s.loggedIn = true
+		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote))
+		s.audit.Login(s.user, true, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+	case rep.Code >= 400:
+		s.log.Info("login failed", zap.Int("code", rep.Code))
+		s.audit.Login(s.user, false, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+	}
+}
+
+// ---- everything else goes to the backend ----
+
+// cmdForward sends a command to the backend and relays its replies.
+func (s *session) cmdForward(cmd rewrite.Command) error {
+	_, err := s.forward(cmd)
+	return err
+}
+
+// forward sends cmd to the backend and relays every reply up to the final
+// one, which it returns. A 421 from the backend ends the session after it
+// is relayed.
+func (s *session) forward(cmd rewrite.Command) (*rewrite.Reply, error) {
+	if err := s.be.send(cmd); err != nil {
+		return nil, err
+	}
+	for {
+		rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.sendReply(cmd.Verb, rep); err != nil {
+			return nil, err
+		}
+		if rep.Code == 421 {
+			s.log.Info("backend closed the session", zap.String("reply", rep.String()))
+			return nil, fmt.Errorf("%w: backend sent 421", errQuit)
+		}
+		if rep.Final() {
+			return rep, nil
+		}
+	}
+}
+
+// ---- replies to the client ----
+
+// reply sends a one-line reply of the proxy's own to cmd.
+func (s *session) reply(cmd rewrite.Command, code int, text string) error {
+	return s.sendReply(cmd.Verb, rewrite.NewReply(code, text))
+}
+
+// sendReply sends rep as the answer to verb and records it.
+func (s *session) sendReply(verb string, rep *rewrite.Reply) error {
+	if rep.Final() {
+		s.audit.Reply(verb, rep.Code)
+	}
+	return s.send(verb, rep)
+}
+
+// send writes rep to the client. It is safe to call from the transfer
+// goroutine.
+func (s *session) send(verb string, rep *rewrite.Reply) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.lastReply = rep.Code
+	s.raw.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := s.ctrl.Write(rep.Wire())
+	if err != nil {
+		s.log.Debug("reply not delivered", zap.String("verb", verb), zap.Int("code", rep.Code), zap.Error(err))
+	}
+	return err
+}
+
+// ---- shutdown ----
+
+// drain asks the session to end: at once if it is idle, after its transfer
+// otherwise. Called by Server.Shutdown.
+func (s *session) drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	if s.xfer == nil {
+		s.raw.SetReadDeadline(time.Now()) // wake readCommand
+	}
+}
+
+// kill closes the session's connections now. Called by Server.Shutdown when
+// its deadline passes.
+func (s *session) kill() {
+	s.mu.Lock()
+	s.killed = true
+	x := s.xfer
+	s.mu.Unlock()
+	if x != nil {
+		x.cancel()
+	}
+	s.raw.Close()
+}
+
+// close releases everything the session holds and records its end.
+func (s *session) close(how string) {
+	if x := s.currentTransfer(); x != nil {
+		x.cancel()
+	}
+	if s.be != nil {
+		s.be.conn.Close() // also ends a transfer's wait for its final reply
+	}
+	if s.pasv != nil {
+		s.pasv.close()
+		s.pasv = nil
+	}
+	s.wg.Wait()
+	s.wmu.Lock()
+	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	s.ctrl.Close() // with TLS, sends close_notify first
+	s.wmu.Unlock()
+	s.raw.Close()
+	d := time.Since(s.start)
+	s.log.Info("session closed", zap.String("reason", how), zap.Duration("duration", d),
+		zap.Int64("bytes_down", s.bytesDown.Load()), zap.Int64("bytes_up", s.bytesUp.Load()))
+	s.audit.End(s.user, d, how, s.bytesDown.Load(), s.bytesUp.Load())
+}
+
+// ---- small helpers ----
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// isClosed reports whether err means the client went away.
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
