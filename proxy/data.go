@@ -223,12 +223,13 @@ func (x *transfer) addLeg(c net.Conn) {
 	defer x.mu.Unlock()
 	x.legs = append(x.legs, c)
 	if x.killed {
-		c.SetDeadline(time.Unix(1, 0))
+		resetLeg(c)
 	}
 }
 
-// cancel interrupts the transfer's I/O on both legs; the transfer goroutine
-// then ends it.
+// cancel interrupts the transfer: both legs are reset, which unblocks the
+// relay (a deadline would not: the relay re-arms its own), and the transfer
+// goroutine then ends it.
 func (x *transfer) cancel() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -237,7 +238,7 @@ func (x *transfer) cancel() {
 	}
 	x.killed = true
 	for _, c := range x.legs {
-		c.SetDeadline(time.Unix(1, 0))
+		resetLeg(c)
 	}
 }
 
@@ -399,7 +400,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 	}
 	p.close()
 	if cd == nil {
-		s.abortLeg(bdata)
+		resetLeg(bdata)
 		out.result = "failed"
 		out.reply = rewrite.NewReply(425, "Cannot open data connection: "+shortErr(out.err)+".")
 		s.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(out.err))
@@ -426,7 +427,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 	}
 	// Something broke. The backend must not take a broken upload for a
 	// complete one: its leg is reset, not closed.
-	s.abortLeg(bdata)
+	resetLeg(bdata)
 	out.err = rerr
 	out.result = "failed"
 	switch {
@@ -479,7 +480,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 				out.result = "failed"
 			}
 		} else {
-			s.abortLeg(out.client.tcp)
+			resetLeg(out.client.tcp)
 		}
 	}
 	if out.result == "complete" && x.direction == "upload" && out.client != nil && out.client.tls != nil && !out.closeNotify {
@@ -583,9 +584,9 @@ func lingerClose(cd *clientData, timeout time.Duration) {
 	cd.tcp.Close()
 }
 
-// abortLeg closes a data leg with a TCP reset, so that the peer cannot take
+// resetLeg closes a data leg with a TCP reset, so that the peer cannot take
 // the end of the stream for the end of the file.
-func (s *session) abortLeg(c net.Conn) {
+func resetLeg(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}

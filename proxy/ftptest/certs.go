@@ -1,0 +1,113 @@
+package ftptest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Certs is a test CA and a server certificate it signed, for "localhost",
+// 127.0.0.1 and ::1, written as PEM files.
+type Certs struct {
+	CAFile   string // the CA certificate, for clients to trust
+	CertFile string // the server certificate
+	KeyFile  string // the server key
+	Pool     *x509.CertPool
+}
+
+// KeyType selects the server key algorithm.
+type KeyType string
+
+const (
+	ECDSA KeyType = "ecdsa"
+	RSA   KeyType = "rsa"
+)
+
+// NewCerts makes a CA and a server certificate with a key of type kt.
+func NewCerts(t testing.TB, kt KeyType) *Certs {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ftpsgate test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+
+	var key crypto.Signer
+	switch kt {
+	case RSA:
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Certs{
+		CAFile:   filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, "server.pem"),
+		KeyFile:  filepath.Join(dir, "server.key"),
+		Pool:     x509.NewCertPool(),
+	}
+	c.Pool.AddCert(ca)
+	writePEM(t, c.CAFile, "CERTIFICATE", caDER)
+	writePEM(t, c.CertFile, "CERTIFICATE", leafDER)
+	writePEM(t, c.KeyFile, "PRIVATE KEY", keyDER)
+	return c
+}
+
+// ClientConfig is a TLS client configuration trusting the CA.
+func (c *Certs) ClientConfig() *tls.Config {
+	return &tls.Config{RootCAs: c.Pool, ServerName: "localhost", ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+}
+
+func writePEM(t testing.TB, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,89 @@
+"""Drives Python's ftplib.FTP_TLS through ftpsgate for the integration tests.
+
+Usage: python3 ftplib_client.py SPEC_JSON
+The spec names the server, the credentials and a list of steps; the script
+prints one JSON object with each step's result and exits non-zero on the
+first failure, with the reason on stderr.
+"""
+import ftplib
+import hashlib
+import io
+import json
+import socket
+import ssl
+import sys
+
+
+class ImplicitFTP_TLS(ftplib.FTP_TLS):
+    """FTP_TLS for implicit FTPS: TLS from the first byte."""
+
+    def connect(self, host="", port=0, timeout=-999, source_address=None):
+        if host:
+            self.host = host
+        if port > 0:
+            self.port = port
+        if timeout != -999:
+            self.timeout = timeout
+        self.sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.af = self.sock.family
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+        self.file = self.sock.makefile("r", encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    ctx = ssl.create_default_context(cafile=spec["cafile"])
+    cls = ImplicitFTP_TLS if spec.get("implicit") else ftplib.FTP_TLS
+    ftp = cls(context=ctx, timeout=60)
+    ftp.connect(spec["host"], spec["port"])
+    out = {"welcome": ftp.welcome, "steps": []}
+    if spec.get("login", True):
+        ftp.login(spec["user"], spec["password"])  # sends AUTH TLS first
+        ftp.prot_p()
+    for step in spec.get("steps", []):
+        op = step["op"]
+        res = {"op": op}
+        if op == "upload":
+            data = open(step["local"], "rb").read()
+            if "rest" in step:
+                data = data[step["rest"]:]
+            res["reply"] = ftp.storbinary("STOR " + step["remote"], io.BytesIO(data), rest=step.get("rest"))
+        elif op == "append":
+            data = open(step["local"], "rb").read()
+            res["reply"] = ftp.storbinary("APPE " + step["remote"], io.BytesIO(data))
+        elif op == "stou":
+            data = open(step["local"], "rb").read()
+            res["reply"] = ftp.storbinary("STOU", io.BytesIO(data))
+        elif op == "download":
+            buf = io.BytesIO()
+            res["reply"] = ftp.retrbinary("RETR " + step["remote"], buf.write, rest=step.get("rest"))
+            res["sha256"] = sha256(buf.getvalue())
+            res["size"] = len(buf.getvalue())
+        elif op == "list":
+            lines = []
+            res["reply"] = ftp.retrlines("LIST", lines.append)
+            res["lines"] = lines
+        elif op == "nlst":
+            res["names"] = ftp.nlst()
+        elif op == "mlsd":
+            res["entries"] = {name: facts for name, facts in ftp.mlsd()}
+        elif op == "cmd":
+            try:
+                res["reply"] = ftp.sendcmd(step["line"])
+            except ftplib.Error as e:
+                res["reply"] = str(e)
+        else:
+            raise SystemExit("unknown op " + op)
+        out["steps"].append(res)
+    out["quit"] = ftp.quit()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

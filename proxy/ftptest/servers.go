@@ -1,0 +1,166 @@
+package ftptest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is a real FTP server running on loopback for one test.
+type Server struct {
+	Name     string // "vsftpd" or "pure-ftpd"
+	Addr     string // host:port of its control connection
+	Root     string // the directory the test user sees as "/"
+	User     string
+	Password string
+	Log      string // path of its log, for failure messages
+}
+
+// startTimeout bounds a server's start, up to its first 220.
+const startTimeout = 20 * time.Second
+
+// VsftpdOptions tune a vsftpd backend.
+type VsftpdOptions struct {
+	// Extra lines for vsftpd.conf.
+	Extra []string
+}
+
+// Vsftpd starts Debian's vsftpd on a free loopback port, serving a fresh
+// directory to the test account. It stops when the test ends.
+func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
+	t.Helper()
+	RequireRoot(t)
+	bin := Tool(t, "vsftpd")
+	user, pass := Credentials(t)
+	dir := TempDir(t)
+	root := filepath.Join(dir, "root")
+	empty := filepath.Join(dir, "empty")
+	for _, d := range []string{root, empty} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Chown(t, root)
+	logFile := filepath.Join(dir, "vsftpd.log")
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		port := FreePort(t)
+		conf := []string{
+			"listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", "listen_port=" + strconv.Itoa(port),
+			"background=NO", "anonymous_enable=NO", "local_enable=YES", "write_enable=YES", "local_umask=022",
+			"pam_service_name=" + PAMService, "userlist_enable=NO",
+			"local_root=" + root, "chroot_local_user=YES", "allow_writeable_chroot=YES",
+			"secure_chroot_dir=" + empty, "seccomp_sandbox=NO",
+			"xferlog_enable=YES", "vsftpd_log_file=" + logFile, "log_ftp_protocol=YES",
+			"max_clients=0", "max_per_ip=0",
+		}
+		conf = append(conf, opt.Extra...)
+		confFile := filepath.Join(dir, "vsftpd.conf")
+		if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if err := startDaemon(t, "vsftpd", addr, bin, confFile); err != nil {
+			lastErr = err
+			continue
+		}
+		return &Server{Name: "vsftpd", Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
+	}
+	t.Fatalf("vsftpd did not start: %v", lastErr)
+	return nil
+}
+
+// PureFTPd starts pure-ftpd (unpacked from Debian's package by test-deps)
+// on a free loopback port, with a virtual user of its own whose files
+// belong to the test account. It stops when the test ends.
+func PureFTPd(t testing.TB) *Server {
+	t.Helper()
+	RequireRoot(t)
+	bin := filepath.Join(PureFTPdRoot, "usr/sbin/pure-ftpd")
+	pw := filepath.Join(PureFTPdRoot, "usr/bin/pure-pw")
+	for _, p := range []string{bin, pw} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("pure-ftpd not found at %s: %s", p, setupHint)
+		}
+	}
+	accountIDs(t) // fails early when the account is missing
+	dir := TempDir(t)
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	Chown(t, root)
+	user, pass := "pureuser", randomToken()
+	passwd, pdb := filepath.Join(dir, "pureftpd.passwd"), filepath.Join(dir, "pureftpd.pdb")
+	Run(t, 30*time.Second, pass+"\n"+pass+"\n", pw, "useradd", user, "-u", Account, "-d", root,
+		"-f", passwd, "-m", "-F", pdb)
+	logFile := filepath.Join(dir, "pure-ftpd.log")
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		port := FreePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		args := []string{
+			"-S", "127.0.0.1," + strconv.Itoa(port), "-l", "puredb:" + pdb,
+			"-E", "-A", "-H", "-c", "200", "-C", "200", "-g", filepath.Join(dir, "pure-ftpd.pid"),
+			"-O", "clf:" + logFile,
+		}
+		if err := startDaemon(t, "pure-ftpd", addr, bin, args...); err != nil {
+			lastErr = err
+			continue
+		}
+		return &Server{Name: "pure-ftpd", Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
+	}
+	t.Fatalf("pure-ftpd did not start: %v", lastErr)
+	return nil
+}
+
+// startDaemon starts a foreground server in its own process group, waits
+// for its greeting on addr, and stops the whole group when the test ends.
+func startDaemon(t testing.TB, name, addr, bin string, args ...string) error {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	ready := make(chan error, 1)
+	go func() { ready <- WaitGreeting(addr, startTimeout) }()
+	select {
+	case err := <-exited:
+		exited <- err // for stop
+		stop()
+		return fmt.Errorf("%s exited at start (%v): %s", name, err, out.String())
+	case err := <-ready:
+		if err != nil {
+			stop()
+			return fmt.Errorf("%s: %w; output: %s", name, err, out.String())
+		}
+	}
+	t.Cleanup(stop)
+	return nil
+}
+
+func randomToken() string {
+	var b [9]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(errors.New("crypto/rand failed"))
+	}
+	return fmt.Sprintf("%x", b[:])
+}

@@ -1,0 +1,178 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ftpsgate/ftpsgate/proxy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// gate is an ftpsgate running in the test process, with an explicit and an
+// implicit listener in front of one backend.
+type gate struct {
+	srv      *proxy.Server
+	cfg      *config.Config
+	explicit string // host:port of the explicit listener
+	implicit string // host:port of the implicit listener
+	certs    *ftptest.Certs
+	logs     *observer.ObservedLogs // diagnostic log
+	audit    *observer.ObservedLogs // audit events
+	auditLog string                 // the audit stream as JSON lines
+	auditBuf *syncBuffer
+}
+
+type gateOptions struct {
+	keyType ftptest.KeyType
+	policy  string // HCL body of the policy block
+	extra   string // more HCL (timeouts, limits…)
+}
+
+// startGate starts ftpsgate in front of the backend at backendAddr.
+func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
+	t.Helper()
+	if opt.keyType == "" {
+		opt.keyType = ftptest.ECDSA
+	}
+	certs := ftptest.NewCerts(t, opt.keyType)
+	f1, l1 := ftptest.FreePortRange(t, 20)
+	f2, l2 := ftptest.FreePortRange(t, 20)
+	for f2 <= l1 && f1 <= l2 { // the two ranges must not overlap
+		f2, l2 = ftptest.FreePortRange(t, 20)
+	}
+	src := fmt.Sprintf(`
+listener "ftps" {
+  address       = "127.0.0.1:0"
+  tls           = "explicit"
+  cert_file     = %q
+  key_file      = %q
+  passive_ports = "%d-%d"
+  backend       = "legacy"
+}
+listener "ftps-implicit" {
+  address       = "127.0.0.1:0"
+  tls           = "implicit"
+  cert_file     = %q
+  key_file      = %q
+  passive_ports = "%d-%d"
+  backend       = "legacy"
+}
+backend "legacy" {
+  address = %q
+  tls     = "none"
+}
+policy {
+%s
+}
+%s
+`, certs.CertFile, certs.KeyFile, f1, l1, certs.CertFile, certs.KeyFile, f2, l2, backendAddr, opt.policy, opt.extra)
+	cfg, diags := config.Parse([]byte(src), "test.hcl")
+	if diags.HasErrors() {
+		t.Fatalf("config: %s\n%s", diags.Error(), src)
+	}
+	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}}
+
+	logCore, logs := observer.New(zap.DebugLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), logCore))
+	auditCore, auditObs := observer.New(zap.InfoLevel)
+	auditJSON := zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(g.auditBuf), zap.InfoLevel)
+	g.logs, g.audit = logs, auditObs
+
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON)))})
+	if err := g.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.srv.Close() })
+	g.explicit = g.srv.Addr("ftps").String()
+	g.implicit = g.srv.Addr("ftps-implicit").String()
+	return g
+}
+
+func port(t testing.TB, addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// auditEvents parses the audit stream written so far.
+func (g *gate) auditEvents(t testing.TB) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(g.auditBuf.Bytes()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, m)
+	}
+	return evs
+}
+
+// eventsOf returns the audit events named event.
+func (g *gate) eventsOf(t testing.TB, event string) []map[string]any {
+	var out []map[string]any
+	for _, e := range g.auditEvents(t) {
+		if e["event"] == event {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// logged reports whether the diagnostic log has an entry with message msg.
+func (g *gate) logged(msg string) bool {
+	return g.logs.FilterMessage(msg).Len() > 0
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.b.Bytes()...)
+}
+
+// ftpURL is the URL of path through the listener at addr.
+func ftpURL(scheme, user, pass, addr, path string) string {
+	return fmt.Sprintf("%s://%s:%s@%s/%s", scheme, user, pass, addr, strings.TrimPrefix(path, "/"))
+}
+
+// writeFile writes data to a new file in dir.
+func writeFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,380 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// Protocol-level behaviour, driven by a Go client that sends exact bytes,
+// against a real vsftpd behind the proxy.
+
+func TestSessionRules(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	conf := g.certs.ClientConfig()
+
+	t.Run("no login before TLS", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		c.Cmd(530, "USER %s", be.User)
+		c.Cmd(503, "PASS %s", be.Password) // no USER accepted
+		c.Cmd(503, "PBSZ 0")
+		c.Cmd(503, "PROT P")
+		c.Cmd(530, "PASV")
+		c.Cmd(530, "LIST")
+		c.Cmd(221, "QUIT")
+		denied := g.eventsOf(t, "policy_denied")
+		if len(denied) == 0 || denied[0]["rule"] != "require_tls" {
+			t.Fatalf("policy_denied events %v", denied)
+		}
+	})
+	t.Run("PBSZ before PROT; PROT C refused; data before PROT P refused", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(conf)
+		c.Cmd(331, "USER %s", be.User)
+		c.Cmd(230, "PASS %s", be.Password)
+		c.Cmd(503, "PROT P")
+		c.Cmd(200, "PBSZ 0")
+		c.Cmd(534, "PROT C")
+		c.Cmd(536, "PROT S")
+		c.Cmd(504, "PROT X")
+		c.Cmd(521, "EPSV")
+		c.Cmd(521, "PASV")
+		c.Cmd(521, "LIST")
+		c.Cmd(200, "PROT P")
+		c.EPSV()
+		c.Cmd(221, "QUIT")
+	})
+	t.Run("AUTH variants", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		c.Cmd(504, "AUTH KERBEROS_V4")
+		c.Cmd(502, "ADAT xyz")
+		c.AuthTLS(conf)
+		c.Cmd(503, "AUTH TLS")
+		c.Cmd(534, "CCC")
+	})
+	t.Run("FEAT before and after login", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		pre := c.Cmd(211, "FEAT")
+		for _, f := range []string{"AUTH TLS", "PBSZ", "PROT", "EPSV"} {
+			if !strings.Contains(pre, "\n "+f) {
+				t.Errorf("FEAT before login lacks %q: %q", f, pre)
+			}
+		}
+		c.AuthTLS(conf)
+		c.Login(be.User, be.Password)
+		post := c.Cmd(211, "FEAT")
+		// vsftpd's own features pass; EPRT (not served yet) does not.
+		for _, f := range []string{"SIZE", "MDTM", "REST STREAM", "AUTH TLS", "EPSV"} {
+			if !strings.Contains(post, "\n "+f) {
+				t.Errorf("FEAT after login lacks %q: %q", f, post)
+			}
+		}
+		if strings.Contains(post, "EPRT") {
+			t.Errorf("FEAT advertises EPRT, which the proxy refuses: %q", post)
+		}
+		c.Cmd(502, "PORT 127,0,0,1,200,10")
+	})
+	t.Run("user allow-list", func(t *testing.T) {
+		g2 := startGate(t, be.Addr, gateOptions{policy: `allow_users = ["someone-else", "backup-*"]`})
+		c := ftptest.Dial(t, g2.explicit)
+		c.AuthTLS(g2.certs.ClientConfig())
+		c.Cmd(530, "USER %s", be.User)
+		ev := g2.eventsOf(t, "policy_denied")
+		if len(ev) != 1 || ev[0]["rule"] != "allow_users" {
+			t.Fatalf("policy_denied events %v", ev)
+		}
+		if len(g2.eventsOf(t, "login")) != 0 {
+			t.Fatal("a denied user reached the backend")
+		}
+	})
+	t.Run("bad lines", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		c.SendRaw([]byte("NO\x00OP\r\n"))
+		c.Expect(500)
+		c.SendRaw(append(bytes.Repeat([]byte("A"), 5000), '\r', '\n'))
+		c.Expect(500)
+		c.Cmd(200, "NOOP") // the session goes on
+		c.SendRaw([]byte("USER a\rPASS b\r\n"))
+		c.Expect(421) // third bad line: closed
+		if _, _, err := c.ReadErr(); err == nil {
+			t.Fatal("connection still open after 421")
+		}
+	})
+}
+
+// TestAuthInjection: bytes pipelined after AUTH TLS, before the handshake,
+// are never executed (the STARTTLS injection class).
+func TestAuthInjection(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{policy: "require_tls = false"})
+	c := ftptest.Dial(t, g.explicit)
+	c.SendRaw([]byte("AUTH TLS\r\nUSER " + be.User + "\r\n"))
+	c.Expect(421)
+	if g.logged("backend connected") || len(g.eventsOf(t, "login")) > 0 {
+		t.Fatal("the pipelined USER reached the backend")
+	}
+	if !g.logged("plaintext pipelined after AUTH TLS; closing") {
+		t.Fatal("no log line for the injection")
+	}
+}
+
+// TestFinalReplyAfterData: the 226 of a download reaches the client only
+// after every data byte and the TLS close_notify: a client that reads the
+// control reply first still finds the whole file, cleanly closed.
+func TestFinalReplyAfterData(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	content := bytes.Repeat([]byte("0123456789abcdef"), 4096) // fits socket buffers
+	writeFile(t, be.Root, "f.bin", content)
+
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	for i := 0; i < 3; i++ {
+		addr := c.EPSV()
+		d := c.DialData(addr)
+		c.Cmd(150, "RETR f.bin")
+		// Handshake, but read nothing yet.
+		if err := d.Conn.(*tls.Conn).Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		c.Expect(226)
+		got := ftptest.ReadAll(t, d)
+		if !bytes.Equal(got, content) {
+			t.Fatalf("got %d bytes before 226, want %d", len(got), len(content))
+		}
+		if !d.CloseNotified() {
+			t.Fatal("data connection ended without close_notify")
+		}
+	}
+}
+
+// TestUploadEnds: an upload that ends with close_notify is complete; one
+// that ends with a bare TCP FIN is still delivered, but logged and audited
+// as unverified.
+func TestUploadEnds(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	data := bytes.Repeat([]byte("x"), 100000)
+
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR clean.bin")
+	if _, err := d.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	d.Close() // close_notify, then FIN
+	c.Expect(226)
+
+	d = c.DialData(c.EPSV())
+	c.Cmd(150, "STOR bare.bin")
+	if _, err := d.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	d.TCP.Close() // no close_notify
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+
+	for _, name := range []string{"clean.bin", "bare.bin"} {
+		got, err := os.ReadFile(filepath.Join(be.Root, name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %d bytes (%v)", name, len(got), err)
+		}
+	}
+	evs := g.eventsOf(t, "transfer")
+	if len(evs) != 2 || evs[0]["close_notify"] != true || evs[1]["close_notify"] != false {
+		t.Fatalf("transfer events %v", evs)
+	}
+	if !g.logged("upload ended without TLS close_notify: its completeness cannot be verified") {
+		t.Fatal("no warning for the unverified upload")
+	}
+}
+
+// TestPassivePortTheft: a connection to the passive port from another
+// address is refused, logged, and does not take the client's place.
+func TestPassivePortTheft(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	writeFile(t, be.Root, "secret.txt", []byte("the secret\n"))
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	addr := c.EPSV()
+
+	thief := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
+	tc, err := thief.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("thief dial: %v", err)
+	}
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := tc.Read(make([]byte, 1)); err == nil || n > 0 {
+		t.Fatalf("the thief's connection was served (%d bytes, %v)", n, err)
+	}
+	tc.Close()
+
+	d := c.DialData(addr)
+	c.Cmd(150, "RETR secret.txt")
+	if got := ftptest.ReadAll(t, d); string(got) != "the secret\n" {
+		t.Fatalf("client got %q", got)
+	}
+	c.Expect(226)
+	if !g.logged("data connection from a foreign address refused") {
+		t.Fatal("no log line for the refused connection")
+	}
+}
+
+// TestAbort: ABOR during a download stops it with 426 then 226, and the
+// session goes on.
+func TestAbort(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR big.bin")
+	if _, err := io.ReadFull(d, make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	c.Send("ABOR")
+	c.Expect(426)
+	c.Expect(226)
+	c.Cmd(200, "NOOP")
+	c.Cmd(257, "PWD")
+	evs := g.eventsOf(t, "transfer")
+	if len(evs) != 1 || evs[0]["result"] != "aborted" {
+		t.Fatalf("transfer events %v", evs)
+	}
+	c.Cmd(221, "QUIT")
+}
+
+// TestBackendUnavailable: a backend that is down, or refuses with its
+// greeting, gets the client a 421 and a log line.
+func TestBackendUnavailable(t *testing.T) {
+	dead := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+	refusing, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refusing.Close()
+	go func() {
+		for {
+			c, err := refusing.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("421 Too many connections (8) from this IP\r\n"))
+			c.Close()
+		}
+	}()
+	for _, tc := range []struct{ name, addr, log string }{
+		{"down", dead, "backend dial failed"},
+		{"refusing", refusing.Addr().String(), "backend refused the connection"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGate(t, tc.addr, gateOptions{})
+			c := ftptest.Dial(t, g.explicit)
+			c.AuthTLS(g.certs.ClientConfig())
+			msg := c.Cmd(421, "USER someone")
+			if !strings.Contains(msg, "cannot be reached") {
+				t.Fatalf("421 text %q", msg)
+			}
+			if !g.logged(tc.log) {
+				t.Fatalf("no %q log line", tc.log)
+			}
+		})
+	}
+}
+
+// TestFrontTLS: the listener's TLS rules, attacked.
+func TestFrontTLS(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, kt := range []ftptest.KeyType{ftptest.ECDSA, ftptest.RSA} {
+		t.Run(string(kt), func(t *testing.T) {
+			g := startGate(t, be.Addr, gateOptions{keyType: kt})
+			handshake := func(conf *tls.Config) (tls.ConnectionState, error) {
+				raw, err := net.Dial("tcp", g.implicit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer raw.Close()
+				raw.SetDeadline(time.Now().Add(20 * time.Second))
+				tc := tls.Client(raw, conf)
+				err = tc.Handshake()
+				return tc.ConnectionState(), err
+			}
+			conf := g.certs.ClientConfig()
+			conf.NextProtos = []string{"ftp"}
+			st, err := handshake(conf)
+			if err != nil || st.NegotiatedProtocol != "ftp" {
+				t.Fatalf("ALPN ftp: %v, negotiated %q", err, st.NegotiatedProtocol)
+			}
+			conf = g.certs.ClientConfig()
+			conf.NextProtos = []string{"http/1.1"} // ALPACA: a browser sent here
+			if _, err := handshake(conf); err == nil {
+				t.Fatal("handshake with ALPN http/1.1 succeeded")
+			}
+			conf = g.certs.ClientConfig()
+			conf.MinVersion, conf.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+			if _, err := handshake(conf); err == nil {
+				t.Fatal("TLS 1.1 handshake succeeded")
+			}
+			// The whole path works with this key type.
+			c := ftptest.DialImplicit(t, g.implicit, g.certs.ClientConfig())
+			c.Login(be.User, be.Password)
+			c.Cmd(221, "QUIT")
+		})
+	}
+}
+
+// TestAuditNeverHoldsPassword greps everything the proxy logged for the
+// password used.
+func TestAuditNeverHoldsPassword(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(221, "QUIT")
+	c = ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER %s", be.User)
+	c.Cmd(530, "PASS wrong-%s", be.Password)
+	c.Cmd(221, "QUIT")
+	all := string(g.auditBuf.Bytes())
+	for _, e := range g.logs.All() {
+		all += fmt.Sprint(e.Message, e.ContextMap())
+	}
+	if strings.Contains(all, be.Password) {
+		t.Fatal("the password appears in a log")
+	}
+	var sawPass bool
+	for _, ev := range g.eventsOf(t, "command") {
+		if ev["verb"] == "PASS" {
+			sawPass = true
+			if ev["arg"] != "****" {
+				t.Fatalf("PASS event %v", ev)
+			}
+		}
+	}
+	logins := g.eventsOf(t, "login")
+	if !sawPass || len(logins) != 2 || logins[0]["result"] != "success" || logins[1]["result"] != "failure" {
+		t.Fatalf("login events %v", logins)
+	}
+}

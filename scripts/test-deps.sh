@@ -1,0 +1,76 @@
+#!/bin/sh
+# Installs what ftpsgate's tests and demo need on a Debian machine, when it is
+# missing: FTP servers (vsftpd from Debian's package; pure-ftpd unpacked from
+# Debian's package, since the two packages conflict), FTP clients (curl, lftp,
+# Python 3), and a system account the FTP servers log in as.
+#
+# Idempotent: a second run changes nothing. Needs root for what is missing.
+set -eu
+
+PUREFTPD_ROOT=/opt/ftpsgate-test/pure-ftpd
+ACCOUNT=ftpsgate-test
+STATE=/var/lib/ftpsgate-test
+
+missing=""
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3; do
+	cmd=${tool%%:*} pkg=${tool#*:}
+	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
+done
+# pure-ftpd's shared libraries, for the unpacked binary.
+for pkg in libsodium23 libcap2 libssl3 libpam0g; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+need_pureftpd=no
+[ -x "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" ] || need_pureftpd=yes
+need_account=no
+getent passwd "$ACCOUNT" >/dev/null 2>&1 && [ -s "$STATE/password" ] && [ -f /etc/pam.d/$ACCOUNT ] || need_account=yes
+
+if [ -z "$missing" ] && [ "$need_pureftpd" = no ] && [ "$need_account" = no ]; then
+	echo "test-deps: everything is in place"
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "test-deps: missing:${missing:- } $( [ $need_pureftpd = yes ] && echo pure-ftpd ) $( [ $need_account = yes ] && echo "account $ACCOUNT" )" >&2
+	echo "test-deps: run as root (sudo make test-deps) to install them" >&2
+	exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if [ -n "$missing" ] || [ "$need_pureftpd" = yes ]; then
+	echo "test-deps: apt-get update"
+	apt-get update -qq
+fi
+if [ -n "$missing" ]; then
+	echo "test-deps: installing$missing"
+	# Debian starts vsftpd on port 21 after install where an init system
+	# runs; the tests never use that instance.
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+if [ "$need_pureftpd" = yes ]; then
+	echo "test-deps: unpacking pure-ftpd into $PUREFTPD_ROOT"
+	tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -qq pure-ftpd 2>/dev/null) || { echo "test-deps: apt-get download pure-ftpd failed" >&2; exit 1; }
+	mkdir -p "$PUREFTPD_ROOT"
+	dpkg -x "$tmp"/pure-ftpd_*.deb "$PUREFTPD_ROOT"
+	rm -rf "$tmp"
+fi
+if [ "$need_account" = yes ]; then
+	echo "test-deps: preparing account $ACCOUNT (no shell, no home, FTP only)"
+	getent passwd "$ACCOUNT" >/dev/null 2>&1 ||
+		useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin "$ACCOUNT"
+	# A PAM service of its own: Debian's "vsftpd" service requires a login
+	# shell (pam_shells), which this account must not have.
+	cat >/etc/pam.d/$ACCOUNT <<-EOF
+		auth     required pam_unix.so
+		account  required pam_unix.so
+		session  required pam_permit.so
+	EOF
+	mkdir -p "$STATE"
+	chmod 700 "$STATE"
+	if [ ! -s "$STATE/password" ]; then
+		umask 077
+		head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE/password"
+	fi
+	echo "$ACCOUNT:$(cat "$STATE/password")" | chpasswd
+fi
+echo "test-deps: done"
