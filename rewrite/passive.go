@@ -21,7 +21,9 @@ func ParsePASV(r *Reply) (netip.AddrPort, error) {
 	}
 	text := r.Text()
 	for i := 0; i < len(text); i++ {
-		if !isDigit(text[i]) || (i > 0 && isDigit(text[i-1])) {
+		// A tuple starts at a digit not preceded by a digit or a comma, so
+		// that a longer run of numbers is never read as an address.
+		if !isDigit(text[i]) || (i > 0 && (isDigit(text[i-1]) || text[i-1] == ',')) {
 			continue
 		}
 		if ap, ok := parseSixTuple(text[i:]); ok {
@@ -55,7 +57,7 @@ func parseSixTuple(s string) (netip.AddrPort, bool) {
 			s = s[1:]
 		}
 	}
-	if len(s) > 0 && isDigit(s[0]) {
+	if len(s) > 0 && (isDigit(s[0]) || s[0] == ',') {
 		return netip.AddrPort{}, false
 	}
 	port := uint16(v[4])<<8 | uint16(v[5])

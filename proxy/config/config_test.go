@@ -1,0 +1,188 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCert writes a self-signed certificate and key, for load tests.
+func testCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+const validTmpl = `listener "ftps" {
+  address        = "0.0.0.0:21"
+  tls            = "explicit"
+  cert_file      = "%[1]s"
+  key_file       = "%[2]s"
+  passive_ports  = "50000-50999"
+  public_address = "203.0.113.10"
+  backend        = "legacy"
+}
+listener "ftps-implicit" {
+  address       = "[::]:990"
+  tls           = "implicit"
+  cert_file     = "%[1]s"
+  key_file      = "%[2]s"
+  passive_ports = "51000-51999"
+  backend       = "legacy"
+}
+backend "legacy" {
+  address = "10.0.0.5:21"
+  tls     = "none"
+}
+policy {
+  require_tls    = true
+  require_prot_p = true
+  allow_users    = []
+}
+audit {
+  file = "/var/log/ftpsgate/audit.log"
+}
+`
+
+func TestLoadContractExample(t *testing.T) {
+	cert, key := testCert(t)
+	cfg, diags := Parse([]byte(fmt.Sprintf(validTmpl, cert, key)), "ftpsgate.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	l := cfg.Listeners[0]
+	if l.Name != "ftps" || l.TLS != Explicit || l.PassivePorts != (PortRange{50000, 50999}) ||
+		l.PublicAddress.String() != "203.0.113.10" || l.Backend != cfg.Backends["legacy"] ||
+		l.MinTLSVersion != tls.VersionTLS12 || l.Certificate == nil {
+		t.Fatalf("listener %+v", l)
+	}
+	if cfg.Listeners[1].TLS != Implicit || cfg.Listeners[1].PublicAddress.IsValid() {
+		t.Fatalf("implicit listener %+v", cfg.Listeners[1])
+	}
+	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || len(cfg.Policy.AllowUsers) != 0 {
+		t.Fatalf("policy %+v", cfg.Policy)
+	}
+	if cfg.Audit.File != "/var/log/ftpsgate/audit.log" || cfg.Timeouts != DefaultTimeouts() {
+		t.Fatalf("audit %+v timeouts %+v", cfg.Audit, cfg.Timeouts)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cert, key := testCert(t)
+	src := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "b"
+}
+backend "b" { address = "127.0.0.1:21" }
+`, cert, key)
+	cfg, diags := Parse([]byte(src), "min.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	// Secure defaults: TLS and PROT P required when no policy block.
+	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || cfg.Listeners[0].TLS != Explicit {
+		t.Fatalf("defaults %+v %+v", cfg.Policy, cfg.Listeners[0])
+	}
+}
+
+// TestDiagnostics: every problem is reported, each with its file and line.
+func TestDiagnostics(t *testing.T) {
+	cert, key := testCert(t)
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		line    int
+		summary string
+	}{
+		{"unknown backend", func(s string) string { return strings.Replace(s, `backend        = "legacy"`, `backend        = "nope"`, 1) }, 8, "Unknown backend"},
+		{"bad TLS mode", func(s string) string { return strings.Replace(s, `"explicit"`, `"starttls"`, 1) }, 3, "Invalid TLS mode"},
+		{"bad range", func(s string) string { return strings.Replace(s, `"50000-50999"`, `"50999-50000"`, 1) }, 6, "Invalid passive port range"},
+		{"privileged range", func(s string) string { return strings.Replace(s, `"50000-50999"`, `"20-21"`, 1) }, 6, "Invalid passive port range"},
+		{"overlapping ranges", func(s string) string { return strings.Replace(s, `"51000-51999"`, `"50500-51999"`, 1) }, 15, "Overlapping passive ranges"},
+		{"public address not IPv4", func(s string) string { return strings.Replace(s, `"203.0.113.10"`, `"2001:db8::1"`, 1) }, 7, "Invalid public address"},
+		{"public address not an IP", func(s string) string { return strings.Replace(s, `"203.0.113.10"`, `"ftp.example.com"`, 1) }, 7, "Invalid public address"},
+		{"bad listen address", func(s string) string { return strings.Replace(s, `"0.0.0.0:21"`, `"0.0.0.0"`, 1) }, 2, "Invalid listener address"},
+		{"missing certificate", func(s string) string { return strings.Replace(s, cert, "/nonexistent.pem", 1) }, 4, "Cannot load certificate"},
+		{"duplicate listener", func(s string) string { return strings.Replace(s, `"ftps-implicit"`, `"ftps"`, 1) }, 10, "Duplicate listener"},
+		{"backend TLS later", func(s string) string { return strings.Replace(s, `tls     = "none"`, `tls     = "explicit"`, 1) }, 20, "Unsupported backend TLS mode"},
+		{"backend without host", func(s string) string { return strings.Replace(s, `"10.0.0.5:21"`, `":21"`, 1) }, 19, "Invalid backend address"},
+		{"unknown attribute", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tsl    = true`, 1) }, 23, "Unsupported argument"},
+		{"wrong type", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tls    = "yes please"`, 1) }, 23, "Unsuitable value type"},
+		{"bad pattern", func(s string) string { return strings.Replace(s, `allow_users    = []`, `allow_users    = ["a["]`, 1) }, 25, "Invalid policy"},
+		{"bad duration", func(s string) string { return s + "timeouts {\n  idle = \"forever\"\n}\n" }, 31, "Invalid duration"},
+		{"small line limit", func(s string) string { return s + "limits {\n  max_line = 10\n}\n" }, 31, "Invalid limit"},
+		{"syntax error", func(s string) string { return s + "listener {\n" }, 30, "Unclosed configuration block"},
+	}
+	base := fmt.Sprintf(validTmpl, cert, key)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.edit(base)
+			if src == base {
+				t.Fatal("edit changed nothing")
+			}
+			cfg, diags := Parse([]byte(src), "gate.hcl")
+			if cfg != nil || !diags.HasErrors() {
+				t.Fatalf("accepted")
+			}
+			var found bool
+			for _, d := range diags {
+				if d.Summary == tc.summary {
+					found = true
+					if d.Subject == nil || d.Subject.Filename != "gate.hcl" || d.Subject.Start.Line != tc.line {
+						t.Fatalf("%q at %v, want gate.hcl line %d", d.Summary, d.Subject, tc.line)
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("no %q diagnostic in %s", tc.summary, diags.Error())
+			}
+		})
+	}
+}
+
+// TestAllProblemsReported: two independent mistakes give two diagnostics.
+func TestAllProblemsReported(t *testing.T) {
+	cert, key := testCert(t)
+	src := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `"explicit"`, `"bogus"`, 1)
+	src = strings.Replace(src, `"51000-51999"`, `"x"`, 1)
+	_, diags := Parse([]byte(src), "gate.hcl")
+	if len(diags.Errs()) != 2 {
+		t.Fatalf("want 2 diagnostics, got %s", diags.Error())
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	for in, want := range map[string]PortRange{"50000-50999": {50000, 50999}, " 1024 - 1024 ": {1024, 1024}, "6000": {6000, 6000}} {
+		if got, err := ParsePortRange(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "a-b", "1023-2000", "2000-1999", "1-70000", "50000-"} {
+		if _, err := ParsePortRange(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
