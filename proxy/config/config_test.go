@@ -117,7 +117,9 @@ func TestDiagnostics(t *testing.T) {
 		line    int
 		summary string
 	}{
-		{"unknown backend", func(s string) string { return strings.Replace(s, `backend        = "legacy"`, `backend        = "nope"`, 1) }, 8, "Unknown backend"},
+		{"unknown backend", func(s string) string {
+			return strings.Replace(s, `backend        = "legacy"`, `backend        = "nope"`, 1)
+		}, 8, "Unknown backend"},
 		{"bad TLS mode", func(s string) string { return strings.Replace(s, `"explicit"`, `"starttls"`, 1) }, 3, "Invalid TLS mode"},
 		{"bad range", func(s string) string { return strings.Replace(s, `"50000-50999"`, `"50999-50000"`, 1) }, 6, "Invalid passive port range"},
 		{"privileged range", func(s string) string { return strings.Replace(s, `"50000-50999"`, `"20-21"`, 1) }, 6, "Invalid passive port range"},
@@ -130,7 +132,9 @@ func TestDiagnostics(t *testing.T) {
 		{"backend TLS later", func(s string) string { return strings.Replace(s, `tls     = "none"`, `tls     = "explicit"`, 1) }, 20, "Unsupported backend TLS mode"},
 		{"backend without host", func(s string) string { return strings.Replace(s, `"10.0.0.5:21"`, `":21"`, 1) }, 19, "Invalid backend address"},
 		{"unknown attribute", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tsl    = true`, 1) }, 23, "Unsupported argument"},
-		{"wrong type", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tls    = "yes please"`, 1) }, 23, "Unsuitable value type"},
+		{"wrong type", func(s string) string {
+			return strings.Replace(s, `require_tls    = true`, `require_tls    = "yes please"`, 1)
+		}, 23, "Unsuitable value type"},
 		{"bad pattern", func(s string) string { return strings.Replace(s, `allow_users    = []`, `allow_users    = ["a["]`, 1) }, 25, "Invalid policy"},
 		{"bad duration", func(s string) string { return s + "timeouts {\n  idle = \"forever\"\n}\n" }, 31, "Invalid duration"},
 		{"small line limit", func(s string) string { return s + "limits {\n  max_line = 10\n}\n" }, 31, "Invalid limit"},
