@@ -2,7 +2,10 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -376,5 +379,93 @@ func TestAuditNeverHoldsPassword(t *testing.T) {
 	logins := g.eventsOf(t, "login")
 	if !sawPass || len(logins) != 2 || logins[0]["result"] != "success" || logins[1]["result"] != "failure" {
 		t.Fatalf("login events %v", logins)
+	}
+}
+
+// TestTimeouts: an idle session, and one that never logs in, get 421.
+func TestTimeouts(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{extra: `timeouts {
+  idle  = "1s"
+  login = "2s"
+}`})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	start := time.Now()
+	if msg := c.Expect(421); !strings.Contains(msg, "Idle timeout") {
+		t.Fatalf("421 text %q", msg)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("idle timeout after %s", d)
+	}
+	// Before login, the login timeout bounds the whole session even when
+	// the client keeps it busy.
+	g2 := startGate(t, be.Addr, gateOptions{extra: `timeouts {
+  login = "2s"
+}`})
+	c = ftptest.Dial(t, g2.explicit)
+	start = time.Now()
+	for {
+		c.Send("NOOP")
+		code, msg := c.Read()
+		if code == 421 {
+			if !strings.Contains(msg, "Login timeout") || time.Since(start) < 1500*time.Millisecond {
+				t.Fatalf("421 %q after %s", msg, time.Since(start))
+			}
+			break
+		}
+		if code != 200 || time.Since(start) > 30*time.Second {
+			t.Fatalf("got %d %q", code, msg)
+		}
+		time.Sleep(100 * time.Millisecond) // a client's pace, not a readiness wait
+	}
+}
+
+// TestShutdownDrains: Shutdown answers an idle session 421 at once and lets
+// a transfer in progress finish, with its data intact.
+func TestShutdownDrains(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "f.bin"), 8<<20)
+
+	idle := ftptest.Dial(t, g.explicit)
+	idle.AuthTLS(g.certs.ClientConfig())
+	idle.Login(be.User, be.Password)
+
+	busy := ftptest.Dial(t, g.explicit)
+	busy.AuthTLS(g.certs.ClientConfig())
+	busy.Login(be.User, be.Password)
+	busy.Cmd(200, "TYPE I")
+	d := busy.DialData(busy.EPSV())
+	busy.Cmd(150, "RETR f.bin")
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(d, first); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- g.srv.Shutdown(ctx)
+	}()
+	if msg := idle.Expect(421); !strings.Contains(msg, "shutting down") {
+		t.Fatalf("idle session got %q", msg)
+	}
+	rest := ftptest.ReadAll(t, d)
+	h := sha256.New()
+	h.Write(first)
+	h.Write(rest)
+	if hex.EncodeToString(h.Sum(nil)) != sum {
+		t.Fatal("the transfer in flight was damaged by the shutdown")
+	}
+	busy.Expect(226)
+	busy.Expect(421)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", g.explicit, time.Second); err == nil {
+		t.Fatal("still accepting after Shutdown")
 	}
 }

@@ -265,7 +265,7 @@ func (s *session) timeoutReason() error {
 		return nil
 	case s.draining:
 		return errDraining
-	case !s.loggedIn:
+	case !s.loggedIn && !time.Now().Before(s.start.Add(s.cfg.Timeouts.Login)):
 		return errLoginTimeout
 	}
 	return errIdle
