@@ -12,7 +12,7 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done

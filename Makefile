@@ -1,0 +1,48 @@
+# ftpsgate: the two commands a new machine needs are `make demo` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+FUZZTIME ?= 5s
+
+.PHONY: all build test test-deps unit fuzz-smoke fuzz demo bench vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ftpsgate ./cmd/ftpsgate
+
+# Installs what the tests need (Debian packages, pure-ftpd, an FTP-only
+# account), then runs every test with the race detector, then each fuzz
+# target for a few seconds.
+test: test-deps vet
+	$(GO) test -race -count=1 -timeout 40m ./...
+	$(MAKE) fuzz-smoke
+
+test-deps:
+	./scripts/test-deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Unit tests only: no root, no FTP servers.
+unit:
+	$(GO) test -count=1 ./rewrite/... ./policy/... ./proxy/config/... ./proxy/dataport/...
+
+fuzz-smoke:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCommand$$' -fuzztime $(FUZZTIME) ./rewrite/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadReply$$' -fuzztime $(FUZZTIME) ./rewrite/
+
+fuzz:
+	$(MAKE) fuzz-smoke FUZZTIME=2m
+
+# Runs ftpsgate in front of a real vsftpd on loopback; Ctrl-C stops both.
+demo: build test-deps
+	./scripts/demo.sh
+
+# Measures proxied against direct transfers in one run (needs root).
+bench: build test-deps
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin results

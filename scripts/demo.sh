@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# make demo: a real vsftpd (plain FTP) on loopback, ftpsgate in front of it
+# with a fresh self-signed certificate, and the commands to try it.
+# Ctrl-C stops both and removes everything the demo made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKEND_PORT=${BACKEND_PORT:-2121}
+EXPLICIT_PORT=${EXPLICIT_PORT:-2021}
+IMPLICIT_PORT=${IMPLICIT_PORT:-2990}
+ACCOUNT=ftpsgate-test
+
+die() { echo "demo: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "vsftpd logs users in by switching to their account, which needs root: run sudo make demo"
+[ -x bin/ftpsgate ] || die "bin/ftpsgate missing: run make build"
+for p in "$BACKEND_PORT" "$EXPLICIT_PORT" "$IMPLICIT_PORT"; do
+	if { exec 3<>"/dev/tcp/127.0.0.1/$p"; } 2>/dev/null; then
+		exec 3>&-
+		die "port $p is in use; set BACKEND_PORT, EXPLICIT_PORT or IMPLICIT_PORT"
+	fi
+done
+PASSWORD=$(cat /var/lib/ftpsgate-test/password) || die "no test account: run make test-deps"
+
+work=$(mktemp -d /tmp/ftpsgate-demo.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+	trap - INT TERM EXIT
+	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+	echo
+	echo "demo: stopped, $work removed"
+	exit 0
+}
+trap cleanup INT TERM EXIT
+
+mkdir -p "$work/root" "$work/empty"
+echo "Hello from the FTP server behind ftpsgate." >"$work/root/hello.txt"
+chown "$ACCOUNT" "$work/root"
+
+cat >"$work/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port=$BACKEND_PORT
+background=NO
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+pam_service_name=$ACCOUNT
+local_root=$work/root
+chroot_local_user=YES
+allow_writeable_chroot=YES
+secure_chroot_dir=$work/empty
+seccomp_sandbox=NO
+vsftpd_log_file=$work/vsftpd.log
+EOF
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+	-subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+	-keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+
+cat >"$work/ftpsgate.hcl" <<EOF
+listener "ftps" {
+  address       = "127.0.0.1:$EXPLICIT_PORT"
+  tls           = "explicit"
+  cert_file     = "$work/tls.crt"
+  key_file      = "$work/tls.key"
+  passive_ports = "50000-50049"
+  backend       = "legacy"
+}
+listener "ftps-implicit" {
+  address       = "127.0.0.1:$IMPLICIT_PORT"
+  tls           = "implicit"
+  cert_file     = "$work/tls.crt"
+  key_file      = "$work/tls.key"
+  passive_ports = "50050-50099"
+  backend       = "legacy"
+}
+backend "legacy" {
+  address = "127.0.0.1:$BACKEND_PORT"
+  tls     = "none"
+}
+audit {
+  file = "$work/audit.log"
+}
+EOF
+
+wait_greeting() {
+	for _ in $(seq 1 100); do
+		if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
+			if read -r -t 2 line <&3 && [[ $line == 220* ]]; then exec 3>&-; return 0; fi
+			exec 3>&-
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+setsid vsftpd "$work/vsftpd.conf" &
+pids+=($!)
+wait_greeting "$BACKEND_PORT" || die "vsftpd did not start; see $work/vsftpd.log"
+
+setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-format console 2>"$work/ftpsgate.log" &
+pids+=($!)
+wait_greeting "$EXPLICIT_PORT" || { cat "$work/ftpsgate.log"; die "ftpsgate did not start"; }
+
+# A self-check, so the commands below are known to work.
+curl -sS --ssl-reqd --cacert "$work/tls.crt" "ftp://$ACCOUNT:$PASSWORD@127.0.0.1:$EXPLICIT_PORT/hello.txt" >/dev/null ||
+	die "self-check failed; see $work/ftpsgate.log"
+
+U="$ACCOUNT:$PASSWORD"
+cat <<EOF
+
+ftpsgate is running in front of vsftpd (plain FTP on 127.0.0.1:$BACKEND_PORT).
+  explicit FTPS  127.0.0.1:$EXPLICIT_PORT     implicit FTPS  127.0.0.1:$IMPLICIT_PORT
+  user $ACCOUNT, password $PASSWORD
+  certificate    $work/tls.crt (self-signed; clients below trust it explicitly)
+
+List, upload and download with curl:
+  curl --ssl-reqd --cacert $work/tls.crt ftp://$U@127.0.0.1:$EXPLICIT_PORT/
+  curl --ssl-reqd --cacert $work/tls.crt -T /etc/hostname ftp://$U@127.0.0.1:$EXPLICIT_PORT/uploaded.txt
+  curl --ssl-reqd --cacert $work/tls.crt ftp://$U@127.0.0.1:$EXPLICIT_PORT/hello.txt
+  curl --cacert $work/tls.crt ftps://$U@127.0.0.1:$IMPLICIT_PORT/          # implicit FTPS
+
+With lftp:
+  lftp -e 'set ftp:ssl-force true; set ssl:ca-file $work/tls.crt; ls; get hello.txt -o /tmp/hello.txt; bye' -u $U 127.0.0.1:$EXPLICIT_PORT
+
+With Python's ftplib:
+  python3 -c "import ftplib, ssl; f = ftplib.FTP_TLS(context=ssl.create_default_context(cafile='$work/tls.crt')); f.connect('127.0.0.1', $EXPLICIT_PORT); f.login('$ACCOUNT', '$PASSWORD'); f.prot_p(); f.retrlines('LIST'); f.quit()"
+
+Plaintext logins are refused:
+  curl ftp://$U@127.0.0.1:$EXPLICIT_PORT/       # 530 TLS required
+
+Logs: $work/ftpsgate.log (diagnostic), $work/audit.log (audit, JSON lines)
+Press Ctrl-C to stop.
+EOF
+wait "${pids[1]}"
