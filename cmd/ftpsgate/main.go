@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -177,15 +178,22 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
 }
 
-// writeDiags prints diagnostics with file, line and the offending source.
+// writeDiags prints one line per diagnostic, as compilers do:
+// "file:line:col: error: summary: detail".
 func writeDiags(w io.Writer, path string, diags hcl.Diagnostics) {
-	if len(diags) == 0 {
-		return
+	for _, d := range diags {
+		loc := path
+		if d.Subject != nil {
+			loc = fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+		}
+		sev := "error"
+		if d.Severity == hcl.DiagWarning {
+			sev = "warning"
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += ": " + strings.Join(strings.Fields(d.Detail), " ")
+		}
+		fmt.Fprintf(w, "%s: %s: %s\n", loc, sev, msg)
 	}
-	files := map[string]*hcl.File{}
-	if src, err := os.ReadFile(path); err == nil {
-		files[path] = &hcl.File{Bytes: src}
-	}
-	dw := hcl.NewDiagnosticTextWriter(w, files, 100, false)
-	dw.WriteDiagnostics(diags)
 }

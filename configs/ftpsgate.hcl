@@ -1,0 +1,78 @@
+# ftpsgate configuration: a documented example.
+# Check it with: ftpsgate validate -config /etc/ftpsgate/ftpsgate.hcl
+# Durations are Go durations ("30s", "5m"). Every problem is reported with
+# its file and line.
+
+# A listener is one front socket. Several may run in one process.
+listener "ftps" {
+  # host:port to listen on.
+  address = "0.0.0.0:21"
+  # "explicit": plaintext 220 greeting, then AUTH TLS (RFC 4217).
+  # "implicit": TLS from the first byte (customarily port 990).
+  tls = "explicit"
+  # PEM certificate chain and key, RSA or ECDSA.
+  cert_file = "/etc/ftpsgate/tls.crt"
+  key_file  = "/etc/ftpsgate/tls.key"
+  # Oldest TLS version accepted: "1.2" (default) or "1.3".
+  # tls_min_version = "1.2"
+  # The proxy's own passive ports: open these in the firewall, and nothing
+  # toward the backend. Ranges of two listeners must not overlap.
+  passive_ports = "50000-50999"
+  # The address advertised in 227 replies when clients reach the proxy
+  # through NAT. Default: the address the client connected to.
+  public_address = "203.0.113.10"
+  # Where sessions go (see the backend blocks).
+  backend = "legacy"
+  # Text of the proxy's 220 greeting.
+  # greeting = "ftpsgate ready"
+}
+
+listener "ftps-implicit" {
+  address       = "0.0.0.0:990"
+  tls           = "implicit"
+  cert_file     = "/etc/ftpsgate/tls.crt"
+  key_file      = "/etc/ftpsgate/tls.key"
+  passive_ports = "51000-51999"
+  backend       = "legacy"
+}
+
+# A backend is an FTP server behind the proxy. The proxy connects to it when
+# the client sends USER, and opens data connections to its control host
+# only, whatever address its PASV replies name.
+backend "legacy" {
+  address = "10.0.0.5:21"
+  # "none": plain FTP toward the backend.
+  tls = "none"
+}
+
+policy {
+  # Refuse USER/PASS before AUTH TLS (530). Default true.
+  require_tls = true
+  # Refuse PROT C (534) and data transfers before PROT P (521). Default true.
+  require_prot_p = true
+  # Who may log in, as glob patterns ("backup-*"); empty: anyone the backend
+  # accepts. Checked before the backend sees the user or the password.
+  allow_users = []
+}
+
+audit {
+  # JSON lines, one per session fact; "-" for stdout; omit for none.
+  file = "/var/log/ftpsgate/audit.log"
+}
+
+# Every phase has a deadline; these are the defaults.
+timeouts {
+  tls_handshake  = "10s" # client TLS handshake, control and data
+  login          = "60s" # from connect to a successful login
+  idle           = "5m"  # control connection with no command (transfers count as activity)
+  passive_accept = "30s" # wait for the client's data connection
+  data_stall     = "2m"  # a transfer with no progress on either leg
+  backend_dial   = "10s" # connecting to the backend, control or data
+  backend_reply  = "60s" # waiting for the backend's reply to a command
+}
+
+limits {
+  # Longest command line accepted; longer ones get 500, and the third bad
+  # line closes the session.
+  max_line = 4096
+}
