@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +54,7 @@ type clientData struct {
 func (s *session) cmdPassive(cmd rewrite.Command) error {
 	if cmd.Verb == "EPSV" && cmd.Arg != "" {
 		switch {
-		case equalFold(cmd.Arg, "ALL"):
+		case strings.EqualFold(cmd.Arg, "ALL"):
 			s.epsvAll = true // RFC 2428 §4: only EPSV from now on
 			return s.reply(cmd, 200, "EPSV ALL ok.")
 		case cmd.Arg == "1" && s.local.Addr().Is4(), cmd.Arg == "2" && s.local.Addr().Is6():
@@ -459,22 +460,21 @@ func (s *session) readFinal(x *transfer, out *outcome) {
 // finishTransfer closes the client leg and sends the final reply(ies).
 func (s *session) finishTransfer(x *transfer, out outcome) {
 	aborted := !x.state.CompareAndSwap(transferRunning, transferDone)
-	reply := out.reply
-	if reply == nil && out.final != nil {
-		reply = out.final
-		if !reply.Positive() {
-			out.result = "failed"
-		}
+	reply := out.reply // the proxy's own verdict, when the relay failed
+	if reply == nil {
+		reply = out.final // else the backend's
 	}
 	if reply == nil { // backend control lost mid-transfer
 		reply = rewrite.NewReply(426, "Transfer aborted: lost the connection to the FTP server.")
+	}
+	if !reply.Positive() && out.result == "complete" {
 		out.result = "failed"
 	}
 	// The client leg ends cleanly (TLS close_notify, then FIN) only if
 	// the transfer succeeded: a client can then tell a complete file from
 	// a truncated one on the data connection too.
 	if out.client != nil {
-		if reply.Positive() && out.result == "complete" {
+		if out.result == "complete" {
 			if !s.closeClientLeg(out.client) {
 				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
 				out.result = "failed"
@@ -497,9 +497,6 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		s.mu.Lock()
 		s.fatal = out.backendLost // the session cannot go on
 		s.mu.Unlock()
-	}
-	if out.result == "complete" && !reply.Positive() {
-		out.result = "failed"
 	}
 	d := time.Since(x.start)
 	s.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
@@ -651,17 +648,4 @@ func shortErr(err error) string {
 		return ne.Err.Error()
 	}
 	return err.Error()
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		ca, cb := a[i]|0x20, b[i]|0x20
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }

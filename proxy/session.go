@@ -57,15 +57,14 @@ type session struct {
 	wmu sync.Mutex // serialises writes to ctrl
 
 	// Protocol state, owned by the session goroutine.
-	pbsz      bool
-	prot      byte // 'C' (clear) until PROT P
-	user      string
-	loggedIn  bool
-	epsvAll   bool
-	badLines  int
-	lastReply int
-	be        *backendConn // nil until the first USER
-	pasv      *passive     // passive listener awaiting the next transfer
+	pbsz     bool
+	prot     byte // 'C' (clear) until PROT P
+	user     string
+	loggedIn bool
+	epsvAll  bool
+	badLines int
+	be       *backendConn // nil until the first USER
+	pasv     *passive     // passive listener awaiting the next transfer
 
 	// mu guards the fields below it; drain and kill run on other
 	// goroutines.
@@ -281,40 +280,36 @@ type verb struct {
 
 // verbs is the whole protocol surface. A verb not listed is forwarded to
 // the backend as it was parsed.
-var verbs map[string]verb
-
-func init() {
-	verbs = map[string]verb{
-		// Answered by the proxy itself.
-		"AUTH": {(*session).cmdAUTH, true},
-		"PBSZ": {(*session).cmdPBSZ, true},
-		"PROT": {(*session).cmdPROT, true},
-		"FEAT": {(*session).cmdFEAT, true},
-		"QUIT": {(*session).cmdQUIT, true},
-		"NOOP": {(*session).cmdNOOP, true},
-		// Login: the backend is chosen and connected at USER.
-		"USER": {(*session).cmdUSER, true},
-		"PASS": {(*session).cmdPASS, true},
-		// Rewritten: the proxy owns the client's data connections.
-		"PASV": {(*session).cmdPassive, false},
-		"EPSV": {(*session).cmdPassive, false},
-		"PORT": {(*session).cmdActive, false},
-		"EPRT": {(*session).cmdActive, false},
-		// Transfers: data flows through the proxy.
-		"RETR": {(*session).cmdTransfer, false},
-		"LIST": {(*session).cmdTransfer, false},
-		"NLST": {(*session).cmdTransfer, false},
-		"MLSD": {(*session).cmdTransfer, false},
-		"STOR": {(*session).cmdTransfer, false},
-		"STOU": {(*session).cmdTransfer, false},
-		"APPE": {(*session).cmdTransfer, false},
-		"ABOR": {(*session).cmdABOR, true},
-		// Refused.
-		"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
-		"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
-		"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
-		"HOST": {refuse(502, "HOST not supported."), true},
-	}
+var verbs = map[string]verb{
+	// Answered by the proxy itself.
+	"AUTH": {(*session).cmdAUTH, true},
+	"PBSZ": {(*session).cmdPBSZ, true},
+	"PROT": {(*session).cmdPROT, true},
+	"FEAT": {(*session).cmdFEAT, true},
+	"QUIT": {(*session).cmdQUIT, true},
+	"NOOP": {(*session).cmdNOOP, true},
+	// Login: the backend is chosen and connected at USER.
+	"USER": {(*session).cmdUSER, true},
+	"PASS": {(*session).cmdPASS, true},
+	// Rewritten: the proxy owns the client's data connections.
+	"PASV": {(*session).cmdPassive, false},
+	"EPSV": {(*session).cmdPassive, false},
+	"PORT": {(*session).cmdActive, false},
+	"EPRT": {(*session).cmdActive, false},
+	// Transfers: data flows through the proxy.
+	"RETR": {(*session).cmdTransfer, false},
+	"LIST": {(*session).cmdTransfer, false},
+	"NLST": {(*session).cmdTransfer, false},
+	"MLSD": {(*session).cmdTransfer, false},
+	"STOR": {(*session).cmdTransfer, false},
+	"STOU": {(*session).cmdTransfer, false},
+	"APPE": {(*session).cmdTransfer, false},
+	"ABOR": {(*session).cmdABOR, true},
+	// Refused.
+	"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
+	"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
+	"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
+	"HOST": {refuse(502, "HOST not supported."), true},
 }
 
 // transferVerbs open a data connection; the direction is the data's.
@@ -393,9 +388,9 @@ func (s *session) startTLS() error {
 	}
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReader(tc)
-	s.log.Debug("TLS established", zap.String("version", tlsVersionName(cs.Version)),
+	s.log.Debug("TLS established", zap.String("version", tls.VersionName(cs.Version)),
 		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
-	s.audit.TLS(tlsVersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
+	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
 	return nil
 }
 
@@ -597,7 +592,6 @@ func (s *session) sendReply(verb string, rep *rewrite.Reply) error {
 func (s *session) send(verb string, rep *rewrite.Reply) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.lastReply = rep.Code
 	s.raw.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := s.ctrl.Write(rep.Wire())
 	if err != nil {

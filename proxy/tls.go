@@ -48,14 +48,3 @@ func (c *eofConn) Read(p []byte) (int, error) {
 
 // sawTCPEOF reports whether the TCP stream ended.
 func (c *eofConn) sawTCPEOF() bool { return c.eof.Load() }
-
-// tlsVersionName names a TLS version for logs.
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "TLS1.2"
-	case tls.VersionTLS13:
-		return "TLS1.3"
-	}
-	return tls.VersionName(v)
-}
