@@ -2,10 +2,17 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
 func TestValidateReportsFileAndLine(t *testing.T) {
@@ -76,4 +83,62 @@ func TestUsageAndVersion(t *testing.T) {
 	if code := run([]string{"run", "-log-format", "xml", "-config", "/nonexistent"}, &out, &errOut); code != 2 {
 		t.Fatalf("bad log format: %d", code)
 	}
+}
+
+// TestRunServesAndStopsOnSIGTERM drives the whole wiring: configuration,
+// audit file, listener, a client session, then SIGTERM for a clean stop.
+func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+	first, last := ftptest.FreePortRange(t, 5)
+	auditFile := filepath.Join(dir, "audit.log")
+	cfg := filepath.Join(dir, "gate.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`listener "ftps" {
+  address = %q
+  cert_file = %q
+  key_file = %q
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+backend "b" { address = "127.0.0.1:1" }
+audit { file = %q }
+`, addr, certs.CertFile, certs.KeyFile, first, last, auditFile)), 0o600)
+
+	var logs bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, &syncWriter{w: &logs}) }()
+	if err := ftptest.WaitGreeting(addr, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c := ftptest.Dial(t, addr)
+	c.Cmd(530, "USER alice") // TLS required by default
+	c.Cmd(221, "QUIT")
+
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run did not stop on SIGTERM")
+	}
+	audit, _ := os.ReadFile(auditFile)
+	for _, ev := range []string{`"event":"session_start"`, `"event":"policy_denied"`, `"event":"session_end"`} {
+		if !bytes.Contains(audit, []byte(ev)) {
+			t.Errorf("audit file lacks %s:\n%s", ev, audit)
+		}
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

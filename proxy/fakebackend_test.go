@@ -1,0 +1,158 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// scriptedBackend is an FTP server whose RETR misbehaves on purpose: it
+// logs anyone in, answers EPSV, and on RETR sends half of content, closes
+// the data connection and replies retrReply.
+type scriptedBackend struct {
+	ln        net.Listener
+	content   []byte
+	retrReply string
+	wg        sync.WaitGroup
+}
+
+func startScriptedBackend(t *testing.T, content []byte, retrReply string) *scriptedBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &scriptedBackend{ln: ln, content: content, retrReply: retrReply}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	return b
+}
+
+func (b *scriptedBackend) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	r := bufio.NewReader(c)
+	say := func(s string) { fmt.Fprintf(c, "%s\r\n", s) }
+	say("220 scripted")
+	var data net.Listener
+	defer func() {
+		if data != nil {
+			data.Close()
+		}
+	}()
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		verb, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch strings.ToUpper(verb) {
+		case "USER":
+			say("331 password please")
+		case "PASS":
+			say("230 in")
+		case "EPSV":
+			data, _ = net.Listen("tcp", "127.0.0.1:0")
+			say(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)", data.Addr().(*net.TCPAddr).Port))
+		case "RETR":
+			say("150 here it comes")
+			d, err := data.Accept()
+			if err != nil {
+				return
+			}
+			d.Write(b.content[:len(b.content)/2])
+			d.Close()
+			say(b.retrReply)
+		case "QUIT":
+			say("221 bye")
+			return
+		default:
+			say("200 ok")
+		}
+	}
+}
+
+// TestBackendFailsMidDownload: the backend's error reaches the client, and
+// the client's data leg ends without close_notify, so no TLS client can
+// mistake the half file for a whole one.
+func TestBackendFailsMidDownload(t *testing.T) {
+	content := bytes.Repeat([]byte("z"), 200000)
+	be := startScriptedBackend(t, content, "451 Local error: disk read failed")
+	g := startGate(t, be.ln.Addr().String(), gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login("anyone", "secret")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR f")
+	d.SetDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(d)
+	if err == nil && d.CloseNotified() {
+		t.Fatalf("a failed download ended cleanly with close_notify after %d bytes", len(got))
+	}
+	if len(got) > len(content)/2 {
+		t.Fatalf("got %d bytes, the backend sent %d", len(got), len(content)/2)
+	}
+	if msg := c.Expect(451); !strings.Contains(msg, "disk read failed") {
+		t.Fatalf("451 text %q", msg)
+	}
+	c.Cmd(221, "QUIT")
+	evs := g.eventsOf(t, "transfer")
+	if len(evs) != 1 || evs[0]["result"] != "failed" || evs[0]["code"].(float64) != 451 {
+		t.Fatalf("transfer events %v", evs)
+	}
+}
+
+// TestClientVanishesMidTransfer: a client that drops both connections in
+// the middle of a download leaves nothing behind: the session ends, the
+// backend connection closes (goleak in TestMain checks the goroutines).
+func TestClientVanishesMidTransfer(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	ftptest.RandomFile(t, be.Root+"/big.bin", 64<<20)
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR big.bin")
+	if _, err := io.ReadFull(d, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	c.Raw.Close()
+	d.TCP.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(g.eventsOf(t, "session_end")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("session did not end after the client vanished")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	evs := g.eventsOf(t, "transfer")
+	if len(evs) != 1 || evs[0]["result"] == "complete" {
+		t.Fatalf("transfer events %v", evs)
+	}
+	// The proxy serves the next client as before.
+	c = ftptest.Dial(t, g.explicit)
+	c.Cmd(221, "QUIT")
+}
