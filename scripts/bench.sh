@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
-ACCOUNT=ftpsgate-test
 
 die() { echo "bench: $*" >&2; exit 1; }
+pids=()
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 [ "$(id -u)" = 0 ] || die "vsftpd needs root to log users in: run sudo make bench"
 [ -x bin/ftpsgate ] || die "bin/ftpsgate missing: run make build"
-PASSWORD=$(cat /var/lib/ftpsgate-test/password) || die "no test account: run make test-deps"
+PASSWORD=$(account_password)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND_PORT=$(free_port)
@@ -22,7 +24,6 @@ PROXY_PORT=$(free_port)
 
 work=$(mktemp -d /dev/shm/ftpsgate-bench.XXXXXX)
 chmod 755 "$work"
-pids=()
 cleanup() {
 	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
@@ -30,27 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-mkdir -p "$work/root" "$work/empty"
-chown "$ACCOUNT" "$work/root"
-cat >"$work/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=127.0.0.1
-listen_port=$BACKEND_PORT
-background=NO
-anonymous_enable=NO
-local_enable=YES
-write_enable=YES
-pam_service_name=$ACCOUNT
-local_root=$work/root
-chroot_local_user=YES
-allow_writeable_chroot=YES
-secure_chroot_dir=$work/empty
-seccomp_sandbox=NO
-vsftpd_log_file=$work/vsftpd.log
-EOF
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-	-addext "subjectAltName=IP:127.0.0.1" -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+start_vsftpd "$work" "$BACKEND_PORT"
+make_cert "$work"
 cat >"$work/ftpsgate.hcl" <<EOF
 listener "ftps" {
   address       = "127.0.0.1:$PROXY_PORT"
@@ -64,19 +46,6 @@ backend "legacy" {
 }
 EOF
 
-wait_greeting() {
-	for _ in $(seq 1 100); do
-		if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
-			if read -r -t 2 line <&3 && [[ $line == 220* ]]; then exec 3>&-; return 0; fi
-			exec 3>&-
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-setsid vsftpd "$work/vsftpd.conf" &
-pids+=($!)
-wait_greeting "$BACKEND_PORT" || die "vsftpd did not start"
 setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-level warn 2>"$work/ftpsgate.log" &
 pids+=($!)
 proxy_pid=$!

@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 BACKEND_PORT=${BACKEND_PORT:-2121}
 EXPLICIT_PORT=${EXPLICIT_PORT:-2021}
 IMPLICIT_PORT=${IMPLICIT_PORT:-2990}
-ACCOUNT=ftpsgate-test
 
 die() { echo "demo: $*" >&2; exit 1; }
+pids=()
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 [ "$(id -u)" = 0 ] || die "vsftpd logs users in by switching to their account, which needs root: run sudo make demo"
 [ -x bin/ftpsgate ] || die "bin/ftpsgate missing: run make build"
 for p in "$BACKEND_PORT" "$EXPLICIT_PORT" "$IMPLICIT_PORT"; do
@@ -19,11 +21,10 @@ for p in "$BACKEND_PORT" "$EXPLICIT_PORT" "$IMPLICIT_PORT"; do
 		die "port $p is in use; set BACKEND_PORT, EXPLICIT_PORT or IMPLICIT_PORT"
 	fi
 done
-PASSWORD=$(cat /var/lib/ftpsgate-test/password) || die "no test account: run make test-deps"
+PASSWORD=$(account_password)
 
 work=$(mktemp -d /tmp/ftpsgate-demo.XXXXXX)
 chmod 755 "$work"
-pids=()
 cleanup() {
 	trap - INT TERM EXIT
 	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
@@ -35,32 +36,9 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-mkdir -p "$work/root" "$work/empty"
+start_vsftpd "$work" "$BACKEND_PORT"
 echo "Hello from the FTP server behind ftpsgate." >"$work/root/hello.txt"
-chown "$ACCOUNT" "$work/root"
-
-cat >"$work/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-listen_address=127.0.0.1
-listen_port=$BACKEND_PORT
-background=NO
-anonymous_enable=NO
-local_enable=YES
-write_enable=YES
-local_umask=022
-pam_service_name=$ACCOUNT
-local_root=$work/root
-chroot_local_user=YES
-allow_writeable_chroot=YES
-secure_chroot_dir=$work/empty
-seccomp_sandbox=NO
-vsftpd_log_file=$work/vsftpd.log
-EOF
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-	-subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-	-keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+make_cert "$work"
 
 cat >"$work/ftpsgate.hcl" <<EOF
 listener "ftps" {
@@ -87,21 +65,6 @@ audit {
   file = "$work/audit.log"
 }
 EOF
-
-wait_greeting() {
-	for _ in $(seq 1 100); do
-		if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
-			if read -r -t 2 line <&3 && [[ $line == 220* ]]; then exec 3>&-; return 0; fi
-			exec 3>&-
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
-setsid vsftpd "$work/vsftpd.conf" &
-pids+=($!)
-wait_greeting "$BACKEND_PORT" || die "vsftpd did not start; see $work/vsftpd.log"
 
 setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-format console 2>"$work/ftpsgate.log" &
 pids+=($!)

@@ -63,6 +63,12 @@ func (p *Pool) Listen(ip netip.Addr) (*Listener, error) {
 	}
 	ip = ip.Unmap()
 	var lastErr error
+	var busy []uint16 // held by other processes: kept reserved until we return
+	defer func() {
+		for _, port := range busy {
+			p.release(port)
+		}
+	}()
 	for try := 0; try < maxTries; try++ {
 		port, ok := p.reserve()
 		if !ok {
@@ -70,11 +76,12 @@ func (p *Pool) Listen(ip netip.Addr) (*Listener, error) {
 		}
 		l, err := listen(network, net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, port)))
 		if err != nil {
-			p.release(port)
 			lastErr = err
 			if errors.Is(err, syscall.EADDRINUSE) {
-				continue // another process holds it: try another
+				busy = append(busy, port) // try another, never this one again
+				continue
 			}
+			p.release(port)
 			return nil, fmt.Errorf("passive listen on %s: %w", netip.AddrPortFrom(ip, port), err)
 		}
 		return &Listener{TCPListener: l, pool: p, port: port}, nil

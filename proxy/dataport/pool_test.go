@@ -6,33 +6,16 @@ import (
 	"net/netip"
 	"syscall"
 	"testing"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
 // freeRange finds n consecutive ports that can be bound now.
 func freeRange(t *testing.T, n int) (uint16, uint16) {
-	t.Helper()
-	for base := 21000; base < 32000; base += n {
-		ok := true
-		var ls []net.Listener
-		for p := base; p < base+n; p++ {
-			l, err := net.Listen("tcp4", netip.AddrPortFrom(loopback, uint16(p)).String())
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return uint16(base), uint16(base + n - 1)
-		}
-	}
-	t.Fatal("no free range")
-	return 0, 0
+	first, last := ftptest.FreePortRange(t, n)
+	return uint16(first), uint16(last)
 }
 
 func TestExhaustAndRelease(t *testing.T) {
@@ -103,9 +86,8 @@ func TestPortsHeldElsewhereAreSkipped(t *testing.T) {
 
 func TestRandomOrder(t *testing.T) {
 	p := New(40000, 49999)
-	p.ListenTCP = func(string, *net.TCPAddr) (*net.TCPListener, error) { return nil, syscall.EADDRINUSE }
 	// With every bind failing the pool gives up after maxTries; the ports
-	// it tried must not be a sequential walk.
+	// it tried must be distinct and not a sequential walk.
 	ports := map[uint16]bool{}
 	p.ListenTCP = func(_ string, a *net.TCPAddr) (*net.TCPListener, error) {
 		ports[uint16(a.Port)] = true
