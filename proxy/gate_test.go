@@ -42,6 +42,7 @@ type gateOptions struct {
 	keyType ftptest.KeyType
 	policy  string // HCL body of the policy block
 	extra   string // more HCL (timeouts, limits…)
+	ports   int    // passive ports per listener; 0 means 20
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -50,11 +51,14 @@ func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
 	if opt.keyType == "" {
 		opt.keyType = ftptest.ECDSA
 	}
+	if opt.ports == 0 {
+		opt.ports = 20
+	}
 	certs := ftptest.NewCerts(t, opt.keyType)
-	f1, l1 := ftptest.FreePortRange(t, 20)
-	f2, l2 := ftptest.FreePortRange(t, 20)
+	f1, l1 := ftptest.FreePortRange(t, opt.ports)
+	f2, l2 := ftptest.FreePortRange(t, opt.ports)
 	for f2 <= l1 && f1 <= l2 { // the two ranges must not overlap
-		f2, l2 = ftptest.FreePortRange(t, 20)
+		f2, l2 = ftptest.FreePortRange(t, opt.ports)
 	}
 	src := fmt.Sprintf(`
 listener "ftps" {

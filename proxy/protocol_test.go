@@ -469,3 +469,46 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("still accepting after Shutdown")
 	}
 }
+
+// TestDataConnectionFailures: an exhausted passive range and a client that
+// never opens its data connection each get 425 and a log line, and the
+// session goes on.
+func TestDataConnectionFailures(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("data\n"))
+	g := startGate(t, be.Addr, gateOptions{ports: 1, extra: `timeouts {
+  passive_accept = "1s"
+}`})
+	login := func() *ftptest.Conn {
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Login(be.User, be.Password)
+		return c
+	}
+	a, b := login(), login()
+	a.EPSV() // takes the only port
+	if msg := b.Cmd(425, "EPSV"); !strings.Contains(msg, "No data port available") {
+		t.Fatalf("425 text %q", msg)
+	}
+	if !g.logged("no passive port") {
+		t.Fatal("no log line for the exhausted range")
+	}
+
+	// a never connects: 150, then 425 once passive_accept has passed.
+	a.Cmd(150, "RETR f.txt")
+	if msg := a.Expect(425); !strings.Contains(msg, "Cannot open data connection") {
+		t.Fatalf("425 text %q", msg)
+	}
+	if !g.logged("client data connection failed") {
+		t.Fatal("no log line for the missing data connection")
+	}
+	// The port is free again and both sessions go on.
+	addr := b.EPSV()
+	d := b.DialData(addr)
+	b.Cmd(150, "RETR f.txt")
+	if got := ftptest.ReadAll(t, d); string(got) != "data\n" {
+		t.Fatalf("got %q", got)
+	}
+	b.Expect(226)
+	a.Cmd(200, "NOOP")
+}
