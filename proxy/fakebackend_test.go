@@ -14,23 +14,28 @@ import (
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
-// scriptedBackend is an FTP server whose RETR misbehaves on purpose: it
-// logs anyone in, answers EPSV, and on RETR sends half of content, closes
-// the data connection and replies retrReply.
+// scriptedBackend is an FTP server that misbehaves on purpose. It logs
+// anyone in; on RETR it sends content (or half of it, when half is set),
+// closes the data connection and replies retrReply. With pasvOnly it
+// refuses EPSV and its 227 names a foreign host, 127.0.0.9 (loopback, where
+// nothing listens: a proxy that followed it would fail, and a test never
+// targets a non-loopback address).
 type scriptedBackend struct {
 	ln        net.Listener
 	content   []byte
 	retrReply string
+	half      bool
+	pasvOnly  bool
 	wg        sync.WaitGroup
 }
 
-func startScriptedBackend(t *testing.T, content []byte, retrReply string) *scriptedBackend {
+func startScriptedBackend(t *testing.T, b *scriptedBackend) *scriptedBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &scriptedBackend{ln: ln, content: content, retrReply: retrReply}
+	b.ln = ln
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -74,15 +79,31 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		case "PASS":
 			say("230 in")
 		case "EPSV":
+			if b.pasvOnly {
+				say("500 Unknown command.")
+				continue
+			}
 			data, _ = net.Listen("tcp", "127.0.0.1:0")
 			say(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)", data.Addr().(*net.TCPAddr).Port))
+		case "PASV":
+			data, _ = net.Listen("tcp", "127.0.0.1:0")
+			p := data.Addr().(*net.TCPAddr).Port
+			say(fmt.Sprintf("227 Entering Passive Mode (127,0,0,9,%d,%d).", p>>8, p&0xFF))
 		case "RETR":
+			if data == nil {
+				say("425 Use PASV or EPSV first.")
+				continue
+			}
 			say("150 here it comes")
 			d, err := data.Accept()
 			if err != nil {
 				return
 			}
-			d.Write(b.content[:len(b.content)/2])
+			if b.half {
+				d.Write(b.content[:len(b.content)/2])
+			} else {
+				d.Write(b.content)
+			}
 			d.Close()
 			say(b.retrReply)
 		case "QUIT":
@@ -99,7 +120,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 // mistake the half file for a whole one.
 func TestBackendFailsMidDownload(t *testing.T) {
 	content := bytes.Repeat([]byte("z"), 200000)
-	be := startScriptedBackend(t, content, "451 Local error: disk read failed")
+	be := startScriptedBackend(t, &scriptedBackend{content: content, half: true, retrReply: "451 Local error: disk read failed"})
 	g := startGate(t, be.ln.Addr().String(), gateOptions{})
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
@@ -155,4 +176,31 @@ func TestClientVanishesMidTransfer(t *testing.T) {
 	// The proxy serves the next client as before.
 	c = ftptest.Dial(t, g.explicit)
 	c.Cmd(221, "QUIT")
+}
+
+// TestBackendPASVForeignAddress: a backend that refuses EPSV is asked for
+// PASV, and the address its 227 names (127.0.0.9) is ignored: the proxy
+// connects to the backend's control host only, and logs the mismatch.
+func TestBackendPASVForeignAddress(t *testing.T) {
+	content := []byte("all of it\n")
+	be := startScriptedBackend(t, &scriptedBackend{content: content, pasvOnly: true, retrReply: "226 done"})
+	g := startGate(t, be.ln.Addr().String(), gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login("anyone", "secret")
+	for i := 0; i < 2; i++ { // the second transfer goes straight to PASV
+		d := c.DialData(c.EPSV())
+		c.Cmd(150, "RETR f")
+		if got := ftptest.ReadAll(t, d); !bytes.Equal(got, content) {
+			t.Fatalf("got %q", got)
+		}
+		c.Expect(226)
+	}
+	if g.logs.FilterMessage("backend refused EPSV; using PASV").Len() != 1 {
+		t.Fatal("EPSV was not given up after the first refusal")
+	}
+	named := g.logs.FilterMessage("backend PASV names another address; using the control connection's host").All()
+	if len(named) != 2 || named[0].ContextMap()["named"] != "127.0.0.9" {
+		t.Fatalf("log entries %v", named)
+	}
 }

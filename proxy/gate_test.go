@@ -43,6 +43,7 @@ type gateOptions struct {
 	policy  string // HCL body of the policy block
 	extra   string // more HCL (timeouts, limits…)
 	ports   int    // passive ports per listener; 0 means 20
+	public  string // public_address of the explicit listener
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -68,6 +69,7 @@ listener "ftps" {
   key_file      = %q
   passive_ports = "%d-%d"
   backend       = "legacy"
+  %s
 }
 listener "ftps-implicit" {
   address       = "127.0.0.1:0"
@@ -85,7 +87,7 @@ policy {
 %s
 }
 %s
-`, certs.CertFile, certs.KeyFile, f1, l1, certs.CertFile, certs.KeyFile, f2, l2, backendAddr, opt.policy, opt.extra)
+`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), certs.CertFile, certs.KeyFile, f2, l2, backendAddr, opt.policy, opt.extra)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)
@@ -106,6 +108,13 @@ policy {
 	g.explicit = g.srv.Addr("ftps").String()
 	g.implicit = g.srv.Addr("ftps-implicit").String()
 	return g
+}
+
+func publicAttr(a string) string {
+	if a == "" {
+		return ""
+	}
+	return fmt.Sprintf("public_address = %q", a)
 }
 
 func port(t testing.TB, addr string) int {

@@ -512,3 +512,26 @@ func TestDataConnectionFailures(t *testing.T) {
 	b.Expect(226)
 	a.Cmd(200, "NOOP")
 }
+
+// TestPassiveAddress: PASV advertises public_address when set, else the
+// address the client reached; EPSV ALL then refuses PASV (RFC 2428 §4).
+func TestPassiveAddress(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, tc := range []struct{ public, want string }{
+		{"", "(127,0,0,1,"},
+		{"203.0.113.10", "(203,0,113,10,"},
+	} {
+		g := startGate(t, be.Addr, gateOptions{public: tc.public})
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Login(be.User, be.Password)
+		if msg := c.Cmd(227, "PASV"); !strings.Contains(msg, tc.want) {
+			t.Fatalf("public_address %q: 227 %q, want %s", tc.public, msg, tc.want)
+		}
+		c.Cmd(200, "EPSV ALL")
+		c.Cmd(503, "PASV")
+		c.Cmd(503, "PORT 127,0,0,1,200,10")
+		c.EPSV()
+		c.Cmd(221, "QUIT")
+	}
+}
