@@ -15,6 +15,10 @@ listener "ftps" {
   key_file  = "/etc/ftpsgate/tls.key"
   # Oldest TLS version accepted: "1.2" (default) or "1.3".
   # tls_min_version = "1.2"
+  # PROT P data connections must resume their own control connection's TLS
+  # session (a stranger cannot race the passive port). Turn off only for
+  # clients that cannot resume (see the README).
+  # require_session_reuse = true
   # The proxy's own passive ports: open these in the firewall, and nothing
   # toward the backend. Ranges of two listeners must not overlap.
   passive_ports = "50000-50999"

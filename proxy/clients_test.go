@@ -80,6 +80,25 @@ func TestCurlThroughGate(t *testing.T) {
 	if evs := g.eventsOf(t, "transfer"); len(evs) < 9 {
 		t.Fatalf("want at least 9 transfer audit events, got %d", len(evs))
 	}
+	g.requireResumed(t)
+}
+
+// requireResumed checks that every TLS transfer's data connection resumed
+// its control connection's TLS session: the client under test resumes.
+func (g *gate) requireResumed(t *testing.T) {
+	t.Helper()
+	n := 0
+	for _, e := range g.eventsOf(t, "transfer") {
+		if e["data_tls"] == true {
+			n++
+			if e["data_tls_resumed"] != true {
+				t.Fatalf("a data connection did not resume its control session: %v", e)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no TLS transfer in the audit")
+	}
 }
 
 func TestLftpMirrorThroughGate(t *testing.T) {
@@ -111,6 +130,7 @@ func TestLftpMirrorThroughGate(t *testing.T) {
 			t.Errorf("%s differs after the round trip", rel)
 		}
 	}
+	g.requireResumed(t)
 }
 
 func TestPythonFTPLibThroughGate(t *testing.T) {
@@ -171,6 +191,7 @@ func TestPythonFTPLibThroughGate(t *testing.T) {
 			}
 		})
 	}
+	g.requireResumed(t)
 }
 
 // TestLargeTransfer moves 100 MiB each way through the proxy.

@@ -46,6 +46,8 @@ type clientData struct {
 	eof  *eofConn     // tcp, recording a TCP-level EOF
 	conn net.Conn     // eof, or the *tls.Conn over it
 	tls  *tls.Conn    // nil when the leg is clear
+	// resumed: the TLS session resumed the control connection's.
+	resumed bool
 }
 
 // cmdPassive answers PASV and EPSV: it opens a listener on one of the
@@ -126,17 +128,24 @@ func (s *session) listenData(ln *dataport.Listener, useTLS bool) *passive {
 }
 
 // acceptData waits for a connection from the client's address; others are
-// refused and logged, and the wait goes on. The handshake, under PROT P,
-// may wait for the client to see the transfer's 150 reply first (Python's
-// ftplib handshakes only then), so its deadline covers the accept wait too.
+// refused and logged, and the wait goes on. Under PROT P the connection's
+// TLS session must resume the control connection's (tlsBinding): one that
+// does not is refused, and the wait goes on for refusalGrace, in case the
+// refused connection raced the client's own. The handshake may wait for
+// the client to see the transfer's 150 reply first (Python's ftplib
+// handshakes only then), so its deadline covers the accept wait too.
 func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var refused error // the first refusal of a connection from the client's address
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
-			if ctx.Err() != nil {
+			switch {
+			case ctx.Err() != nil:
 				return dataResult{err: ctx.Err()}
+			case refused != nil && isTimeout(err):
+				return dataResult{err: refused}
 			}
 			return dataResult{err: err}
 		}
@@ -149,13 +158,14 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			c.Close()
 			continue
 		}
-		ln.Close() // one connection per PASV; the port is free again
 		cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
 		cd.conn = cd.eof
 		if !useTLS {
+			ln.Close() // one connection per PASV; the port is free again
 			return dataResult{conn: cd}
 		}
-		cd.tls = tls.Server(cd.eof, s.lis.tlsConf)
+		var h dataHandshake
+		cd.tls = tls.Server(cd.eof, s.bind.data(&h))
 		cd.conn = cd.tls
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
 		err = cd.tls.HandshakeContext(hctx)
@@ -164,9 +174,31 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			c.Close()
 			return dataResult{err: fmt.Errorf("TLS handshake on the data connection: %w", err)}
 		}
-		return dataResult{conn: cd}
+		cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
+		if cd.resumed || !s.lis.cfg.RequireSessionReuse {
+			if !cd.resumed {
+				s.log.Info("data connection did not resume the control TLS session; accepted (require_session_reuse = false)",
+					zap.Bool("foreign_ticket", h.foreign))
+			}
+			ln.Close()
+			return dataResult{conn: cd}
+		}
+		err = &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
+		s.log.Warn("data connection refused", zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Error(err))
+		s.audit.PolicyDenied("session_reuse", "", err.Error())
+		c.SetLinger(0)
+		c.Close()
+		if refused == nil {
+			refused = err
+			ln.SetDeadline(time.Now().Add(refusalGrace))
+		}
 	}
 }
+
+// refusalGrace is how long a passive port stays open after refusing a
+// connection from the client's address whose TLS session was not bound: the
+// client's own connection may still come; if not, the transfer fails.
+const refusalGrace = 3 * time.Second
 
 // close stops waiting and closes any connection that arrived.
 func (p *passive) close() {
@@ -404,6 +436,10 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 		resetLeg(bdata)
 		out.result = "failed"
 		out.reply = rewrite.NewReply(425, "Cannot open data connection: "+shortErr(out.err)+".")
+		var nr *errNotResumed
+		if errors.As(out.err, &nr) {
+			out.reply = rewrite.NewReply(522, notResumedText(nr))
+		}
 		s.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(out.err))
 		s.readFinal(x, &out)
 		return out
@@ -448,7 +484,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 }
 
 // readFinal reads the backend's final reply to the transfer command, unless
-// the client's ABOR already claimed the transfer: answerAbort then reads it
+// the client's ABOR already claimed the transfer: abortBackend then reads it
 // together with the ABOR's reply.
 func (s *session) readFinal(x *transfer, out *outcome) {
 	if x.state.Load() == transferAbort {
@@ -488,9 +524,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 			zap.String("path", x.path), zap.Int64("bytes", out.bytes))
 	}
 	if aborted {
-		s.answerAbort(x, &out, reply)
-	} else {
-		s.sendReply(x.verb, reply)
+		reply = s.abortBackend(&out, reply)
 	}
 	if out.backendLost != nil && !x.cancelled() {
 		s.log.Warn("backend control connection lost during transfer", zap.Error(out.backendLost))
@@ -498,21 +532,28 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		s.fatal = out.backendLost // the session cannot go on
 		s.mu.Unlock()
 	}
+	// Logged and audited before the reply, so that whoever reads the
+	// audit after seeing the reply finds the transfer there.
 	d := time.Since(x.start)
 	s.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
 		zap.Duration("duration", d), zap.String("result", out.result), zap.Int("code", reply.Code))
 	s.audit.Transfer(audit.Transfer{
 		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
 		Result: out.result, CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
-		Code: reply.Code,
+		Resumed: out.client != nil && out.client.resumed,
+		Code:    reply.Code,
 	})
+	s.sendReply(x.verb, reply)
+	if aborted {
+		s.sendReply("ABOR", rewrite.NewReply(226, "Abort successful."))
+	}
 }
 
-// answerAbort completes an ABOR that arrived during the transfer (RFC 959
-// §4.1.3): the backend is sent ABOR and its replies are consumed; the
-// client gets 426 for the transfer (or its real result, if it had
-// completed) and 226 for the ABOR.
-func (s *session) answerAbort(x *transfer, out *outcome, reply *rewrite.Reply) {
+// abortBackend completes an ABOR that arrived during the transfer (RFC 959
+// §4.1.3): the backend is sent ABOR and its replies are consumed. It
+// returns the reply the transfer command gets: 426, or its real result if
+// it had completed; the ABOR itself then gets 226.
+func (s *session) abortBackend(out *outcome, reply *rewrite.Reply) *rewrite.Reply {
 	abor := rewrite.Command{Verb: "ABOR"}
 	if out.backendLost == nil {
 		if err := s.be.send(abor); err != nil {
@@ -538,8 +579,7 @@ func (s *session) answerAbort(x *transfer, out *outcome, reply *rewrite.Reply) {
 		out.result = "aborted"
 		reply = rewrite.NewReply(426, "Transfer aborted.")
 	}
-	s.sendReply(x.verb, reply)
-	s.sendReply("ABOR", rewrite.NewReply(226, "Abort successful."))
+	return reply
 }
 
 // closeClientLeg ends a successful transfer's client leg: TLS close_notify,
@@ -637,6 +677,18 @@ func legError(c net.Conn, err error) error {
 		return fmt.Errorf("%w: %w", errClientLeg, err)
 	}
 	return err
+}
+
+// notResumedText is the reply to a transfer whose data connection was
+// refused for not resuming the control connection's TLS session.
+func notResumedText(e *errNotResumed) string {
+	switch {
+	case e.foreign:
+		return "Data connection refused: its TLS session belongs to another connection."
+	case e.idOnly:
+		return "Data connection refused: TLS session reuse required, and your client resumes TLS 1.2 sessions by ID only; use TLS 1.3."
+	}
+	return "Data connection refused: TLS session reuse required; the data connection must resume the control connection's TLS session (see ftpsgate's README for your client)."
 }
 
 func shortErr(err error) string {

@@ -34,7 +34,6 @@ type gate struct {
 	certs    *ftptest.Certs
 	logs     *observer.ObservedLogs // diagnostic log
 	audit    *observer.ObservedLogs // audit events
-	auditLog string                 // the audit stream as JSON lines
 	auditBuf *syncBuffer
 }
 
@@ -44,6 +43,8 @@ type gateOptions struct {
 	extra   string // more HCL (timeouts, limits…)
 	ports   int    // passive ports per listener; 0 means 20
 	public  string // public_address of the explicit listener
+	// listenerExtra is more HCL for both listeners.
+	listenerExtra string
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -70,6 +71,7 @@ listener "ftps" {
   passive_ports = "%d-%d"
   backend       = "legacy"
   %s
+  %s
 }
 listener "ftps-implicit" {
   address       = "127.0.0.1:0"
@@ -78,6 +80,7 @@ listener "ftps-implicit" {
   key_file      = %q
   passive_ports = "%d-%d"
   backend       = "legacy"
+  %s
 }
 backend "legacy" {
   address = %q
@@ -87,7 +90,7 @@ policy {
 %s
 }
 %s
-`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), certs.CertFile, certs.KeyFile, f2, l2, backendAddr, opt.policy, opt.extra)
+`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.policy, opt.extra)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)

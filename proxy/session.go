@@ -47,9 +47,10 @@ type session struct {
 	audit *audit.Session
 	start time.Time
 
-	raw    net.Conn  // the client's TCP connection, as accepted
-	ctrl   net.Conn  // raw, or the *tls.Conn over it once TLS is up
-	tls    *tls.Conn // nil until TLS is up
+	raw    net.Conn    // the client's TCP connection, as accepted
+	ctrl   net.Conn    // raw, or the *tls.Conn over it once TLS is up
+	tls    *tls.Conn   // nil until TLS is up
+	bind   *tlsBinding // ties data connections' TLS sessions to ctrl's
 	r      *bufio.Reader
 	client netip.AddrPort // the client's address
 	local  netip.AddrPort // the address the client reached
@@ -97,6 +98,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn) *session {
 	s.log = s.base
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReader(c)
+	s.bind = newTLSBinding(fl.tlsConf)
 	return s
 }
 
@@ -377,7 +379,7 @@ func (s *session) cmdAUTH(cmd rewrite.Command) error {
 
 // startTLS runs the server TLS handshake on the control connection.
 func (s *session) startTLS() error {
-	tc := tls.Server(s.raw, s.lis.tlsConf)
+	tc := tls.Server(s.raw, s.bind.control())
 	s.raw.SetDeadline(time.Now().Add(s.cfg.Timeouts.TLSHandshake))
 	err := tc.Handshake()
 	s.raw.SetDeadline(time.Time{})

@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"sync/atomic"
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -48,3 +52,113 @@ func (c *eofConn) Read(p []byte) (int, error) {
 
 // sawTCPEOF reports whether the TCP stream ended.
 func (c *eofConn) sawTCPEOF() bool { return c.eof.Load() }
+
+// ---- binding data connections to their control connection ----
+
+// bindTag marks the session-ticket entry that names the control session a
+// ticket was issued to.
+const bindTag = "ftpsgate-bind/"
+
+// tlsBinding ties a client's data connections to the TLS session of its
+// own control connection (RFC 4217 §10 leaves this to the server; vsftpd's
+// require_ssl_reuse is the model). Every ticket the proxy issues to the
+// session carries the session's random binding id, inside the encrypted
+// ticket; a data connection may resume only a ticket carrying that id.
+// ConnectionState.DidResume alone would accept any ticket this listener
+// ever issued, including another client's.
+type tlsBinding struct {
+	id   []byte
+	base *tls.Config // the listener's: its ticket keys encrypt every ticket
+}
+
+func newTLSBinding(base *tls.Config) *tlsBinding {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return &tlsBinding{id: append([]byte(bindTag), id...), base: base}
+}
+
+// wrap issues a ticket bound to this session, replacing any binding the
+// state carried.
+func (b *tlsBinding) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	extra := ss.Extra[:0:0]
+	for _, e := range ss.Extra {
+		if !bytes.HasPrefix(e, []byte(bindTag)) {
+			extra = append(extra, e)
+		}
+	}
+	ss.Extra = append(extra, b.id)
+	return b.base.EncryptTicket(cs, ss)
+}
+
+// owns reports whether a ticket's state is bound to this session.
+func (b *tlsBinding) owns(ss *tls.SessionState) bool {
+	for _, e := range ss.Extra {
+		if subtle.ConstantTimeCompare(e, b.id) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// control is the configuration of the control connection: it issues bound
+// tickets and never resumes one, so that a control session always gets
+// tickets bound to itself (a ticket from an earlier connection would carry
+// the earlier session's id).
+func (b *tlsBinding) control() *tls.Config {
+	c := b.base.Clone()
+	c.WrapSession = b.wrap
+	c.UnwrapSession = func([]byte, tls.ConnectionState) (*tls.SessionState, error) { return nil, nil }
+	return c
+}
+
+// dataHandshake is what one data connection's handshake offered.
+type dataHandshake struct {
+	foreign bool // it offered a valid ticket of another session
+	// idOnly: a TLS 1.2-only client that offered no session ticket. It
+	// can resume only by session ID, which Go's TLS server does not
+	// support (curl with OpenSSL under TLS 1.2 does this).
+	idOnly bool
+}
+
+// extSessionTicket is the session_ticket extension (RFC 5077).
+const extSessionTicket = 35
+
+// data is the configuration of one data connection: only tickets bound to
+// this session are resumed; a foreign one is noted and ignored (a full
+// handshake follows, which the caller refuses when reuse is required).
+func (b *tlsBinding) data(h *dataHandshake) *tls.Config {
+	c := b.base.Clone()
+	c.WrapSession = b.wrap
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		h.idOnly = !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) &&
+			!slices.Contains(hello.Extensions, extSessionTicket)
+		return nil, nil
+	}
+	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := b.base.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return nil, nil // not ours to judge: unreadable or expired
+		}
+		if !b.owns(ss) {
+			h.foreign = true
+			return nil, nil
+		}
+		return ss, nil
+	}
+	return c
+}
+
+// errNotResumed refuses a data connection whose TLS session is not bound to
+// its control connection.
+type errNotResumed struct{ foreign, idOnly bool }
+
+func (e *errNotResumed) Error() string {
+	switch {
+	case e.foreign:
+		return "the data connection's TLS session belongs to another control connection"
+	case e.idOnly:
+		return "the data connection's TLS session does not resume the control connection's: " +
+			"the client offered no session ticket under TLS 1.2 (resumption by session ID is not supported)"
+	}
+	return "the data connection's TLS session does not resume the control connection's"
+}

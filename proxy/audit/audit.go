@@ -141,8 +141,11 @@ type Transfer struct {
 	// CloseNotify reports whether an upload's client leg ended with a TLS
 	// close_notify; false means its end could not be verified.
 	CloseNotify bool
-	TLS         bool
-	Code        int // final reply code sent to the client
+	TLS         bool // the client leg was under TLS (PROT P)
+	// Resumed: the client leg's TLS session resumed the control
+	// connection's (the data connection is bound to this session).
+	Resumed bool
+	Code    int // final reply code sent to the client
 }
 
 // Transfer records a finished transfer.
@@ -150,7 +153,7 @@ func (s *Session) Transfer(t Transfer) {
 	s.emit(EventTransfer, zap.String("verb", t.Verb), zap.String("direction", t.Direction),
 		zap.String("path", t.Path), zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration),
 		zap.String("result", t.Result), zap.Bool("close_notify", t.CloseNotify),
-		zap.Bool("data_tls", t.TLS), zap.Int("code", t.Code))
+		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
 }
 
 // PolicyDenied records a refusal by policy.

@@ -86,6 +86,9 @@ type Listener struct {
 	Backend *Backend
 	// Greeting is the text of the proxy's 220 reply.
 	Greeting string
+	// RequireSessionReuse refuses a PROT P data connection whose TLS
+	// session does not resume its control connection's.
+	RequireSessionReuse bool
 }
 
 // PortRange is an inclusive range of TCP ports.
@@ -175,6 +178,8 @@ type listenerBlock struct {
 	Backend       string  `hcl:"backend"`
 	Greeting      *string `hcl:"greeting"`
 	TLSMinVersion *string `hcl:"tls_min_version"`
+	// RequireSessionReuse defaults to true.
+	RequireSessionReuse *bool `hcl:"require_session_reuse"`
 }
 
 type backendBlock struct {
@@ -376,11 +381,15 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 
 func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config) *Listener {
 	l := &Listener{
-		Name:          lb.Name,
-		Address:       lb.Address,
-		TLS:           Explicit,
-		MinTLSVersion: tls.VersionTLS12,
-		Greeting:      "ftpsgate ready",
+		Name:                lb.Name,
+		Address:             lb.Address,
+		TLS:                 Explicit,
+		MinTLSVersion:       tls.VersionTLS12,
+		Greeting:            "ftpsgate ready",
+		RequireSessionReuse: true,
+	}
+	if lb.RequireSessionReuse != nil {
+		l.RequireSessionReuse = *lb.RequireSessionReuse
 	}
 	if err := checkHostPort(lb.Address, true); err != nil {
 		c.errorf(rangeOf(blk, "address"), "Invalid listener address", "%s", err)

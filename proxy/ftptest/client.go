@@ -164,6 +164,14 @@ type DataConn struct {
 // connection has it (PROT P is assumed), resuming its session.
 func (c *Conn) DialData(addr string) *DataConn {
 	c.t.Helper()
+	return c.DialDataTLS(addr, c.TLS)
+}
+
+// DialDataTLS opens the data connection to addr with TLS configuration
+// conf (nil: no TLS). A conf with another session cache, or none, makes a
+// data connection that does not resume the control connection's session.
+func (c *Conn) DialDataTLS(addr string, conf *tls.Config) *DataConn {
+	c.t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, opTimeout)
 	if err != nil {
 		c.t.Fatalf("dial data %s: %v", addr, err)
@@ -172,8 +180,8 @@ func (c *Conn) DialData(addr string) *DataConn {
 	raw.SetDeadline(time.Now().Add(opTimeout))
 	eof := &eofTracker{Conn: raw}
 	d := &DataConn{Conn: eof, TCP: raw, eof: eof}
-	if c.TLS != nil {
-		d.Conn = tls.Client(eof, c.TLS)
+	if conf != nil {
+		d.Conn = tls.Client(eof, conf)
 	}
 	return d
 }

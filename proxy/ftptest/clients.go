@@ -36,13 +36,17 @@ var ftplibClient []byte
 
 // PythonSpec is what the ftplib driver does: see ftplib_client.py.
 type PythonSpec struct {
-	Host     string       `json:"host"`
-	Port     int          `json:"port"`
-	CAFile   string       `json:"cafile"`
-	User     string       `json:"user"`
-	Password string       `json:"password"`
-	Implicit bool         `json:"implicit,omitempty"`
-	Steps    []PythonStep `json:"steps"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	CAFile   string `json:"cafile"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+	Implicit bool   `json:"implicit,omitempty"`
+	// Stock uses ftplib.FTP_TLS as shipped, whose data connections never
+	// resume the control connection's TLS session; by default the driver
+	// uses the few-line subclass the README shows, which does.
+	Stock bool         `json:"stock,omitempty"`
+	Steps []PythonStep `json:"steps"`
 }
 
 // PythonStep is one operation of the ftplib driver.
@@ -52,6 +56,9 @@ type PythonStep struct {
 	Remote string `json:"remote,omitempty"`
 	Rest   *int64 `json:"rest,omitempty"`
 	Line   string `json:"line,omitempty"`
+	// MayFail: the step is expected to fail; its client-side error and
+	// the server's reply are recorded instead of ending the run.
+	MayFail bool `json:"may_fail,omitempty"`
 }
 
 // PythonResult is the driver's output.
@@ -60,6 +67,7 @@ type PythonResult struct {
 	Steps   []struct {
 		Op      string                       `json:"op"`
 		Reply   string                       `json:"reply"`
+		Error   string                       `json:"error"`
 		SHA256  string                       `json:"sha256"`
 		Size    int64                        `json:"size"`
 		Lines   []string                     `json:"lines"`
