@@ -45,8 +45,16 @@ listener "ftps-implicit" {
 # only, whatever address its PASV replies name.
 backend "legacy" {
   address = "10.0.0.5:21"
-  # "none": plain FTP toward the backend.
+  # "none": plain FTP toward the backend. "explicit": the proxy sends
+  # AUTH TLS, PBSZ 0 and PROT P; "implicit": TLS from the first byte.
   tls = "none"
+  # For an FTPS backend: the CA that signed its certificate (default: the
+  # system roots) and the name it must carry (default: the address's host).
+  # ca_file         = "/etc/ftpsgate/backend-ca.pem"
+  # server_name     = "ftp.internal.example.com"
+  # tls_min_version = "1.2"
+  # tls_max_version = "1.3"
+  # insecure_skip_verify = false  # true: no verification (logged at start)
 }
 
 policy {

@@ -3,9 +3,12 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,9 +22,14 @@ import (
 // one runs.
 type backendConn struct {
 	cfg    *config.Backend
-	conn   net.Conn
+	raw    net.Conn // the TCP connection
+	conn   net.Conn // raw, or the *tls.Conn over it
 	r      *bufio.Reader
 	remote netip.AddrPort // the address actually connected to
+	// tlsConf is this session's client TLS configuration toward an FTPS
+	// backend (nil for a plain one), with a session cache of its own
+	// shared by the control and data connections.
+	tlsConf *tls.Config
 	// noEPSV is set once the backend refused EPSV; PASV is used after.
 	noEPSV bool
 }
@@ -29,7 +37,9 @@ type backendConn struct {
 // backendLimits bound what a backend may send in one reply.
 var backendLimits = rewrite.ReplyLimits{}
 
-// connectBackend dials b and reads its greeting. Every failure is logged
+// connectBackend dials b and reads its greeting; toward an FTPS backend it
+// also secures the control connection (TLS first for an implicit one;
+// AUTH TLS, PBSZ 0 and PROT P for an explicit one). Every failure is logged
 // here and returned as errBackendRefused, which ends the session with 421.
 func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	t := s.cfg.Timeouts
@@ -44,27 +54,91 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	be := &backendConn{cfg: b, conn: c, r: bufio.NewReader(c), remote: addrPortOf(c.RemoteAddr())}
+	be := &backendConn{cfg: b, raw: c, conn: c, r: bufio.NewReader(c), remote: addrPortOf(c.RemoteAddr())}
+	if b.TLSConfig != nil {
+		be.tlsConf = b.TLSConfig.Clone()
+		be.tlsConf.ClientSessionCache = &sessionCache{}
+	}
+	fail := func(msg string, err error) (*backendConn, error) {
+		c.Close()
+		s.log.Warn(msg, zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
+		return nil, fmt.Errorf("%w: %s: %v", errBackendRefused, msg, err)
+	}
+	if b.TLS == config.BackendImplicit {
+		if err := be.startTLS(t.BackendReply); err != nil {
+			return fail("backend TLS handshake failed", err)
+		}
+	}
 	greet, err := be.read(t.BackendReply)
 	if err != nil {
-		c.Close()
-		s.log.Warn("backend greeting not received", zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
-		return nil, fmt.Errorf("%w: %v", errBackendRefused, err)
+		return fail("backend greeting not received", err)
 	}
 	if greet.Code != 220 {
-		c.Close()
-		s.log.Warn("backend refused the connection", zap.String("backend", b.Name), zap.Stringer("address", be.remote),
-			zap.String("reply", greet.String()))
-		return nil, fmt.Errorf("%w: greeting %d", errBackendRefused, greet.Code)
+		return fail("backend refused the connection", fmt.Errorf("greeting %q", greet.String()))
+	}
+	if b.TLS == config.BackendExplicit {
+		if err := be.authTLS(t.BackendReply); err != nil {
+			return fail("backend AUTH TLS failed", err)
+		}
+	}
+	if be.tlsConf != nil {
+		// PROT P: the backend's data connections are protected too. Its
+		// reply is read before any data connection, so that TLS 1.3
+		// tickets sent after the handshake are in the cache by then.
+		for _, cmd := range []rewrite.Command{{Verb: "PBSZ", Arg: "0"}, {Verb: "PROT", Arg: "P"}} {
+			rep, err := be.roundTrip(cmd, t.BackendReply)
+			if err != nil {
+				return fail("backend "+cmd.Verb+" failed", err)
+			}
+			if rep.Code != 200 {
+				return fail("backend "+cmd.Verb+" refused", fmt.Errorf("reply %q", rep.String()))
+			}
+		}
 	}
 	s.log.Debug("backend connected", zap.String("backend", b.Name), zap.Stringer("address", be.remote),
-		zap.Duration("took", time.Since(start)), zap.String("greeting", greet.String()))
+		zap.Stringer("tls", b.TLS), zap.Duration("took", time.Since(start)), zap.String("greeting", greet.String()))
 	return be, nil
+}
+
+// authTLS upgrades the control connection with AUTH TLS (RFC 4217 §4).
+func (b *backendConn) authTLS(timeout time.Duration) error {
+	rep, err := b.roundTrip(rewrite.Command{Verb: "AUTH", Arg: "TLS"}, timeout)
+	if err != nil {
+		return err
+	}
+	if rep.Code != 234 {
+		return fmt.Errorf("reply %q", rep.String())
+	}
+	// Bytes after the 234, before the handshake, would be read as if they
+	// came under TLS: a forged reply injected in clear (the STARTTLS
+	// injection class, toward the backend).
+	if b.r.Buffered() > 0 {
+		return fmt.Errorf("%d bytes of plaintext after the 234 reply", b.r.Buffered())
+	}
+	return b.startTLS(timeout)
+}
+
+// startTLS runs the client TLS handshake on the control connection.
+func (b *backendConn) startTLS(timeout time.Duration) error {
+	tc := tls.Client(b.raw, b.tlsConf)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	b.conn, b.r = tc, bufio.NewReader(tc)
+	return nil
+}
+
+// close closes the control connection (with close_notify under TLS).
+func (b *backendConn) close() {
+	b.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	b.conn.Close()
 }
 
 // send writes cmd to the backend, rebuilt from its parsed form.
 func (b *backendConn) send(cmd rewrite.Command) error {
-	b.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	b.raw.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := b.conn.Write(cmd.Wire()); err != nil {
 		return fmt.Errorf("%w: sending %s: %v", errBackendLost, cmd.Verb, err)
 	}
@@ -73,7 +147,7 @@ func (b *backendConn) send(cmd rewrite.Command) error {
 
 // read reads one reply, waiting at most timeout.
 func (b *backendConn) read(timeout time.Duration) (*rewrite.Reply, error) {
-	b.conn.SetReadDeadline(time.Now().Add(timeout))
+	b.raw.SetReadDeadline(time.Now().Add(timeout))
 	rep, err := rewrite.ReadReply(b.r, backendLimits)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading reply: %v", errBackendLost, err)
@@ -95,12 +169,22 @@ func (b *backendConn) roundTrip(cmd rewrite.Command, timeout time.Duration) (*re
 	}
 }
 
+// backendData is the backend leg of a transfer.
+type backendData struct {
+	tcp  *net.TCPConn
+	conn net.Conn  // tcp, or the *tls.Conn over it
+	tls  *tls.Conn // nil toward a plain backend
+}
+
 // openPassive asks the backend for a passive data port and connects to
 // it. EPSV is tried first (it names no address); PASV after a refusal. The
 // address a 227 names is ignored: the data connection always goes to the
 // host of the control connection, so a backend cannot make the proxy
 // connect anywhere else (RFC 2577 §3, ProFTPD's IgnoreForeignAddress).
-func (s *session) openPassive() (net.Conn, error) {
+// Toward an FTPS backend the leg is a TLS client resuming the control
+// connection's session; its handshake runs at the first read or write, or
+// in handshake.
+func (s *session) openPassive() (*backendData, error) {
 	b := s.be
 	t := s.cfg.Timeouts
 	var port uint16
@@ -142,5 +226,112 @@ func (s *session) openPassive() (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend data connection to %s: %w", addr, err)
 	}
-	return c, nil
+	tc, ok := c.(*net.TCPConn)
+	if !ok { // a test dialer may return another net.Conn; only TCP is used
+		c.Close()
+		return nil, fmt.Errorf("backend data connection to %s: not TCP", addr)
+	}
+	bd := &backendData{tcp: tc, conn: tc}
+	if b.tlsConf != nil {
+		bd.tls = tls.Client(tc, b.tlsConf)
+		bd.conn = bd.tls
+	}
+	return bd, nil
+}
+
+// handshake completes the leg's TLS handshake, if it has one, within
+// timeout.
+func (bd *backendData) handshake(timeout time.Duration) error {
+	if bd.tls == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := bd.tls.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake with the FTP server's data connection: %w", err)
+	}
+	return nil
+}
+
+// finish ends a leg whose transfer succeeded: under TLS, close_notify then
+// FIN, and a bounded wait for the server's own close (which also reads
+// any session tickets it sent on this connection); clear, a FIN.
+func (bd *backendData) finish(wait time.Duration) {
+	if bd.tls == nil {
+		bd.tcp.Close()
+		return
+	}
+	bd.tcp.SetDeadline(time.Now().Add(wait))
+	if bd.tls.CloseWrite() == nil {
+		bd.tcp.CloseWrite()
+		var buf [512]byte
+		for {
+			if _, err := bd.tls.Read(buf[:]); err != nil {
+				break
+			}
+		}
+	}
+	bd.tcp.Close()
+}
+
+// ---- the TLS session cache toward a backend ----
+
+// sessionCache is one client session's TLS session cache toward its
+// backend, shared by the backend control connection and its data
+// connections, so that data connections resume the control session as
+// vsftpd's require_ssl_reuse (its default) and ProFTPD demand. One cache
+// per session: a cache shared across sessions would resume another
+// session's TLS session. The key Go passes (ServerName, or the address with
+// its port, which differs on every data connection) is ignored: a cache
+// serves one backend.
+//
+// OpenSSL servers may accept each TLS 1.3 ticket once, so the cache keeps
+// the last few tickets and hands out the least used, newest first.
+type sessionCache struct {
+	mu      sync.Mutex
+	entries []*cacheEntry // oldest first
+	last    *cacheEntry   // the entry Get returned last
+}
+
+type cacheEntry struct {
+	cs   *tls.ClientSessionState
+	uses int
+}
+
+// maxCachedSessions bounds a session cache.
+const maxCachedSessions = 8
+
+func (c *sessionCache) Get(string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best *cacheEntry
+	for i := len(c.entries) - 1; i >= 0; i-- {
+		if e := c.entries[i]; best == nil || e.uses < best.uses {
+			best = e
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	best.uses++
+	c.last = best
+	return best.cs, true
+}
+
+// Put adds a session; nil (Go's "forget this session") drops the one
+// handed out last.
+func (c *sessionCache) Put(_ string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs == nil {
+		if c.last != nil {
+			c.entries = slices.DeleteFunc(c.entries, func(e *cacheEntry) bool { return e == c.last })
+			c.last = nil
+		}
+		return
+	}
+	if len(c.entries) == maxCachedSessions {
+		c.entries = slices.Delete(c.entries, 0, 1)
+	}
+	c.entries = append(c.entries, &cacheEntry{cs: cs})
 }

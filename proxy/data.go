@@ -306,29 +306,29 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return s.reply(cmd, 425, "Cannot open data connection to the FTP server.")
 	}
 	if err := s.be.send(cmd); err != nil {
-		bdata.Close()
+		bdata.tcp.Close()
 		p.close()
 		return err
 	}
 	rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
 	if err != nil {
-		bdata.Close()
+		bdata.tcp.Close()
 		p.close()
 		return err
 	}
 	if rep.Final() { // refused (550…), or done without data
-		bdata.Close()
+		bdata.tcp.Close()
 		p.close()
 		return s.sendReply(cmd.Verb, rep)
 	}
 	if err := s.sendReply(cmd.Verb, rep); err != nil {
-		bdata.Close()
+		bdata.tcp.Close()
 		p.close()
 		return err
 	}
 	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb],
 		start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
-	x.addLeg(bdata)
+	x.addLeg(bdata.tcp)
 	s.mu.Lock()
 	s.xfer = x
 	s.mu.Unlock()
@@ -382,12 +382,12 @@ func (s *session) cmdABOR(cmd rewrite.Command) error {
 // runTransfer is the transfer goroutine: it waits for the client's data
 // connection, relays, and sends the final reply only after the last byte
 // reached its destination and the client leg was closed cleanly.
-func (s *session) runTransfer(x *transfer, p *passive, bdata net.Conn) {
+func (s *session) runTransfer(x *transfer, p *passive, bdata *backendData) {
 	defer s.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("transfer panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			bdata.Close()
+			bdata.tcp.Close()
 			p.close()
 			s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
 		}
@@ -417,9 +417,19 @@ type outcome struct {
 }
 
 // transferOutcome waits for the client's data connection and relays.
-func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outcome {
+func (s *session) transferOutcome(x *transfer, p *passive, bdata *backendData) outcome {
 	var out outcome
 	var cd *clientData
+	// The backend's TLS handshake runs while the client connects.
+	if err := bdata.handshake(s.cfg.Timeouts.BackendDial + s.cfg.Timeouts.BackendReply); err != nil {
+		p.close()
+		resetLeg(bdata.tcp)
+		out.result, out.err = "failed", err
+		out.reply = rewrite.NewReply(425, "Cannot open data connection to the FTP server.")
+		s.log.Warn("backend data connection failed", zap.String("verb", x.verb), zap.Error(err))
+		s.readFinal(x, &out)
+		return out
+	}
 	timer := time.NewTimer(s.cfg.Timeouts.PassiveAccept)
 	select {
 	case r := <-p.ready:
@@ -433,7 +443,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 	}
 	p.close()
 	if cd == nil {
-		resetLeg(bdata)
+		resetLeg(bdata.tcp)
 		out.result = "failed"
 		out.reply = rewrite.NewReply(425, "Cannot open data connection: "+shortErr(out.err)+".")
 		var nr *errNotResumed
@@ -449,22 +459,22 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata net.Conn) outco
 
 	var rerr error
 	if x.direction == "download" {
-		out.bytes, rerr = relay(cd.conn, bdata, s.cfg.Timeouts.DataStall, &s.bytesDown)
+		out.bytes, rerr = relay(cd.conn, bdata.conn, false, s.cfg.Timeouts.DataStall, &s.bytesDown)
 	} else {
-		out.bytes, rerr = relay(bdata, cd.conn, s.cfg.Timeouts.DataStall, &s.bytesUp)
+		out.bytes, rerr = relay(bdata.conn, cd.conn, true, s.cfg.Timeouts.DataStall, &s.bytesUp)
 		out.closeNotify = cd.tls != nil && !cd.eof.sawTCPEOF()
 	}
 	if rerr == nil {
 		// The source ended cleanly. For an upload the backend learns the
-		// end of the file from our FIN.
-		bdata.Close()
+		// end of the file from our close_notify (under TLS) and FIN.
+		bdata.finish(lingerTimeout)
 		out.result = "complete"
 		s.readFinal(x, &out)
 		return out
 	}
 	// Something broke. The backend must not take a broken upload for a
 	// complete one: its leg is reset, not closed.
-	resetLeg(bdata)
+	resetLeg(bdata.tcp)
 	out.err = rerr
 	out.result = "failed"
 	switch {
@@ -642,9 +652,9 @@ var errClientLeg = errors.New("client data leg")
 
 // relay copies src to dst until src ends, refreshing a stall deadline on
 // each read and write, and adds the bytes written to total. It returns nil
-// when src ended with io.EOF. Errors say which leg failed (errClientLeg or
-// not) when the caller needs to know.
-func relay(dst, src net.Conn, stall time.Duration, total *atomic.Int64) (int64, error) {
+// when src ended with io.EOF. An error on the client's leg (src when
+// srcIsClient, else dst) is wrapped with errClientLeg.
+func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64) (int64, error) {
 	bp := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(bp)
 	buf := *bp
@@ -658,22 +668,21 @@ func relay(dst, src net.Conn, stall time.Duration, total *atomic.Int64) (int64, 
 			n += int64(nw)
 			total.Add(int64(nw))
 			if werr != nil {
-				return n, legError(dst, werr)
+				return n, legError(!srcIsClient, werr)
 			}
 		}
 		if rerr == io.EOF {
 			return n, nil
 		}
 		if rerr != nil {
-			return n, legError(src, rerr)
+			return n, legError(srcIsClient, rerr)
 		}
 	}
 }
 
-// legError wraps err with errClientLeg when c is a client leg.
-func legError(c net.Conn, err error) error {
-	switch c.(type) {
-	case *tls.Conn, *eofConn:
+// legError wraps err with errClientLeg when it happened on the client leg.
+func legError(client bool, err error) error {
+	if client {
 		return fmt.Errorf("%w: %w", errClientLeg, err)
 	}
 	return err

@@ -26,6 +26,8 @@ type scriptedBackend struct {
 	retrReply string
 	half      bool
 	pasvOnly  bool
+	// authReply, if set, is written as is in answer to AUTH.
+	authReply string
 	wg        sync.WaitGroup
 }
 
@@ -74,6 +76,12 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		}
 		verb, _, _ := strings.Cut(strings.TrimSpace(line), " ")
 		switch strings.ToUpper(verb) {
+		case "AUTH":
+			if b.authReply == "" {
+				say("500 no TLS here")
+				continue
+			}
+			io.WriteString(c, b.authReply)
 		case "USER":
 			say("331 password please")
 		case "PASS":

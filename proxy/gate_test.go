@@ -45,6 +45,9 @@ type gateOptions struct {
 	public  string // public_address of the explicit listener
 	// listenerExtra is more HCL for both listeners.
 	listenerExtra string
+	// backend is the HCL body of the backend block after its address;
+	// empty means tls = "none".
+	backend string
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -55,6 +58,9 @@ func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
 	}
 	if opt.ports == 0 {
 		opt.ports = 20
+	}
+	if opt.backend == "" {
+		opt.backend = `tls = "none"`
 	}
 	certs := ftptest.NewCerts(t, opt.keyType)
 	f1, l1 := ftptest.FreePortRange(t, opt.ports)
@@ -84,13 +90,13 @@ listener "ftps-implicit" {
 }
 backend "legacy" {
   address = %q
-  tls     = "none"
+  %s
 }
 policy {
 %s
 }
 %s
-`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.policy, opt.extra)
+`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.backend, opt.policy, opt.extra)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)

@@ -104,6 +104,12 @@ func (s *Server) Start() error {
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
+	for _, b := range s.cfg.Backends {
+		if b.InsecureSkipVerify {
+			s.log.Warn("backend certificate not verified (insecure_skip_verify)", zap.String("backend", b.Name),
+				zap.String("address", b.Address))
+		}
+	}
 	for _, fl := range fls {
 		s.log.Info("listening", zap.String("listener", fl.cfg.Name), zap.Stringer("address", fl.ln.Addr()),
 			zap.Stringer("tls", fl.cfg.TLS), zap.Stringer("passive_ports", fl.cfg.PassivePorts),

@@ -634,7 +634,7 @@ func (s *session) close(how string) {
 		x.cancel()
 	}
 	if s.be != nil {
-		s.be.conn.Close() // also ends a transfer's wait for its final reply
+		s.be.close() // also ends a transfer's wait for its final reply
 	}
 	if s.pasv != nil {
 		s.pasv.close()

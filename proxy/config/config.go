@@ -4,6 +4,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -58,11 +59,20 @@ type BackendTLS int
 const (
 	// BackendPlain is plain FTP toward the backend.
 	BackendPlain BackendTLS = iota + 1
+	// BackendExplicit: the proxy sends AUTH TLS, PBSZ 0 and PROT P.
+	BackendExplicit
+	// BackendImplicit: TLS from the first byte, control and data.
+	BackendImplicit
 )
 
 func (m BackendTLS) String() string {
-	if m == BackendPlain {
+	switch m {
+	case BackendPlain:
 		return "none"
+	case BackendExplicit:
+		return "explicit"
+	case BackendImplicit:
+		return "implicit"
 	}
 	return "invalid"
 }
@@ -105,6 +115,13 @@ type Backend struct {
 	// Address is host:port of its control connection.
 	Address string
 	TLS     BackendTLS
+	// TLSConfig is the client configuration toward an FTPS backend (nil
+	// for a plain one): roots, server name, versions. Sessions clone it
+	// and add their own session cache.
+	TLSConfig *tls.Config
+	// InsecureSkipVerify: the backend's certificate is not verified, by
+	// the operator's explicit choice (logged as a warning at start).
+	InsecureSkipVerify bool
 }
 
 // Audit says where audit events go.
@@ -183,9 +200,14 @@ type listenerBlock struct {
 }
 
 type backendBlock struct {
-	Name    string  `hcl:"name,label"`
-	Address string  `hcl:"address"`
-	TLS     *string `hcl:"tls"`
+	Name               string  `hcl:"name,label"`
+	Address            string  `hcl:"address"`
+	TLS                *string `hcl:"tls"`
+	CAFile             *string `hcl:"ca_file"`
+	ServerName         *string `hcl:"server_name"`
+	InsecureSkipVerify *bool   `hcl:"insecure_skip_verify"`
+	TLSMinVersion      *string `hcl:"tls_min_version"`
+	TLSMaxVersion      *string `hcl:"tls_max_version"`
 }
 
 type policyBlock struct {
@@ -311,14 +333,16 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		if bb.TLS != nil {
 			switch *bb.TLS {
 			case "none":
-			case "explicit", "implicit":
-				c.errorf(rangeOf(blk, "tls"), "Unsupported backend TLS mode",
-					"Backend TLS mode %q is not supported yet; use \"none\".", *bb.TLS)
+			case "explicit":
+				b.TLS = BackendExplicit
+			case "implicit":
+				b.TLS = BackendImplicit
 			default:
 				c.errorf(rangeOf(blk, "tls"), "Invalid backend TLS mode",
 					"tls must be \"none\", \"explicit\" or \"implicit\", not %q.", *bb.TLS)
 			}
 		}
+		c.backendTLS(bb, blk, b)
 		cfg.Backends[bb.Name] = b
 	}
 
@@ -377,6 +401,69 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		}
 	}
 	return cfg
+}
+
+// backendTLS compiles a backend's TLS settings; they are refused on a
+// plain backend, where they would silently do nothing.
+func (c *compiler) backendTLS(bb backendBlock, blk *hclsyntax.Block, b *Backend) {
+	if b.TLS == BackendPlain {
+		for name, set := range map[string]bool{
+			"ca_file": bb.CAFile != nil, "server_name": bb.ServerName != nil,
+			"insecure_skip_verify": bb.InsecureSkipVerify != nil,
+			"tls_min_version":      bb.TLSMinVersion != nil, "tls_max_version": bb.TLSMaxVersion != nil,
+		} {
+			if set {
+				c.errorf(rangeOf(blk, name), "TLS setting on a plain backend",
+					"%s applies only to a backend with tls = \"explicit\" or \"implicit\".", name)
+			}
+		}
+		return
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
+	host, _, _ := net.SplitHostPort(b.Address)
+	conf.ServerName = host
+	if bb.ServerName != nil {
+		if *bb.ServerName == "" {
+			c.errorf(rangeOf(blk, "server_name"), "Invalid server name", "server_name must not be empty.")
+		}
+		conf.ServerName = *bb.ServerName
+	}
+	if bb.CAFile != nil {
+		pem, err := os.ReadFile(*bb.CAFile)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			c.errorf(rangeOf(blk, "ca_file"), "Cannot read ca_file", "%s", err)
+		case !pool.AppendCertsFromPEM(pem):
+			c.errorf(rangeOf(blk, "ca_file"), "Invalid ca_file", "%q holds no PEM certificate.", *bb.CAFile)
+		default:
+			conf.RootCAs = pool
+		}
+	}
+	if bb.InsecureSkipVerify != nil && *bb.InsecureSkipVerify {
+		conf.InsecureSkipVerify = true
+		b.InsecureSkipVerify = true
+	}
+	version := func(name string, v *string, dst *uint16) {
+		if v == nil {
+			return
+		}
+		switch *v {
+		case "1.2":
+			*dst = tls.VersionTLS12
+		case "1.3":
+			*dst = tls.VersionTLS13
+		default:
+			c.errorf(rangeOf(blk, name), "Invalid TLS version",
+				"%s must be \"1.2\" or \"1.3\", not %q: older versions are broken.", name, *v)
+		}
+	}
+	version("tls_min_version", bb.TLSMinVersion, &conf.MinVersion)
+	version("tls_max_version", bb.TLSMaxVersion, &conf.MaxVersion)
+	if conf.MinVersion > conf.MaxVersion {
+		c.errorf(rangeOf(blk, "tls_max_version"), "Invalid TLS versions", "tls_max_version is below tls_min_version.")
+	}
+	b.TLSConfig = conf
 }
 
 func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config) *Listener {

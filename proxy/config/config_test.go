@@ -108,6 +108,57 @@ backend "b" { address = "127.0.0.1:21" }
 	}
 }
 
+// TestBackendTLS: an FTPS backend's settings compile into its client
+// configuration; the defaults verify the certificate against the host of
+// the address.
+func TestBackendTLS(t *testing.T) {
+	cert, key := testCert(t)
+	src := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "explicit"
+}
+backend "explicit" {
+  address = "10.0.0.5:21"
+  tls = "explicit"
+}
+backend "implicit" {
+  address = "ftp.internal:990"
+  tls = "implicit"
+  ca_file = %q
+  server_name = "files.example.com"
+  tls_min_version = "1.3"
+}
+backend "lab" {
+  address = "10.0.0.6:21"
+  tls = "explicit"
+  insecure_skip_verify = true
+  tls_max_version = "1.2"
+}
+`, cert, key, cert)
+	cfg, diags := Parse([]byte(src), "b.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	e, i, l := cfg.Backends["explicit"], cfg.Backends["implicit"], cfg.Backends["lab"]
+	if e.TLS != BackendExplicit || e.TLSConfig.ServerName != "10.0.0.5" || e.TLSConfig.RootCAs != nil ||
+		e.TLSConfig.MinVersion != tls.VersionTLS12 || e.TLSConfig.MaxVersion != tls.VersionTLS13 || e.InsecureSkipVerify {
+		t.Fatalf("explicit backend %+v %+v", e, e.TLSConfig)
+	}
+	if i.TLS != BackendImplicit || i.TLSConfig.ServerName != "files.example.com" || i.TLSConfig.RootCAs == nil ||
+		i.TLSConfig.MinVersion != tls.VersionTLS13 {
+		t.Fatalf("implicit backend %+v %+v", i, i.TLSConfig)
+	}
+	if !l.InsecureSkipVerify || !l.TLSConfig.InsecureSkipVerify || l.TLSConfig.MaxVersion != tls.VersionTLS12 {
+		t.Fatalf("lab backend %+v %+v", l, l.TLSConfig)
+	}
+	if cfg.Backends["explicit"].TLSConfig == nil || cfg.Listeners[0].Backend.TLSConfig == nil {
+		t.Fatal("no TLS config")
+	}
+}
+
 // TestDiagnostics: every problem is reported, each with its file and line.
 func TestDiagnostics(t *testing.T) {
 	cert, key := testCert(t)
@@ -129,7 +180,22 @@ func TestDiagnostics(t *testing.T) {
 		{"bad listen address", func(s string) string { return strings.Replace(s, `"0.0.0.0:21"`, `"0.0.0.0"`, 1) }, 2, "Invalid listener address"},
 		{"missing certificate", func(s string) string { return strings.Replace(s, cert, "/nonexistent.pem", 1) }, 4, "Cannot load certificate"},
 		{"duplicate listener", func(s string) string { return strings.Replace(s, `"ftps-implicit"`, `"ftps"`, 1) }, 10, "Duplicate listener"},
-		{"backend TLS later", func(s string) string { return strings.Replace(s, `tls     = "none"`, `tls     = "explicit"`, 1) }, 20, "Unsupported backend TLS mode"},
+		{"bad backend TLS mode", func(s string) string { return strings.Replace(s, `tls     = "none"`, `tls     = "starttls"`, 1) }, 20, "Invalid backend TLS mode"},
+		{"TLS setting on a plain backend", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"none\"\n  ca_file = \"/etc/ssl/ca.pem\"", 1)
+		}, 21, "TLS setting on a plain backend"},
+		{"bad backend TLS version", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"explicit\"\n  tls_max_version = \"1.1\"", 1)
+		}, 21, "Invalid TLS version"},
+		{"backend TLS versions crossed", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"explicit\"\n  tls_min_version = \"1.3\"\n  tls_max_version = \"1.2\"", 1)
+		}, 22, "Invalid TLS versions"},
+		{"missing backend CA", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/nonexistent/ca.pem\"", 1)
+		}, 21, "Cannot read ca_file"},
+		{"backend CA not PEM", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/etc/hostname\"", 1)
+		}, 21, "Invalid ca_file"},
 		{"backend without host", func(s string) string { return strings.Replace(s, `"10.0.0.5:21"`, `":21"`, 1) }, 19, "Invalid backend address"},
 		{"unknown attribute", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tsl    = true`, 1) }, 23, "Unsupported argument"},
 		{"wrong type", func(s string) string {

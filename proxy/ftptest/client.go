@@ -214,3 +214,16 @@ func (e *eofTracker) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// WriteAll writes data and closes the connection (with close_notify under
+// TLS), failing the test on an error.
+func (d *DataConn) WriteAll(t testing.TB, data []byte) {
+	t.Helper()
+	d.SetDeadline(time.Now().Add(opTimeout))
+	if _, err := d.Write(data); err != nil {
+		t.Fatalf("write data: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("close data: %v", err)
+	}
+}

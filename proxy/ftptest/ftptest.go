@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -147,6 +148,31 @@ func WaitGreeting(addr string, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("no 220 greeting from %s within %s: %v", addr, timeout, last)
+}
+
+// waitGreetingTLS is WaitGreeting for an implicit-FTPS server.
+func waitGreetingTLS(addr string, conf *tls.Config, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			tc := tls.Client(c, conf)
+			buf := make([]byte, 4)
+			_, err = io.ReadFull(tc, buf)
+			tc.Close()
+			if err == nil && string(buf[:3]) == "220" {
+				return nil
+			}
+			if err == nil {
+				err = fmt.Errorf("greeting %q", buf)
+			}
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no 220 greeting over TLS from %s within %s: %v", addr, timeout, last)
 }
 
 // RandomFile writes size random bytes to path and returns their SHA-256.

@@ -32,6 +32,13 @@ const startTimeout = 20 * time.Second
 type VsftpdOptions struct {
 	// Extra lines for vsftpd.conf.
 	Extra []string
+	// TLS makes it an FTPS server with this certificate: TLS required
+	// for logins and data, and require_ssl_reuse=YES (vsftpd's default,
+	// stated anyway): a data connection must resume the control
+	// connection's TLS session.
+	TLS *Certs
+	// Implicit: TLS from the first byte (with TLS set).
+	Implicit bool
 }
 
 // Vsftpd starts Debian's vsftpd on a free loopback port, serving a fresh
@@ -63,17 +70,33 @@ func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 			"xferlog_enable=YES", "vsftpd_log_file=" + logFile, "log_ftp_protocol=YES",
 			"max_clients=0", "max_per_ip=0",
 		}
+		if opt.TLS != nil {
+			conf = append(conf, "ssl_enable=YES", "rsa_cert_file="+opt.TLS.CertFile,
+				"rsa_private_key_file="+opt.TLS.KeyFile, "ssl_ciphers=HIGH", "require_ssl_reuse=YES",
+				"force_local_logins_ssl=YES", "force_local_data_ssl=YES", "debug_ssl=YES")
+			if opt.Implicit {
+				conf = append(conf, "implicit_ssl=YES")
+			}
+		}
 		conf = append(conf, opt.Extra...)
 		confFile := filepath.Join(dir, "vsftpd.conf")
 		if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if err := startDaemon(t, "vsftpd", addr, bin, confFile); err != nil {
+		ready := func() error { return WaitGreeting(addr, startTimeout) }
+		if opt.TLS != nil && opt.Implicit {
+			ready = func() error { return waitGreetingTLS(addr, opt.TLS.ClientConfig(), startTimeout) }
+		}
+		if err := startDaemon(t, "vsftpd", ready, bin, confFile); err != nil {
 			lastErr = err
 			continue
 		}
-		return &Server{Name: "vsftpd", Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
+		name := "vsftpd"
+		if opt.TLS != nil {
+			name = "vsftpd-ftps"
+		}
+		return &Server{Name: name, Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
 	}
 	t.Fatalf("vsftpd did not start: %v", lastErr)
 	return nil
@@ -113,7 +136,7 @@ func PureFTPd(t testing.TB) *Server {
 			"-E", "-A", "-H", "-c", "200", "-C", "200", "-g", filepath.Join(dir, "pure-ftpd.pid"),
 			"-O", "clf:" + logFile,
 		}
-		if err := startDaemon(t, "pure-ftpd", addr, bin, args...); err != nil {
+		if err := startDaemon(t, "pure-ftpd", func() error { return WaitGreeting(addr, startTimeout) }, bin, args...); err != nil {
 			lastErr = err
 			continue
 		}
@@ -125,7 +148,7 @@ func PureFTPd(t testing.TB) *Server {
 
 // startDaemon starts a foreground server in its own process group, waits
 // for its greeting on addr, and stops the whole group when the test ends.
-func startDaemon(t testing.TB, name, addr, bin string, args ...string) error {
+func startDaemon(t testing.TB, name string, wait func() error, bin string, args ...string) error {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out bytes.Buffer
@@ -141,7 +164,7 @@ func startDaemon(t testing.TB, name, addr, bin string, args ...string) error {
 		<-exited
 	}
 	ready := make(chan error, 1)
-	go func() { ready <- WaitGreeting(addr, startTimeout) }()
+	go func() { ready <- wait() }()
 	select {
 	case err := <-exited:
 		exited <- err // for stop
