@@ -32,6 +32,7 @@ unit:
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCommand$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadReply$$' -fuzztime $(FUZZTIME) ./rewrite/
+	$(GO) test -run '^$$' -fuzz '^FuzzActive$$' -fuzztime $(FUZZTIME) ./rewrite/
 
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m

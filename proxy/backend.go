@@ -32,6 +32,8 @@ type backendConn struct {
 	tlsConf *tls.Config
 	// noEPSV is set once the backend refused EPSV; PASV is used after.
 	noEPSV bool
+	// noEPRT: likewise for EPRT and PORT (data_mode = "active").
+	noEPRT bool
 }
 
 // backendLimits bound what a backend may send in one reply.
@@ -169,11 +171,57 @@ func (b *backendConn) roundTrip(cmd rewrite.Command, timeout time.Duration) (*re
 	}
 }
 
-// backendData is the backend leg of a transfer.
+// backendData is the backend leg of a transfer. In passive mode it is
+// connected when created; in active mode it holds the listener the backend
+// will connect to. The transfer goroutine completes it (connectBackendData);
+// close may come from the session goroutine (ABOR, shutdown), hence mu.
 type backendData struct {
+	mu   sync.Mutex
+	ln   *net.TCPListener // active mode, until the backend connected
 	tcp  *net.TCPConn
 	conn net.Conn  // tcp, or the *tls.Conn over it
 	tls  *tls.Conn // nil toward a plain backend
+	dead bool      // closed
+}
+
+// close resets the leg (TCP RST, so that a broken upload is never taken
+// for a complete file) and stops any wait for the backend's connection. It
+// may be called more than once, from any goroutine.
+func (bd *backendData) close() {
+	bd.mu.Lock()
+	defer bd.mu.Unlock()
+	bd.dead = true
+	if bd.ln != nil {
+		bd.ln.Close()
+	}
+	if bd.tcp != nil {
+		resetLeg(bd.tcp)
+	}
+}
+
+// openBackendData prepares the backend leg of a transfer, before the
+// transfer command is sent: a passive connection, or an active listener.
+func (s *session) openBackendData() (*backendData, error) {
+	if s.be.cfg.ActiveData {
+		return s.listenBackendData()
+	}
+	c, err := s.openPassive()
+	if err != nil {
+		return nil, err
+	}
+	return s.be.newBackendData(c), nil
+}
+
+// newBackendData wraps a connected leg, as a TLS client resuming the
+// control connection's session toward an FTPS backend. The handshake runs
+// in connectBackendData.
+func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
+	bd := &backendData{tcp: c, conn: c}
+	if b.tlsConf != nil {
+		bd.tls = tls.Client(c, b.tlsConf)
+		bd.conn = bd.tls
+	}
+	return bd
 }
 
 // openPassive asks the backend for a passive data port and connects to
@@ -181,10 +229,7 @@ type backendData struct {
 // address a 227 names is ignored: the data connection always goes to the
 // host of the control connection, so a backend cannot make the proxy
 // connect anywhere else (RFC 2577 §3, ProFTPD's IgnoreForeignAddress).
-// Toward an FTPS backend the leg is a TLS client resuming the control
-// connection's session; its handshake runs at the first read or write, or
-// in handshake.
-func (s *session) openPassive() (*backendData, error) {
+func (s *session) openPassive() (*net.TCPConn, error) {
 	b := s.be
 	t := s.cfg.Timeouts
 	var port uint16
@@ -227,25 +272,93 @@ func (s *session) openPassive() (*backendData, error) {
 		return nil, fmt.Errorf("backend data connection to %s: %w", addr, err)
 	}
 	tc, ok := c.(*net.TCPConn)
-	if !ok { // a test dialer may return another net.Conn; only TCP is used
+	if !ok { // a custom dialer must give TCP: legs are reset and half-closed
 		c.Close()
-		return nil, fmt.Errorf("backend data connection to %s: not TCP", addr)
+		return nil, fmt.Errorf("backend data connection to %s: not a TCP connection", addr)
 	}
-	bd := &backendData{tcp: tc, conn: tc}
-	if b.tlsConf != nil {
-		bd.tls = tls.Client(tc, b.tlsConf)
-		bd.conn = bd.tls
-	}
-	return bd, nil
+	return tc, nil
 }
 
-// handshake completes the leg's TLS handshake, if it has one, within
-// timeout.
-func (bd *backendData) handshake(timeout time.Duration) error {
+// listenBackendData opens a listener on the proxy's address toward the
+// backend and tells the backend to connect to it: EPRT, or PORT after a
+// refusal (backend data_mode = "active").
+func (s *session) listenBackendData() (*backendData, error) {
+	b := s.be
+	local := addrPortOf(b.raw.LocalAddr())
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	if err != nil {
+		return nil, fmt.Errorf("listening for the backend's data connection: %w", err)
+	}
+	ap := netip.AddrPortFrom(local.Addr(), addrPortOf(ln.Addr()).Port())
+	fail := func(err error) (*backendData, error) {
+		ln.Close()
+		return nil, err
+	}
+	if !b.noEPRT {
+		rep, err := b.roundTrip(rewrite.Command{Verb: "EPRT", Arg: rewrite.EPRTArg(ap)}, s.cfg.Timeouts.BackendReply)
+		switch {
+		case err != nil:
+			return fail(err)
+		case rep.Code == 200:
+			return &backendData{ln: ln}, nil
+		case rep.Code >= 500:
+			b.noEPRT = true
+			s.log.Debug("backend refused EPRT; using PORT", zap.String("reply", rep.String()))
+		default:
+			return fail(fmt.Errorf("backend EPRT: %s", rep))
+		}
+	}
+	arg, err := rewrite.PORTArg(ap)
+	if err != nil {
+		return fail(fmt.Errorf("backend refused EPRT and PORT cannot carry %s", ap.Addr()))
+	}
+	rep, err := b.roundTrip(rewrite.Command{Verb: "PORT", Arg: arg}, s.cfg.Timeouts.BackendReply)
+	if err != nil {
+		return fail(err)
+	}
+	if rep.Code != 200 {
+		return fail(fmt.Errorf("backend PORT: %s", rep))
+	}
+	return &backendData{ln: ln}, nil
+}
+
+// connectBackendData completes the backend leg in the transfer goroutine:
+// in active mode it waits for the backend's connection (from the backend's
+// host only; others are refused and logged), then, toward an FTPS backend,
+// runs the TLS handshake.
+func (s *session) connectBackendData(bd *backendData) error {
+	t := s.cfg.Timeouts
+	bd.mu.Lock()
+	ln := bd.ln
+	bd.mu.Unlock()
+	if ln != nil {
+		ln.SetDeadline(time.Now().Add(t.PassiveAccept))
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return fmt.Errorf("waiting for the FTP server's data connection: %w", err)
+			}
+			if peer := addrPortOf(c.RemoteAddr()); peer.Addr() != s.be.remote.Addr() {
+				s.log.Warn("backend data connection from a foreign address refused", zap.Stringer("from", peer))
+				resetLeg(c)
+				continue
+			}
+			wrapped := s.be.newBackendData(c)
+			bd.mu.Lock()
+			bd.ln.Close()
+			bd.ln = nil
+			bd.tcp, bd.conn, bd.tls = wrapped.tcp, wrapped.conn, wrapped.tls
+			if bd.dead {
+				resetLeg(c)
+			}
+			bd.mu.Unlock()
+			break
+		}
+	}
 	if bd.tls == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial+t.BackendReply)
 	defer cancel()
 	if err := bd.tls.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("TLS handshake with the FTP server's data connection: %w", err)

@@ -21,14 +21,15 @@ import (
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
 
-// ---- the client's passive data connection ----
+// ---- the client's data connection ----
 
-// passive is a listener on one of the proxy's passive ports, waiting for
-// the client's data connection. It takes one connection, from the client's
-// own address only (RFC 2577 §5: port stealing), and runs the TLS handshake
-// when the session is under PROT P.
-type passive struct {
-	ln     *dataport.Listener
+// pendingData is the client's data connection being set up by a goroutine
+// of its own: in passive mode a listener on one of the proxy's passive
+// ports, taking one connection from the client's own address only (RFC 2577
+// §5: port stealing); in active mode a connection out to the address the
+// client gave in PORT or EPRT. Under PROT P it also runs the TLS handshake
+// and checks the binding to the control session.
+type pendingData struct {
 	ready  chan dataResult // receives exactly one result
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the accept goroutine ends
@@ -75,10 +76,7 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 	if d := s.cfg.Policy.Data(s.prot); d != nil {
 		return s.deny(cmd, d)
 	}
-	if s.pasv != nil { // one pending passive listener per session
-		s.pasv.close()
-		s.pasv = nil
-	}
+	s.dropPendingData() // one pending data connection per session
 	var advertise netip.Addr
 	if cmd.Verb == "PASV" {
 		advertise = s.lis.cfg.PublicAddress
@@ -94,7 +92,7 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 		s.log.Warn("no passive port", zap.Error(err), zap.Int("in_use", s.lis.ports.InUse()))
 		return s.reply(cmd, 425, "No data port available; try again later.")
 	}
-	s.pasv = s.listenData(ln, s.prot == 'P')
+	s.pending = s.listenData(ln, s.prot == 'P')
 	if cmd.Verb == "PASV" {
 		rep, err := rewrite.PASVReply(netip.AddrPortFrom(advertise, ln.Port()))
 		if err != nil { // unreachable: advertise is IPv4
@@ -114,9 +112,9 @@ func epsvProto(a netip.Addr) string {
 
 // listenData starts the goroutine that accepts the client's data
 // connection on ln.
-func (s *session) listenData(ln *dataport.Listener, useTLS bool) *passive {
+func (s *session) listenData(ln *dataport.Listener, useTLS bool) *pendingData {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &passive{ln: ln, ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
+	p := &pendingData{ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -128,12 +126,9 @@ func (s *session) listenData(ln *dataport.Listener, useTLS bool) *passive {
 }
 
 // acceptData waits for a connection from the client's address; others are
-// refused and logged, and the wait goes on. Under PROT P the connection's
-// TLS session must resume the control connection's (tlsBinding): one that
-// does not is refused, and the wait goes on for refusalGrace, in case the
-// refused connection raced the client's own. The handshake may wait for
-// the client to see the transfer's 150 reply first (Python's ftplib
-// handshakes only then), so its deadline covers the accept wait too.
+// refused and logged, and the wait goes on. Under PROT P a connection whose
+// TLS session is not bound to the control connection is refused too, and
+// the wait goes on for refusalGrace, in case it raced the client's own.
 func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -158,41 +153,56 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			c.Close()
 			continue
 		}
-		cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
-		cd.conn = cd.eof
-		if !useTLS {
+		cd, err := s.secureClientData(ctx, c, useTLS)
+		var nr *errNotResumed
+		if !errors.As(err, &nr) {
 			ln.Close() // one connection per PASV; the port is free again
-			return dataResult{conn: cd}
+			return dataResult{conn: cd, err: err}
 		}
-		var h dataHandshake
-		cd.tls = tls.Server(cd.eof, s.bind.data(&h))
-		cd.conn = cd.tls
-		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
-		err = cd.tls.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			c.Close()
-			return dataResult{err: fmt.Errorf("TLS handshake on the data connection: %w", err)}
-		}
-		cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
-		if cd.resumed || !s.lis.cfg.RequireSessionReuse {
-			if !cd.resumed {
-				s.log.Info("data connection did not resume the control TLS session; accepted (require_session_reuse = false)",
-					zap.Bool("foreign_ticket", h.foreign))
-			}
-			ln.Close()
-			return dataResult{conn: cd}
-		}
-		err = &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
-		s.log.Warn("data connection refused", zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Error(err))
-		s.audit.PolicyDenied("session_reuse", "", err.Error())
-		c.SetLinger(0)
-		c.Close()
 		if refused == nil {
 			refused = err
 			ln.SetDeadline(time.Now().Add(refusalGrace))
 		}
 	}
+}
+
+// secureClientData makes c the client leg of a transfer: under PROT P it
+// runs the TLS handshake (the proxy is the TLS server in either data mode,
+// RFC 4217 §7) and refuses, with *errNotResumed, a session that does not
+// resume the control connection's (tlsBinding) when the listener requires
+// it. The handshake may wait for the client to see the transfer's 150 reply
+// first (Python's ftplib handshakes only then), so its deadline covers the
+// accept wait too. On error c is closed.
+func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS bool) (*clientData, error) {
+	cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
+	cd.conn = cd.eof
+	if !useTLS {
+		return cd, nil
+	}
+	var h dataHandshake
+	cd.tls = tls.Server(cd.eof, s.bind.data(&h))
+	cd.conn = cd.tls
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
+	err := cd.tls.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("TLS handshake on the data connection: %w", err)
+	}
+	cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
+	if cd.resumed || !s.lis.cfg.RequireSessionReuse {
+		if !cd.resumed {
+			s.log.Info("data connection did not resume the control TLS session; accepted (require_session_reuse = false)",
+				zap.Bool("foreign_ticket", h.foreign))
+		}
+		return cd, nil
+	}
+	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
+	s.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
+	s.audit.PolicyDenied("session_reuse", "", nr.Error())
+	c.SetLinger(0)
+	c.Close()
+	return nil, nr
 }
 
 // refusalGrace is how long a passive port stays open after refusing a
@@ -201,7 +211,7 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 const refusalGrace = 3 * time.Second
 
 // close stops waiting and closes any connection that arrived.
-func (p *passive) close() {
+func (p *pendingData) close() {
 	p.cancel()
 	<-p.done
 	select {
@@ -213,14 +223,87 @@ func (p *passive) close() {
 	}
 }
 
-// cmdActive: PORT and EPRT are not supported yet; clients fall back to
-// passive mode.
+// dialData starts connecting to the client's active-mode address ap, from
+// the address the client reached.
+func (s *session) dialData(ap netip.AddrPort, useTLS bool) *pendingData {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pendingData{ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(p.done)
+		p.ready <- s.connectData(ctx, ap, useTLS)
+	}()
+	return p
+}
+
+func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS bool) dataResult {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept)
+	defer cancel()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.local.Addr(), 0))}
+	c, err := d.DialContext(dctx, "tcp", ap.String())
+	if err != nil {
+		return dataResult{err: fmt.Errorf("connecting to %s: %w", ap, err)}
+	}
+	cd, err := s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
+	return dataResult{conn: cd, err: err}
+}
+
+// dropPendingData abandons a data connection set up by PASV, EPSV, PORT or
+// EPRT and not used by a transfer.
+func (s *session) dropPendingData() {
+	if s.pending != nil {
+		s.pending.close()
+		s.pending = nil
+	}
+	s.active = netip.AddrPort{}
+}
+
+// cmdActive answers PORT and EPRT: the client listens and the proxy will
+// connect to it for the next transfer (the backend leg keeps its own mode).
+// Only the client's own address and unprivileged ports are accepted: a PORT
+// naming another host would make the proxy attack it (the FTP bounce
+// attack, RFC 2577 §3), a privileged port a local service.
 func (s *session) cmdActive(cmd rewrite.Command) error {
 	if s.epsvAll {
 		return s.reply(cmd, 503, cmd.Verb+" refused after EPSV ALL.")
 	}
-	s.log.Info("active mode refused", zap.String("verb", cmd.Verb))
-	return s.reply(cmd, 502, "Active mode is not supported; use PASV or EPSV.")
+	if !s.loggedIn {
+		return s.reply(cmd, 530, "Please login with USER and PASS.")
+	}
+	if d := s.cfg.Policy.Data(s.prot); d != nil {
+		return s.deny(cmd, d)
+	}
+	var ap netip.AddrPort
+	var err error
+	if cmd.Verb == "PORT" {
+		ap, err = rewrite.ParsePORT(cmd.Arg)
+	} else {
+		ap, err = rewrite.ParseEPRT(cmd.Arg)
+	}
+	switch {
+	case errors.Is(err, rewrite.ErrEPRTProtocol):
+		return s.reply(cmd, 522, "Network protocol not supported, use (1,2)")
+	case err != nil:
+		s.log.Info("bad active-mode argument", zap.String("verb", cmd.Verb), zap.Error(err))
+		return s.reply(cmd, 501, "Syntax error in "+cmd.Verb+" argument.")
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	var why string
+	switch {
+	case ap.Addr() != s.client.Addr():
+		why = "address " + ap.Addr().String() + " is not the client's"
+	case ap.Port() < 1024:
+		why = fmt.Sprintf("privileged port %d", ap.Port())
+	}
+	if why != "" {
+		s.log.Warn("active-mode address refused", zap.String("verb", cmd.Verb), zap.Stringer("named", ap), zap.String("reason", why))
+		s.audit.PolicyDenied("active_address", cmd.Verb, why)
+		return s.reply(cmd, 504, cmd.Verb+" refused: only your own address and ports from 1024 are allowed.")
+	}
+	s.dropPendingData()
+	s.active = ap
+	return s.reply(cmd, 200, cmd.Verb+" command successful.")
 }
 
 // ---- transfers ----
@@ -236,7 +319,7 @@ type transfer struct {
 	state atomic.Int32
 
 	mu     sync.Mutex // guards legs, killed
-	legs   []net.Conn
+	legs   []func()   // each resets one data leg
 	killed bool
 
 	stop chan struct{} // closed by cancel
@@ -249,14 +332,14 @@ const (
 	transferAbort
 )
 
-// addLeg registers a data leg so that cancel can close it; a leg added
-// after cancel is closed at once.
-func (x *transfer) addLeg(c net.Conn) {
+// addLeg registers the reset of a data leg so that cancel can run it; a
+// leg added after cancel is reset at once.
+func (x *transfer) addLeg(reset func()) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.legs = append(x.legs, c)
+	x.legs = append(x.legs, reset)
 	if x.killed {
-		resetLeg(c)
+		reset()
 	}
 }
 
@@ -270,8 +353,8 @@ func (x *transfer) cancel() {
 		close(x.stop)
 	}
 	x.killed = true
-	for _, c := range x.legs {
-		resetLeg(c)
+	for _, reset := range x.legs {
+		reset()
 	}
 }
 
@@ -283,22 +366,31 @@ func (x *transfer) cancelled() bool {
 
 // cmdTransfer runs a transfer command: backend data connection, command,
 // preliminary reply; then the relay runs in its own goroutine while the
-// session reads on (for ABOR).
+// session reads on (for ABOR). The client's data connection is already
+// being accepted (passive mode) or is dialled once the backend said 150
+// (active mode).
 func (s *session) cmdTransfer(cmd rewrite.Command) error {
-	p := s.pasv
-	s.pasv = nil
-	if d := s.cfg.Policy.Data(s.prot); d != nil {
+	p, active := s.pending, s.active
+	s.pending, s.active = nil, netip.AddrPort{}
+	var bdata *backendData
+	abandon := func() {
 		if p != nil {
 			p.close()
 		}
+		if bdata != nil {
+			bdata.close()
+		}
+	}
+	if d := s.cfg.Policy.Data(s.prot); d != nil {
+		abandon()
 		return s.deny(cmd, d)
 	}
-	if p == nil {
-		return s.reply(cmd, 425, "Use PASV or EPSV first.")
+	if p == nil && !active.IsValid() {
+		return s.reply(cmd, 425, "Use PASV, EPSV, PORT or EPRT first.")
 	}
-	bdata, err := s.openPassive()
+	bdata, err := s.openBackendData()
 	if err != nil {
-		p.close()
+		abandon()
 		if errors.Is(err, errBackendLost) {
 			return err
 		}
@@ -306,29 +398,28 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return s.reply(cmd, 425, "Cannot open data connection to the FTP server.")
 	}
 	if err := s.be.send(cmd); err != nil {
-		bdata.tcp.Close()
-		p.close()
+		abandon()
 		return err
 	}
 	rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
 	if err != nil {
-		bdata.tcp.Close()
-		p.close()
+		abandon()
 		return err
 	}
 	if rep.Final() { // refused (550…), or done without data
-		bdata.tcp.Close()
-		p.close()
+		abandon()
 		return s.sendReply(cmd.Verb, rep)
 	}
+	if active.IsValid() {
+		p = s.dialData(active, s.prot == 'P')
+	}
 	if err := s.sendReply(cmd.Verb, rep); err != nil {
-		bdata.tcp.Close()
-		p.close()
+		abandon()
 		return err
 	}
 	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb],
 		start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
-	x.addLeg(bdata.tcp)
+	x.addLeg(bdata.close)
 	s.mu.Lock()
 	s.xfer = x
 	s.mu.Unlock()
@@ -372,22 +463,19 @@ func (s *session) cmdABOR(cmd rewrite.Command) error {
 	if s.be == nil {
 		return s.reply(cmd, 225, "No transfer to abort.")
 	}
-	if s.pasv != nil {
-		s.pasv.close()
-		s.pasv = nil
-	}
+	s.dropPendingData()
 	return s.cmdForward(cmd)
 }
 
 // runTransfer is the transfer goroutine: it waits for the client's data
 // connection, relays, and sends the final reply only after the last byte
 // reached its destination and the client leg was closed cleanly.
-func (s *session) runTransfer(x *transfer, p *passive, bdata *backendData) {
+func (s *session) runTransfer(x *transfer, p *pendingData, bdata *backendData) {
 	defer s.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("transfer panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			bdata.tcp.Close()
+			bdata.close()
 			p.close()
 			s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
 		}
@@ -417,13 +505,13 @@ type outcome struct {
 }
 
 // transferOutcome waits for the client's data connection and relays.
-func (s *session) transferOutcome(x *transfer, p *passive, bdata *backendData) outcome {
+func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendData) outcome {
 	var out outcome
 	var cd *clientData
 	// The backend's TLS handshake runs while the client connects.
-	if err := bdata.handshake(s.cfg.Timeouts.BackendDial + s.cfg.Timeouts.BackendReply); err != nil {
+	if err := s.connectBackendData(bdata); err != nil {
 		p.close()
-		resetLeg(bdata.tcp)
+		bdata.close()
 		out.result, out.err = "failed", err
 		out.reply = rewrite.NewReply(425, "Cannot open data connection to the FTP server.")
 		s.log.Warn("backend data connection failed", zap.String("verb", x.verb), zap.Error(err))
@@ -443,7 +531,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata *backendData) o
 	}
 	p.close()
 	if cd == nil {
-		resetLeg(bdata.tcp)
+		bdata.close()
 		out.result = "failed"
 		out.reply = rewrite.NewReply(425, "Cannot open data connection: "+shortErr(out.err)+".")
 		var nr *errNotResumed
@@ -455,7 +543,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata *backendData) o
 		return out
 	}
 	out.client = cd
-	x.addLeg(cd.tcp)
+	x.addLeg(func() { resetLeg(cd.tcp) })
 
 	var rerr error
 	if x.direction == "download" {
@@ -474,7 +562,7 @@ func (s *session) transferOutcome(x *transfer, p *passive, bdata *backendData) o
 	}
 	// Something broke. The backend must not take a broken upload for a
 	// complete one: its leg is reset, not closed.
-	resetLeg(bdata.tcp)
+	bdata.close()
 	out.err = rerr
 	out.result = "failed"
 	switch {

@@ -64,8 +64,9 @@ type session struct {
 	loggedIn bool
 	epsvAll  bool
 	badLines int
-	be       *backendConn // nil until the first USER
-	pasv     *passive     // passive listener awaiting the next transfer
+	be       *backendConn   // nil until the first USER
+	pending  *pendingData   // client data connection set up by PASV/EPSV, for the next transfer
+	active   netip.AddrPort // address given by PORT/EPRT, for the next transfer
 
 	// mu guards the fields below it; drain and kill run on other
 	// goroutines.
@@ -432,12 +433,12 @@ func (s *session) cmdPROT(cmd rewrite.Command) error {
 
 // proxyFeatures are the features the proxy itself implements; backend
 // features of the same names are replaced by these.
-var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV"}
+var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV", "EPRT"}
 
 // droppedFeatures are backend features the proxy refuses or owns.
 func droppedFeature(name string) bool {
 	switch name {
-	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "EPRT", "HOST", "SSCN", "CPSV", "REIN":
+	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "HOST", "SSCN", "CPSV", "REIN":
 		return true
 	}
 	return false
@@ -636,10 +637,7 @@ func (s *session) close(how string) {
 	if s.be != nil {
 		s.be.close() // also ends a transfer's wait for its final reply
 	}
-	if s.pasv != nil {
-		s.pasv.close()
-		s.pasv = nil
-	}
+	s.dropPendingData()
 	s.wg.Wait()
 	s.wmu.Lock()
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))

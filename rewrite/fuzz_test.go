@@ -61,3 +61,35 @@ func FuzzReadReply(f *testing.F) {
 		ParseFEAT(rep).Merge([]string{"PBSZ"}, func(string) bool { return false }).Reply()
 	})
 }
+
+// FuzzActive: PORT and EPRT arguments come from clients. An accepted one
+// names a usable address and port, and formats back to an argument that
+// parses to the same address.
+func FuzzActive(f *testing.F) {
+	for _, s := range []string{"127,0,0,1,156,64", "|1|127.0.0.1|40000|", "|2|::1|40000|", "!1!10.0.0.1!21!",
+		"|2|::ffff:127.0.0.1|40000|", "|3|x|1|", "1,2,3,4,5,6,7", "|1|127.0.0.1|0|"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, arg string) {
+		if ap, err := ParsePORT(arg); err == nil {
+			if !ap.Addr().Is4() || ap.Port() == 0 {
+				t.Fatalf("PORT %q gave %v", arg, ap)
+			}
+			back, err := PORTArg(ap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again, err := ParsePORT(back); err != nil || again != ap {
+				t.Fatalf("PORT %q → %v → %q → %v (%v)", arg, ap, back, again, err)
+			}
+		}
+		if ap, err := ParseEPRT(arg); err == nil {
+			if ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().Is4In6() {
+				t.Fatalf("EPRT %q gave %v", arg, ap)
+			}
+			if again, err := ParseEPRT(EPRTArg(ap)); err != nil || again != ap {
+				t.Fatalf("EPRT %q → %v → %v (%v)", arg, ap, again, err)
+			}
+		}
+	})
+}

@@ -122,6 +122,9 @@ type Backend struct {
 	// InsecureSkipVerify: the backend's certificate is not verified, by
 	// the operator's explicit choice (logged as a warning at start).
 	InsecureSkipVerify bool
+	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
+	// instead of the proxy connecting to it (EPSV/PASV, the default).
+	ActiveData bool
 }
 
 // Audit says where audit events go.
@@ -208,6 +211,7 @@ type backendBlock struct {
 	InsecureSkipVerify *bool   `hcl:"insecure_skip_verify"`
 	TLSMinVersion      *string `hcl:"tls_min_version"`
 	TLSMaxVersion      *string `hcl:"tls_max_version"`
+	DataMode           *string `hcl:"data_mode"`
 }
 
 type policyBlock struct {
@@ -343,6 +347,16 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			}
 		}
 		c.backendTLS(bb, blk, b)
+		if bb.DataMode != nil {
+			switch *bb.DataMode {
+			case "passive":
+			case "active":
+				b.ActiveData = true
+			default:
+				c.errorf(rangeOf(blk, "data_mode"), "Invalid data mode",
+					"data_mode must be \"passive\" or \"active\", not %q.", *bb.DataMode)
+			}
+		}
 		cfg.Backends[bb.Name] = b
 	}
 

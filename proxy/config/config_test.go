@@ -134,6 +134,7 @@ backend "implicit" {
 backend "lab" {
   address = "10.0.0.6:21"
   tls = "explicit"
+  data_mode = "active"
   insecure_skip_verify = true
   tls_max_version = "1.2"
 }
@@ -150,6 +151,9 @@ backend "lab" {
 	if i.TLS != BackendImplicit || i.TLSConfig.ServerName != "files.example.com" || i.TLSConfig.RootCAs == nil ||
 		i.TLSConfig.MinVersion != tls.VersionTLS13 {
 		t.Fatalf("implicit backend %+v %+v", i, i.TLSConfig)
+	}
+	if e.ActiveData || !l.ActiveData {
+		t.Fatalf("data modes: explicit %v, lab %v", e.ActiveData, l.ActiveData)
 	}
 	if !l.InsecureSkipVerify || !l.TLSConfig.InsecureSkipVerify || l.TLSConfig.MaxVersion != tls.VersionTLS12 {
 		t.Fatalf("lab backend %+v %+v", l, l.TLSConfig)
@@ -193,6 +197,9 @@ func TestDiagnostics(t *testing.T) {
 		{"missing backend CA", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/nonexistent/ca.pem\"", 1)
 		}, 21, "Cannot read ca_file"},
+		{"bad data mode", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"none\"\n  data_mode = \"sideways\"", 1)
+		}, 21, "Invalid data mode"},
 		{"backend CA not PEM", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/etc/hostname\"", 1)
 		}, 21, "Invalid ca_file"},

@@ -45,8 +45,10 @@ type PythonSpec struct {
 	// Stock uses ftplib.FTP_TLS as shipped, whose data connections never
 	// resume the control connection's TLS session; by default the driver
 	// uses the few-line subclass the README shows, which does.
-	Stock bool         `json:"stock,omitempty"`
-	Steps []PythonStep `json:"steps"`
+	Stock bool `json:"stock,omitempty"`
+	// Active: data connections in active mode (PORT, or EPRT over IPv6).
+	Active bool         `json:"active,omitempty"`
+	Steps  []PythonStep `json:"steps"`
 }
 
 // PythonStep is one operation of the ftplib driver.

@@ -65,6 +65,8 @@ def main():
     if spec.get("login", True):
         ftp.login(spec["user"], spec["password"])  # sends AUTH TLS first
         ftp.prot_p()
+    if spec.get("active"):
+        ftp.set_pasv(False)  # PORT (EPRT over IPv6): the server connects to us
     for step in spec.get("steps", []):
         res = {"op": step["op"]}
         if step.get("may_fail"):
