@@ -45,6 +45,8 @@ type gateOptions struct {
 	public  string // public_address of the explicit listener
 	// listenerExtra is more HCL for both listeners.
 	listenerExtra string
+	// listen is the address of both listeners; "127.0.0.1:0" if empty.
+	listen string
 	// backend is the HCL body of the backend block after its address;
 	// empty means tls = "none".
 	backend string
@@ -59,6 +61,9 @@ func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
 	if opt.ports == 0 {
 		opt.ports = 20
 	}
+	if opt.listen == "" {
+		opt.listen = "127.0.0.1:0"
+	}
 	if opt.backend == "" {
 		opt.backend = `tls = "none"`
 	}
@@ -70,7 +75,7 @@ func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
 	}
 	src := fmt.Sprintf(`
 listener "ftps" {
-  address       = "127.0.0.1:0"
+  address       = %q
   tls           = "explicit"
   cert_file     = %q
   key_file      = %q
@@ -80,7 +85,7 @@ listener "ftps" {
   %s
 }
 listener "ftps-implicit" {
-  address       = "127.0.0.1:0"
+  address       = %q
   tls           = "implicit"
   cert_file     = %q
   key_file      = %q
@@ -96,7 +101,7 @@ policy {
 %s
 }
 %s
-`, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.backend, opt.policy, opt.extra)
+`, opt.listen, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, opt.listen, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.backend, opt.policy, opt.extra)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)

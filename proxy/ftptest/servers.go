@@ -39,6 +39,8 @@ type VsftpdOptions struct {
 	TLS *Certs
 	// Implicit: TLS from the first byte (with TLS set).
 	Implicit bool
+	// IPv6: listen on [::1] instead of 127.0.0.1.
+	IPv6 bool
 }
 
 // Vsftpd starts Debian's vsftpd on a free loopback port, serving a fresh
@@ -62,13 +64,20 @@ func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 	for try := 0; try < 5; try++ {
 		port := FreePort(t)
 		conf := []string{
-			"listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", "listen_port=" + strconv.Itoa(port),
+			"listen_port=" + strconv.Itoa(port),
 			"background=NO", "anonymous_enable=NO", "local_enable=YES", "write_enable=YES", "local_umask=022",
 			"pam_service_name=" + PAMService, "userlist_enable=NO",
 			"local_root=" + root, "chroot_local_user=YES", "allow_writeable_chroot=YES",
 			"secure_chroot_dir=" + empty, "seccomp_sandbox=NO",
 			"xferlog_enable=YES", "vsftpd_log_file=" + logFile, "log_ftp_protocol=YES",
 			"max_clients=0", "max_per_ip=0",
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if opt.IPv6 {
+			conf = append(conf, "listen=NO", "listen_ipv6=YES", "listen_address6=::1")
+			addr = "[::1]:" + strconv.Itoa(port)
+		} else {
+			conf = append(conf, "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1")
 		}
 		if opt.TLS != nil {
 			conf = append(conf, "ssl_enable=YES", "rsa_cert_file="+opt.TLS.CertFile,
@@ -83,7 +92,6 @@ func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 		if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
 		ready := func() error { return WaitGreeting(addr, startTimeout) }
 		if opt.TLS != nil && opt.Implicit {
 			ready = func() error { return waitGreetingTLS(addr, opt.TLS.ClientConfig(), startTimeout) }
