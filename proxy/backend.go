@@ -78,6 +78,17 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	if greet.Code != 220 {
 		return fail("backend refused the connection", fmt.Errorf("greeting %q", greet.String()))
 	}
+	if b.SendHost && s.host != "" {
+		// RFC 7151 §3: HOST before AUTH, so that the server can choose
+		// the virtual host's certificate.
+		rep, err := be.roundTrip(rewrite.Command{Verb: "HOST", Arg: s.host}, t.BackendReply)
+		if err != nil {
+			return fail("backend HOST failed", err)
+		}
+		if rep.Code != 220 {
+			return fail("backend refused HOST", fmt.Errorf("reply %q", rep.String()))
+		}
+	}
 	if b.TLS == config.BackendExplicit {
 		if err := be.authTLS(t.BackendReply); err != nil {
 			return fail("backend AUTH TLS failed", err)

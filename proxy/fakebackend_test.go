@@ -29,6 +29,15 @@ type scriptedBackend struct {
 	// authReply, if set, is written as is in answer to AUTH.
 	authReply string
 	wg        sync.WaitGroup
+
+	mu   sync.Mutex
+	host string // the argument of the last HOST received
+}
+
+func (b *scriptedBackend) lastHost() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.host
 }
 
 func startScriptedBackend(t *testing.T, b *scriptedBackend) *scriptedBackend {
@@ -82,6 +91,11 @@ func (b *scriptedBackend) serve(c net.Conn) {
 				continue
 			}
 			io.WriteString(c, b.authReply)
+		case "HOST":
+			b.mu.Lock()
+			_, b.host, _ = strings.Cut(strings.TrimSpace(line), " ")
+			b.mu.Unlock()
+			say("220 virtual host selected")
 		case "USER":
 			say("331 password please")
 		case "PASS":

@@ -61,6 +61,7 @@ type session struct {
 	pbsz     bool
 	prot     byte // 'C' (clear) until PROT P
 	user     string
+	host     string // from HOST (RFC 7151), before USER
 	loggedIn bool
 	epsvAll  bool
 	badLines int
@@ -312,7 +313,7 @@ var verbs = map[string]verb{
 	"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
 	"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
 	"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
-	"HOST": {refuse(502, "HOST not supported."), true},
+	"HOST": {(*session).cmdHOST, true},
 }
 
 // transferVerbs open a data connection; the direction is the data's.
@@ -433,12 +434,12 @@ func (s *session) cmdPROT(cmd rewrite.Command) error {
 
 // proxyFeatures are the features the proxy itself implements; backend
 // features of the same names are replaced by these.
-var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV", "EPRT"}
+var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV", "EPRT", "HOST"}
 
 // droppedFeatures are backend features the proxy refuses or owns.
 func droppedFeature(name string) bool {
 	switch name {
-	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "HOST", "SSCN", "CPSV", "REIN":
+	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "SSCN", "CPSV", "REIN":
 		return true
 	}
 	return false
@@ -456,6 +457,23 @@ func (s *session) cmdFEAT(cmd rewrite.Command) error {
 		backend = rewrite.ParseFEAT(rep)
 	}
 	return s.sendReply(cmd.Verb, backend.Merge(proxyFeatures, droppedFeature).Reply())
+}
+
+// cmdHOST records the virtual host the client asks for (RFC 7151). It must
+// come before USER; the backend receives it only if its send_host is set.
+func (s *session) cmdHOST(cmd rewrite.Command) error {
+	if s.be != nil {
+		return s.reply(cmd, 503, "HOST must come before USER.")
+	}
+	host, err := rewrite.ParseHOST(cmd.Arg)
+	if err != nil {
+		s.log.Info("bad HOST argument", zap.Error(err))
+		return s.reply(cmd, 501, "HOST needs a host name or an [address].")
+	}
+	s.host = host
+	s.base = s.base.With(zap.String("host", host))
+	s.log = s.base
+	return s.reply(cmd, 220, "HOST "+host+" accepted.")
 }
 
 // cmdQUIT ends the session; the backend is told QUIT too (best effort).
@@ -535,10 +553,10 @@ func (s *session) loginResult(rep *rewrite.Reply) {
 	case rep.Code == 230:
 		s.loggedIn = true
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote))
-		s.audit.Login(s.user, true, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+		s.audit.Login(s.user, s.host, true, s.be.cfg.Name, s.be.remote.String(), rep.Code)
 	case rep.Code >= 400:
 		s.log.Info("login failed", zap.Int("code", rep.Code))
-		s.audit.Login(s.user, false, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+		s.audit.Login(s.user, s.host, false, s.be.cfg.Name, s.be.remote.String(), rep.Code)
 	}
 }
 

@@ -110,12 +110,12 @@ func (s *Session) TLS(version, cipher, sni, alpn string) {
 }
 
 // Login records the backend's answer to a login.
-func (s *Session) Login(user string, ok bool, backend, backendAddr string, code int) {
+func (s *Session) Login(user, host string, ok bool, backend, backendAddr string, code int) {
 	result := "failure"
 	if ok {
 		result = "success"
 	}
-	s.emit(EventLogin, zap.String("user", user), zap.String("result", result),
+	s.emit(EventLogin, zap.String("user", user), zap.String("host", host), zap.String("result", result),
 		zap.String("backend", backend), zap.String("backend_address", backendAddr), zap.Int("code", code))
 }
 

@@ -122,6 +122,8 @@ type Backend struct {
 	// InsecureSkipVerify: the backend's certificate is not verified, by
 	// the operator's explicit choice (logged as a warning at start).
 	InsecureSkipVerify bool
+	// SendHost: a client's HOST (RFC 7151) is passed on to the backend.
+	SendHost bool
 	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
 	// instead of the proxy connecting to it (EPSV/PASV, the default).
 	ActiveData bool
@@ -212,6 +214,7 @@ type backendBlock struct {
 	TLSMinVersion      *string `hcl:"tls_min_version"`
 	TLSMaxVersion      *string `hcl:"tls_max_version"`
 	DataMode           *string `hcl:"data_mode"`
+	SendHost           *bool   `hcl:"send_host"`
 }
 
 type policyBlock struct {
@@ -347,6 +350,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			}
 		}
 		c.backendTLS(bb, blk, b)
+		b.SendHost = bb.SendHost != nil && *bb.SendHost
 		if bb.DataMode != nil {
 			switch *bb.DataMode {
 			case "passive":
