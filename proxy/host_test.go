@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -43,6 +44,19 @@ func TestHOST(t *testing.T) {
 			t.Fatalf("backend got HOST %q", got)
 		}
 		c.Cmd(221, "QUIT")
+	})
+	t.Run("send_host to ProFTPD", func(t *testing.T) {
+		pro := ftptest.ProFTPD(t, ftptest.ProFTPDOptions{})
+		g := startGate(t, pro.Addr, gateOptions{backend: "tls = \"none\"\n  send_host = true"})
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Cmd(220, "HOST 127.0.0.1") // ProFTPD's default server answers to its address
+		c.Login(pro.User, pro.Password)
+		c.Cmd(221, "QUIT")
+		log, err := os.ReadFile(pro.Log)
+		if err != nil || !strings.Contains(string(log), "HOST 127.0.0.1 220") {
+			t.Fatalf("ProFTPD's command log lacks the HOST (%v):\n%s", err, log)
+		}
 	})
 	t.Run("send_host refused", func(t *testing.T) {
 		g := startGate(t, be.Addr, gateOptions{backend: "tls = \"none\"\n  send_host = true"})

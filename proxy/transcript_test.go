@@ -24,12 +24,13 @@ var updateTranscripts = flag.Bool("update-transcripts", false,
 // name is chosen to echo parentheses and digit runs in a 257 reply, which a
 // careless PASV parser would read as an address.
 var transcriptCommands = []string{
-	"USER {user}", "PASS {pass}", "SYST", "FEAT", "PWD", "TYPE I",
+	"HOST 127.0.0.1", "USER {user}", "PASS {pass}", "SYST", "FEAT", "PWD", "TYPE I",
 	"MKD (1,2,3,4,5,6)", "CWD (1,2,3,4,5,6)", "PWD", "CWD /",
-	"PASV", "EPSV", "SIZE nonexistent", "STAT", "HELP", "NOOP", "QUIT",
+	"PASV", "EPSV", "PORT 127,0,0,1,156,64", "EPRT |1|127.0.0.1|40000|", "EPRT |3|x|1|",
+	"SIZE nonexistent", "STAT", "HELP", "NOOP", "QUIT",
 }
 
-// TestServerTranscripts talks to vsftpd and pure-ftpd directly and checks
+// TestServerTranscripts talks to vsftpd, pure-ftpd and ProFTPD directly and checks
 // that rewrite parses every reply they send, including PASV and EPSV ports
 // that are then dialled. With -update-transcripts it records the replies
 // into rewrite/testdata, where rewrite's table tests read them.
@@ -37,6 +38,7 @@ func TestServerTranscripts(t *testing.T) {
 	for _, start := range []func(testing.TB) *ftptest.Server{
 		func(t testing.TB) *ftptest.Server { return ftptest.Vsftpd(t, ftptest.VsftpdOptions{}) },
 		ftptest.PureFTPd,
+		func(t testing.TB) *ftptest.Server { return ftptest.ProFTPD(t, ftptest.ProFTPDOptions{}) },
 	} {
 		be := start(t)
 		t.Run(be.Name, func(t *testing.T) {

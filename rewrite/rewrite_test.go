@@ -24,7 +24,7 @@ type exchange struct {
 func loadTranscripts(t *testing.T) []exchange {
 	t.Helper()
 	files, _ := filepath.Glob("testdata/*.transcript")
-	if len(files) < 2 {
+	if len(files) < 3 {
 		t.Fatalf("transcripts missing from testdata: %v", files)
 	}
 	var out []exchange

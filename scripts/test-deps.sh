@@ -1,13 +1,16 @@
 #!/bin/sh
 # Installs what ftpsgate's tests and demo need on a Debian machine, when it is
-# missing: FTP servers (vsftpd from Debian's package; pure-ftpd unpacked from
-# Debian's package, since the two packages conflict), FTP clients (curl, lftp,
-# Python 3), and a system account the FTP servers log in as.
+# missing: FTP servers (vsftpd from Debian's package; pure-ftpd and ProFTPD
+# with mod_tls unpacked from Debian's packages, since all three conflict), FTP
+# clients (curl, lftp, Python 3), and a system account the FTP servers log in
+# as.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
 
 PUREFTPD_ROOT=/opt/ftpsgate-test/pure-ftpd
+PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
+PROFTPD_PKGS="proftpd-core proftpd-mod-crypto"
 ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
@@ -16,27 +19,30 @@ for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl; d
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
-# pure-ftpd's shared libraries, for the unpacked binary.
-for pkg in libsodium23 libcap2 libssl3 libpam0g; do
+# pure-ftpd's and ProFTPD's shared libraries, for the unpacked binaries.
+for pkg in libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 libmemcachedutil2 \
+	libpcre2-posix3 libidn2-0 libncursesw6; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 need_pureftpd=no
 [ -x "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" ] || need_pureftpd=yes
+need_proftpd=no
+[ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] && [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_tls.so" ] || need_proftpd=yes
 need_account=no
 getent passwd "$ACCOUNT" >/dev/null 2>&1 && [ -s "$STATE/password" ] && [ -f /etc/pam.d/$ACCOUNT ] || need_account=yes
 
-if [ -z "$missing" ] && [ "$need_pureftpd" = no ] && [ "$need_account" = no ]; then
+if [ -z "$missing" ] && [ "$need_pureftpd" = no ] && [ "$need_proftpd" = no ] && [ "$need_account" = no ]; then
 	echo "test-deps: everything is in place"
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-	echo "test-deps: missing:${missing:- } $( [ $need_pureftpd = yes ] && echo pure-ftpd ) $( [ $need_account = yes ] && echo "account $ACCOUNT" )" >&2
+	echo "test-deps: missing:${missing:- } $( [ $need_pureftpd = yes ] && echo pure-ftpd ) $( [ $need_proftpd = yes ] && echo proftpd ) $( [ $need_account = yes ] && echo "account $ACCOUNT" )" >&2
 	echo "test-deps: run as root (sudo make test-deps) to install them" >&2
 	exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-if [ -n "$missing" ] || [ "$need_pureftpd" = yes ]; then
+if [ -n "$missing" ] || [ "$need_pureftpd" = yes ] || [ "$need_proftpd" = yes ]; then
 	echo "test-deps: apt-get update"
 	apt-get update -qq
 fi
@@ -52,6 +58,15 @@ if [ "$need_pureftpd" = yes ]; then
 	(cd "$tmp" && apt-get download -qq pure-ftpd 2>/dev/null) || { echo "test-deps: apt-get download pure-ftpd failed" >&2; exit 1; }
 	mkdir -p "$PUREFTPD_ROOT"
 	dpkg -x "$tmp"/pure-ftpd_*.deb "$PUREFTPD_ROOT"
+	rm -rf "$tmp"
+fi
+if [ "$need_proftpd" = yes ]; then
+	echo "test-deps: unpacking $PROFTPD_PKGS into $PROFTPD_ROOT"
+	tmp=$(mktemp -d)
+	chmod 755 "$tmp" # apt-get download as _apt
+	(cd "$tmp" && apt-get download -qq $PROFTPD_PKGS 2>/dev/null) || { echo "test-deps: apt-get download $PROFTPD_PKGS failed" >&2; exit 1; }
+	mkdir -p "$PROFTPD_ROOT"
+	for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$PROFTPD_ROOT"; done
 	rm -rf "$tmp"
 fi
 if [ "$need_account" = yes ]; then

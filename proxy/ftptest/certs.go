@@ -24,6 +24,7 @@ type Certs struct {
 	CAFile   string // the CA certificate, for clients to trust
 	CertFile string // the server certificate
 	KeyFile  string // the server key
+	KeyType  KeyType
 	Pool     *x509.CertPool
 }
 
@@ -91,6 +92,7 @@ func NewCerts(t testing.TB, kt KeyType) *Certs {
 		CAFile:   filepath.Join(dir, "ca.pem"),
 		CertFile: filepath.Join(dir, "server.pem"),
 		KeyFile:  filepath.Join(dir, "server.key"),
+		KeyType:  kt,
 		Pool:     x509.NewCertPool(),
 	}
 	c.Pool.AddCert(ca)

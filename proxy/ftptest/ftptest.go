@@ -1,11 +1,12 @@
 // Package ftptest starts real FTP servers and runs real FTP clients on
-// loopback, for ftpsgate's integration tests: vsftpd and pure-ftpd as
-// backends; curl, lftp and Python's ftplib as clients; certificates made on
+// loopback, for ftpsgate's integration tests: vsftpd, pure-ftpd and ProFTPD
+// as backends; curl, lftp and Python's ftplib as clients; certificates made on
 // the fly. A missing prerequisite fails the test with what to run; nothing
 // is ever skipped silently.
 //
 // The machine is prepared by scripts/test-deps.sh (make test-deps): Debian
-// packages, pure-ftpd unpacked under PureFTPdRoot, and the system account
+// packages, pure-ftpd and ProFTPD unpacked under PureFTPdRoot and
+// ProFTPDRoot (their packages conflict with vsftpd's), and the system account
 // Account whose password is in PasswordFile.
 package ftptest
 
@@ -35,6 +36,7 @@ const (
 	PasswordFile = "/var/lib/ftpsgate-test/password"
 	PAMService   = "ftpsgate-test"
 	PureFTPdRoot = "/opt/ftpsgate-test/pure-ftpd"
+	ProFTPDRoot  = "/opt/ftpsgate-test/proftpd"
 )
 
 const setupHint = "prepare the machine with `make test-deps` (as root)"

@@ -134,6 +134,22 @@ func PureFTPd(t testing.TB) *Server {
 	passwd, pdb := filepath.Join(dir, "pureftpd.passwd"), filepath.Join(dir, "pureftpd.pdb")
 	Run(t, 30*time.Second, pass+"\n"+pass+"\n", pw, "useradd", user, "-u", Account, "-d", root,
 		"-f", passwd, "-m", "-F", pdb)
+	// pure-pw hashes with libsodium's memory-hard pwhash, which makes each
+	// login take seconds on a loaded machine; a SHA-512 crypt hash (which
+	// pure-ftpd also reads) keeps tests about the proxy, not the hash.
+	b, err := os.ReadFile(passwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Split(string(b), ":")
+	if len(fields) < 3 {
+		t.Fatalf("unexpected pure-pw output %q", b)
+	}
+	fields[1] = strings.TrimSpace(Run(t, time.Minute, pass+"\n", Tool(t, "openssl"), "passwd", "-6", "-stdin"))
+	if err := os.WriteFile(passwd, []byte(strings.Join(fields, ":")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	Run(t, 30*time.Second, "", pw, "mkdb", pdb, "-f", passwd)
 	logFile := filepath.Join(dir, "pure-ftpd.log")
 	var lastErr error
 	for try := 0; try < 5; try++ {
@@ -194,4 +210,93 @@ func randomToken() string {
 		panic(errors.New("crypto/rand failed"))
 	}
 	return fmt.Sprintf("%x", b[:])
+}
+
+// ProFTPDOptions tune a ProFTPD backend.
+type ProFTPDOptions struct {
+	// TLS makes it an FTPS server (mod_tls) with this certificate, TLS
+	// required for logins and data; ProFTPD requires data connections to
+	// resume the control connection's TLS session by default.
+	TLS *Certs
+	// Implicit: TLS from the first byte (with TLS set).
+	Implicit bool
+	// Extra lines for proftpd.conf.
+	Extra []string
+}
+
+// ProFTPD starts ProFTPD (unpacked from Debian's packages by test-deps) on
+// a free loopback port. Its user is the test account, declared in an
+// AuthUserFile of its own (no PAM: logins cost one SHA-512 crypt), jailed
+// in a fresh directory. It stops when the test ends.
+func ProFTPD(t testing.TB, opt ProFTPDOptions) *Server {
+	t.Helper()
+	RequireRoot(t)
+	bin := filepath.Join(ProFTPDRoot, "usr/sbin/proftpd")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("ProFTPD not found at %s: %s", bin, setupHint)
+	}
+	user, pass := Credentials(t)
+	uid, gid := accountIDs(t)
+	dir := TempDir(t)
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	Chown(t, root)
+	hash := strings.TrimSpace(Run(t, time.Minute, pass+"\n", Tool(t, "openssl"), "passwd", "-6", "-stdin"))
+	passwd := filepath.Join(dir, "ftpd.passwd")
+	line := fmt.Sprintf("%s:%s:%d:%d::%s:/usr/sbin/nologin\n", user, hash, uid, gid, root)
+	if err := os.WriteFile(passwd, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "commands.log")
+	name := "proftpd"
+	if opt.TLS != nil {
+		name = "proftpd-ftps"
+	}
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		port := FreePort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		conf := []string{
+			"ServerType standalone", `ServerName "ftpsgate test ProFTPD"`, "DefaultServer on",
+			"Port " + strconv.Itoa(port), "DefaultAddress 127.0.0.1", "SocketBindTight on", "UseIPv6 off",
+			"User nobody", "Group nogroup",
+			"PidFile " + filepath.Join(dir, "proftpd.pid"), "ScoreboardFile " + filepath.Join(dir, "proftpd.scoreboard"),
+			"DelayTable none", "WtmpLog off", "UseReverseDNS off",
+			"ModulePath " + filepath.Join(ProFTPDRoot, "usr/lib/proftpd"),
+			"AuthOrder mod_auth_file.c", "AuthUserFile " + passwd, "RequireValidShell off",
+			"DefaultRoot ~", "AllowOverwrite on", "Umask 022", "MaxInstances 500",
+			"SystemLog " + filepath.Join(dir, "proftpd.log"), "TransferLog " + filepath.Join(dir, "xferlog"),
+			`LogFormat commands "%h %u %r %s"`, "ExtendedLog " + logFile + " ALL commands",
+		}
+		if opt.TLS != nil {
+			kind := "RSA"
+			if opt.TLS.KeyType == ECDSA {
+				kind = "EC"
+			}
+			conf = append(conf, "LoadModule mod_tls.c", "TLSEngine on", "TLSRequired on",
+				"TLSProtocol TLSv1.2 TLSv1.3", "TLSVerifyClient off", "TLSLog "+filepath.Join(dir, "tls.log"),
+				"TLS"+kind+"CertificateFile "+opt.TLS.CertFile, "TLS"+kind+"CertificateKeyFile "+opt.TLS.KeyFile)
+			if opt.Implicit {
+				conf = append(conf, "TLSOptions UseImplicitSSL")
+			}
+		}
+		conf = append(conf, opt.Extra...)
+		confFile := filepath.Join(dir, "proftpd.conf")
+		if err := os.WriteFile(confFile, []byte(strings.Join(conf, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ready := func() error { return WaitGreeting(addr, startTimeout) }
+		if opt.TLS != nil && opt.Implicit {
+			ready = func() error { return waitGreetingTLS(addr, opt.TLS.ClientConfig(), startTimeout) }
+		}
+		if err := startDaemon(t, name, ready, bin, "-n", "-q", "-c", confFile); err != nil {
+			lastErr = err
+			continue
+		}
+		return &Server{Name: name, Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
+	}
+	t.Fatalf("ProFTPD did not start: %v", lastErr)
+	return nil
 }
