@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,9 +115,29 @@ func TestEveryBackend(t *testing.T) {
 				t.Fatalf("TYPE A: %q", got)
 			}
 			c.Expect(226)
+			// ABOR in the middle of a download: 426 then 226, and the
+			// backend's own replies to ABOR (which differ between
+			// servers) never leak into the next command's.
+			c.Cmd(200, "TYPE I")
+			ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 48<<20)
+			d = c.DialData(c.EPSV())
+			c.Cmd(150, "RETR big.bin")
+			if _, err := io.ReadFull(d, make([]byte, 100000)); err != nil {
+				t.Fatal(err)
+			}
+			c.Send("ABOR")
+			c.Expect(426)
+			c.Expect(226)
+			d = c.DialData(c.EPSV())
+			c.Cmd(150, "RETR exact.bin")
+			if got := ftptest.ReadAll(t, d); !bytes.Equal(got, exact.Bytes()) {
+				t.Fatalf("after ABOR: got %d bytes", len(got))
+			}
+			c.Expect(226)
+			c.Cmd(257, "PWD")
 			c.Cmd(221, "QUIT")
 			for _, e := range g.eventsOf(t, "transfer") {
-				if e["result"] != "complete" {
+				if e["result"] != "complete" && (e["result"] != "aborted" || e["path"] != "big.bin") {
 					t.Fatalf("transfer %v", e)
 				}
 			}

@@ -312,6 +312,7 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 type transfer struct {
 	verb, path, direction string
 	start                 time.Time
+	bytes                 atomic.Int64 // relayed so far
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -457,6 +458,26 @@ func (s *session) abortTransfer() bool {
 	return true
 }
 
+// answerDuringTransfer answers the commands a client may send while a
+// transfer runs, without the backend (whose control connection the
+// transfer owns): NOOP, and STAT with the transfer's progress (RFC 959
+// §4.1.3). It reports false for any other command, which waits for the
+// transfer to end.
+func (s *session) answerDuringTransfer(cmd rewrite.Command) (bool, error) {
+	x := s.currentTransfer()
+	if x == nil || x.state.Load() != transferRunning {
+		return false, nil
+	}
+	switch {
+	case cmd.Verb == "NOOP":
+		return true, s.reply(cmd, 200, "NOOP ok; transfer in progress.")
+	case cmd.Verb == "STAT" && cmd.Arg == "":
+		return true, s.reply(cmd, 211, fmt.Sprintf("Transfer in progress: %s %s, %d bytes in %s.",
+			x.verb, x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
+	}
+	return false, nil
+}
+
 // cmdABOR with no transfer running: forwarded, or answered locally before
 // login.
 func (s *session) cmdABOR(cmd rewrite.Command) error {
@@ -481,8 +502,11 @@ func (s *session) runTransfer(x *transfer, p *pendingData, bdata *backendData) {
 		}
 		s.mu.Lock()
 		s.xfer = nil
-		if s.draining || s.fatal != nil {
+		if s.draining || s.fatal != nil || s.killed {
 			s.raw.SetReadDeadline(time.Now()) // let the session end now
+		} else {
+			// The transfer was activity: the idle time counts from its end.
+			s.raw.SetReadDeadline(time.Now().Add(s.cfg.Timeouts.Idle))
 		}
 		s.mu.Unlock()
 		close(x.done)
@@ -547,9 +571,11 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 
 	var rerr error
 	if x.direction == "download" {
-		out.bytes, rerr = relay(cd.conn, bdata.conn, false, s.cfg.Timeouts.DataStall, &s.bytesDown)
+		out.bytes, rerr = relay(cd.conn, bdata.conn, false, s.cfg.Timeouts.DataStall, &x.bytes)
+		s.bytesDown.Add(out.bytes)
 	} else {
-		out.bytes, rerr = relay(bdata.conn, cd.conn, true, s.cfg.Timeouts.DataStall, &s.bytesUp)
+		out.bytes, rerr = relay(bdata.conn, cd.conn, true, s.cfg.Timeouts.DataStall, &x.bytes)
+		s.bytesUp.Add(out.bytes)
 		out.closeNotify = cd.tls != nil && !cd.eof.sawTCPEOF()
 	}
 	if rerr == nil {
@@ -564,10 +590,14 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 	// complete one: its leg is reset, not closed.
 	bdata.close()
 	out.err = rerr
-	out.result = "failed"
+	out.result = "incomplete"
 	switch {
 	case x.cancelled():
-		out.result = "aborted"
+		// By the client's ABOR, or by the session's end (the client
+		// vanished, or shutdown): only the first is "aborted".
+		if x.state.Load() == transferAbort {
+			out.result = "aborted"
+		}
 		out.reply = rewrite.NewReply(426, "Transfer aborted.")
 	case isTimeout(rerr):
 		out.reply = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no progress for %s.", s.cfg.Timeouts.DataStall))
@@ -602,7 +632,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		reply = rewrite.NewReply(426, "Transfer aborted: lost the connection to the FTP server.")
 	}
 	if !reply.Positive() && out.result == "complete" {
-		out.result = "failed"
+		out.result = "incomplete"
 	}
 	// The client leg ends cleanly (TLS close_notify, then FIN) only if
 	// the transfer succeeded: a client can then tell a complete file from
@@ -611,7 +641,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		if out.result == "complete" {
 			if !s.closeClientLeg(out.client) {
 				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
-				out.result = "failed"
+				out.result = "incomplete"
 			}
 		} else {
 			resetLeg(out.client.tcp)

@@ -162,8 +162,12 @@ func TestBackendFailsMidDownload(t *testing.T) {
 	}
 	c.Cmd(221, "QUIT")
 	evs := g.eventsOf(t, "transfer")
-	if len(evs) != 1 || evs[0]["result"] != "failed" || evs[0]["code"].(float64) != 451 {
+	if len(evs) != 1 || evs[0]["result"] != "incomplete" || evs[0]["code"].(float64) != 451 ||
+		evs[0]["bytes"].(float64) != float64(len(content)/2) {
 		t.Fatalf("transfer events %v", evs)
+	}
+	if n := g.srv.PassivePortsInUse("ftps"); n != 0 {
+		t.Fatalf("%d passive ports still held", n)
 	}
 }
 
@@ -192,8 +196,11 @@ func TestClientVanishesMidTransfer(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	evs := g.eventsOf(t, "transfer")
-	if len(evs) != 1 || evs[0]["result"] == "complete" {
+	if len(evs) != 1 || evs[0]["result"] != "incomplete" || evs[0]["bytes"].(float64) < 1<<20 {
 		t.Fatalf("transfer events %v", evs)
+	}
+	if n := g.srv.PassivePortsInUse("ftps"); n != 0 {
+		t.Fatalf("%d passive ports still held", n)
 	}
 	// The proxy serves the next client as before.
 	c = ftptest.Dial(t, g.explicit)

@@ -132,6 +132,20 @@ func (s *Server) Addr(listener string) net.Addr {
 	return nil
 }
 
+// PassivePortsInUse is how many of the named listener's passive ports are
+// held (listening, or with a data connection), or -1 if there is no such
+// listener.
+func (s *Server) PassivePortsInUse(listener string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fl := range s.listeners {
+		if fl.cfg.Name == listener {
+			return fl.ports.InUse()
+		}
+	}
+	return -1
+}
+
 // acceptLoop accepts control connections until the listener closes. A
 // temporary accept error (out of file descriptors) backs off instead of
 // spinning.

@@ -328,6 +328,9 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 	if cmd.Verb == "ABOR" && s.abortTransfer() {
 		return nil
 	}
+	if done, err := s.answerDuringTransfer(cmd); done {
+		return err
+	}
 	s.waitTransfer() // RFC 959: commands after a transfer command wait for it
 	v, known := verbs[cmd.Verb]
 	if !known {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,26 +92,37 @@ func TestUsageAndVersion(t *testing.T) {
 func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
-	first, last := ftptest.FreePortRange(t, 5)
 	auditFile := filepath.Join(dir, "audit.log")
 	cfg := filepath.Join(dir, "gate.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`listener "ftps" {
+	greeting := "ftpsgate under test " + filepath.Base(dir)
+
+	// The port is free when chosen, but another test process may take it
+	// before run binds it: then run exits at once, or someone else's
+	// server answers. Try again on either.
+	var addr string
+	var logs bytes.Buffer
+	done := make(chan int, 1)
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatalf("run never served on a free port:\n%s", logs.String())
+		}
+		addr = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+		first, last := ftptest.FreePortRange(t, 5)
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`listener "ftps" {
   address = %q
   cert_file = %q
   key_file = %q
   passive_ports = "%d-%d"
   backend = "b"
+  greeting = %q
 }
 backend "b" { address = "127.0.0.1:1" }
 audit { file = %q }
-`, addr, certs.CertFile, certs.KeyFile, first, last, auditFile)), 0o600)
-
-	var logs bytes.Buffer
-	done := make(chan int, 1)
-	go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, &syncWriter{w: &logs}) }()
-	if err := ftptest.WaitGreeting(addr, 30*time.Second); err != nil {
-		t.Fatal(err)
+`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile)), 0o600)
+		go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, &syncWriter{w: &logs}) }()
+		if ok := waitOwnGreeting(addr, greeting, done); ok {
+			break
+		}
 	}
 	c := ftptest.Dial(t, addr)
 	c.Cmd(530, "USER alice") // TLS required by default
@@ -130,6 +143,40 @@ audit { file = %q }
 			t.Errorf("audit file lacks %s:\n%s", ev, audit)
 		}
 	}
+}
+
+// waitOwnGreeting waits until addr greets with greeting. It reports false
+// once run has exited (its exit status consumed): at once, or because
+// another server holds the port.
+func waitOwnGreeting(addr, greeting string, done chan int) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.TrimSpace(line) == "220 "+greeting {
+				return true
+			}
+			if line != "" {
+				// Another server holds the port, so run cannot bind it:
+				// wait for its exit before trying another port.
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+				}
+				return false
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by deadline
+	}
+	return false
 }
 
 type syncWriter struct {

@@ -136,7 +136,10 @@ type Transfer struct {
 	Path      string
 	Bytes     int64
 	Duration  time.Duration
-	// Result is "complete", "aborted" or "failed".
+	// Result is "complete"; "incomplete" when the data broke off (or the
+	// server reported an error after it), Bytes saying how far it came;
+	// "aborted" by the client's ABOR; "failed" when no data connection
+	// was made.
 	Result string
 	// CloseNotify reports whether an upload's client leg ended with a TLS
 	// close_notify; false means its end could not be verified.
