@@ -44,7 +44,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []*frontListener
 	sessions  map[*session]struct{}
-	draining  bool // Shutdown or Close was called
+	users     map[string]int // logged-in sessions by user name
+	draining  bool           // Shutdown or Close was called
 
 	wg sync.WaitGroup // accept loops and sessions
 }
@@ -65,6 +66,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		audit:    opt.Audit,
 		dial:     opt.DialBackend,
 		sessions: make(map[*session]struct{}),
+		users:    make(map[string]int),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -130,6 +132,20 @@ func (s *Server) Addr(listener string) net.Addr {
 		}
 	}
 	return nil
+}
+
+// userSessions adds delta to the count of user's logged-in sessions and
+// returns the new count.
+func (s *Server) userSessions(user string, delta int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.users[user] + delta
+	if n <= 0 {
+		delete(s.users, user)
+		return 0
+	}
+	s.users[user] = n
+	return n
 }
 
 // PassivePortsInUse is how many of the named listener's passive ports are

@@ -63,6 +63,9 @@ type session struct {
 	user     string
 	host     string // from HOST (RFC 7151), before USER
 	loggedIn bool
+	readOnly bool   // the logged-in user may not change files
+	counted  string // the user counted toward max_sessions_per_user
+	route    string // the route that chose the backend, if any
 	epsvAll  bool
 	badLines int
 	be       *backendConn   // nil until the first USER
@@ -137,6 +140,17 @@ func (s *session) run() {
 	}()
 	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String())
 	s.log.Debug("session started", zap.Stringer("local", s.local))
+	if d := policy.Address(s.lis.cfg.AllowCIDRs, s.lis.cfg.DenyCIDRs, s.client.Addr()); d != nil {
+		// Refused before TLS. A client of an implicit listener expects a
+		// TLS handshake and could not read a reply: it is just closed.
+		s.log.Info("policy denied", zap.String("rule", d.Rule), zap.Int("code", d.Code))
+		s.audit.PolicyDenied(d.Rule, "", d.Text)
+		if s.lis.cfg.TLS == config.Explicit {
+			s.send("", rewrite.NewReply(d.Code, d.Text))
+		}
+		how = "refused: " + d.Rule
+		return
+	}
 
 	if s.lis.cfg.TLS == config.Implicit {
 		if err := s.startTLS(); err != nil {
@@ -339,6 +353,9 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 	if !v.preLogin && s.be == nil {
 		return s.reply(cmd, 530, "Please login with USER and PASS.")
 	}
+	if d := s.cfg.Policy.Command(cmd.Verb, s.readOnly); d != nil {
+		return s.deny(cmd, d)
+	}
 	return v.handle(s, cmd)
 }
 
@@ -508,33 +525,74 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 	if cmd.Arg == "" {
 		return s.reply(cmd, 501, "USER needs a user name.")
 	}
+	if s.loggedIn {
+		// The policy, the route and the session count all belong to the
+		// user who logged in; a new user needs a new session.
+		return s.reply(cmd, 503, "Already logged in; reconnect to log in as another user.")
+	}
 	if d := s.cfg.Policy.Login(cmd.Arg, s.tls != nil); d != nil {
 		return s.deny(cmd, d)
 	}
+	// Checked again, and counted, at the backend's 230; this early check
+	// spares the backend a password when the user is already at its bound.
+	if d := s.cfg.Policy.Sessions(s.srv.userSessions(cmd.Arg, 0)); d != nil && s.counted != cmd.Arg {
+		return s.deny(cmd, d)
+	}
+	b, route := s.chooseBackend(cmd.Arg)
+	if s.be != nil && s.be.cfg != b {
+		// A second USER whose route leads elsewhere: the first backend
+		// is left behind.
+		s.log.Info("user routed to another backend; reconnecting", zap.String("backend", b.Name))
+		s.be.close()
+		s.be = nil
+	}
 	if s.be == nil {
-		be, err := s.connectBackend(s.route(cmd.Arg))
+		be, err := s.connectBackend(b)
 		if err != nil {
 			return err
 		}
 		s.be = be
 	}
-	s.user, s.loggedIn = cmd.Arg, false
+	s.route = route
+	s.uncount()
+	s.user, s.loggedIn, s.readOnly = cmd.Arg, false, false
 	s.log = s.base.With(zap.String("user", cmd.Arg))
 	rep, err := s.forward(cmd)
 	if err != nil {
 		return err
 	}
+	if rep.Code == 230 { // logged in without a password
+		s.srv.userSessions(s.user, +1)
+		s.counted = s.user
+	}
 	s.loginResult(rep)
 	return nil
 }
 
-// route chooses the backend for user. Routing rules come in a later
-// version; today every session goes to its listener's backend.
-func (s *session) route(user string) *config.Backend {
-	return s.lis.cfg.Backend
+// chooseBackend applies the route blocks to the session (user, HOST, TLS
+// SNI); without a match the listener's backend serves it.
+func (s *session) chooseBackend(user string) (*config.Backend, string) {
+	var sni string
+	if s.tls != nil {
+		sni = s.tls.ConnectionState().ServerName
+	}
+	if rt := policy.ChooseRoute(s.cfg.Routes, user, s.host, sni); rt != nil {
+		return s.cfg.Backends[rt.Backend], rt.Name
+	}
+	return s.lis.cfg.Backend, ""
 }
 
-// cmdPASS forwards the password; the audit stream never sees it.
+// uncount gives back the session's place under max_sessions_per_user.
+func (s *session) uncount() {
+	if s.counted != "" {
+		s.srv.userSessions(s.counted, -1)
+		s.counted = ""
+	}
+}
+
+// cmdPASS forwards the password; the audit stream never sees it. A 230
+// is relayed only if the user is within max_sessions_per_user; otherwise
+// the backend session is ended and the client gets 530.
 func (s *session) cmdPASS(cmd rewrite.Command) error {
 	if s.be == nil || s.user == "" {
 		return s.reply(cmd, 503, "Login with USER first.")
@@ -542,12 +600,37 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
 		return s.deny(cmd, d)
 	}
-	rep, err := s.forward(cmd)
-	if err != nil {
+	if err := s.be.send(cmd); err != nil {
 		return err
 	}
-	s.loginResult(rep)
-	return nil
+	for {
+		rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
+		if err != nil {
+			return err
+		}
+		if rep.Code == 230 && s.counted == "" {
+			if held := s.srv.userSessions(s.user, +1); s.cfg.Policy.Sessions(held-1) != nil {
+				s.srv.userSessions(s.user, -1)
+				d := s.cfg.Policy.Sessions(held - 1)
+				s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
+				s.be.close()
+				s.be = nil
+				s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code})
+				return s.deny(cmd, d)
+			}
+			s.counted = s.user
+		}
+		if err := s.sendReply(cmd.Verb, rep); err != nil {
+			return err
+		}
+		if rep.Code == 421 {
+			return fmt.Errorf("%w: backend sent 421", errQuit)
+		}
+		if rep.Final() {
+			s.loginResult(rep)
+			return nil
+		}
+	}
 }
 
 // loginResult records the backend's answer to USER or PASS.
@@ -555,11 +638,16 @@ func (s *session) loginResult(rep *rewrite.Reply) {
 	switch {
 	case rep.Code == 230:
 		s.loggedIn = true
-		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote))
-		s.audit.Login(s.user, s.host, true, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
+		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
+			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code})
 	case rep.Code >= 400:
+		s.uncount()
 		s.log.Info("login failed", zap.Int("code", rep.Code))
-		s.audit.Login(s.user, s.host, false, s.be.cfg.Name, s.be.remote.String(), rep.Code)
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code})
 	}
 }
 
@@ -660,6 +748,7 @@ func (s *session) close(how string) {
 	}
 	s.dropPendingData()
 	s.wg.Wait()
+	s.uncount()
 	s.wmu.Lock()
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	s.ctrl.Close() // with TLS, sends close_notify first

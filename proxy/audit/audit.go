@@ -110,13 +110,26 @@ func (s *Session) TLS(version, cipher, sni, alpn string) {
 }
 
 // Login records the backend's answer to a login.
-func (s *Session) Login(user, host string, ok bool, backend, backendAddr string, code int) {
+func (s *Session) Login(l Login) {
 	result := "failure"
-	if ok {
+	if l.OK {
 		result = "success"
 	}
-	s.emit(EventLogin, zap.String("user", user), zap.String("host", host), zap.String("result", result),
-		zap.String("backend", backend), zap.String("backend_address", backendAddr), zap.Int("code", code))
+	s.emit(EventLogin, zap.String("user", l.User), zap.String("host", l.Host), zap.String("result", result),
+		zap.String("backend", l.Backend), zap.String("backend_address", l.BackendAddress), zap.String("route", l.Route),
+		zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))
+}
+
+// Login is a login attempt's outcome.
+type Login struct {
+	User           string
+	Host           string // from HOST, if the client sent it
+	OK             bool
+	Backend        string // the backend chosen, and its address
+	BackendAddress string
+	Route          string // the route that chose it; "" for the listener's
+	ReadOnly       bool
+	Code           int // the reply the client got
 }
 
 // Command records a client command; PASS and ACCT arguments are redacted.

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +30,9 @@ type Config struct {
 	// Backends by name.
 	Backends map[string]*Backend
 	Policy   policy.Rules
+	// Routes choose a session's backend by user, HOST and SNI, first
+	// match wins; no match: the listener's backend.
+	Routes   []policy.Route
 	Audit    Audit
 	Timeouts Timeouts
 	Limits   Limits
@@ -99,6 +104,8 @@ type Listener struct {
 	// RequireSessionReuse refuses a PROT P data connection whose TLS
 	// session does not resume its control connection's.
 	RequireSessionReuse bool
+	// AllowCIDRs and DenyCIDRs filter clients by address at connect.
+	AllowCIDRs, DenyCIDRs []netip.Prefix
 }
 
 // PortRange is an inclusive range of TCP ports.
@@ -184,6 +191,7 @@ type fileSchema struct {
 	Listeners []listenerBlock `hcl:"listener,block"`
 	Backends  []backendBlock  `hcl:"backend,block"`
 	Policy    *policyBlock    `hcl:"policy,block"`
+	Routes    []routeBlock    `hcl:"route,block"`
 	Audit     *auditBlock     `hcl:"audit,block"`
 	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
 	Limits    *limitsBlock    `hcl:"limits,block"`
@@ -201,7 +209,9 @@ type listenerBlock struct {
 	Greeting      *string `hcl:"greeting"`
 	TLSMinVersion *string `hcl:"tls_min_version"`
 	// RequireSessionReuse defaults to true.
-	RequireSessionReuse *bool `hcl:"require_session_reuse"`
+	RequireSessionReuse *bool     `hcl:"require_session_reuse"`
+	AllowCIDRs          *[]string `hcl:"allow_cidrs"`
+	DenyCIDRs           *[]string `hcl:"deny_cidrs"`
 }
 
 type backendBlock struct {
@@ -217,10 +227,23 @@ type backendBlock struct {
 	SendHost           *bool   `hcl:"send_host"`
 }
 
+type routeBlock struct {
+	Name    string    `hcl:"name,label"`
+	Users   *[]string `hcl:"users"`
+	Hosts   *[]string `hcl:"hosts"`
+	SNI     *[]string `hcl:"sni"`
+	Backend string    `hcl:"backend"`
+}
+
 type policyBlock struct {
 	RequireTLS   *bool     `hcl:"require_tls"`
 	RequireProtP *bool     `hcl:"require_prot_p"`
 	AllowUsers   *[]string `hcl:"allow_users"`
+	DenyUsers    *[]string `hcl:"deny_users"`
+	ReadOnly     *[]string `hcl:"read_only_users"`
+	AllowCmds    *[]string `hcl:"allow_commands"`
+	DenyCmds     *[]string `hcl:"deny_commands"`
+	MaxPerUser   *int      `hcl:"max_sessions_per_user"`
 }
 
 type auditBlock struct {
@@ -389,13 +412,64 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		if pb.RequireProtP != nil {
 			cfg.Policy.RequireProtP = *pb.RequireProtP
 		}
-		if pb.AllowUsers != nil {
-			cfg.Policy.AllowUsers = append([]string(nil), *pb.AllowUsers...)
+		r := &cfg.Policy
+		for _, l := range []struct {
+			attr string
+			v    *[]string
+			dst  *[]string
+		}{{"allow_users", pb.AllowUsers, &r.AllowUsers}, {"deny_users", pb.DenyUsers, &r.DenyUsers},
+			{"read_only_users", pb.ReadOnly, &r.ReadOnlyUsers}} {
+			if l.v == nil {
+				continue
+			}
+			*l.dst = append([]string(nil), *l.v...)
+			if err := policy.ValidPatterns(*l.dst); err != nil {
+				c.errorf(rangeOf(blk, l.attr), "Invalid policy", "%s: %s", l.attr, err)
+			}
 		}
-		if err := cfg.Policy.Validate(); err != nil {
-			c.errorf(rangeOf(blk, "allow_users"), "Invalid policy", "%s", err)
+		for _, l := range []struct {
+			attr string
+			v    *[]string
+			dst  *[]string
+		}{{"allow_commands", pb.AllowCmds, &r.AllowCommands}, {"deny_commands", pb.DenyCmds, &r.DenyCommands}} {
+			if l.v == nil {
+				continue
+			}
+			for _, v := range *l.v {
+				*l.dst = append(*l.dst, strings.ToUpper(v))
+			}
+			check := policy.Rules{}
+			if l.attr == "allow_commands" {
+				check.AllowCommands = *l.dst
+			} else {
+				check.DenyCommands = *l.dst
+			}
+			if err := check.Validate(); err != nil {
+				c.errorf(rangeOf(blk, l.attr), "Invalid policy", "%s", err)
+			}
+		}
+		for _, v := range r.AllowCommands {
+			if slices.Contains(r.DenyCommands, v) {
+				c.errorf(rangeOf(blk, "allow_commands"), "Unreachable rule",
+					"%s is in both allow_commands and deny_commands; deny_commands wins.", v)
+			}
+		}
+		for _, u := range r.AllowUsers {
+			if ok, _ := path.Match(u, u); ok && slices.ContainsFunc(r.DenyUsers, func(d string) bool { m, _ := path.Match(d, u); return m }) {
+				c.errorf(rangeOf(blk, "allow_users"), "Unreachable rule",
+					"allow_users names %q, which deny_users refuses; deny_users wins.", u)
+			}
+		}
+		if pb.MaxPerUser != nil {
+			r.MaxSessionsPerUser = *pb.MaxPerUser
+			if *pb.MaxPerUser < 0 {
+				c.errorf(rangeOf(blk, "max_sessions_per_user"), "Invalid policy",
+					"max_sessions_per_user must be 0 (no bound) or more.")
+			}
 		}
 	}
+	c.routes(fs, cfg)
+
 	if ab := fs.Audit; ab != nil && ab.File != nil {
 		cfg.Audit.File = *ab.File
 	}
@@ -484,6 +558,63 @@ func (c *compiler) backendTLS(bb backendBlock, blk *hclsyntax.Block, b *Backend)
 	b.TLSConfig = conf
 }
 
+// routes compiles the route blocks: the backend must exist, the patterns
+// parse, and every route must be reachable (a route after one that matches
+// everything, or with the same lists as an earlier one, never takes a
+// session).
+func (c *compiler) routes(fs *fileSchema, cfg *Config) {
+	names := map[string]bool{}
+	for i, rb := range fs.Routes {
+		blk := c.block("route", i)
+		if names[rb.Name] {
+			c.errorf(rangeOf(blk, ""), "Duplicate route", "A route named %q is already defined.", rb.Name)
+			continue
+		}
+		names[rb.Name] = true
+		rt := policy.Route{Name: rb.Name, Backend: rb.Backend}
+		for _, l := range []struct {
+			attr  string
+			v     *[]string
+			dst   *[]string
+			lower bool
+		}{{"users", rb.Users, &rt.Users, false}, {"hosts", rb.Hosts, &rt.Hosts, true}, {"sni", rb.SNI, &rt.SNI, true}} {
+			if l.v == nil {
+				continue
+			}
+			if len(*l.v) == 0 {
+				c.errorf(rangeOf(blk, l.attr), "Invalid route", "%s is empty: leave it out to match anything.", l.attr)
+			}
+			for _, p := range *l.v {
+				if l.lower {
+					p = strings.ToLower(p)
+				}
+				*l.dst = append(*l.dst, p)
+			}
+			if err := policy.ValidPatterns(*l.dst); err != nil {
+				c.errorf(rangeOf(blk, l.attr), "Invalid route", "%s: %s", l.attr, err)
+			}
+		}
+		if _, ok := cfg.Backends[rb.Backend]; !ok {
+			c.errorf(rangeOf(blk, "backend"), "Unknown backend",
+				"Route %q names backend %q, which no backend block defines.", rb.Name, rb.Backend)
+		}
+		for _, prev := range cfg.Routes {
+			switch {
+			case prev.CatchAll():
+				c.errorf(rangeOf(blk, ""), "Unreachable route",
+					"Route %q comes after route %q, which matches every session.", rb.Name, prev.Name)
+			case slices.Equal(prev.Users, rt.Users) && slices.Equal(prev.Hosts, rt.Hosts) && slices.Equal(prev.SNI, rt.SNI):
+				c.errorf(rangeOf(blk, ""), "Unreachable route",
+					"Route %q matches the same sessions as route %q, which comes first.", rb.Name, prev.Name)
+			default:
+				continue
+			}
+			break
+		}
+		cfg.Routes = append(cfg.Routes, rt)
+	}
+}
+
 func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config) *Listener {
 	l := &Listener{
 		Name:                lb.Name,
@@ -551,6 +682,16 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 			l.Greeting = *lb.Greeting
 		}
 	}
+	l.AllowCIDRs = c.cidrs(blk, "allow_cidrs", lb.AllowCIDRs)
+	l.DenyCIDRs = c.cidrs(blk, "deny_cidrs", lb.DenyCIDRs)
+	for _, a := range l.AllowCIDRs {
+		for _, d := range l.DenyCIDRs {
+			if d.Bits() <= a.Bits() && d.Contains(a.Addr()) {
+				c.errorf(rangeOf(blk, "allow_cidrs"), "Unreachable rule",
+					"allow_cidrs entry %s lies inside deny_cidrs entry %s, which wins.", a, d)
+			}
+		}
+	}
 	b, ok := cfg.Backends[lb.Backend]
 	if !ok {
 		c.errorf(rangeOf(blk, "backend"), "Unknown backend",
@@ -558,6 +699,42 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 	}
 	l.Backend = b
 	return l
+}
+
+// cidrs compiles a list of address ranges. An address with host bits set
+// ("10.0.0.1/8") is refused, as it likely means something else; so is an
+// entry already covered by another of the same list.
+func (c *compiler) cidrs(blk *hclsyntax.Block, attr string, v *[]string) []netip.Prefix {
+	if v == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range *v {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen()) // a lone address
+			} else {
+				c.errorf(rangeOf(blk, attr), "Invalid address range", "%s: %q is not a CIDR range such as \"10.0.0.0/8\".", attr, s)
+				continue
+			}
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if p.Masked() != p {
+			c.errorf(rangeOf(blk, attr), "Invalid address range",
+				"%s: %s has host bits set; did you mean %s?", attr, s, p.Masked())
+			continue
+		}
+		for _, q := range out {
+			if q.Overlaps(p) {
+				c.errorf(rangeOf(blk, attr), "Overlapping address ranges", "%s: %s overlaps %s.", attr, p, q)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // checkOverlaps refuses two listeners whose passive ranges overlap: each

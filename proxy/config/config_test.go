@@ -211,6 +211,41 @@ func TestDiagnostics(t *testing.T) {
 		{"bad pattern", func(s string) string { return strings.Replace(s, `allow_users    = []`, `allow_users    = ["a["]`, 1) }, 25, "Invalid policy"},
 		{"bad duration", func(s string) string { return s + "timeouts {\n  idle = \"forever\"\n}\n" }, 31, "Invalid duration"},
 		{"small line limit", func(s string) string { return s + "limits {\n  max_line = 10\n}\n" }, 31, "Invalid limit"},
+		{"bad CIDR", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  allow_cidrs = [\"10.0.0.0/33\"]", 1)
+		}, 8, "Invalid address range"},
+		{"CIDR with host bits", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  deny_cidrs = [\"10.1.2.3/8\"]", 1)
+		}, 8, "Invalid address range"},
+		{"overlapping CIDRs", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  allow_cidrs = [\"10.0.0.0/8\", \"10.2.0.0/16\"]", 1)
+		}, 8, "Overlapping address ranges"},
+		{"allow inside deny", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  allow_cidrs = [\"10.2.0.0/16\"]\n  deny_cidrs = [\"10.0.0.0/8\"]", 1)
+		}, 8, "Unreachable rule"},
+		{"bad deny_users pattern", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `deny_users = ["a["]`, 1)
+		}, 25, "Invalid policy"},
+		{"essential verb denied", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `deny_commands = ["quit"]`, 1)
+		}, 25, "Invalid policy"},
+		{"command allowed and denied", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, "allow_commands = [\"RETR\", \"DELE\"]\n  deny_commands = [\"DELE\"]", 1)
+		}, 25, "Unreachable rule"},
+		{"user allowed and denied", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, "allow_users = [\"root\", \"alice\"]\n  deny_users = [\"ro*\"]", 1)
+		}, 25, "Unreachable rule"},
+		{"negative session bound", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `max_sessions_per_user = -1`, 1)
+		}, 25, "Invalid policy"},
+		{"route to unknown backend", func(s string) string { return s + "route \"r\" {\n  users = [\"a*\"]\n  backend = \"nope\"\n}\n" }, 32, "Unknown backend"},
+		{"route after a catch-all", func(s string) string {
+			return s + "route \"all\" {\n  backend = \"legacy\"\n}\nroute \"late\" {\n  users = [\"a\"]\n  backend = \"legacy\"\n}\n"
+		}, 33, "Unreachable route"},
+		{"route repeated", func(s string) string {
+			return s + "route \"a\" {\n  hosts = [\"x.example\"]\n  backend = \"legacy\"\n}\nroute \"b\" {\n  hosts = [\"X.example\"]\n  backend = \"legacy\"\n}\n"
+		}, 34, "Unreachable route"},
+		{"route with an empty list", func(s string) string { return s + "route \"r\" {\n  sni = []\n  backend = \"legacy\"\n}\n" }, 31, "Invalid route"},
 		{"syntax error", func(s string) string { return s + "listener {\n" }, 30, "Unclosed configuration block"},
 	}
 	base := fmt.Sprintf(validTmpl, cert, key)
@@ -261,5 +296,54 @@ func TestParsePortRange(t *testing.T) {
 		if _, err := ParsePortRange(in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// TestPolicyAndRoutes: the policy block, a listener's address lists and
+// route blocks compile into the runtime rules.
+func TestPolicyAndRoutes(t *testing.T) {
+	cert, key := testCert(t)
+	src := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "main"
+  allow_cidrs = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+  deny_cidrs = ["10.66.0.0/16"]
+}
+backend "main" { address = "10.0.0.5:21" }
+backend "vault" { address = "10.0.0.6:21" }
+policy {
+  deny_users = ["root", "admin*"]
+  read_only_users = ["audit-*"]
+  deny_commands = ["site"]
+  max_sessions_per_user = 4
+}
+route "backups" {
+  users = ["backup-*"]
+  backend = "vault"
+}
+route "partner" {
+  hosts = ["FTP.Partner.example"]
+  sni = ["ftp.partner.example"]
+  backend = "vault"
+}
+`, cert, key)
+	cfg, diags := Parse([]byte(src), "p.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	l := cfg.Listeners[0]
+	if fmt.Sprint(l.AllowCIDRs) != "[10.0.0.0/8 2001:db8::/32 192.0.2.7/32]" || fmt.Sprint(l.DenyCIDRs) != "[10.66.0.0/16]" {
+		t.Fatalf("CIDRs %v %v", l.AllowCIDRs, l.DenyCIDRs)
+	}
+	p := cfg.Policy
+	if !p.RequireTLS || fmt.Sprint(p.DenyUsers) != "[root admin*]" || fmt.Sprint(p.ReadOnlyUsers) != "[audit-*]" ||
+		fmt.Sprint(p.DenyCommands) != "[SITE]" || p.MaxSessionsPerUser != 4 {
+		t.Fatalf("policy %+v", p)
+	}
+	if len(cfg.Routes) != 2 || cfg.Routes[1].Hosts[0] != "ftp.partner.example" || cfg.Routes[0].Backend != "vault" {
+		t.Fatalf("routes %+v", cfg.Routes)
 	}
 }
