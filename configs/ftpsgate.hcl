@@ -19,6 +19,9 @@ listener "ftps" {
   # session (a stranger cannot race the passive port). Turn off only for
   # clients that cannot resume (see the README).
   # require_session_reuse = true
+  # Client addresses served (empty: all) and refused, before TLS (421).
+  # allow_cidrs = ["198.51.100.0/24", "2001:db8:42::/48"]
+  # deny_cidrs  = []
   # The proxy's own passive ports: open these in the firewall, and nothing
   # toward the backend. Ranges of two listeners must not overlap.
   passive_ports = "50000-50999"
@@ -65,11 +68,32 @@ policy {
   # Who may log in, as glob patterns ("backup-*"); empty: anyone the backend
   # accepts. Checked before the backend sees the user or the password.
   allow_users = []
+  # Who may never log in (wins over allow_users); same 530.
+  deny_users = ["root", "anonymous", "ftp"]
+  # Users who may read and list but not change anything (550).
+  # read_only_users = ["audit-*"]
+  # Verbs refused to everyone (502), or the only ones allowed besides the
+  # essentials (AUTH PBSZ PROT USER PASS QUIT FEAT NOOP HOST ABOR).
+  # deny_commands  = ["SITE"]
+  # allow_commands = []
+  # Sessions one user may hold at once; 0: no bound.
+  # max_sessions_per_user = 0
 }
+
+# Routes choose a session's backend by user, HOST and TLS SNI (glob
+# patterns); the first route whose lists all match wins, else the
+# listener's backend.
+# route "backups" {
+#   users   = ["backup-*"]
+#   backend = "vault"
+# }
 
 audit {
   # JSON lines, one per session fact; "-" for stdout; omit for none.
   file = "/var/log/ftpsgate/audit.log"
+  # Classic wu-ftpd xferlog lines, one per file transfer, for log tools and
+  # fail2ban. SIGUSR1 reopens both files after logrotate.
+  # xferlog = "/var/log/ftpsgate/xferlog"
 }
 
 # Every phase has a deadline; these are the defaults.

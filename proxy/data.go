@@ -313,6 +313,7 @@ type transfer struct {
 	verb, path, direction string
 	start                 time.Time
 	bytes                 atomic.Int64 // relayed so far
+	binary                bool         // under TYPE I (for xferlog)
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -418,7 +419,7 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		abandon()
 		return err
 	}
-	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb],
+	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb], binary: s.binary,
 		start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	x.addLeg(bdata.close)
 	s.mu.Lock()
@@ -670,6 +671,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		Result: out.result, CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
 		Resumed: out.client != nil && out.client.resumed,
 		Code:    reply.Code,
+		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary,
 	})
 	s.sendReply(x.verb, reply)
 	if aborted {

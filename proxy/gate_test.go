@@ -35,6 +35,7 @@ type gate struct {
 	logs     *observer.ObservedLogs // diagnostic log
 	audit    *observer.ObservedLogs // audit events
 	auditBuf *syncBuffer
+	xferlog  *syncBuffer // xferlog lines
 }
 
 type gateOptions struct {
@@ -106,7 +107,7 @@ policy {
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)
 	}
-	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}}
+	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}, xferlog: &syncBuffer{}}
 
 	logCore, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), logCore))
@@ -114,7 +115,7 @@ policy {
 	auditJSON := zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(g.auditBuf), zap.InfoLevel)
 	g.logs, g.audit = logs, auditObs
 
-	g.srv = proxy.New(cfg, proxy.Options{Logger: log, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON)))})
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
 	if err := g.srv.Start(); err != nil {
 		t.Fatal(err)
 	}

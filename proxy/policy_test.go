@@ -276,3 +276,48 @@ func TestMaxSessionsPerUser(t *testing.T) {
 		t.Fatalf("policy_denied rules %s", got)
 	}
 }
+
+// TestXferlog: file transfers through the proxy appear in the xferlog
+// stream, one line each, field by field as xferlog(5) has them; listings
+// do not.
+func TestXferlog(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	dir := t.TempDir()
+	local := filepath.Join(dir, "up.bin")
+	ftptest.RandomFile(t, local, 123457)
+	args := []string{"--ssl-reqd", "--cacert", g.certs.CAFile}
+	ftptest.Curl(t, append(args, "-T", local, ftpURL("ftp", be.User, be.Password, g.explicit, "x.bin"))...)
+	ftptest.Curl(t, append(args, "-o", filepath.Join(dir, "down"), ftpURL("ftp", be.User, be.Password, g.explicit, "x.bin"))...)
+	ftptest.Curl(t, append(args, ftpURL("ftp", be.User, be.Password, g.explicit, "/"))...) // LIST: not in xferlog
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	writeFile(t, be.Root, "t.txt", []byte("a\nb\n"))
+	d := c.DialData(c.EPSV()) // TYPE A: vsftpd's default and RFC 959's
+	c.Cmd(150, "RETR t.txt")
+	ftptest.ReadAll(t, d)
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+
+	lines := strings.Split(strings.TrimSpace(string(g.xferlog.Bytes())), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 xferlog lines, got %q", lines)
+	}
+	for i, want := range []struct{ size, name, typ, dir string }{
+		{"123457", "x.bin", "b", "i"}, {"123457", "x.bin", "b", "o"}, {"", "t.txt", "a", "o"},
+	} {
+		f := strings.Fields(lines[i])
+		if len(f) != 18 {
+			t.Fatalf("line %q has %d fields", lines[i], len(f))
+		}
+		if _, err := time.ParseInLocation("Mon Jan 2 15:04:05 2006", strings.Join(f[0:5], " "), time.Local); err != nil {
+			t.Fatalf("time field of %q: %v", lines[i], err)
+		}
+		if f[5] < "1" || f[6] != "127.0.0.1" || (want.size != "" && f[7] != want.size) || f[8] != want.name ||
+			f[9] != want.typ || f[10] != "_" || f[11] != want.dir || f[12] != "r" || f[13] != be.User ||
+			f[14] != "ftp" || f[15] != "0" || f[16] != "*" || f[17] != "c" {
+			t.Fatalf("xferlog line %d: %q", i, lines[i])
+		}
+	}
+}

@@ -64,6 +64,7 @@ type session struct {
 	host     string // from HOST (RFC 7151), before USER
 	loggedIn bool
 	readOnly bool   // the logged-in user may not change files
+	binary   bool   // TYPE I (or L 8) accepted by the backend; ASCII by default
 	counted  string // the user counted toward max_sessions_per_user
 	route    string // the route that chose the backend, if any
 	epsvAll  bool
@@ -323,6 +324,8 @@ var verbs = map[string]verb{
 	"STOU": {(*session).cmdTransfer, false},
 	"APPE": {(*session).cmdTransfer, false},
 	"ABOR": {(*session).cmdABOR, true},
+	// Forwarded, with the representation type noted for xferlog.
+	"TYPE": {(*session).cmdTYPE, false},
 	// Refused.
 	"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
 	"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
@@ -507,6 +510,16 @@ func (s *session) cmdQUIT(cmd rewrite.Command) error {
 	}
 	s.reply(cmd, 221, "Goodbye.")
 	return errQuit
+}
+
+// cmdTYPE forwards TYPE and notes whether transfers are now binary.
+func (s *session) cmdTYPE(cmd rewrite.Command) error {
+	rep, err := s.forward(cmd)
+	if err == nil && rep.Positive() {
+		t := strings.ToUpper(strings.TrimSpace(cmd.Arg))
+		s.binary = strings.HasPrefix(t, "I") || strings.HasPrefix(t, "L")
+	}
+	return err
 }
 
 // cmdNOOP keeps the backend connection alive once there is one.

@@ -118,17 +118,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
 		return 1
 	}
-	var aud *audit.Logger
-	if cfg.Audit.File != "" {
-		a, closeAudit, err := audit.Open(cfg.Audit.File)
-		if err != nil {
-			log.Error("cannot open the audit stream", zap.Error(err))
-			return 1
-		}
-		defer closeAudit()
-		defer a.Sync()
-		aud = a
+	aud, files, err := audit.Open(cfg.Audit.File, cfg.Audit.Xferlog)
+	if err != nil {
+		log.Error("cannot open the audit stream", zap.Error(err))
+		return 1
 	}
+	defer files.Close()
+	defer aud.Sync()
+
+	// Signals are caught before the listeners open, so that none is
+	// missed once the proxy answers.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
 
 	srv := proxy.New(cfg, proxy.Options{Logger: log, Audit: aud})
 	if err := srv.Start(); err != nil {
@@ -137,9 +139,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for sig := range sigs {
+		if sig == syscall.SIGUSR1 {
+			// logrotate renamed the files: write to new ones.
+			if err := files.Reopen(); err != nil {
+				log.Error("reopening the audit files failed; writing on to the old ones", zap.Error(err))
+			} else {
+				log.Info("audit files reopened", zap.String("audit", cfg.Audit.File), zap.String("xferlog", cfg.Audit.Xferlog))
+			}
+			continue
+		}
 		if sig == syscall.SIGHUP {
 			// A HUP must not kill the proxy; live reload is not built yet.
 			log.Warn("SIGHUP received: configuration reload is not supported yet; restart to apply changes")

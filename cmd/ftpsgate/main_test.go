@@ -100,7 +100,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	// before run binds it: then run exits at once, or someone else's
 	// server answers. Try again on either.
 	var addr string
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	done := make(chan int, 1)
 	for try := 0; ; try++ {
 		if try == 5 {
@@ -117,15 +117,34 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
   greeting = %q
 }
 backend "b" { address = "127.0.0.1:1" }
-audit { file = %q }
-`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile)), 0o600)
-		go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, &syncWriter{w: &logs}) }()
+audit {
+  file    = %q
+  xferlog = %q
+}
+`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile, filepath.Join(dir, "xferlog"))), 0o600)
+		go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, logs) }()
 		if ok := waitOwnGreeting(addr, greeting, done); ok {
 			break
 		}
 	}
 	c := ftptest.Dial(t, addr)
 	c.Cmd(530, "USER alice") // TLS required by default
+	c.Cmd(221, "QUIT")
+
+	// logrotate: rename, then SIGUSR1; events go to a new file.
+	if err := os.Rename(auditFile, auditFile+".1"); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "audit files reopened") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reopen after SIGUSR1:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log, bounded by deadline
+	}
+	c = ftptest.Dial(t, addr)
+	c.Cmd(530, "USER bob")
 	c.Cmd(221, "QUIT")
 
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
@@ -137,11 +156,16 @@ audit { file = %q }
 	case <-time.After(time.Minute):
 		t.Fatal("run did not stop on SIGTERM")
 	}
-	audit, _ := os.ReadFile(auditFile)
-	for _, ev := range []string{`"event":"session_start"`, `"event":"policy_denied"`, `"event":"session_end"`} {
-		if !bytes.Contains(audit, []byte(ev)) {
-			t.Errorf("audit file lacks %s:\n%s", ev, audit)
+	for _, f := range []string{auditFile + ".1", auditFile} {
+		audit, _ := os.ReadFile(f)
+		for _, ev := range []string{`"event":"session_start"`, `"event":"policy_denied"`, `"event":"session_end"`} {
+			if !bytes.Contains(audit, []byte(ev)) {
+				t.Errorf("%s lacks %s:\n%s", f, ev, audit)
+			}
 		}
+	}
+	if old, _ := os.ReadFile(auditFile + ".1"); bytes.Contains(old, []byte(`"bob"`)) {
+		t.Error("the rotated file got events after SIGUSR1")
 	}
 }
 
@@ -182,6 +206,12 @@ func waitOwnGreeting(addr, greeting string, done chan int) bool {
 type syncWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.w)
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {

@@ -6,8 +6,7 @@
 package audit
 
 import (
-	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,31 +29,13 @@ const (
 
 // Logger writes audit events. A nil *Logger discards them.
 type Logger struct {
-	z *zap.Logger
+	z       *zap.Logger
+	xferlog io.Writer // classic xferlog lines, or nil
 }
 
 // New returns a Logger writing through z. Each event is an Info entry whose
 // message is the event name.
 func New(z *zap.Logger) *Logger { return &Logger{z: z} }
-
-// Open returns a Logger writing JSON lines to path ("-" for stdout), and a
-// function that flushes and closes the file.
-func Open(path string) (*Logger, func() error, error) {
-	var ws zapcore.WriteSyncer
-	closeFn := func() error { return nil }
-	if path == "-" {
-		ws = zapcore.Lock(os.Stdout)
-	} else {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open audit file: %w", err)
-		}
-		ws = zapcore.Lock(f)
-		closeFn = f.Close
-	}
-	enc := zapcore.NewJSONEncoder(EncoderConfig())
-	return New(zap.New(zapcore.NewCore(enc, ws, zapcore.InfoLevel))), closeFn, nil
-}
 
 // EncoderConfig is the shape of an audit line: {"ts":…, "event":…, fields}.
 // Timestamps are RFC 3339 with nanoseconds, in UTC.
@@ -70,12 +51,24 @@ func EncoderConfig() zapcore.EncoderConfig {
 	}
 }
 
+// WithXferlog returns a copy of l that also writes an xferlog line per
+// file transfer to w.
+func (l *Logger) WithXferlog(w io.Writer) *Logger {
+	c := *l
+	c.xferlog = w
+	return &c
+}
+
 // Session returns the events of one session, each carrying its id.
 func (l *Logger) Session(id string) *Session {
-	if l == nil || l.z == nil {
+	if l == nil {
 		return &Session{}
 	}
-	return &Session{z: l.z.With(zap.String("session", id))}
+	s := &Session{xferlog: l.xferlog}
+	if l.z != nil {
+		s.z = l.z.With(zap.String("session", id))
+	}
+	return s
 }
 
 // Sync flushes buffered events.
@@ -88,7 +81,8 @@ func (l *Logger) Sync() error {
 
 // Session writes the events of one session. The zero value discards them.
 type Session struct {
-	z *zap.Logger
+	z       *zap.Logger
+	xferlog io.Writer
 }
 
 func (s *Session) emit(event string, fields ...zap.Field) {
@@ -162,6 +156,11 @@ type Transfer struct {
 	// connection's (the data connection is bound to this session).
 	Resumed bool
 	Code    int // final reply code sent to the client
+	// For xferlog: the client's address (no port), the user, and whether
+	// the transfer was in TYPE I (binary) rather than TYPE A.
+	Client string
+	User   string
+	Binary bool
 }
 
 // Transfer records a finished transfer.
@@ -170,6 +169,7 @@ func (s *Session) Transfer(t Transfer) {
 		zap.String("path", t.Path), zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration),
 		zap.String("result", t.Result), zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
+	writeXferlog(s.xferlog, t)
 }
 
 // PolicyDenied records a refusal by policy.

@@ -140,6 +140,8 @@ type Backend struct {
 type Audit struct {
 	// File is a path, "-" for stdout, or "" for no audit stream.
 	File string
+	// Xferlog is a path for classic wu-ftpd xferlog lines, or "".
+	Xferlog string
 }
 
 // Timeouts bound every phase of a session. Each is positive after Load.
@@ -247,7 +249,8 @@ type policyBlock struct {
 }
 
 type auditBlock struct {
-	File *string `hcl:"file"`
+	File    *string `hcl:"file"`
+	Xferlog *string `hcl:"xferlog"`
 }
 
 type timeoutsBlock struct {
@@ -470,8 +473,16 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	}
 	c.routes(fs, cfg)
 
-	if ab := fs.Audit; ab != nil && ab.File != nil {
-		cfg.Audit.File = *ab.File
+	if ab := fs.Audit; ab != nil {
+		if ab.File != nil {
+			cfg.Audit.File = *ab.File
+		}
+		if ab.Xferlog != nil {
+			cfg.Audit.Xferlog = *ab.Xferlog
+			if *ab.Xferlog == "-" || *ab.Xferlog == "" {
+				c.errorf(rangeOf(c.block("audit", 0), "xferlog"), "Invalid xferlog", "xferlog must be a file path.")
+			}
+		}
 	}
 	if tb := fs.Timeouts; tb != nil {
 		blk := c.block("timeouts", 0)
