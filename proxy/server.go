@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
@@ -44,8 +46,11 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []*frontListener
 	sessions  map[*session]struct{}
-	users     map[string]int // logged-in sessions by user name
-	draining  bool           // Shutdown or Close was called
+	perIP     map[netip.Addr]int // sessions by client address
+	users     map[string]int     // logged-in sessions by user name
+	draining  bool               // Shutdown or Close was called
+
+	bans *policy.Bans
 
 	wg sync.WaitGroup // accept loops and sessions
 }
@@ -67,6 +72,8 @@ func New(cfg *config.Config, opt Options) *Server {
 		dial:     opt.DialBackend,
 		sessions: make(map[*session]struct{}),
 		users:    make(map[string]int),
+		perIP:    make(map[netip.Addr]int),
+		bans:     policy.NewBans(cfg.Bans),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -202,6 +209,7 @@ func (s *Server) track(sess *session) bool {
 		return false
 	}
 	s.sessions[sess] = struct{}{}
+	s.perIP[sess.client.Addr()]++
 	s.wg.Add(1)
 	return true
 }
@@ -209,7 +217,30 @@ func (s *Server) track(sess *session) bool {
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	a := sess.client.Addr()
+	if s.perIP[a]--; s.perIP[a] <= 0 {
+		delete(s.perIP, a)
+	}
 	s.mu.Unlock()
+}
+
+// admit decides whether a tracked session may go on: its address is not
+// banned, and the server and the address are within their session limits.
+func (s *Server) admit(a netip.Addr) *policy.Denial {
+	if d := s.bans.Check(a, time.Now()); d != nil {
+		return d
+	}
+	l := s.cfg.Limits
+	s.mu.Lock()
+	total, fromA := len(s.sessions), s.perIP[a]
+	s.mu.Unlock()
+	if l.MaxSessions > 0 && total > l.MaxSessions {
+		return &policy.Denial{Rule: "max_sessions", Code: 421, Text: "Too many users connected; try again later."}
+	}
+	if l.MaxSessionsPerIP > 0 && fromA > l.MaxSessionsPerIP {
+		return &policy.Denial{Rule: "max_sessions_per_ip", Code: 421, Text: "Too many connections from your address."}
+	}
+	return nil
 }
 
 // Shutdown stops accepting, answers idle sessions 421 and closes them, and

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,7 @@ var (
 	errInjection      = errors.New("plaintext pipelined after AUTH TLS")
 	errBackendLost    = errors.New("backend connection lost")
 	errBackendRefused = errors.New("backend unavailable")
+	errBanned         = errors.New("address banned after failed logins")
 )
 
 // maxBadLines is how many malformed or over-long lines a client may send
@@ -141,7 +143,11 @@ func (s *session) run() {
 	}()
 	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String())
 	s.log.Debug("session started", zap.Stringer("local", s.local))
-	if d := policy.Address(s.lis.cfg.AllowCIDRs, s.lis.cfg.DenyCIDRs, s.client.Addr()); d != nil {
+	d := policy.Address(s.lis.cfg.AllowCIDRs, s.lis.cfg.DenyCIDRs, s.client.Addr())
+	if d == nil {
+		d = s.srv.admit(s.client.Addr())
+	}
+	if d != nil {
 		// Refused before TLS. A client of an implicit listener expects a
 		// TLS handshake and could not read a reply: it is just closed.
 		s.log.Info("policy denied", zap.String("rule", d.Rule), zap.Int("code", d.Code))
@@ -190,6 +196,8 @@ func (s *session) end(err error) string {
 		rep = rewrite.NewReply(421, "Service shutting down; closing control connection.")
 	case errors.Is(err, errTooManyErrors), errors.Is(err, rewrite.ErrLineFlood):
 		rep = rewrite.NewReply(421, "Too many bad commands; closing control connection.")
+	case errors.Is(err, errBanned):
+		rep = rewrite.NewReply(421, "Too many failed logins from your address; try again later.")
 	case errors.Is(err, errInjection):
 		rep = rewrite.NewReply(421, "Data pipelined after AUTH TLS refused; closing control connection.")
 	case errors.Is(err, errBackendRefused):
@@ -324,6 +332,8 @@ var verbs = map[string]verb{
 	"STOU": {(*session).cmdTransfer, false},
 	"APPE": {(*session).cmdTransfer, false},
 	"ABOR": {(*session).cmdABOR, true},
+	// Checked, then forwarded.
+	"REST": {(*session).cmdREST, false},
 	// Forwarded, with the representation type noted for xferlog.
 	"TYPE": {(*session).cmdTYPE, false},
 	// Refused.
@@ -332,6 +342,11 @@ var verbs = map[string]verb{
 	"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
 	"HOST": {(*session).cmdHOST, true},
 }
+
+// dispatchHook, when set (by tests only, see export_test.go), sees every
+// command before it is handled: the tests make it panic to prove that a
+// session's panic is contained.
+var dispatchHook atomic.Pointer[func(rewrite.Command)]
 
 // transferVerbs open a data connection; the direction is the data's.
 var transferVerbs = map[string]string{
@@ -342,6 +357,9 @@ var transferVerbs = map[string]string{
 // dispatch handles one command. A returned error ends the session.
 func (s *session) dispatch(cmd rewrite.Command) error {
 	s.audit.Command(cmd)
+	if hook := dispatchHook.Load(); hook != nil {
+		(*hook)(cmd)
+	}
 	if cmd.Verb == "ABOR" && s.abortTransfer() {
 		return nil
 	}
@@ -373,7 +391,13 @@ func refuse(code int, text string) func(*session, rewrite.Command) error {
 func (s *session) deny(cmd rewrite.Command, d *policy.Denial) error {
 	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.Int("code", d.Code))
 	s.audit.PolicyDenied(d.Rule, cmd.Verb, d.Text)
-	return s.reply(cmd, d.Code, d.Text)
+	if err := s.reply(cmd, d.Code, d.Text); err != nil {
+		return err
+	}
+	if d.Rule == policy.RuleAllowUsers || d.Rule == policy.RuleDenyUsers {
+		return s.loginFailed() // guessing user names is failing logins
+	}
+	return nil
 }
 
 // ---- commands the proxy answers itself ----
@@ -512,6 +536,19 @@ func (s *session) cmdQUIT(cmd rewrite.Command) error {
 	return errQuit
 }
 
+// cmdREST checks the restart offset (a non-negative decimal that fits in
+// 63 bits) before the backend sees it: a negative, huge or non-numeric
+// one gets 501. (REST STREAM's offsets are byte counts, RFC 3659 §5.)
+func (s *session) cmdREST(cmd rewrite.Command) error {
+	if cmd.Arg == "" || len(cmd.Arg) > 19 || strings.Trim(cmd.Arg, "0123456789") != "" {
+		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
+	}
+	if _, err := strconv.ParseInt(cmd.Arg, 10, 64); err != nil {
+		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
+	}
+	return s.cmdForward(cmd)
+}
+
 // cmdTYPE forwards TYPE and notes whether transfers are now binary.
 func (s *session) cmdTYPE(cmd rewrite.Command) error {
 	rep, err := s.forward(cmd)
@@ -578,8 +615,7 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 		s.srv.userSessions(s.user, +1)
 		s.counted = s.user
 	}
-	s.loginResult(rep)
-	return nil
+	return s.loginResult(rep)
 }
 
 // chooseBackend applies the route blocks to the session (user, HOST, TLS
@@ -640,14 +676,15 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 			return fmt.Errorf("%w: backend sent 421", errQuit)
 		}
 		if rep.Final() {
-			s.loginResult(rep)
-			return nil
+			return s.loginResult(rep)
 		}
 	}
 }
 
-// loginResult records the backend's answer to USER or PASS.
-func (s *session) loginResult(rep *rewrite.Reply) {
+// loginResult records the backend's answer to USER or PASS. A failure
+// counts toward a ban of the client's address; the one that starts a ban
+// ends the session (errBanned).
+func (s *session) loginResult(rep *rewrite.Reply) error {
 	switch {
 	case rep.Code == 230:
 		s.loggedIn = true
@@ -661,7 +698,22 @@ func (s *session) loginResult(rep *rewrite.Reply) {
 		s.log.Info("login failed", zap.Int("code", rep.Code))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
 			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code})
+		return s.loginFailed()
 	}
+	return nil
+}
+
+// loginFailed counts a failed login from the client's address, and bans
+// the address when the count reaches the bans block's bound.
+func (s *session) loginFailed() error {
+	until := s.srv.bans.Failure(s.client.Addr(), time.Now())
+	if until.IsZero() {
+		return nil
+	}
+	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
+		zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
+	s.audit.Ban(s.client.Addr().String(), until, s.cfg.Bans.Failures)
+	return errBanned
 }
 
 // ---- everything else goes to the backend ----

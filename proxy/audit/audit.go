@@ -25,6 +25,7 @@ const (
 	EventTransfer     = "transfer"
 	EventPolicyDenied = "policy_denied"
 	EventSessionEnd   = "session_end"
+	EventBan          = "ban"
 )
 
 // Logger writes audit events. A nil *Logger discards them.
@@ -170,6 +171,12 @@ func (s *Session) Transfer(t Transfer) {
 		zap.String("result", t.Result), zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
 	writeXferlog(s.xferlog, t)
+}
+
+// Ban records that the client's address was banned until until, after
+// failures failed logins.
+func (s *Session) Ban(address string, until time.Time, failures int) {
+	s.emit(EventBan, zap.String("address", address), zap.Time("until", until), zap.Int("failures", failures))
 }
 
 // PolicyDenied records a refusal by policy.

@@ -36,6 +36,7 @@ type Config struct {
 	Audit    Audit
 	Timeouts Timeouts
 	Limits   Limits
+	Bans     policy.BanRules
 }
 
 // TLSMode is how a listener starts TLS.
@@ -163,10 +164,14 @@ type Timeouts struct {
 	BackendReply time.Duration
 }
 
-// Limits bound what one client may send.
+// Limits bound what clients may take.
 type Limits struct {
 	// MaxLine is the longest command line accepted, in bytes.
 	MaxLine int
+	// MaxSessions bounds the sessions of the whole server, and
+	// MaxSessionsPerIP those from one client address; 0: no bound.
+	MaxSessions      int
+	MaxSessionsPerIP int
 }
 
 // DefaultTimeouts are the timeouts when the configuration names none.
@@ -184,7 +189,13 @@ func DefaultTimeouts() Timeouts {
 
 // DefaultLimits are the limits when the configuration names none.
 func DefaultLimits() Limits {
-	return Limits{MaxLine: 4096}
+	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50}
+}
+
+// DefaultBans are the ban rules when the configuration names none: 10
+// failed logins from one address within 10 minutes ban it for 15.
+func DefaultBans() policy.BanRules {
+	return policy.BanRules{Failures: 10, Window: 10 * time.Minute, Duration: 15 * time.Minute}
 }
 
 // ---- the file's shape, as gohcl decodes it ----
@@ -197,6 +208,7 @@ type fileSchema struct {
 	Audit     *auditBlock     `hcl:"audit,block"`
 	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
 	Limits    *limitsBlock    `hcl:"limits,block"`
+	Bans      *bansBlock      `hcl:"bans,block"`
 }
 
 type listenerBlock struct {
@@ -263,8 +275,17 @@ type timeoutsBlock struct {
 	BackendReply  *string `hcl:"backend_reply"`
 }
 
+type bansBlock struct {
+	Failures *int      `hcl:"failures"`
+	Window   *string   `hcl:"window"`
+	Duration *string   `hcl:"duration"`
+	Safelist *[]string `hcl:"safelist"`
+}
+
 type limitsBlock struct {
-	MaxLine *int `hcl:"max_line"`
+	MaxLine          *int `hcl:"max_line"`
+	MaxSessions      *int `hcl:"max_sessions"`
+	MaxSessionsPerIP *int `hcl:"max_sessions_per_ip"`
 }
 
 // Load reads and compiles the configuration file at path. On any problem it
@@ -352,6 +373,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		Policy:   policy.Default(),
 		Timeouts: DefaultTimeouts(),
 		Limits:   DefaultLimits(),
+		Bans:     DefaultBans(),
 	}
 	for i, bb := range fs.Backends {
 		blk := c.block("backend", i)
@@ -495,13 +517,41 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.duration(blk, "backend_dial", tb.BackendDial, &t.BackendDial)
 		c.duration(blk, "backend_reply", tb.BackendReply, &t.BackendReply)
 	}
-	if lb := fs.Limits; lb != nil && lb.MaxLine != nil {
-		if *lb.MaxLine < 512 || *lb.MaxLine > 1<<20 {
-			c.errorf(rangeOf(c.block("limits", 0), "max_line"), "Invalid limit",
-				"max_line must be between 512 and 1048576 bytes (RFC 959 lines need at least 512).")
-		} else {
-			cfg.Limits.MaxLine = *lb.MaxLine
+	if lb := fs.Limits; lb != nil {
+		blk := c.block("limits", 0)
+		if lb.MaxLine != nil {
+			if *lb.MaxLine < 512 || *lb.MaxLine > 1<<20 {
+				c.errorf(rangeOf(blk, "max_line"), "Invalid limit",
+					"max_line must be between 512 and 1048576 bytes (RFC 959 lines need at least 512).")
+			} else {
+				cfg.Limits.MaxLine = *lb.MaxLine
+			}
 		}
+		for _, l := range []struct {
+			attr string
+			v    *int
+			dst  *int
+		}{{"max_sessions", lb.MaxSessions, &cfg.Limits.MaxSessions}, {"max_sessions_per_ip", lb.MaxSessionsPerIP, &cfg.Limits.MaxSessionsPerIP}} {
+			if l.v == nil {
+				continue
+			}
+			if *l.v < 0 {
+				c.errorf(rangeOf(blk, l.attr), "Invalid limit", "%s must be 0 (no bound) or more.", l.attr)
+			}
+			*l.dst = *l.v
+		}
+	}
+	if bb := fs.Bans; bb != nil {
+		blk := c.block("bans", 0)
+		if bb.Failures != nil {
+			if *bb.Failures < 0 {
+				c.errorf(rangeOf(blk, "failures"), "Invalid bans", "failures must be 0 (bans off) or more.")
+			}
+			cfg.Bans.Failures = *bb.Failures
+		}
+		c.duration(blk, "window", bb.Window, &cfg.Bans.Window)
+		c.duration(blk, "duration", bb.Duration, &cfg.Bans.Duration)
+		cfg.Bans.Safelist = c.cidrs(blk, "safelist", bb.Safelist)
 	}
 	return cfg
 }

@@ -31,7 +31,17 @@ const opTimeout = 30 * time.Second
 // Dial connects to an explicit-FTPS (or plain) server and reads its greeting.
 func Dial(t testing.TB, addr string) *Conn {
 	t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, opTimeout)
+	return DialFrom(t, "", addr)
+}
+
+// DialFrom is Dial from the local address src ("127.0.0.2"; "" for any).
+func DialFrom(t testing.TB, src, addr string) *Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: opTimeout}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}

@@ -1,0 +1,175 @@
+package proxy_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy"
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// greetingFrom connects to addr from the loopback address src and returns
+// the first line the proxy sends.
+func greetingFrom(t *testing.T, src, addr string) string {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 300)
+	n, _ := c.Read(buf)
+	return string(buf[:n])
+}
+
+// TestBans: failed logins from one address within the window ban it: the
+// failure that starts the ban ends the session with 421, later connections
+// from it get 421 at once, other addresses and the safelist are served,
+// and the audit has a ban event. (ProFTPD with its own user file: vsftpd's
+// PAM makes each failed login take seconds.)
+func TestBans(t *testing.T) {
+	be := ftptest.ProFTPD(t, ftptest.ProFTPDOptions{})
+	g := startGate(t, be.Addr, gateOptions{extra: `bans {
+  failures = 3
+  window   = "10m"
+  duration = "10m"
+  safelist = ["127.0.0.9/32"]
+}`, policy: `deny_users = ["root"]`})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER %s", be.User)
+	c.Cmd(530, "PASS wrong-1")
+	c.Cmd(530, "USER root") // a denied user name counts too
+	c.Cmd(331, "USER %s", be.User)
+	c.Cmd(530, "PASS wrong-2")
+	if msg := c.Expect(421); !strings.Contains(msg, "failed logins") {
+		t.Fatalf("after the third failure: %q", msg)
+	}
+	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.HasPrefix(got, "421 ") {
+		t.Fatalf("banned address got %q", got)
+	}
+	if got := greetingFrom(t, "127.0.0.2", g.explicit); !strings.HasPrefix(got, "220 ") {
+		t.Fatalf("another address got %q", got)
+	}
+	bans := g.eventsOf(t, "ban")
+	if len(bans) != 1 || bans[0]["address"] != "127.0.0.1" || bans[0]["failures"].(float64) != 3 {
+		t.Fatalf("ban events %v", bans)
+	}
+	if !strings.Contains(strings.Join(g.deniedRules(t), ","), "banned") {
+		t.Fatalf("no policy_denied banned event: %v", g.deniedRules(t))
+	}
+	// The safelist is never banned.
+	for i := 0; i < 5; i++ {
+		sc := ftptest.DialFrom(t, "127.0.0.9", g.explicit)
+		sc.AuthTLS(g.certs.ClientConfig())
+		sc.Cmd(331, "USER %s", be.User)
+		sc.Cmd(530, "PASS wrong")
+		sc.Cmd(221, "QUIT")
+	}
+	if len(g.eventsOf(t, "ban")) != 1 {
+		t.Fatal("the safelisted address was banned")
+	}
+}
+
+// TestSessionLimits: max_sessions_per_ip and max_sessions answer 421 at
+// connect, and a place freed is taken again.
+func TestSessionLimits(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{extra: `limits {
+  max_sessions        = 3
+  max_sessions_per_ip = 2
+}`})
+	hold := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+		c, err := d.Dial("tcp", g.explicit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 300)
+		if n, _ := c.Read(buf); !strings.HasPrefix(string(buf[:n]), "220 ") {
+			t.Fatalf("%s got %q", src, buf[:n])
+		}
+		return c
+	}
+	a1 := hold("127.0.0.1")
+	hold("127.0.0.1")
+	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.Contains(got, "421 Too many connections from your address") {
+		t.Fatalf("third from one address: %q", got)
+	}
+	hold("127.0.0.2")
+	if got := greetingFrom(t, "127.0.0.3", g.explicit); !strings.Contains(got, "421 Too many users") {
+		t.Fatalf("fourth session: %q", got)
+	}
+	a1.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the closed session's place comes back once the proxy has seen the close
+		got := greetingFrom(t, "127.0.0.3", g.explicit)
+		if strings.HasPrefix(got, "220 ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the freed place was not given back: %q", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rules := strings.Join(g.deniedRules(t), ",")
+	if !strings.Contains(rules, "max_sessions_per_ip") || !strings.Contains(rules, "max_sessions") {
+		t.Fatalf("policy_denied rules %s", rules)
+	}
+}
+
+// TestPanicContained: a panic in one session is recovered, logged with its
+// stack and answered 421; the process and the other sessions go on.
+func TestPanicContained(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	defer proxy.SetDispatchHook(func(cmd rewrite.Command) {
+		if cmd.Verb == "SITE" && cmd.Arg == "PANIC" {
+			panic("injected by TestPanicContained")
+		}
+	})()
+	g := startGate(t, be.Addr, gateOptions{})
+	other := ftptest.Dial(t, g.explicit)
+	other.AuthTLS(g.certs.ClientConfig())
+	other.Login(be.User, be.Password)
+
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	if msg := c.Cmd(421, "SITE PANIC"); !strings.Contains(msg, "Internal error") {
+		t.Fatalf("421 text %q", msg)
+	}
+	entries := g.logs.FilterMessage("session panic; closing it").All()
+	if len(entries) != 1 || !strings.Contains(entries[0].ContextMap()["stack"].(string), "dispatch") {
+		t.Fatalf("panic log %v", entries)
+	}
+	other.Cmd(257, "PWD") // the other session goes on
+	d := other.DialData(other.EPSV())
+	other.Cmd(150, "LIST")
+	ftptest.ReadAll(t, d)
+	other.Expect(226)
+	c = ftptest.Dial(t, g.explicit) // and new ones are served
+	c.Cmd(221, "QUIT")
+}
+
+// TestBadREST: a negative, huge or non-numeric restart offset gets 501
+// from the proxy; a good one reaches the backend.
+func TestBadREST(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	for _, arg := range []string{"-1", "abc", "1e9", "99999999999999999999", "9223372036854775808", "+5", ""} {
+		c.Cmd(501, "REST %s", arg)
+	}
+	c.Cmd(350, "REST 9223372036854775807")
+	c.Cmd(350, "REST 0")
+	c.Cmd(221, "QUIT")
+}
