@@ -33,6 +33,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCommand$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadReply$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzActive$$' -fuzztime $(FUZZTIME) ./rewrite/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxy/config/
 
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m

@@ -28,7 +28,11 @@ type scriptedBackend struct {
 	pasvOnly  bool
 	// authReply, if set, is written as is in answer to AUTH.
 	authReply string
-	wg        sync.WaitGroup
+	// userRole makes the backend hostile at USER: "garbage", "huge" (one
+	// line of 1 MiB), "endless" (a multi-line reply that never ends),
+	// "silent" (no reply at all), "close" (hangs up).
+	userRole string
+	wg       sync.WaitGroup
 
 	mu   sync.Mutex
 	host string // the argument of the last HOST received
@@ -97,7 +101,27 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			b.mu.Unlock()
 			say("220 virtual host selected")
 		case "USER":
-			say("331 password please")
+			switch b.userRole {
+			case "garbage":
+				io.WriteString(c, "hello there, this is not FTP\r\n")
+			case "huge":
+				io.WriteString(c, "331 "+strings.Repeat("x", 1<<20)+"\r\n")
+			case "endless":
+				io.WriteString(c, "331-password please\r\n")
+				line := []byte(" and more\r\n")
+				for {
+					if _, err := c.Write(line); err != nil {
+						return // the proxy hung up
+					}
+				}
+			case "silent":
+				io.Copy(io.Discard, r) // until the proxy hangs up
+				return
+			case "close":
+				return
+			default:
+				say("331 password please")
+			}
 		case "PASS":
 			say("230 in")
 		case "EPSV":
@@ -231,5 +255,37 @@ func TestBackendPASVForeignAddress(t *testing.T) {
 	named := g.logs.FilterMessage("backend PASV names another address; using the control connection's host").All()
 	if len(named) != 2 || named[0].ContextMap()["named"] != "127.0.0.9" {
 		t.Fatalf("log entries %v", named)
+	}
+}
+
+// TestHostileBackend: a backend that answers with garbage, a huge line, a
+// reply that never ends, silence or a hang-up cannot exhaust the proxy or
+// confuse the client: the session gets 421, the diagnostic log says why,
+// and the proxy serves the next session.
+func TestHostileBackend(t *testing.T) {
+	for _, role := range []string{"garbage", "huge", "endless", "silent", "close"} {
+		t.Run(role, func(t *testing.T) {
+			be := startScriptedBackend(t, &scriptedBackend{userRole: role})
+			g := startGate(t, be.ln.Addr().String(), gateOptions{extra: `timeouts {
+  backend_reply = "2s"
+}`})
+			c := ftptest.Dial(t, g.explicit)
+			c.AuthTLS(g.certs.ClientConfig())
+			start := time.Now()
+			if msg := c.Cmd(421, "USER alice"); !strings.Contains(msg, "lost the connection to the FTP server") {
+				t.Fatalf("421 text %q", msg)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Fatalf("took %s", d)
+			}
+			if _, _, err := c.ReadErr(); err == nil {
+				t.Fatal("the session went on after 421")
+			}
+			if !g.logged("session ended by error") && !g.logged("closing session") {
+				t.Fatal("no log line")
+			}
+			c = ftptest.Dial(t, g.explicit)
+			c.Cmd(221, "QUIT")
+		})
 	}
 }

@@ -173,3 +173,52 @@ func TestBadREST(t *testing.T) {
 	c.Cmd(350, "REST 0")
 	c.Cmd(221, "QUIT")
 }
+
+// TestHalfOpenFlood: 1000 connections that never start their TLS handshake
+// do not keep a real client waiting, and each is closed by the handshake
+// timeout; nothing outlives them (goleak in TestMain).
+func TestHalfOpenFlood(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{extra: `limits {
+  max_sessions        = 0
+  max_sessions_per_ip = 0
+}
+timeouts {
+  tls_handshake = "3s"
+}`})
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", g.implicit, 10*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	start := time.Now()
+	c := ftptest.DialImplicit(t, g.implicit, g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(257, "PWD")
+	c.Cmd(221, "QUIT")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("a real client waited %s behind the flood", d)
+	}
+	// Every half-open connection is closed by the proxy.
+	deadline := time.Now().Add(60 * time.Second)
+	for i, c := range conns {
+		c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeoutErr(err) {
+			t.Fatalf("half-open connection %d still open: %v", i, err)
+		}
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -291,7 +292,7 @@ type limitsBlock struct {
 // Load reads and compiles the configuration file at path. On any problem it
 // returns a nil Config and diagnostics naming each problem's file and line.
 func Load(path string) (*Config, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readSmallFile(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -582,7 +583,7 @@ func (c *compiler) backendTLS(bb backendBlock, blk *hclsyntax.Block, b *Backend)
 		conf.ServerName = *bb.ServerName
 	}
 	if bb.CAFile != nil {
-		pem, err := os.ReadFile(*bb.CAFile)
+		pem, err := readSmallFile(*bb.CAFile)
 		pool := x509.NewCertPool()
 		switch {
 		case err != nil:
@@ -711,7 +712,7 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 				"tls_min_version must be \"1.2\" or \"1.3\", not %q: older versions are broken.", *lb.TLSMinVersion)
 		}
 	}
-	cert, err := tls.LoadX509KeyPair(lb.CertFile, lb.KeyFile)
+	cert, err := loadKeyPair(lb.CertFile, lb.KeyFile)
 	if err != nil {
 		c.errorf(rangeOf(blk, "cert_file"), "Cannot load certificate",
 			"Loading cert_file %q and key_file %q: %s", lb.CertFile, lb.KeyFile, err)
@@ -856,4 +857,45 @@ func checkHostPort(s string, listen bool) error {
 		return fmt.Errorf("%q has no host", s)
 	}
 	return nil
+}
+
+// maxFileSize bounds a configuration, certificate or key file: a path
+// naming a device or a huge file is an error, not a hang.
+const maxFileSize = 4 << 20
+
+// readSmallFile reads a regular file of at most maxFileSize bytes.
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
+	}
+	return b, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair through readSmallFile.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := readSmallFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := readSmallFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -200,6 +200,10 @@ func TestDiagnostics(t *testing.T) {
 		{"bad data mode", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"none\"\n  data_mode = \"sideways\"", 1)
 		}, 21, "Invalid data mode"},
+		{"backend CA a device", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/dev/zero\"", 1)
+		}, 21, "Cannot read ca_file"},
+		{"certificate a device", func(s string) string { return strings.Replace(s, cert, "/dev/zero", 1) }, 4, "Cannot load certificate"},
 		{"backend CA not PEM", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/etc/hostname\"", 1)
 		}, 21, "Invalid ca_file"},
