@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"net"
 	"strings"
 	"testing"
@@ -221,4 +222,49 @@ timeouts {
 func isTimeoutErr(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// TestClientGarbage: a 1 MiB line without CRLF, and binary garbage instead
+// of commands, end the session (500 for the long line, then the close;
+// 421 after the third bad line of garbage); the proxy serves the next
+// client.
+func TestClientGarbage(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	t.Run("1 MiB without CRLF", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		c.SendRaw(bytes.Repeat([]byte("A"), 1<<20))
+		c.Raw.(*net.TCPConn).CloseWrite()
+		code, _, err := c.ReadErr()
+		if err == nil && code != 500 && code != 421 {
+			t.Fatalf("got %d", code)
+		}
+		for err == nil { // whatever else comes, the proxy closes the session
+			_, _, err = c.ReadErr()
+		}
+	})
+	t.Run("binary garbage", func(t *testing.T) {
+		c := ftptest.Dial(t, g.explicit)
+		junk := make([]byte, 64<<10)
+		for i := range junk {
+			junk[i] = byte(i*7919 + i>>8)
+		}
+		c.Raw.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		c.Raw.Write(junk) // may fail once the proxy has hung up
+		var last int
+		for {
+			code, _, err := c.ReadErr()
+			if err != nil {
+				break
+			}
+			last = code
+		}
+		if last != 421 {
+			t.Fatalf("last reply %d, want 421", last)
+		}
+	})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(221, "QUIT")
 }
