@@ -144,8 +144,10 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			}
 			return dataResult{err: err}
 		}
+		// Behind a PROXY-protocol balancer, the data connection may come
+		// from the balancer, when it forwards the passive ports too.
 		peer := addrPortOf(c.RemoteAddr())
-		if peer.Addr() != s.client.Addr() {
+		if peer.Addr() != s.client.Addr() && (!s.tcpPeer.IsValid() || peer.Addr() != s.tcpPeer.Addr()) {
 			s.log.Warn("data connection from a foreign address refused",
 				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
 			s.audit.PolicyDenied("data_peer", "", "data connection from "+peer.Addr().String())

@@ -18,6 +18,8 @@ import (
 
 	"go.uber.org/zap"
 
+	proxyproto "github.com/pires/go-proxyproto"
+
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -96,6 +98,9 @@ func (s *Server) Start() error {
 				fl.ln.Close()
 			}
 			return fmt.Errorf("listener %q: %w", lc.Name, err)
+		}
+		if pp := lc.ProxyProtocol; pp != nil {
+			ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: pp.HeaderTimeout, ConnPolicy: proxyPolicy(pp)}
 		}
 		fls = append(fls, &frontListener{
 			cfg:     lc,
@@ -188,20 +193,97 @@ func (s *Server) acceptLoop(fl *frontListener) {
 			continue
 		}
 		backoff = 0
-		sess := newSession(s, fl, c)
-		if !s.track(sess) {
-			c.Close()
-			return
-		}
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(sess)
-			sess.run()
-		}()
+		s.wg.Add(1) // safe: this loop's own count is held
+		go s.serve(fl, c)
 	}
 }
 
-// track registers a session; it reports false once the server is draining.
+// serve runs one control connection: its PROXY header first, when the
+// listener takes them (read here, not in the accept loop, so that a slow
+// load balancer cannot stall the loop), then the session.
+func (s *Server) serve(fl *frontListener, c net.Conn) {
+	defer s.wg.Done()
+	peer := addrPortOf(c.RemoteAddr()) // with a PROXY header, this reads it
+	var tcpPeer netip.AddrPort
+	if fl.cfg.ProxyProtocol != nil {
+		// A connection the policy SKIPs comes unwrapped.
+		pc, _ := c.(*proxyproto.Conn)
+		raw := c
+		if pc != nil {
+			raw = pc.Raw()
+		}
+		from := addrPortOf(raw.RemoteAddr())
+		if err := s.checkProxyHeader(fl, pc, from); err != nil {
+			s.log.Warn("connection refused: PROXY protocol", zap.String("listener", fl.cfg.Name),
+				zap.Stringer("from", from), zap.Error(err))
+			c.Close()
+			return
+		}
+		if pc != nil && trusted(fl.cfg.ProxyProtocol, from.Addr()) {
+			peer, tcpPeer = addrPortOf(pc.RemoteAddr()), from
+		} else {
+			peer = from
+		}
+	}
+	sess := newSession(s, fl, c, peer, tcpPeer)
+	if !s.track(sess) {
+		c.Close()
+		return
+	}
+	defer s.untrack(sess)
+	sess.run()
+}
+
+// proxyPolicy is the PROXY protocol policy of a listener: a trusted load
+// balancer must send a header; anyone else is left alone (SKIP: no header
+// is waited for, as FTP's server speaks first) and then served directly or
+// closed by checkProxyHeader.
+func proxyPolicy(pp *config.ProxyProtocol) proxyproto.ConnPolicyFunc {
+	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if trusted(pp, addrPortOf(o.Upstream).Addr()) {
+			return proxyproto.REQUIRE, nil
+		}
+		return proxyproto.SKIP, nil
+	}
+}
+
+func trusted(pp *config.ProxyProtocol, a netip.Addr) bool {
+	for _, p := range pp.Trusted {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkProxyHeader decides on a connection of a PROXY-protocol listener:
+// from a trusted balancer it must have sent a valid header (read within the
+// header timeout); from elsewhere it is served only with allow_direct.
+func (s *Server) checkProxyHeader(fl *frontListener, pc *proxyproto.Conn, tcpPeer netip.AddrPort) error {
+	pp := fl.cfg.ProxyProtocol
+	if !trusted(pp, tcpPeer.Addr()) {
+		if pp.AllowDirect {
+			return nil
+		}
+		return errors.New("not from a trusted load balancer (proxy_protocol.trusted_cidrs), and allow_direct is off")
+	}
+	if pc == nil {
+		return errors.New("no PROXY header")
+	}
+	pc.SetReadDeadline(time.Now().Add(pp.HeaderTimeout))
+	_, err := pc.Read(nil) // reads and checks the header, nothing more
+	pc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("no valid PROXY header: %w", err)
+	}
+	if h := pc.ProxyHeader(); h == nil || h.Command.IsLocal() {
+		return errors.New("no client address in the PROXY header (LOCAL command)")
+	}
+	return nil
+}
+
+// track registers a session; it reports false once the server is
+// draining.
 func (s *Server) track(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,7 +292,6 @@ func (s *Server) track(sess *session) bool {
 	}
 	s.sessions[sess] = struct{}{}
 	s.perIP[sess.client.Addr()]++
-	s.wg.Add(1)
 	return true
 }
 

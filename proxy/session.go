@@ -19,6 +19,8 @@ import (
 
 	"go.uber.org/zap"
 
+	proxyproto "github.com/pires/go-proxyproto"
+
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -54,7 +56,10 @@ type session struct {
 	bind   *tlsBinding // ties data connections' TLS sessions to ctrl's
 	r      *bufio.Reader
 	client netip.AddrPort // the client's address
-	local  netip.AddrPort // the address the client reached
+	// tcpPeer is the load balancer's address when a PROXY header named the
+	// client; data connections may come from it too (zero otherwise).
+	tcpPeer netip.AddrPort
+	local   netip.AddrPort // the address the client reached
 
 	wmu sync.Mutex // serialises writes to ctrl
 
@@ -87,18 +92,27 @@ type session struct {
 	bytesUp   atomic.Int64
 }
 
-func newSession(srv *Server, fl *frontListener, c net.Conn) *session {
+// newSession makes the session of control connection c from client (the
+// TCP peer, or the address a trusted PROXY header gave; then tcpPeer is the
+// load balancer's, else zero).
+func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer netip.AddrPort) *session {
 	s := &session{
-		srv:    srv,
-		cfg:    srv.cfg,
-		lis:    fl,
-		id:     newSessionID(),
-		start:  time.Now(),
-		raw:    c,
-		ctrl:   c,
-		prot:   'C',
-		client: addrPortOf(c.RemoteAddr()),
-		local:  addrPortOf(c.LocalAddr()),
+		srv:     srv,
+		cfg:     srv.cfg,
+		lis:     fl,
+		id:      newSessionID(),
+		start:   time.Now(),
+		raw:     c,
+		ctrl:    c,
+		prot:    'C',
+		client:  client,
+		tcpPeer: tcpPeer,
+		local:   addrPortOf(c.LocalAddr()),
+	}
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		// Passive listeners bind the address this host was reached on,
+		// not the one the header names (the balancer's public address).
+		s.local = addrPortOf(pc.Raw().LocalAddr())
 	}
 	s.base = srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
 		zap.String("listener", fl.cfg.Name))
@@ -141,7 +155,11 @@ func (s *session) run() {
 		}
 		s.close(how)
 	}()
-	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String())
+	var tcpPeer string
+	if s.tcpPeer.IsValid() {
+		tcpPeer = s.tcpPeer.String()
+	}
+	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String(), tcpPeer)
 	s.log.Debug("session started", zap.Stringer("local", s.local))
 	d := policy.Address(s.lis.cfg.AllowCIDRs, s.lis.cfg.DenyCIDRs, s.client.Addr())
 	if d == nil {

@@ -93,9 +93,14 @@ func (s *Session) emit(event string, fields ...zap.Field) {
 }
 
 // Start records a new control connection.
-func (s *Session) Start(listener, client, local string) {
-	s.emit(EventSessionStart,
-		zap.String("listener", listener), zap.String("client", client), zap.String("local", local))
+// tcpPeer is the address the TCP connection came from when a PROXY
+// protocol header named the client ("" otherwise).
+func (s *Session) Start(listener, client, local, tcpPeer string) {
+	fields := []zap.Field{zap.String("listener", listener), zap.String("client", client), zap.String("local", local)}
+	if tcpPeer != "" {
+		fields = append(fields, zap.String("tcp_peer", tcpPeer))
+	}
+	s.emit(EventSessionStart, fields...)
 }
 
 // TLS records a completed TLS handshake on the control connection.

@@ -108,6 +108,21 @@ type Listener struct {
 	RequireSessionReuse bool
 	// AllowCIDRs and DenyCIDRs filter clients by address at connect.
 	AllowCIDRs, DenyCIDRs []netip.Prefix
+	// ProxyProtocol, if set, reads the PROXY protocol (v1 or v2) header
+	// from trusted load balancers on control connections.
+	ProxyProtocol *ProxyProtocol
+}
+
+// ProxyProtocol is a listener's PROXY protocol policy.
+type ProxyProtocol struct {
+	// Trusted are the addresses of the load balancers; a connection from
+	// one of them must start with a PROXY header.
+	Trusted []netip.Prefix
+	// HeaderTimeout bounds the wait for the header.
+	HeaderTimeout time.Duration
+	// AllowDirect serves connections from other addresses as they are
+	// (a header they send is not honoured); otherwise they are closed.
+	AllowDirect bool
 }
 
 // PortRange is an inclusive range of TCP ports.
@@ -224,9 +239,16 @@ type listenerBlock struct {
 	Greeting      *string `hcl:"greeting"`
 	TLSMinVersion *string `hcl:"tls_min_version"`
 	// RequireSessionReuse defaults to true.
-	RequireSessionReuse *bool     `hcl:"require_session_reuse"`
-	AllowCIDRs          *[]string `hcl:"allow_cidrs"`
-	DenyCIDRs           *[]string `hcl:"deny_cidrs"`
+	RequireSessionReuse *bool               `hcl:"require_session_reuse"`
+	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
+	DenyCIDRs           *[]string           `hcl:"deny_cidrs"`
+	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
+}
+
+type proxyProtocolBlock struct {
+	TrustedCIDRs  []string `hcl:"trusted_cidrs"`
+	HeaderTimeout *string  `hcl:"header_timeout"`
+	AllowDirect   *bool    `hcl:"allow_direct"`
 }
 
 type backendBlock struct {
@@ -743,6 +765,22 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 		} else {
 			l.Greeting = *lb.Greeting
 		}
+	}
+	if pb := lb.ProxyProtocol; pb != nil {
+		var pblk *hclsyntax.Block
+		for _, b := range blk.Body.Blocks {
+			if b.Type == "proxy_protocol" {
+				pblk = b
+			}
+		}
+		pp := &ProxyProtocol{HeaderTimeout: 5 * time.Second, Trusted: c.cidrs(pblk, "trusted_cidrs", &pb.TrustedCIDRs)}
+		if len(pb.TrustedCIDRs) == 0 {
+			c.errorf(rangeOf(pblk, "trusted_cidrs"), "Invalid proxy_protocol",
+				"trusted_cidrs must name the load balancers whose PROXY headers are believed.")
+		}
+		c.duration(pblk, "header_timeout", pb.HeaderTimeout, &pp.HeaderTimeout)
+		pp.AllowDirect = pb.AllowDirect != nil && *pb.AllowDirect
+		l.ProxyProtocol = pp
 	}
 	l.AllowCIDRs = c.cidrs(blk, "allow_cidrs", lb.AllowCIDRs)
 	l.DenyCIDRs = c.cidrs(blk, "deny_cidrs", lb.DenyCIDRs)

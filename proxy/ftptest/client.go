@@ -45,8 +45,15 @@ func DialFrom(t testing.TB, src, addr string) *Conn {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	return Wrap(t, raw)
+}
+
+// Wrap makes an FTP client of a connected raw (after, say, a PROXY header
+// was written on it) and reads the greeting.
+func Wrap(t testing.TB, raw net.Conn) *Conn {
+	t.Helper()
 	c := &Conn{t: t, Raw: raw, Ctrl: raw, tp: textproto.NewConn(raw)}
-	c.host, _, _ = net.SplitHostPort(addr)
+	c.host, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
 	t.Cleanup(func() { raw.Close() })
 	c.Expect(220)
 	return c

@@ -1,0 +1,109 @@
+package proxy_test
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// dialWithHeader connects from src to addr and sends a PROXY header of
+// version v naming client (a claim in a header, never an address dialled).
+func dialWithHeader(t *testing.T, src, addr string, v byte, client string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if client != "" {
+		claimed, err := net.ResolveTCPAddr("tcp", client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := proxyproto.HeaderProxyFromAddrs(v, claimed, c.RemoteAddr())
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// TestProxyProtocolIn: behind a load balancer at 127.0.0.1 that sends
+// PROXY headers (v1 and v2), the client address in the header drives the
+// audit, the address rules and the data-connection check; a balancer that
+// sends no header, and a stranger (127.0.0.2) without allow_direct, are
+// refused with a log line.
+func TestProxyProtocolIn(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: `proxy_protocol {
+    trusted_cidrs  = ["127.0.0.1/32"]
+    header_timeout = "2s"
+  }
+  deny_cidrs = ["198.51.100.66/32"]`})
+	for _, tc := range []struct {
+		v      byte
+		client string
+	}{{1, "198.51.100.7:40001"}, {2, "[2001:db8::7]:40002"}} {
+		raw := dialWithHeader(t, "127.0.0.1", g.explicit, tc.v, tc.client)
+		c := ftptest.Wrap(t, raw)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Login(be.User, be.Password)
+		writeFile(t, be.Root, "f.txt", []byte("through the balancer\n"))
+		d := c.DialData(c.EPSV()) // from 127.0.0.1: the balancer forwarding the passive port
+		c.Cmd(150, "RETR f.txt")
+		if got := string(ftptest.ReadAll(t, d)); got != "through the balancer\n" {
+			t.Fatalf("v%d: got %q", tc.v, got)
+		}
+		c.Expect(226)
+		c.Cmd(221, "QUIT")
+	}
+	starts := g.eventsOf(t, "session_start")
+	if len(starts) != 2 || starts[0]["client"] != "198.51.100.7:40001" || starts[1]["client"] != "[2001:db8::7]:40002" ||
+		!strings.HasPrefix(starts[0]["tcp_peer"].(string), "127.0.0.1:") {
+		t.Fatalf("session_start events %v", starts)
+	}
+	// The address rules see the header's address.
+	raw := dialWithHeader(t, "127.0.0.1", g.explicit, 2, "198.51.100.66:5000")
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 200)
+	if n, _ := raw.Read(buf); !strings.HasPrefix(string(buf[:n]), "421 ") {
+		t.Fatalf("denied client behind the balancer got %q", buf[:n])
+	}
+	// A balancer that sends no header, and a stranger, are closed.
+	for _, src := range []string{"127.0.0.1", "127.0.0.2"} {
+		raw := dialWithHeader(t, src, g.explicit, 0, "")
+		raw.SetDeadline(time.Now().Add(30 * time.Second))
+		if n, err := raw.Read(buf); err == nil {
+			t.Fatalf("connection from %s without a header was served: %q", src, buf[:n])
+		}
+	}
+	if n := g.logs.FilterMessage("connection refused: PROXY protocol").Len(); n != 2 {
+		t.Fatalf("%d refusal log lines, want 2", n)
+	}
+
+	// allow_direct: a stranger is served with its own address, and a
+	// header it sends is not believed.
+	g2 := startGate(t, be.Addr, gateOptions{listenerExtra: `proxy_protocol {
+    trusted_cidrs = ["127.0.0.1/32"]
+    allow_direct  = true
+  }`})
+	c := ftptest.DialFrom(t, "127.0.0.2", g2.explicit)
+	c.AuthTLS(g2.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	c.Cmd(221, "QUIT")
+	spoof := dialWithHeader(t, "127.0.0.2", g2.explicit, 1, "198.51.100.9:1")
+	spoof.SetDeadline(time.Now().Add(30 * time.Second))
+	spoof.Read(buf) // the greeting; the header is then read as a (bad) command
+	starts = g2.eventsOf(t, "session_start")
+	for _, e := range starts {
+		if !strings.HasPrefix(e["client"].(string), "127.0.0.2:") || e["tcp_peer"] != nil {
+			t.Fatalf("direct session_start %v", e)
+		}
+	}
+}
