@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -65,6 +66,25 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 		c.Close()
 		s.log.Warn(msg, zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
 		return nil, fmt.Errorf("%w: %s: %v", errBackendRefused, msg, err)
+	}
+	if b.ProxyProtocol != 0 {
+		// The client's address, for servers that log or judge it (ProFTPD
+		// with mod_proxy_protocol, SFTPGo…): first bytes on the wire,
+		// before TLS.
+		dst := s.local
+		if dst.Addr().Is4() != s.client.Addr().Is4() {
+			// A header carries one family: an IPv6 client (from a PROXY
+			// header) reached an IPv4 address, or the reverse.
+			dst = netip.AddrPortFrom(netip.IPv6Unspecified(), dst.Port())
+			if s.client.Addr().Is4() {
+				dst = netip.AddrPortFrom(netip.IPv4Unspecified(), dst.Port())
+			}
+		}
+		h := proxyproto.HeaderProxyFromAddrs(b.ProxyProtocol, net.TCPAddrFromAddrPort(s.client), net.TCPAddrFromAddrPort(dst))
+		c.SetWriteDeadline(time.Now().Add(t.BackendReply))
+		if _, err := h.WriteTo(c); err != nil {
+			return fail("sending the PROXY header failed", err)
+		}
 	}
 	if b.TLS == config.BackendImplicit {
 		if err := be.startTLS(t.BackendReply); err != nil {

@@ -1,8 +1,11 @@
 package proxy_test
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,5 +108,113 @@ func TestProxyProtocolIn(t *testing.T) {
 		if !strings.HasPrefix(e["client"].(string), "127.0.0.2:") || e["tcp_peer"] != nil {
 			t.Fatalf("direct session_start %v", e)
 		}
+	}
+}
+
+// proxyAwareFront is a stand-in for an FTP server that reads the PROXY
+// protocol (built on the same library, as Debian ships no ProFTPD
+// mod_proxy_protocol): it requires a header, records it, and relays the
+// connection to a real vsftpd on the same host.
+type proxyAwareFront struct {
+	ln      net.Listener
+	mu      sync.Mutex
+	headers []*proxyproto.Header
+	wg      sync.WaitGroup
+}
+
+func startProxyAwareFront(t *testing.T, target string) *proxyAwareFront {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &proxyAwareFront{ln: &proxyproto.Listener{Listener: raw, ReadHeaderTimeout: 10 * time.Second,
+		ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := f.ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Read(nil); err != nil { // the header, or no service
+					return
+				}
+				c.SetReadDeadline(time.Time{})
+				f.mu.Lock()
+				f.headers = append(f.headers, c.(*proxyproto.Conn).ProxyHeader())
+				f.mu.Unlock()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(done) }()
+				io.Copy(c, up)
+				c.Close()
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() { f.ln.Close(); f.wg.Wait() })
+	return f
+}
+
+func (f *proxyAwareFront) received() []*proxyproto.Header {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*proxyproto.Header(nil), f.headers...)
+}
+
+// TestProxyProtocolOut: with backend proxy_protocol = "v1" or "v2" the
+// backend's control connection starts with a header naming the client:
+// its TCP address, or the address a trusted balancer's header gave.
+func TestProxyProtocolOut(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("proxied twice\n"))
+	for _, v := range []string{"v1", "v2"} {
+		t.Run(v, func(t *testing.T) {
+			front := startProxyAwareFront(t, be.Addr)
+			g := startGate(t, front.ln.Addr().String(), gateOptions{backend: fmt.Sprintf("proxy_protocol = %q", v),
+				listenerExtra: `proxy_protocol {
+    trusted_cidrs = ["127.0.0.1/32"]
+    allow_direct  = true
+  }`})
+			// Directly from 127.0.0.2, then through a balancer at
+			// 127.0.0.1 for a client at 198.51.100.7.
+			direct := ftptest.DialFrom(t, "127.0.0.2", g.explicit)
+			viaLB := ftptest.Wrap(t, dialWithHeader(t, "127.0.0.1", g.explicit, 2, "198.51.100.7:40001"))
+			for _, c := range []*ftptest.Conn{direct, viaLB} {
+				c.AuthTLS(g.certs.ClientConfig())
+				c.Login(be.User, be.Password)
+				d := c.DialData(c.EPSV())
+				c.Cmd(150, "RETR f.txt")
+				if got := string(ftptest.ReadAll(t, d)); got != "proxied twice\n" {
+					t.Fatalf("got %q", got)
+				}
+				c.Expect(226)
+				c.Cmd(221, "QUIT")
+			}
+			hs := front.received()
+			want := byte(1)
+			if v == "v2" {
+				want = 2
+			}
+			if len(hs) != 2 || hs[0].Version != want || hs[1].Version != want {
+				t.Fatalf("headers %+v", hs)
+			}
+			src0, _, _ := hs[0].TCPAddrs()
+			src1, _, _ := hs[1].TCPAddrs()
+			if src0.IP.String() != "127.0.0.2" || src1.String() != "198.51.100.7:40001" {
+				t.Fatalf("header sources %v, %v", src0, src1)
+			}
+		})
 	}
 }

@@ -148,6 +148,9 @@ type Backend struct {
 	InsecureSkipVerify bool
 	// SendHost: a client's HOST (RFC 7151) is passed on to the backend.
 	SendHost bool
+	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
+	// version on each control connection (the client's address); 0: none.
+	ProxyProtocol byte
 	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
 	// instead of the proxy connecting to it (EPSV/PASV, the default).
 	ActiveData bool
@@ -262,6 +265,7 @@ type backendBlock struct {
 	TLSMaxVersion      *string `hcl:"tls_max_version"`
 	DataMode           *string `hcl:"data_mode"`
 	SendHost           *bool   `hcl:"send_host"`
+	ProxyProtocol      *string `hcl:"proxy_protocol"`
 }
 
 type routeBlock struct {
@@ -422,6 +426,18 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		}
 		c.backendTLS(bb, blk, b)
 		b.SendHost = bb.SendHost != nil && *bb.SendHost
+		if bb.ProxyProtocol != nil {
+			switch *bb.ProxyProtocol {
+			case "v1":
+				b.ProxyProtocol = 1
+			case "v2":
+				b.ProxyProtocol = 2
+			case "none":
+			default:
+				c.errorf(rangeOf(blk, "proxy_protocol"), "Invalid proxy_protocol",
+					"proxy_protocol must be \"v1\", \"v2\" or \"none\", not %q.", *bb.ProxyProtocol)
+			}
+		}
 		if bb.DataMode != nil {
 			switch *bb.DataMode {
 			case "passive":

@@ -22,6 +22,7 @@ type Conn struct {
 	Ctrl net.Conn // Raw, or the TLS connection over it
 	tp   *textproto.Conn
 	host string
+	src  net.IP // the control connection's local address; data connections use it too
 	TLS  *tls.Config
 }
 
@@ -54,6 +55,9 @@ func Wrap(t testing.TB, raw net.Conn) *Conn {
 	t.Helper()
 	c := &Conn{t: t, Raw: raw, Ctrl: raw, tp: textproto.NewConn(raw)}
 	c.host, _, _ = net.SplitHostPort(raw.RemoteAddr().String())
+	if ta, ok := raw.LocalAddr().(*net.TCPAddr); ok {
+		c.src = ta.IP
+	}
 	t.Cleanup(func() { raw.Close() })
 	c.Expect(220)
 	return c
@@ -189,18 +193,22 @@ func (c *Conn) DialData(addr string) *DataConn {
 // data connection that does not resume the control connection's session.
 func (c *Conn) DialDataTLS(addr string, conf *tls.Config) *DataConn {
 	c.t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, opTimeout)
+	d := net.Dialer{Timeout: opTimeout}
+	if c.src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: c.src}
+	}
+	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		c.t.Fatalf("dial data %s: %v", addr, err)
 	}
 	c.t.Cleanup(func() { raw.Close() })
 	raw.SetDeadline(time.Now().Add(opTimeout))
 	eof := &eofTracker{Conn: raw}
-	d := &DataConn{Conn: eof, TCP: raw, eof: eof}
+	dc := &DataConn{Conn: eof, TCP: raw, eof: eof}
 	if conf != nil {
-		d.Conn = tls.Client(eof, conf)
+		dc.Conn = tls.Client(eof, conf)
 	}
-	return d
+	return dc
 }
 
 // CloseNotified reports whether the TLS stream ended by close_notify: Go's
