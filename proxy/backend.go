@@ -51,6 +51,7 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	start := time.Now()
 	c, err := s.srv.dial(ctx, "tcp", b.Address)
 	if err != nil {
+		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		s.log.Warn("backend dial failed", zap.String("backend", b.Name), zap.String("address", b.Address), zap.Error(err))
 		return nil, fmt.Errorf("%w: %v", errBackendRefused, err)
 	}
@@ -63,6 +64,7 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 		be.tlsConf.ClientSessionCache = &sessionCache{}
 	}
 	fail := func(msg string, err error) (*backendConn, error) {
+		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		c.Close()
 		s.log.Warn(msg, zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
 		return nil, fmt.Errorf("%w: %s: %v", errBackendRefused, msg, err)
@@ -128,6 +130,7 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 			}
 		}
 	}
+	s.srv.metrics.backendDial.WithLabelValues(b.Name).Observe(time.Since(start).Seconds())
 	s.log.Debug("backend connected", zap.String("backend", b.Name), zap.Stringer("address", be.remote),
 		zap.Stringer("tls", b.TLS), zap.Duration("took", time.Since(start)), zap.String("greeting", greet.String()))
 	return be, nil

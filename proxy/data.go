@@ -150,7 +150,7 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 		if peer.Addr() != s.client.Addr() && (!s.tcpPeer.IsValid() || peer.Addr() != s.tcpPeer.Addr()) {
 			s.log.Warn("data connection from a foreign address refused",
 				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
-			s.audit.PolicyDenied("data_peer", "", "data connection from "+peer.Addr().String())
+			s.denied("data_peer", "", "data connection from "+peer.Addr().String())
 			c.SetLinger(0)
 			c.Close()
 			continue
@@ -201,7 +201,7 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 	}
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	s.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
-	s.audit.PolicyDenied("session_reuse", "", nr.Error())
+	s.denied("session_reuse", "", nr.Error())
 	c.SetLinger(0)
 	c.Close()
 	return nil, nr
@@ -300,7 +300,7 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 	}
 	if why != "" {
 		s.log.Warn("active-mode address refused", zap.String("verb", cmd.Verb), zap.Stringer("named", ap), zap.String("reason", why))
-		s.audit.PolicyDenied("active_address", cmd.Verb, why)
+		s.denied("active_address", cmd.Verb, why)
 		return s.reply(cmd, 504, cmd.Verb+" refused: only your own address and ports from 1024 are allowed.")
 	}
 	s.dropPendingData()
@@ -675,6 +675,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		Code:    reply.Code,
 		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary,
 	})
+	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 	s.sendReply(x.verb, reply)
 	if aborted {
 		s.sendReply("ABOR", rewrite.NewReply(226, "Abort successful."))

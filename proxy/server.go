@@ -52,7 +52,8 @@ type Server struct {
 	users     map[string]int     // logged-in sessions by user name
 	draining  bool               // Shutdown or Close was called
 
-	bans *policy.Bans
+	bans    *policy.Bans
+	metrics *metrics
 
 	wg sync.WaitGroup // accept loops and sessions
 }
@@ -80,6 +81,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	s.metrics = newMetrics(s)
 	if s.dial == nil {
 		d := &net.Dialer{}
 		s.dial = d.DialContext
@@ -231,6 +233,10 @@ func (s *Server) serve(fl *frontListener, c net.Conn) {
 		return
 	}
 	defer s.untrack(sess)
+	active := s.metrics.sessionsActive.WithLabelValues(fl.cfg.Name)
+	active.Inc()
+	defer active.Dec()
+	s.metrics.sessionsTotal.WithLabelValues(fl.cfg.Name).Inc()
 	sess.run()
 }
 

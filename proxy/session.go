@@ -169,7 +169,7 @@ func (s *session) run() {
 		// Refused before TLS. A client of an implicit listener expects a
 		// TLS handshake and could not read a reply: it is just closed.
 		s.log.Info("policy denied", zap.String("rule", d.Rule), zap.Int("code", d.Code))
-		s.audit.PolicyDenied(d.Rule, "", d.Text)
+		s.denied(d.Rule, "", d.Text)
 		if s.lis.cfg.TLS == config.Explicit {
 			s.send("", rewrite.NewReply(d.Code, d.Text))
 		}
@@ -375,6 +375,7 @@ var transferVerbs = map[string]string{
 // dispatch handles one command. A returned error ends the session.
 func (s *session) dispatch(cmd rewrite.Command) error {
 	s.audit.Command(cmd)
+	s.srv.metrics.commands.WithLabelValues(verbLabel(cmd.Verb)).Inc()
 	if hook := dispatchHook.Load(); hook != nil {
 		(*hook)(cmd)
 	}
@@ -405,10 +406,16 @@ func refuse(code int, text string) func(*session, rewrite.Command) error {
 	}
 }
 
+// denied records a refusal by rule in the audit stream and the metrics.
+func (s *session) denied(rule, verb, reason string) {
+	s.audit.PolicyDenied(rule, verb, reason)
+	s.srv.metrics.denials.WithLabelValues(rule).Inc()
+}
+
 // deny answers a policy refusal, logs it and records it in the audit.
 func (s *session) deny(cmd rewrite.Command, d *policy.Denial) error {
 	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.Int("code", d.Code))
-	s.audit.PolicyDenied(d.Rule, cmd.Verb, d.Text)
+	s.denied(d.Rule, cmd.Verb, d.Text)
 	if err := s.reply(cmd, d.Code, d.Text); err != nil {
 		return err
 	}
@@ -435,7 +442,7 @@ func (s *session) cmdAUTH(cmd rewrite.Command) error {
 	// (CVE-2011-0411, CVE-2011-1575). Refuse it, never execute it.
 	if s.r.Buffered() > 0 {
 		s.log.Warn("plaintext pipelined after AUTH TLS; closing", zap.Int("bytes", s.r.Buffered()))
-		s.audit.PolicyDenied("starttls_injection", cmd.Verb, "data pipelined after AUTH")
+		s.denied("starttls_injection", cmd.Verb, "data pipelined after AUTH")
 		return errInjection
 	}
 	if err := s.reply(cmd, 234, "AUTH TLS successful; start the TLS handshake."); err != nil {
@@ -452,13 +459,15 @@ func (s *session) startTLS() error {
 	s.raw.SetDeadline(time.Time{})
 	if err != nil {
 		s.log.Info("TLS handshake failed", zap.Error(err))
-		s.audit.PolicyDenied("tls_handshake", "AUTH", err.Error())
+		s.denied("tls_handshake", "AUTH", err.Error())
+		s.srv.metrics.tlsFailures.Inc()
 		return err
 	}
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReader(tc)
 	s.log.Debug("TLS established", zap.String("version", tls.VersionName(cs.Version)),
 		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
+	s.srv.metrics.tlsHandshakes.WithLabelValues(tls.VersionName(cs.Version)).Inc()
 	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
 	return nil
 }
@@ -705,6 +714,7 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 func (s *session) loginResult(rep *rewrite.Reply) error {
 	switch {
 	case rep.Code == 230:
+		s.srv.metrics.logins.WithLabelValues("success").Inc()
 		s.loggedIn = true
 		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
@@ -712,6 +722,7 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
 			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code})
 	case rep.Code >= 400:
+		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.uncount()
 		s.log.Info("login failed", zap.Int("code", rep.Code))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
@@ -731,6 +742,7 @@ func (s *session) loginFailed() error {
 	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
 		zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
 	s.audit.Ban(s.client.Addr().String(), until, s.cfg.Bans.Failures)
+	s.srv.metrics.bans.Inc()
 	return errBanned
 }
 

@@ -13,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -136,6 +138,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := srv.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
+	}
+	if cfg.Admin != "" {
+		ln, err := net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			log.Error("cannot open the admin listener", zap.String("address", cfg.Admin), zap.Error(err))
+			srv.Close()
+			return 1
+		}
+		hs := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		defer hs.Close()
+		log.Info("admin listener: /metrics, /healthz, /readyz", zap.Stringer("address", ln.Addr()))
 	}
 	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,7 +100,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	// The port is free when chosen, but another test process may take it
 	// before run binds it: then run exits at once, or someone else's
 	// server answers. Try again on either.
-	var addr string
+	var addr, adminAddr string
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	done := make(chan int, 1)
 	for try := 0; ; try++ {
@@ -107,6 +108,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 			t.Fatalf("run never served on a free port:\n%s", logs.String())
 		}
 		addr = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+		adminAddr = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
 		first, last := ftptest.FreePortRange(t, 5)
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`listener "ftps" {
   address = %q
@@ -121,7 +123,10 @@ audit {
   file    = %q
   xferlog = %q
 }
-`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile, filepath.Join(dir, "xferlog"))), 0o600)
+admin {
+  address = %q
+}
+`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile, filepath.Join(dir, "xferlog"), adminAddr)), 0o600)
 		go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, logs) }()
 		if ok := waitOwnGreeting(addr, greeting, done); ok {
 			break
@@ -130,6 +135,17 @@ audit {
 	c := ftptest.Dial(t, addr)
 	c.Cmd(530, "USER alice") // TLS required by default
 	c.Cmd(221, "QUIT")
+
+	// The admin listener serves the metrics of this very session.
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `ftpsgate_policy_denials_total{rule="require_tls"} 1`) {
+		t.Fatalf("/metrics:\n%s", body)
+	}
 
 	// logrotate: rename, then SIGUSR1; events go to a new file.
 	if err := os.Rename(auditFile, auditFile+".1"); err != nil {

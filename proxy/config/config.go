@@ -38,6 +38,9 @@ type Config struct {
 	Timeouts Timeouts
 	Limits   Limits
 	Bans     policy.BanRules
+	// Admin is the address of the admin HTTP listener (/metrics,
+	// /healthz, /readyz), or "" for none.
+	Admin string
 }
 
 // TLSMode is how a listener starts TLS.
@@ -228,6 +231,7 @@ type fileSchema struct {
 	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
 	Limits    *limitsBlock    `hcl:"limits,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
+	Admin     *adminBlock     `hcl:"admin,block"`
 }
 
 type listenerBlock struct {
@@ -300,6 +304,10 @@ type timeoutsBlock struct {
 	DataStall     *string `hcl:"data_stall"`
 	BackendDial   *string `hcl:"backend_dial"`
 	BackendReply  *string `hcl:"backend_reply"`
+}
+
+type adminBlock struct {
+	Address *string `hcl:"address"`
 }
 
 type bansBlock struct {
@@ -578,6 +586,15 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 				c.errorf(rangeOf(blk, l.attr), "Invalid limit", "%s must be 0 (no bound) or more.", l.attr)
 			}
 			*l.dst = *l.v
+		}
+	}
+	if ab := fs.Admin; ab != nil {
+		cfg.Admin = "127.0.0.1:9100"
+		if ab.Address != nil {
+			cfg.Admin = *ab.Address
+			if err := checkHostPort(*ab.Address, true); err != nil {
+				c.errorf(rangeOf(c.block("admin", 0), "address"), "Invalid admin address", "%s", err)
+			}
 		}
 	}
 	if bb := fs.Bans; bb != nil {

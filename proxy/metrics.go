@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus collectors, on a registry of its own
+// (never the global one: two servers in one process, as in tests, must not
+// collide). Label values are bounded: listener, backend and rule names come
+// from the configuration, verbs from knownVerbs.
+type metrics struct {
+	reg *prometheus.Registry
+
+	sessionsActive  *prometheus.GaugeVec
+	sessionsTotal   *prometheus.CounterVec
+	logins          *prometheus.CounterVec
+	commands        *prometheus.CounterVec
+	denials         *prometheus.CounterVec
+	transfers       *prometheus.CounterVec
+	transferBytes   *prometheus.CounterVec
+	transferSeconds *prometheus.HistogramVec
+	tlsHandshakes   *prometheus.CounterVec
+	tlsFailures     prometheus.Counter
+	backendDial     *prometheus.HistogramVec
+	backendFailures *prometheus.CounterVec
+	bans            prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	ns := "ftpsgate"
+	m.sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions_active",
+		Help: "Control sessions open now."}, []string{"listener"})
+	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
+		Help: "Control sessions accepted."}, []string{"listener"})
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
+		Help: "Login attempts answered by a backend, by result."}, []string{"result"})
+	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_total",
+		Help: "Commands received, by verb (OTHER for verbs outside RFC 959 and its extensions)."}, []string{"verb"})
+	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_denials_total",
+		Help: "Refusals by policy, by rule."}, []string{"rule"})
+	m.transfers = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transfers_total",
+		Help: "Data transfers, by direction and result."}, []string{"direction", "result"})
+	m.transferBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transfer_bytes_total",
+		Help: "Bytes relayed on data connections, by direction."}, []string{"direction"})
+	m.transferSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "transfer_duration_seconds",
+		Help: "Duration of data transfers.", Buckets: prometheus.ExponentialBuckets(0.01, 4, 10)}, []string{"direction"})
+	m.tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tls_handshakes_total",
+		Help: "Completed client TLS handshakes on control connections, by version."}, []string{"version"})
+	m.tlsFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "tls_handshake_failures_total",
+		Help: "Failed client TLS handshakes on control connections."})
+	m.backendDial = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_connect_seconds",
+		Help: "Time to connect a backend, up to its greeting (and TLS).", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)},
+		[]string{"backend"})
+	m.backendFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_connect_failures_total",
+		Help: "Failed backend connections (dial, greeting, TLS)."}, []string{"backend"})
+	m.bans = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "bans_total",
+		Help: "Client addresses banned after failed logins."})
+	ports := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "passive_ports_in_use",
+		Help: "Passive ports held, all listeners."}, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		for _, fl := range s.listeners {
+			n += fl.ports.InUse()
+		}
+		return float64(n)
+	})
+	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
+		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
+		m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// knownVerbs bound the verb label; anything else counts as OTHER.
+var knownVerbs = map[string]bool{}
+
+func init() {
+	for _, v := range []string{"ABOR", "ACCT", "ALLO", "APPE", "AUTH", "CCC", "CDUP", "CWD", "DELE", "EPRT", "EPSV",
+		"FEAT", "HELP", "HOST", "LIST", "MDTM", "MFMT", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS",
+		"PASV", "PBSZ", "PORT", "PROT", "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO", "SITE", "SIZE",
+		"STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD", "XMKD", "XPWD", "XRMD"} {
+		knownVerbs[v] = true
+	}
+}
+
+func verbLabel(v string) string {
+	if knownVerbs[v] {
+		return v
+	}
+	return "OTHER"
+}
+
+func (m *metrics) transfer(direction, result string, bytes int64, d time.Duration) {
+	m.transfers.WithLabelValues(direction, result).Inc()
+	m.transferBytes.WithLabelValues(direction).Add(float64(bytes))
+	m.transferSeconds.WithLabelValues(direction).Observe(d.Seconds())
+}
+
+// AdminHandler serves /metrics (Prometheus text format), /healthz (200
+// while the process runs) and /readyz (200 while the listeners accept,
+// 503 before Start and once shutting down).
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		ready := len(s.listeners) > 0 && !s.draining
+		s.mu.Unlock()
+		if !ready {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}

@@ -1,0 +1,79 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// TestMetrics: after a login, a download, a refused command and a bogus
+// verb, /metrics shows each, with bounded labels; /healthz answers, and
+// /readyz turns 503 once the server shuts down.
+func TestMetrics(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "m.txt", []byte("metrics\n"))
+	g := startGate(t, be.Addr, gateOptions{policy: `deny_commands = ["DELE"]`})
+	admin := httptest.NewServer(g.srv.AdminHandler()) // on 127.0.0.1
+	defer admin.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR m.txt")
+	ftptest.ReadAll(t, d)
+	d.Close()
+	c.Expect(226)
+	c.Cmd(502, "DELE m.txt")
+	c.Send("XYZZY") // a verb no label should carry
+	c.Read()
+	c.Cmd(221, "QUIT")
+
+	code, body := get("/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`ftpsgate_sessions_total{listener="ftps"} 1`,
+		`ftpsgate_logins_total{result="success"} 1`,
+		`ftpsgate_commands_total{verb="RETR"} 1`,
+		`ftpsgate_commands_total{verb="OTHER"} 1`,
+		`ftpsgate_policy_denials_total{rule="deny_commands"} 1`,
+		`ftpsgate_transfers_total{direction="download",result="complete"} 1`,
+		`ftpsgate_transfer_bytes_total{direction="download"} 8`,
+		`ftpsgate_transfer_duration_seconds_count{direction="download"} 1`,
+		`ftpsgate_tls_handshakes_total{version="TLS 1.3"} 1`,
+		`ftpsgate_backend_connect_seconds_count{backend="legacy"} 1`,
+		`ftpsgate_passive_ports_in_use 0`,
+		`go_goroutines `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "XYZZY") {
+		t.Error("an unknown verb became a label value")
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d", code)
+	}
+	g.srv.Close()
+	if code, _ := get("/readyz"); code != 503 {
+		t.Fatalf("/readyz after Close: %d", code)
+	}
+}
