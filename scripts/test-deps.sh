@@ -15,7 +15,7 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done

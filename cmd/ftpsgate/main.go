@@ -152,6 +152,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Info("admin listener: /metrics, /healthz, /readyz", zap.Stringer("address", ln.Addr()))
 	}
 	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("systemd readiness notification failed", zap.Error(err))
+	}
 
 	for sig := range sigs {
 		if sig == syscall.SIGUSR1 {
@@ -168,6 +171,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			log.Warn("SIGHUP received: configuration reload is not supported yet; restart to apply changes")
 			continue
 		}
+		sdNotify("STOPPING=1")
 		log.Info("shutting down: waiting for transfers to finish", zap.Stringer("signal", sig),
 			zap.Duration("timeout", shutdownTimeout))
 		break

@@ -101,6 +101,28 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	// before run binds it: then run exits at once, or someone else's
 	// server answers. Try again on either.
 	var addr, adminAddr string
+	// systemd's notification socket, played by the test.
+	notifyPath := filepath.Join(dir, "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	notified := func(want string) {
+		t.Helper()
+		notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 256)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				t.Fatalf("no %s notification: %v", want, err)
+			}
+			if string(buf[:n]) == want {
+				return
+			}
+		}
+	}
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	done := make(chan int, 1)
 	for try := 0; ; try++ {
@@ -132,6 +154,7 @@ admin {
 			break
 		}
 	}
+	notified("READY=1")
 	c := ftptest.Dial(t, addr)
 	c.Cmd(530, "USER alice") // TLS required by default
 	c.Cmd(221, "QUIT")
@@ -164,6 +187,7 @@ admin {
 	c.Cmd(221, "QUIT")
 
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	notified("STOPPING=1")
 	select {
 	case code := <-done:
 		if code != 0 {
@@ -234,4 +258,32 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestSystemdUnit: the unit in deploy/ passes systemd-analyze verify
+// without a single warning (its binary path pointed at this test binary,
+// which exists and is executable).
+func TestSystemdUnit(t *testing.T) {
+	bin := ftptest.Tool(t, "systemd-analyze")
+	unit, err := os.ReadFile("../../deploy/ftpsgate.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ftpsgate.service")
+	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/ftpsgate"), []byte(self)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := ftptest.RunErr(time.Minute, "", bin, "verify", path)
+	if err != nil || strings.TrimSpace(out+errOut) != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s%s", err, out, errOut)
+	}
+	for _, want := range []string{"Type=notify", "DynamicUser=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "ProtectSystem=strict"} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
 }
