@@ -65,11 +65,11 @@ func (b *Bans) Check(a netip.Addr, now time.Time) *Denial {
 // ban this failure started, or the zero time if it started none.
 func (b *Bans) Failure(a netip.Addr, now time.Time) time.Time {
 	a = a.Unmap()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.rules.Failures <= 0 || b.safe(a) {
 		return time.Time{}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if until, ok := b.until[a]; ok && now.Before(until) {
 		return time.Time{} // already banned
 	}
@@ -93,4 +93,12 @@ func (b *Bans) Failure(a netip.Addr, now time.Time) time.Time {
 	until := now.Add(b.rules.Duration)
 	b.until[a] = until
 	return until
+}
+
+// SetRules replaces the rules (a reload); failures counted and bans in
+// force are kept.
+func (b *Bans) SetRules(r BanRules) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rules = r
 }

@@ -79,7 +79,7 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 	s.dropPendingData() // one pending data connection per session
 	var advertise netip.Addr
 	if cmd.Verb == "PASV" {
-		advertise = s.lis.cfg.PublicAddress
+		advertise = s.lcfg.PublicAddress
 		if !advertise.IsValid() {
 			advertise = s.local.Addr()
 		}
@@ -87,9 +87,9 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 			return s.reply(cmd, 425, "PASV works over IPv4 only; use EPSV.")
 		}
 	}
-	ln, err := s.lis.ports.Listen(s.local.Addr())
+	ln, err := s.ports.Listen(s.local.Addr())
 	if err != nil {
-		s.log.Warn("no passive port", zap.Error(err), zap.Int("in_use", s.lis.ports.InUse()))
+		s.log.Warn("no passive port", zap.Error(err), zap.Int("in_use", s.ports.InUse()))
 		return s.reply(cmd, 425, "No data port available; try again later.")
 	}
 	s.pending = s.listenData(ln, s.prot == 'P')
@@ -192,7 +192,7 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 		return nil, fmt.Errorf("TLS handshake on the data connection: %w", err)
 	}
 	cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
-	if cd.resumed || !s.lis.cfg.RequireSessionReuse {
+	if cd.resumed || !s.lcfg.RequireSessionReuse {
 		if !cd.resumed {
 			s.log.Info("data connection did not resume the control TLS session; accepted (require_session_reuse = false)",
 				zap.Bool("foreign_ticket", h.foreign))

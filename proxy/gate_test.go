@@ -36,6 +36,7 @@ type gate struct {
 	audit    *observer.ObservedLogs // audit events
 	auditBuf *syncBuffer
 	xferlog  *syncBuffer // xferlog lines
+	src      string      // the configuration's HCL
 }
 
 type gateOptions struct {
@@ -107,7 +108,7 @@ policy {
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)
 	}
-	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}, xferlog: &syncBuffer{}}
+	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}, xferlog: &syncBuffer{}, src: src}
 
 	logCore, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), logCore))

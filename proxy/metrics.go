@@ -67,7 +67,7 @@ func newMetrics(s *Server) *metrics {
 		defer s.mu.Unlock()
 		n := 0
 		for _, fl := range s.listeners {
-			n += fl.ports.InUse()
+			n += fl.ports.Load().InUse()
 		}
 		return float64(n)
 	})

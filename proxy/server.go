@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,12 +59,47 @@ type Server struct {
 	wg sync.WaitGroup // accept loops and sessions
 }
 
-// frontListener is one configured listener, bound.
+// frontListener is one configured listener, bound. Its configuration,
+// certificate and passive port pool may be replaced by a reload; its TLS
+// configuration is built once, so that its session-ticket keys outlive
+// reloads (a session opened before one still binds its data connections
+// after it).
 type frontListener struct {
-	cfg     *config.Listener
+	cur     atomic.Pointer[config.Listener]
+	cert    atomic.Pointer[tls.Certificate]
+	ports   atomic.Pointer[dataport.Pool]
 	ln      net.Listener
 	tlsConf *tls.Config
-	ports   *dataport.Pool
+}
+
+// config is the listener's current configuration.
+func (fl *frontListener) config() *config.Listener { return fl.cur.Load() }
+
+// update installs a reloaded configuration for the same address.
+func (fl *frontListener) update(lc *config.Listener) {
+	old := fl.config()
+	fl.cur.Store(lc)
+	fl.cert.Store(lc.Certificate)
+	if old.PassivePorts != lc.PassivePorts {
+		fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
+	}
+}
+
+// bind opens the socket of lc.
+func bind(lc *config.Listener) (*frontListener, error) {
+	ln, err := net.Listen("tcp", lc.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
+	}
+	fl := &frontListener{ln: ln}
+	fl.cur.Store(lc)
+	fl.cert.Store(lc.Certificate)
+	fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
+	fl.tlsConf = frontTLSConfig(fl.cert.Load)
+	if lc.ProxyProtocol != nil {
+		fl.ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: lc.ProxyProtocol.HeaderTimeout, ConnPolicy: proxyPolicy(fl)}
+	}
+	return fl, nil
 }
 
 // New returns a Server for cfg. It does not listen until Start.
@@ -93,23 +129,15 @@ func New(cfg *config.Config, opt Options) *Server {
 // none stays open and the error names it.
 func (s *Server) Start() error {
 	var fls []*frontListener
-	for _, lc := range s.cfg.Listeners {
-		ln, err := net.Listen("tcp", lc.Address)
+	for _, lc := range s.config().Listeners {
+		fl, err := bind(lc)
 		if err != nil {
 			for _, fl := range fls {
 				fl.ln.Close()
 			}
-			return fmt.Errorf("listener %q: %w", lc.Name, err)
+			return err
 		}
-		if pp := lc.ProxyProtocol; pp != nil {
-			ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: pp.HeaderTimeout, ConnPolicy: proxyPolicy(pp)}
-		}
-		fls = append(fls, &frontListener{
-			cfg:     lc,
-			ln:      ln,
-			tlsConf: frontTLSConfig(lc),
-			ports:   dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last),
-		})
+		fls = append(fls, fl)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -120,20 +148,83 @@ func (s *Server) Start() error {
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
-	for _, b := range s.cfg.Backends {
+	for _, b := range s.cfg.Backends { // under mu
 		if b.InsecureSkipVerify {
 			s.log.Warn("backend certificate not verified (insecure_skip_verify)", zap.String("backend", b.Name),
 				zap.String("address", b.Address))
 		}
 	}
 	for _, fl := range fls {
-		s.log.Info("listening", zap.String("listener", fl.cfg.Name), zap.Stringer("address", fl.ln.Addr()),
-			zap.Stringer("tls", fl.cfg.TLS), zap.Stringer("passive_ports", fl.cfg.PassivePorts),
-			zap.String("backend", fl.cfg.Backend.Name))
-		s.wg.Add(1)
-		go s.acceptLoop(fl)
+		s.startListener(fl)
 	}
 	return nil
+}
+
+// startListener logs the listener and starts its accept loop; under mu.
+func (s *Server) startListener(fl *frontListener) {
+	lc := fl.config()
+	s.log.Info("listening", zap.String("listener", lc.Name), zap.Stringer("address", fl.ln.Addr()),
+		zap.Stringer("tls", lc.TLS), zap.Stringer("passive_ports", lc.PassivePorts),
+		zap.String("backend", lc.Backend.Name))
+	s.wg.Add(1)
+	go s.acceptLoop(fl)
+}
+
+// config is the configuration new sessions take.
+func (s *Server) config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Reload makes cfg the configuration of new sessions; sessions already
+// open keep theirs. Listeners are matched by name: one whose address and
+// use of the PROXY protocol are unchanged keeps its socket and takes the
+// new settings and certificate; others are closed, and new ones bound. A
+// listener that cannot be bound is reported in the error; the rest of the
+// reload stands.
+func (s *Server) Reload(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return errors.New("server is shut down")
+	}
+	old := map[string]*frontListener{}
+	for _, fl := range s.listeners {
+		old[fl.config().Name] = fl
+	}
+	var keep, add []*frontListener
+	var toBind []*config.Listener
+	for _, lc := range cfg.Listeners {
+		fl := old[lc.Name]
+		if fl != nil && fl.config().Address == lc.Address && (fl.config().ProxyProtocol == nil) == (lc.ProxyProtocol == nil) {
+			fl.update(lc)
+			keep = append(keep, fl)
+			delete(old, lc.Name)
+			continue
+		}
+		toBind = append(toBind, lc)
+	}
+	for name, fl := range old { // removed, or replaced by a new socket
+		s.log.Info("listener closed by reload", zap.String("listener", name))
+		fl.ln.Close()
+	}
+	var errs []error
+	for _, lc := range toBind {
+		fl, err := bind(lc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		add = append(add, fl)
+	}
+	s.listeners = append(keep, add...)
+	for _, fl := range add {
+		s.startListener(fl)
+	}
+	s.cfg = cfg
+	s.bans.SetRules(cfg.Bans)
+	return errors.Join(errs...)
 }
 
 // Addr is the bound address of the named listener, or nil.
@@ -141,7 +232,7 @@ func (s *Server) Addr(listener string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, fl := range s.listeners {
-		if fl.cfg.Name == listener {
+		if fl.config().Name == listener {
 			return fl.ln.Addr()
 		}
 	}
@@ -169,8 +260,8 @@ func (s *Server) PassivePortsInUse(listener string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, fl := range s.listeners {
-		if fl.cfg.Name == listener {
-			return fl.ports.InUse()
+		if fl.config().Name == listener {
+			return fl.ports.Load().InUse()
 		}
 	}
 	return -1
@@ -189,7 +280,7 @@ func (s *Server) acceptLoop(fl *frontListener) {
 				return
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; backing off", zap.String("listener", fl.cfg.Name),
+			s.log.Warn("accept failed; backing off", zap.String("listener", fl.config().Name),
 				zap.Error(err), zap.Duration("backoff", backoff))
 			time.Sleep(backoff)
 			continue
@@ -207,7 +298,7 @@ func (s *Server) serve(fl *frontListener, c net.Conn) {
 	defer s.wg.Done()
 	peer := addrPortOf(c.RemoteAddr()) // with a PROXY header, this reads it
 	var tcpPeer netip.AddrPort
-	if fl.cfg.ProxyProtocol != nil {
+	if fl.config().ProxyProtocol != nil {
 		// A connection the policy SKIPs comes unwrapped.
 		pc, _ := c.(*proxyproto.Conn)
 		raw := c
@@ -216,12 +307,12 @@ func (s *Server) serve(fl *frontListener, c net.Conn) {
 		}
 		from := addrPortOf(raw.RemoteAddr())
 		if err := s.checkProxyHeader(fl, pc, from); err != nil {
-			s.log.Warn("connection refused: PROXY protocol", zap.String("listener", fl.cfg.Name),
+			s.log.Warn("connection refused: PROXY protocol", zap.String("listener", fl.config().Name),
 				zap.Stringer("from", from), zap.Error(err))
 			c.Close()
 			return
 		}
-		if pc != nil && trusted(fl.cfg.ProxyProtocol, from.Addr()) {
+		if pc != nil && trusted(fl.config().ProxyProtocol, from.Addr()) {
 			peer, tcpPeer = addrPortOf(pc.RemoteAddr()), from
 		} else {
 			peer = from
@@ -233,10 +324,10 @@ func (s *Server) serve(fl *frontListener, c net.Conn) {
 		return
 	}
 	defer s.untrack(sess)
-	active := s.metrics.sessionsActive.WithLabelValues(fl.cfg.Name)
+	active := s.metrics.sessionsActive.WithLabelValues(fl.config().Name)
 	active.Inc()
 	defer active.Dec()
-	s.metrics.sessionsTotal.WithLabelValues(fl.cfg.Name).Inc()
+	s.metrics.sessionsTotal.WithLabelValues(fl.config().Name).Inc()
 	sess.run()
 }
 
@@ -244,9 +335,9 @@ func (s *Server) serve(fl *frontListener, c net.Conn) {
 // balancer must send a header; anyone else is left alone (SKIP: no header
 // is waited for, as FTP's server speaks first) and then served directly or
 // closed by checkProxyHeader.
-func proxyPolicy(pp *config.ProxyProtocol) proxyproto.ConnPolicyFunc {
+func proxyPolicy(fl *frontListener) proxyproto.ConnPolicyFunc {
 	return func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-		if trusted(pp, addrPortOf(o.Upstream).Addr()) {
+		if pp := fl.config().ProxyProtocol; pp != nil && trusted(pp, addrPortOf(o.Upstream).Addr()) {
 			return proxyproto.REQUIRE, nil
 		}
 		return proxyproto.SKIP, nil
@@ -266,7 +357,7 @@ func trusted(pp *config.ProxyProtocol, a netip.Addr) bool {
 // from a trusted balancer it must have sent a valid header (read within the
 // header timeout); from elsewhere it is served only with allow_direct.
 func (s *Server) checkProxyHeader(fl *frontListener, pc *proxyproto.Conn, tcpPeer netip.AddrPort) error {
-	pp := fl.cfg.ProxyProtocol
+	pp := fl.config().ProxyProtocol
 	if !trusted(pp, tcpPeer.Addr()) {
 		if pp.AllowDirect {
 			return nil
@@ -317,8 +408,8 @@ func (s *Server) admit(a netip.Addr) *policy.Denial {
 	if d := s.bans.Check(a, time.Now()); d != nil {
 		return d
 	}
-	l := s.cfg.Limits
 	s.mu.Lock()
+	l := s.cfg.Limits
 	total, fromA := len(s.sessions), s.perIP[a]
 	s.mu.Unlock()
 	if l.MaxSessions > 0 && total > l.MaxSessions {

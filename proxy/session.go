@@ -24,6 +24,7 @@ import (
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/dataport"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
 
@@ -41,9 +42,13 @@ import (
 // data flows; while it runs, the transfer owns the backend control
 // connection and the session waits for it before any other command.
 type session struct {
-	srv   *Server
-	cfg   *config.Config
-	lis   *frontListener
+	srv *Server
+	cfg *config.Config
+	lis *frontListener
+	// The configuration snapshots the session lives by, taken when it
+	// starts: a reload (SIGHUP) changes new sessions only.
+	lcfg  *config.Listener
+	ports *dataport.Pool
 	id    string
 	log   *zap.Logger // base, plus the user once known
 	base  *zap.Logger // session, client, listener
@@ -98,7 +103,9 @@ type session struct {
 func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer netip.AddrPort) *session {
 	s := &session{
 		srv:     srv,
-		cfg:     srv.cfg,
+		cfg:     srv.config(),
+		lcfg:    fl.config(),
+		ports:   fl.ports.Load(),
 		lis:     fl,
 		id:      newSessionID(),
 		start:   time.Now(),
@@ -115,11 +122,11 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 		s.local = addrPortOf(pc.Raw().LocalAddr())
 	}
 	s.base = srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
-		zap.String("listener", fl.cfg.Name))
+		zap.String("listener", s.lcfg.Name))
 	s.log = s.base
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReader(c)
-	s.bind = newTLSBinding(fl.tlsConf)
+	s.bind = newTLSBinding(fl.tlsConf, s.lcfg.MinTLSVersion)
 	return s
 }
 
@@ -159,9 +166,9 @@ func (s *session) run() {
 	if s.tcpPeer.IsValid() {
 		tcpPeer = s.tcpPeer.String()
 	}
-	s.audit.Start(s.lis.cfg.Name, s.client.String(), s.local.String(), tcpPeer)
+	s.audit.Start(s.lcfg.Name, s.client.String(), s.local.String(), tcpPeer)
 	s.log.Debug("session started", zap.Stringer("local", s.local))
-	d := policy.Address(s.lis.cfg.AllowCIDRs, s.lis.cfg.DenyCIDRs, s.client.Addr())
+	d := policy.Address(s.lcfg.AllowCIDRs, s.lcfg.DenyCIDRs, s.client.Addr())
 	if d == nil {
 		d = s.srv.admit(s.client.Addr())
 	}
@@ -170,20 +177,20 @@ func (s *session) run() {
 		// TLS handshake and could not read a reply: it is just closed.
 		s.log.Info("policy denied", zap.String("rule", d.Rule), zap.Int("code", d.Code))
 		s.denied(d.Rule, "", d.Text)
-		if s.lis.cfg.TLS == config.Explicit {
+		if s.lcfg.TLS == config.Explicit {
 			s.send("", rewrite.NewReply(d.Code, d.Text))
 		}
 		how = "refused: " + d.Rule
 		return
 	}
 
-	if s.lis.cfg.TLS == config.Implicit {
+	if s.lcfg.TLS == config.Implicit {
 		if err := s.startTLS(); err != nil {
 			how = "tls handshake failed"
 			return
 		}
 	}
-	if err := s.send("", rewrite.NewReply(220, s.lis.cfg.Greeting)); err != nil {
+	if err := s.send("", rewrite.NewReply(220, s.lcfg.Greeting)); err != nil {
 		return
 	}
 	for {
@@ -655,7 +662,7 @@ func (s *session) chooseBackend(user string) (*config.Backend, string) {
 	if rt := policy.ChooseRoute(s.cfg.Routes, user, s.host, sni); rt != nil {
 		return s.cfg.Backends[rt.Backend], rt.Name
 	}
-	return s.lis.cfg.Backend, ""
+	return s.lcfg.Backend, ""
 }
 
 // uncount gives back the session's place under max_sessions_per_user.

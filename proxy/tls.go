@@ -9,8 +9,6 @@ import (
 	"net"
 	"slices"
 	"sync/atomic"
-
-	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
 // alpnFTP is the ALPN protocol id of FTP (IANA registry; RFC 7301). A
@@ -22,11 +20,13 @@ const alpnFTP = "ftp"
 // frontTLSConfig is the server-side TLS configuration of a listener, shared
 // by its control and data connections: data connections resume the control
 // connection's session from the tickets this configuration issues.
-func frontTLSConfig(l *config.Listener) *tls.Config {
+// The certificate comes from cert at each handshake, so that a reload can
+// replace it; the minimum version is set per session (tlsBinding).
+func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{*l.Certificate},
-		MinVersion:   l.MinTLSVersion,
-		NextProtos:   []string{alpnFTP},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{alpnFTP},
 		// Go servers never renegotiate; session tickets are on, with
 		// keys rotated by crypto/tls.
 	}
@@ -67,14 +67,15 @@ const bindTag = "ftpsgate-bind/"
 // ConnectionState.DidResume alone would accept any ticket this listener
 // ever issued, including another client's.
 type tlsBinding struct {
-	id   []byte
-	base *tls.Config // the listener's: its ticket keys encrypt every ticket
+	id         []byte
+	base       *tls.Config // the listener's: its ticket keys encrypt every ticket
+	minVersion uint16      // the session's listener's tls_min_version
 }
 
-func newTLSBinding(base *tls.Config) *tlsBinding {
+func newTLSBinding(base *tls.Config, minVersion uint16) *tlsBinding {
 	id := make([]byte, 16)
 	rand.Read(id)
-	return &tlsBinding{id: append([]byte(bindTag), id...), base: base}
+	return &tlsBinding{id: append([]byte(bindTag), id...), base: base, minVersion: minVersion}
 }
 
 // wrap issues a ticket bound to this session, replacing any binding the
@@ -106,6 +107,7 @@ func (b *tlsBinding) owns(ss *tls.SessionState) bool {
 // the earlier session's id).
 func (b *tlsBinding) control() *tls.Config {
 	c := b.base.Clone()
+	c.MinVersion = b.minVersion
 	c.WrapSession = b.wrap
 	c.UnwrapSession = func([]byte, tls.ConnectionState) (*tls.SessionState, error) { return nil, nil }
 	return c
@@ -128,6 +130,7 @@ const extSessionTicket = 35
 // handshake follows, which the caller refuses when reuse is required).
 func (b *tlsBinding) data(h *dataHandshake) *tls.Config {
 	c := b.base.Clone()
+	c.MinVersion = b.minVersion
 	c.WrapSession = b.wrap
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		h.idOnly = !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) &&

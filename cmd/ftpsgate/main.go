@@ -167,8 +167,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			continue
 		}
 		if sig == syscall.SIGHUP {
-			// A HUP must not kill the proxy; live reload is not built yet.
-			log.Warn("SIGHUP received: configuration reload is not supported yet; restart to apply changes")
+			reload(log, srv, *path, stderr)
 			continue
 		}
 		sdNotify("STOPPING=1")
@@ -183,6 +182,29 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("ftpsgate stopped")
 	return 0
+}
+
+// reload reads and checks the configuration and, if it is valid, makes it
+// the configuration of new sessions; if not, every diagnostic is logged and
+// the proxy runs on as before. The audit files and the admin listener are
+// kept as they were at start.
+func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
+	sdNotify("RELOADING=1")
+	defer sdNotify("READY=1")
+	cfg, diags := config.Load(path)
+	if diags.HasErrors() {
+		for _, d := range diags.Errs() {
+			log.Error("configuration reload refused", zap.String("config", path), zap.Error(d))
+		}
+		writeDiags(stderr, path, diags)
+		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path))
+		return
+	}
+	if err := srv.Reload(cfg); err != nil {
+		log.Error("configuration reloaded, but not every listener could be bound", zap.Error(err))
+		return
+	}
+	log.Info("configuration reloaded: new sessions use it, open sessions keep theirs", zap.String("config", path))
 }
 
 func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {

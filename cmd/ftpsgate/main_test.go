@@ -186,6 +186,30 @@ admin {
 	c.Cmd(530, "USER bob")
 	c.Cmd(221, "QUIT")
 
+	// SIGHUP: an invalid file is refused and logged, the proxy runs on;
+	// a valid one is taken by new sessions.
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg, append(append([]byte(nil), good...), "listener {\n"...), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	notified("RELOADING=1")
+	notified("READY=1")
+	if !strings.Contains(logs.String(), "configuration reload refused") {
+		t.Fatalf("no refusal logged:\n%s", logs.String())
+	}
+	if got := readGreeting(t, addr); got != "220 "+greeting {
+		t.Fatalf("greeting after a refused reload: %q", got)
+	}
+	os.WriteFile(cfg, bytes.Replace(good, []byte(greeting), []byte("reloaded by SIGHUP"), 1), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	notified("RELOADING=1")
+	notified("READY=1")
+	if got := readGreeting(t, addr); got != "220 reloaded by SIGHUP" {
+		t.Fatalf("greeting after the reload: %q\n%s", got, logs.String())
+	}
+
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	notified("STOPPING=1")
 	select {
@@ -286,4 +310,17 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("the unit lacks %s", want)
 		}
 	}
+}
+
+// readGreeting returns the first line addr sends.
+func readGreeting(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
 }

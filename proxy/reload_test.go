@@ -1,0 +1,87 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// TestReload: a reload changes what new sessions get (policy, greeting,
+// certificate) while a session opened before it finishes its download
+// intact and still binds new data connections to its TLS session (the
+// ticket keys survive the reload).
+func TestReload(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	size := int64(64 << 20)
+	sum := ftptest.RandomFile(t, be.Root+"/big.bin", size)
+	writeFile(t, be.Root, "small.txt", []byte("after the reload\n"))
+	g := startGate(t, be.Addr, gateOptions{})
+
+	old := ftptest.Dial(t, g.explicit)
+	old.AuthTLS(g.certs.ClientConfig())
+	old.Login(be.User, be.Password)
+	old.Cmd(200, "TYPE I")
+	d := old.DialData(old.EPSV())
+	old.Cmd(150, "RETR big.bin")
+	h := sha256.New()
+	if _, err := io.CopyN(h, d, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+
+	newCerts := ftptest.NewCerts(t, ftptest.RSA)
+	src := strings.ReplaceAll(g.src, g.certs.CertFile, newCerts.CertFile)
+	src = strings.ReplaceAll(src, g.certs.KeyFile, newCerts.KeyFile)
+	src = strings.Replace(src, "policy {", "policy {\n  deny_users = [\""+be.User+"\"]", 1)
+	src = strings.Replace(src, `backend       = "legacy"`, `backend       = "legacy"`+"\n  greeting = \"reloaded\"", 1)
+	cfg, diags := config.Parse([]byte(src), "reloaded.hcl")
+	if diags.HasErrors() {
+		t.Fatalf("%s\n%s", diags.Error(), src)
+	}
+	if err := g.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old session: its download completes, intact.
+	if _, err := io.Copy(h, d); err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != sum {
+		t.Fatal("the download in flight was damaged by the reload")
+	}
+	old.Expect(226)
+	// A new data connection still resumes the session's TLS session.
+	d = old.DialData(old.EPSV())
+	old.Cmd(150, "RETR small.txt")
+	if got := string(ftptest.ReadAll(t, d)); got != "after the reload\n" {
+		t.Fatalf("after the reload: %q", got)
+	}
+	old.Expect(226)
+	old.Cmd(221, "QUIT")
+
+	// New sessions: new greeting, new certificate, new policy.
+	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.HasPrefix(got, "220 reloaded") {
+		t.Fatalf("greeting after the reload: %q", got)
+	}
+	c := ftptest.Dial(t, g.explicit)
+	c.Cmd(234, "AUTH TLS")
+	tc := tls.Client(c.Raw, g.certs.ClientConfig()) // the old CA
+	c.Raw.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("the old certificate is still served")
+	}
+	c = ftptest.Dial(t, g.explicit)
+	c.AuthTLS(newCerts.ClientConfig())
+	c.Cmd(530, "USER %s", be.User)
+	for _, e := range g.eventsOf(t, "transfer") {
+		if e["result"] != "complete" || e["data_tls_resumed"] != true {
+			t.Fatalf("transfer %v", e)
+		}
+	}
+}
