@@ -113,14 +113,22 @@ func epsvProto(a netip.Addr) string {
 // listenData starts the goroutine that accepts the client's data
 // connection on ln.
 func (s *session) listenData(ln *dataport.Listener, useTLS bool) *pendingData {
+	return s.startPending(func(ctx context.Context) dataResult {
+		defer ln.Close()
+		return s.acceptData(ctx, ln, useTLS)
+	})
+}
+
+// startPending runs get in a goroutine of the session; its result is the
+// pending data connection's.
+func (s *session) startPending(get func(context.Context) dataResult) *pendingData {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pendingData{ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(p.done)
-		defer ln.Close()
-		p.ready <- s.acceptData(ctx, ln, useTLS)
+		p.ready <- get(ctx)
 	}()
 	return p
 }
@@ -228,15 +236,7 @@ func (p *pendingData) close() {
 // dialData starts connecting to the client's active-mode address ap, from
 // the address the client reached.
 func (s *session) dialData(ap netip.AddrPort, useTLS bool) *pendingData {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &pendingData{ready: make(chan dataResult, 1), cancel: cancel, done: make(chan struct{})}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(p.done)
-		p.ready <- s.connectData(ctx, ap, useTLS)
-	}()
-	return p
+	return s.startPending(func(ctx context.Context) dataResult { return s.connectData(ctx, ap, useTLS) })
 }
 
 func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS bool) dataResult {

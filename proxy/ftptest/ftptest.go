@@ -130,14 +130,29 @@ func FreePortRange(t testing.TB, n int) (first, last int) {
 // WaitGreeting waits until a server at addr sends a 220 greeting, polling
 // until timeout. It is a readiness check, not a sleep.
 func WaitGreeting(addr string, timeout time.Duration) error {
+	return waitGreeting(addr, timeout, nil)
+}
+
+// waitGreetingTLS is WaitGreeting for an implicit-FTPS server.
+func waitGreetingTLS(addr string, conf *tls.Config, timeout time.Duration) error {
+	return waitGreeting(addr, timeout, conf)
+}
+
+// waitGreeting polls addr until it greets with 220 (over TLS from the
+// first byte when conf is set), or timeout passes.
+func waitGreeting(addr string, timeout time.Duration, conf *tls.Config) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
+			var r io.Reader = c
+			if conf != nil {
+				r = tls.Client(c, conf)
+			}
 			buf := make([]byte, 4)
-			_, err = io.ReadFull(c, buf)
+			_, err = io.ReadFull(r, buf)
 			c.Close()
 			if err == nil && string(buf[:3]) == "220" {
 				return nil
@@ -150,31 +165,6 @@ func WaitGreeting(addr string, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("no 220 greeting from %s within %s: %v", addr, timeout, last)
-}
-
-// waitGreetingTLS is WaitGreeting for an implicit-FTPS server.
-func waitGreetingTLS(addr string, conf *tls.Config, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			tc := tls.Client(c, conf)
-			buf := make([]byte, 4)
-			_, err = io.ReadFull(tc, buf)
-			tc.Close()
-			if err == nil && string(buf[:3]) == "220" {
-				return nil
-			}
-			if err == nil {
-				err = fmt.Errorf("greeting %q", buf)
-			}
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("no 220 greeting over TLS from %s within %s: %v", addr, timeout, last)
 }
 
 // RandomFile writes size random bytes to path and returns their SHA-256.
