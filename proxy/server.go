@@ -148,16 +148,21 @@ func (s *Server) Start() error {
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
-	for _, b := range s.cfg.Backends { // under mu
+	s.warnInsecure(s.cfg)
+	for _, fl := range fls {
+		s.startListener(fl)
+	}
+	return nil
+}
+
+// warnInsecure logs each backend whose certificate is not verified.
+func (s *Server) warnInsecure(cfg *config.Config) {
+	for _, b := range cfg.Backends {
 		if b.InsecureSkipVerify {
 			s.log.Warn("backend certificate not verified (insecure_skip_verify)", zap.String("backend", b.Name),
 				zap.String("address", b.Address))
 		}
 	}
-	for _, fl := range fls {
-		s.startListener(fl)
-	}
-	return nil
 }
 
 // startListener logs the listener and starts its accept loop; under mu.
@@ -224,6 +229,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	}
 	s.cfg = cfg
 	s.bans.SetRules(cfg.Bans)
+	s.warnInsecure(cfg)
 	return errors.Join(errs...)
 }
 
