@@ -45,6 +45,8 @@ demo: build test-deps
 # Measures proxied against direct transfers in one run (needs root).
 bench: build test-deps
 	./scripts/bench.sh
+	@echo "bench: command round trips, direct (clear) vs through ftpsgate (TLS), 3000 each"
+	$(GO) test -run '^$$' -bench '^BenchmarkNOOP$$' -benchtime 3000x ./proxy/
 
 clean:
 	rm -rf bin results
