@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -116,7 +117,7 @@ policy {
 	auditJSON := zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(g.auditBuf), zap.InfoLevel)
 	g.logs, g.audit = logs, auditObs
 
-	g.srv = proxy.New(cfg, proxy.Options{Logger: log, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
 	if err := g.srv.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,56 @@ func TestReload(t *testing.T) {
 		if e["result"] != "complete" || e["data_tls_resumed"] != true {
 			t.Fatalf("transfer %v", e)
 		}
+	}
+}
+
+// TestCertificateFilesWatched: when the certificate files change (a
+// renewal), new handshakes get the new pair without a SIGHUP; files that do
+// not load are logged and the current certificate is kept.
+func TestCertificateFilesWatched(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	handshake := func(conf *tls.Config) error {
+		c := ftptest.Dial(t, g.explicit)
+		c.Cmd(234, "AUTH TLS")
+		tc := tls.Client(c.Raw, conf)
+		c.Raw.SetDeadline(time.Now().Add(30 * time.Second))
+		return tc.Handshake()
+	}
+	copyFile := func(dst, src string) {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, ok func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond) // polling, bounded by the deadline
+		}
+	}
+	// A broken file: logged, the current certificate stays.
+	if err := os.WriteFile(g.certs.CertFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the refusal", func() bool {
+		return g.logged("certificate files changed but do not load; keeping the current certificate")
+	})
+	if err := handshake(g.certs.ClientConfig()); err != nil {
+		t.Fatalf("the current certificate was dropped: %v", err)
+	}
+	// A renewal: the new pair is served.
+	renewed := ftptest.NewCerts(t, ftptest.RSA)
+	copyFile(g.certs.KeyFile, renewed.KeyFile)
+	copyFile(g.certs.CertFile, renewed.CertFile)
+	waitFor("the new certificate", func() bool { return handshake(renewed.ClientConfig()) == nil })
+	if !g.logged("certificate reloaded") {
+		t.Fatal("no log line for the reload")
 	}
 }

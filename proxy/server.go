@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Audit receives audit events. If nil, they are discarded.
 	Audit *audit.Logger
+	// CertCheckInterval is how often the listeners' certificate and key
+	// files are checked for changes (reloaded when both parse). Zero means
+	// 10 seconds.
+	CertCheckInterval time.Duration
 	// DialBackend opens connections to backends, control and data. If
 	// nil, a net.Dialer is used.
 	DialBackend func(ctx context.Context, network, address string) (net.Conn, error)
@@ -55,6 +60,10 @@ type Server struct {
 
 	bans    *policy.Bans
 	metrics *metrics
+
+	certEvery time.Duration
+	stop      chan struct{} // closed by Shutdown
+	stopOnce  sync.Once
 
 	wg sync.WaitGroup // accept loops and sessions
 }
@@ -118,6 +127,11 @@ func New(cfg *config.Config, opt Options) *Server {
 		s.log = zap.NewNop()
 	}
 	s.metrics = newMetrics(s)
+	s.stop = make(chan struct{})
+	s.certEvery = opt.CertCheckInterval
+	if s.certEvery <= 0 {
+		s.certEvery = 10 * time.Second
+	}
 	if s.dial == nil {
 		d := &net.Dialer{}
 		s.dial = d.DialContext
@@ -152,7 +166,56 @@ func (s *Server) Start() error {
 	for _, fl := range fls {
 		s.startListener(fl)
 	}
+	s.wg.Add(1)
+	go s.watchCertificates()
 	return nil
+}
+
+// watchCertificates reloads a listener's certificate when its files change
+// (a renewal by certbot or cert-manager), without a SIGHUP. A pair that
+// does not load is logged and the current one kept. New handshakes get the
+// new certificate; open sessions are unaffected.
+func (s *Server) watchCertificates() {
+	defer s.wg.Done()
+	seen := map[*frontListener]string{}
+	stamp := func(lc *config.Listener) string {
+		var st string
+		for _, p := range []string{lc.CertFile, lc.KeyFile} {
+			if fi, err := os.Stat(p); err == nil {
+				st += fmt.Sprintf("%s|%d|%d;", p, fi.Size(), fi.ModTime().UnixNano())
+			}
+		}
+		return st
+	}
+	t := time.NewTicker(s.certEvery)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		fls := append([]*frontListener(nil), s.listeners...)
+		s.mu.Unlock()
+		for _, fl := range fls {
+			lc := fl.config()
+			st := stamp(lc)
+			prev, known := seen[fl]
+			seen[fl] = st
+			if !known || st == prev {
+				continue
+			}
+			cert, err := config.LoadKeyPair(lc.CertFile, lc.KeyFile)
+			if err != nil {
+				s.log.Warn("certificate files changed but do not load; keeping the current certificate",
+					zap.String("listener", lc.Name), zap.Error(err))
+				continue
+			}
+			fl.cert.Store(&cert)
+			s.log.Info("certificate reloaded", zap.String("listener", lc.Name), zap.String("cert_file", lc.CertFile))
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // warnInsecure logs each backend whose certificate is not verified.
@@ -432,6 +495,7 @@ func (s *Server) admit(a netip.Addr) *policy.Denial {
 // remaining session and returns ctx's error. Shutdown returns after every
 // goroutine of the server has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	s.draining = true
 	for _, fl := range s.listeners {

@@ -95,6 +95,9 @@ type Listener struct {
 	TLS     TLSMode
 	// Certificate is the loaded key pair (RSA or ECDSA).
 	Certificate *tls.Certificate
+	// CertFile and KeyFile are where Certificate was read from; the
+	// server watches them and reloads the pair when they change.
+	CertFile, KeyFile string
 	// MinTLSVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinTLSVersion uint16
 	// PassivePorts is the range the proxy's passive listeners use.
@@ -767,7 +770,8 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 				"tls_min_version must be \"1.2\" or \"1.3\", not %q: older versions are broken.", *lb.TLSMinVersion)
 		}
 	}
-	cert, err := loadKeyPair(lb.CertFile, lb.KeyFile)
+	l.CertFile, l.KeyFile = lb.CertFile, lb.KeyFile
+	cert, err := LoadKeyPair(lb.CertFile, lb.KeyFile)
 	if err != nil {
 		c.errorf(rangeOf(blk, "cert_file"), "Cannot load certificate",
 			"Loading cert_file %q and key_file %q: %s", lb.CertFile, lb.KeyFile, err)
@@ -958,8 +962,9 @@ func readSmallFile(path string) ([]byte, error) {
 	return b, nil
 }
 
-// loadKeyPair is tls.LoadX509KeyPair through readSmallFile.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+// LoadKeyPair is tls.LoadX509KeyPair through readSmallFile (regular files
+// of at most 4 MiB).
+func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certPEM, err := readSmallFile(certFile)
 	if err != nil {
 		return tls.Certificate{}, err
