@@ -74,11 +74,14 @@ type Server struct {
 // reloads (a session opened before one still binds its data connections
 // after it).
 type frontListener struct {
-	cur     atomic.Pointer[config.Listener]
-	cert    atomic.Pointer[tls.Certificate]
-	ports   atomic.Pointer[dataport.Pool]
-	ln      net.Listener
-	tlsConf *tls.Config
+	cur  atomic.Pointer[config.Listener]
+	cert atomic.Pointer[tls.Certificate]
+	// certStamp is the size and time of the certificate files when the
+	// certificate was last loaded; the watcher compares against it.
+	certStamp atomic.Pointer[string]
+	ports     atomic.Pointer[dataport.Pool]
+	ln        net.Listener
+	tlsConf   *tls.Config
 }
 
 // config is the listener's current configuration.
@@ -89,9 +92,28 @@ func (fl *frontListener) update(lc *config.Listener) {
 	old := fl.config()
 	fl.cur.Store(lc)
 	fl.cert.Store(lc.Certificate)
+	fl.stampCert()
 	if old.PassivePorts != lc.PassivePorts {
 		fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
 	}
+}
+
+// certFilesStamp describes the certificate files of lc: path, size and
+// modification time of each.
+func certFilesStamp(lc *config.Listener) string {
+	var st string
+	for _, p := range []string{lc.CertFile, lc.KeyFile} {
+		if fi, err := os.Stat(p); err == nil {
+			st += fmt.Sprintf("%s|%d|%d;", p, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return st
+}
+
+// stampCert records the certificate files as they are now.
+func (fl *frontListener) stampCert() {
+	st := certFilesStamp(fl.config())
+	fl.certStamp.Store(&st)
 }
 
 // bind opens the socket of lc.
@@ -103,6 +125,7 @@ func bind(lc *config.Listener) (*frontListener, error) {
 	fl := &frontListener{ln: ln}
 	fl.cur.Store(lc)
 	fl.cert.Store(lc.Certificate)
+	fl.stampCert()
 	fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
 	fl.tlsConf = frontTLSConfig(fl.cert.Load)
 	if lc.ProxyProtocol != nil {
@@ -177,16 +200,6 @@ func (s *Server) Start() error {
 // new certificate; open sessions are unaffected.
 func (s *Server) watchCertificates() {
 	defer s.wg.Done()
-	seen := map[*frontListener]string{}
-	stamp := func(lc *config.Listener) string {
-		var st string
-		for _, p := range []string{lc.CertFile, lc.KeyFile} {
-			if fi, err := os.Stat(p); err == nil {
-				st += fmt.Sprintf("%s|%d|%d;", p, fi.Size(), fi.ModTime().UnixNano())
-			}
-		}
-		return st
-	}
 	t := time.NewTicker(s.certEvery)
 	defer t.Stop()
 	for {
@@ -195,12 +208,11 @@ func (s *Server) watchCertificates() {
 		s.mu.Unlock()
 		for _, fl := range fls {
 			lc := fl.config()
-			st := stamp(lc)
-			prev, known := seen[fl]
-			seen[fl] = st
-			if !known || st == prev {
+			st := certFilesStamp(lc)
+			if st == *fl.certStamp.Load() {
 				continue
 			}
+			fl.certStamp.Store(&st)
 			cert, err := config.LoadKeyPair(lc.CertFile, lc.KeyFile)
 			if err != nil {
 				s.log.Warn("certificate files changed but do not load; keeping the current certificate",
