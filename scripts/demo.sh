@@ -70,9 +70,31 @@ setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-format console 2>"$wor
 pids+=($!)
 wait_greeting "$EXPLICIT_PORT" || { cat "$work/ftpsgate.log"; die "ftpsgate did not start"; }
 
+# Python's stock FTP_TLS never resumes the control connection's TLS session
+# on data connections, which ftpsgate requires: the README's subclass does.
+cat >"$work/ftplib_demo.py" <<PY
+import ftplib, ssl
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session."""
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+f = ReusingFTP_TLS(context=ssl.create_default_context(cafile="$work/tls.crt"))
+f.connect("127.0.0.1", $EXPLICIT_PORT)
+f.login("$ACCOUNT", "$PASSWORD")
+f.prot_p()
+f.retrlines("LIST")
+f.quit()
+PY
+
 # A self-check, so the commands below are known to work.
 curl -sS --ssl-reqd --cacert "$work/tls.crt" "ftp://$ACCOUNT:$PASSWORD@127.0.0.1:$EXPLICIT_PORT/hello.txt" >/dev/null ||
 	die "self-check failed; see $work/ftpsgate.log"
+python3 "$work/ftplib_demo.py" >/dev/null || die "ftplib self-check failed; see $work/ftpsgate.log"
 
 U="$ACCOUNT:$PASSWORD"
 cat <<EOF
@@ -91,8 +113,8 @@ List, upload and download with curl:
 With lftp:
   lftp -e 'set ftp:ssl-force true; set ssl:ca-file $work/tls.crt; ls; get hello.txt -o /tmp/hello.txt; bye' -u $U 127.0.0.1:$EXPLICIT_PORT
 
-With Python's ftplib:
-  python3 -c "import ftplib, ssl; f = ftplib.FTP_TLS(context=ssl.create_default_context(cafile='$work/tls.crt')); f.connect('127.0.0.1', $EXPLICIT_PORT); f.login('$ACCOUNT', '$PASSWORD'); f.prot_p(); f.retrlines('LIST'); f.quit()"
+With Python's ftplib (the README's resuming FTP_TLS subclass):
+  python3 $work/ftplib_demo.py
 
 Plaintext logins are refused:
   curl ftp://$U@127.0.0.1:$EXPLICIT_PORT/       # 530 TLS required
