@@ -70,11 +70,8 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 	if cmd.Verb == "PASV" && s.epsvAll {
 		return s.reply(cmd, 503, "PASV refused after EPSV ALL.")
 	}
-	if !s.loggedIn {
-		return s.reply(cmd, 530, "Please login with USER and PASS.")
-	}
-	if d := s.cfg.Policy.Data(s.prot); d != nil {
-		return s.deny(cmd, d)
+	if refused, err := s.dataRefused(cmd); refused {
+		return err
 	}
 	s.dropPendingData() // one pending data connection per session
 	var advertise netip.Addr
@@ -101,6 +98,18 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 		return s.sendReply(cmd.Verb, rep)
 	}
 	return s.sendReply(cmd.Verb, rewrite.EPSVReply(ln.Port()))
+}
+
+// dataRefused answers a command that sets up a data connection before
+// login, or before PROT P when the policy requires it.
+func (s *session) dataRefused(cmd rewrite.Command) (bool, error) {
+	if !s.loggedIn {
+		return true, s.reply(cmd, 530, "Please login with USER and PASS.")
+	}
+	if d := s.cfg.Policy.Data(s.prot); d != nil {
+		return true, s.deny(cmd, d)
+	}
+	return false, nil
 }
 
 func epsvProto(a netip.Addr) string {
@@ -270,11 +279,8 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 	if s.epsvAll {
 		return s.reply(cmd, 503, cmd.Verb+" refused after EPSV ALL.")
 	}
-	if !s.loggedIn {
-		return s.reply(cmd, 530, "Please login with USER and PASS.")
-	}
-	if d := s.cfg.Policy.Data(s.prot); d != nil {
-		return s.deny(cmd, d)
+	if refused, err := s.dataRefused(cmd); refused {
+		return err
 	}
 	var ap netip.AddrPort
 	var err error

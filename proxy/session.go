@@ -574,10 +574,8 @@ func (s *session) cmdQUIT(cmd rewrite.Command) error {
 // 63 bits) before the backend sees it: a negative, huge or non-numeric
 // one gets 501. (REST STREAM's offsets are byte counts, RFC 3659 §5.)
 func (s *session) cmdREST(cmd rewrite.Command) error {
-	if cmd.Arg == "" || len(cmd.Arg) > 19 || strings.Trim(cmd.Arg, "0123456789") != "" {
-		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
-	}
-	if _, err := strconv.ParseInt(cmd.Arg, 10, 64); err != nil {
+	// Digits only: ParseInt alone would take a sign.
+	if _, err := strconv.ParseInt(cmd.Arg, 10, 64); err != nil || strings.Trim(cmd.Arg, "0123456789") != "" {
 		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
 	}
 	return s.cmdForward(cmd)
@@ -641,13 +639,9 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 	s.uncount()
 	s.user, s.loggedIn, s.readOnly = cmd.Arg, false, false
 	s.log = s.base.With(zap.String("user", cmd.Arg))
-	rep, err := s.forward(cmd)
-	if err != nil {
+	rep, err := s.forwardChecked(cmd, s.admitLogin) // 230: logged in without a password
+	if err != nil || rep == nil {
 		return err
-	}
-	if rep.Code == 230 { // logged in without a password
-		s.srv.userSessions(s.user, +1)
-		s.counted = s.user
 	}
 	return s.loginResult(rep)
 }
@@ -673,9 +667,7 @@ func (s *session) uncount() {
 	}
 }
 
-// cmdPASS forwards the password; the audit stream never sees it. A 230
-// is relayed only if the user is within max_sessions_per_user; otherwise
-// the backend session is ended and the client gets 530.
+// cmdPASS forwards the password; the audit stream never sees it.
 func (s *session) cmdPASS(cmd rewrite.Command) error {
 	if s.be == nil || s.user == "" {
 		return s.reply(cmd, 503, "Login with USER first.")
@@ -683,36 +675,31 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
 		return s.deny(cmd, d)
 	}
-	if err := s.be.send(cmd); err != nil {
+	rep, err := s.forwardChecked(cmd, s.admitLogin)
+	if err != nil || rep == nil {
 		return err
 	}
-	for {
-		rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
-		if err != nil {
-			return err
-		}
-		if rep.Code == 230 && s.counted == "" {
-			if held := s.srv.userSessions(s.user, +1); s.cfg.Policy.Sessions(held-1) != nil {
-				s.srv.userSessions(s.user, -1)
-				d := s.cfg.Policy.Sessions(held - 1)
-				s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
-				s.be.close()
-				s.be = nil
-				s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code})
-				return s.deny(cmd, d)
-			}
-			s.counted = s.user
-		}
-		if err := s.sendReply(cmd.Verb, rep); err != nil {
-			return err
-		}
-		if rep.Code == 421 {
-			return fmt.Errorf("%w: backend sent 421", errQuit)
-		}
-		if rep.Final() {
-			return s.loginResult(rep)
-		}
+	return s.loginResult(rep)
+}
+
+// admitLogin counts a backend's 230 toward max_sessions_per_user before it
+// is relayed. Over the bound (two logins raced past USER) the backend
+// session is ended and the client gets 530 instead: the reply is handled.
+func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
+	if rep.Code != 230 || s.counted != "" {
+		return false, nil
 	}
+	held := s.srv.userSessions(s.user, +1)
+	if d := s.cfg.Policy.Sessions(held - 1); d != nil {
+		s.srv.userSessions(s.user, -1)
+		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
+		s.be.close()
+		s.be = nil
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code})
+		return true, s.deny(cmd, d)
+	}
+	s.counted = s.user
+	return false, nil
 }
 
 // loginResult records the backend's answer to USER or PASS. A failure
@@ -765,6 +752,13 @@ func (s *session) cmdForward(cmd rewrite.Command) error {
 // one, which it returns. A 421 from the backend ends the session after it
 // is relayed.
 func (s *session) forward(cmd rewrite.Command) (*rewrite.Reply, error) {
+	return s.forwardChecked(cmd, nil)
+}
+
+// forwardChecked is forward with check looking at each reply before it is
+// relayed; when check reports the reply handled, forwarding stops and
+// forwardChecked returns a nil reply and check's error.
+func (s *session) forwardChecked(cmd rewrite.Command, check func(rewrite.Command, *rewrite.Reply) (bool, error)) (*rewrite.Reply, error) {
 	if err := s.be.send(cmd); err != nil {
 		return nil, err
 	}
@@ -772,6 +766,11 @@ func (s *session) forward(cmd rewrite.Command) (*rewrite.Reply, error) {
 		rep, err := s.be.read(s.cfg.Timeouts.BackendReply)
 		if err != nil {
 			return nil, err
+		}
+		if check != nil {
+			if handled, err := check(cmd, rep); handled {
+				return nil, err
+			}
 		}
 		if err := s.sendReply(cmd.Verb, rep); err != nil {
 			return nil, err
