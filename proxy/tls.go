@@ -37,9 +37,59 @@ func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 // and for a TCP FIN at a record boundary; a close_notify is read without the
 // TCP stream ending, so "TLS said EOF and TCP did not" means the peer ended
 // the stream with close_notify, and an upload's end is verified.
+//
+// It also coalesces: between hold and flush, the TLS records written to it
+// (crypto/tls writes each record with its own write) are gathered into one
+// write, so a 64 KiB chunk leaves as one TCP send instead of four or more.
+// On loopback and fast links that per-send cost, not the cipher, bounded
+// downloads (see the relay).
 type eofConn struct {
 	net.Conn
-	eof atomic.Bool
+	eof  atomic.Bool
+	out  []byte // non-nil between hold and flush; used by one goroutine
+	werr error  // a failed coalesced write, reported by flush and later writes
+}
+
+// hold starts gathering writes into buf (its capacity is the limit; more
+// is written through).
+func (c *eofConn) hold(buf []byte) { c.out = buf[:0] }
+
+func (c *eofConn) Write(p []byte) (int, error) {
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.out == nil {
+		return c.Conn.Write(p)
+	}
+	if len(c.out)+len(p) > cap(c.out) {
+		if err := c.send(); err != nil {
+			return 0, err
+		}
+		if len(p) > cap(c.out) {
+			return c.Conn.Write(p)
+		}
+	}
+	c.out = append(c.out, p...)
+	return len(p), nil
+}
+
+// send writes what was gathered.
+func (c *eofConn) send() error {
+	if len(c.out) > 0 {
+		if _, err := c.Conn.Write(c.out); err != nil {
+			c.werr = err
+			return err
+		}
+		c.out = c.out[:0]
+	}
+	return nil
+}
+
+// flush writes what was gathered and stops gathering.
+func (c *eofConn) flush() error {
+	err := c.send()
+	c.out = nil
+	return err
 }
 
 func (c *eofConn) Read(p []byte) (int, error) {

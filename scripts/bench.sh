@@ -1,99 +1,208 @@
 #!/usr/bin/env bash
-# make bench: 1 GiB download and upload with curl, through ftpsgate (FTPS,
-# PROT P, in front of a plain vsftpd) and straight to the same vsftpd (plain
-# FTP), in one run on loopback. Files live in tmpfs so the disk is not
-# measured. Each figure is the median of RUNS runs; ratios are proxied over
-# direct. Results also go to results/bench.json.
+# make bench: ftpsgate side by side with the ways its users would otherwise
+# serve FTPS, in one run on loopback, measured by ftpsload (cmd/ftpsload,
+# Go crypto/tls, PROT P with the data TLS session resumed as FTPS clients
+# do). Files live in tmpfs so the disk is not measured.
+#
+# Paths, all in front of (or being) the same vsftpd and its files:
+#   ftpsgate           client (FTPS) -> ftpsgate -> plain vsftpd
+#   vsftpd FTPS        client (FTPS) -> vsftpd doing TLS itself (ssl_enable)
+#   plain FTP direct   client (plain FTP) -> vsftpd
+#   mod_proxy          client (FTPS) -> ProFTPD mod_proxy + mod_tls -> plain vsftpd
+#   Go TLS ceiling     one Go TLS sender and one receiver, no FTP
+# Session setup runs against ProFTPD with a user file (cheap logins) behind
+# ftpsgate and mod_proxy, and against vsftpd (PAM) behind ftpsgate and on
+# its own. Idle memory uses ftpsload's own minimal FTP responder as the
+# backend: thousands of real server processes would measure the server.
+#
+# QUICK=1 (make bench-quick) shrinks every figure to a smoke test.
+# Prints a markdown table; writes it with the JSON and an SVG chart to
+# results/bench.{md,json,svg} (results/quick/ for QUICK=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIZE_MIB=${SIZE_MIB:-1024}
-RUNS=${RUNS:-3}
+if [ "${QUICK:-0}" = 1 ]; then
+	SIZE=${SIZE:-64MiB} RUNS=${RUNS:-1} PAR=${PAR:-10} PAR_SIZE=${PAR_SIZE:-8MiB}
+	SETUP_TIME=${SETUP_TIME:-2s} LAT_N=${LAT_N:-300} IDLE_COUNTS=${IDLE_COUNTS:-200} IDLE_MODPROXY=${IDLE_MODPROXY:-100}
+else
+	SIZE=${SIZE:-1GiB} RUNS=${RUNS:-3} PAR=${PAR:-50} PAR_SIZE=${PAR_SIZE:-64MiB}
+	SETUP_TIME=${SETUP_TIME:-10s} LAT_N=${LAT_N:-3000} IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"} IDLE_MODPROXY=${IDLE_MODPROXY:-1000}
+fi
 
 die() { echo "bench: $*" >&2; exit 1; }
 pids=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-[ "$(id -u)" = 0 ] || die "vsftpd needs root to log users in: run sudo make bench"
-[ -x bin/ftpsgate ] || die "bin/ftpsgate missing: run make build"
-PASSWORD=$(account_password)
+[ "$(id -u)" = 0 ] || die "vsftpd and ProFTPD need root to log users in: run sudo make bench"
+for b in bin/ftpsgate bin/ftpsload; do [ -x "$b" ] || die "$b missing: run make build"; done
+[ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_proxy.so" ] || die "ProFTPD mod_proxy missing: run make test-deps"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND_PORT=$(free_port)
-PROXY_PORT=$(free_port)
-
 work=$(mktemp -d /dev/shm/ftpsgate-bench.XXXXXX)
 chmod 755 "$work"
 cleanup() {
 	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	rm -rf "$work"
+	[ "${KEEP:-0}" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-
-start_vsftpd "$work" "$BACKEND_PORT"
+account_password >"$work/password"
+chmod 600 "$work/password"
 make_cert "$work"
-cat >"$work/ftpsgate.hcl" <<EOF
-listener "ftps" {
-  address       = "127.0.0.1:$PROXY_PORT"
-  cert_file     = "$work/tls.crt"
-  key_file      = "$work/tls.key"
-  passive_ports = "51000-51099"
-  backend       = "legacy"
-}
-backend "legacy" {
-  address = "127.0.0.1:$BACKEND_PORT"
-}
-EOF
+results=$work/results.jsonl
+: >"$results"
 
-setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-level warn 2>"$work/ftpsgate.log" &
+# Backends and baselines.
+VSFTPD=$(free_port) VSFTPD_TLS=$(free_port) PROFTPD=$(free_port) PROFTPD_TLS=$(free_port) RESPONDER=$(free_port)
+MP_VSFTPD=$(free_port) MP_PROFTPD=$(free_port) MP_RESPONDER=$(free_port) SINK=$(free_port)
+GATE_VSFTPD=$(free_port) GATE_PROFTPD=$(free_port) IDLE_GATE=$(free_port)
+start_vsftpd "$work" "$VSFTPD"
+start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
+	ssl_ciphers=HIGH require_ssl_reuse=YES force_local_logins_ssl=YES force_local_data_ssl=YES
+start_proftpd "$work" "$PROFTPD"
+setsid bin/ftpsload responder -listen "127.0.0.1:$RESPONDER" >/dev/null &
 pids+=($!)
-proxy_pid=$!
-wait_greeting "$PROXY_PORT" || die "ftpsgate did not start: $(cat "$work/ftpsgate.log")"
+wait_greeting "$RESPONDER" || die "responder did not start"
+setsid bin/ftpsload tls-sink -listen "127.0.0.1:$SINK" -cert "$work/tls.crt" -key "$work/tls.key" >/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do { exec 3<>"/dev/tcp/127.0.0.1/$SINK"; } 2>/dev/null && break; sleep 0.1; done
+exec 3>&- || die "tls-sink did not start"
 
-echo "bench: writing a ${SIZE_MIB} MiB random file to tmpfs"
-head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/root/file.bin"
-cp "$work/root/file.bin" "$work/upload.bin"
-
-U="$ACCOUNT:$PASSWORD"
-DIRECT="ftp://$U@127.0.0.1:$BACKEND_PORT"
-PROXIED="ftp://$U@127.0.0.1:$PROXY_PORT"
-TLS=(--ssl-reqd --cacert "$work/tls.crt")
-
-# measure NAME CURL-ARGS…: median speed in MB/s (10^6 bytes) over RUNS runs.
-measure() {
-	local name=$1 field=$2
-	shift 2
-	local speeds=()
-	for _ in $(seq 1 "$RUNS"); do
-		speeds+=("$(curl -sS --fail -w "%{$field}" -o /dev/null "$@")")
-		rm -f "$work/root/up.bin"
-	done
-	printf '%s\n' "${speeds[@]}" | sort -n | awk -v n="$RUNS" '{a[NR]=$1} END {printf "%.1f\n", a[int((n+1)/2)]/1e6}'
+# mod_proxy PORT BACKEND: ProFTPD's reverse proxy terminating TLS (mod_tls,
+# TLS 1.2 and 1.3, session reuse required on data as its default) in front
+# of a plain backend.
+mod_proxy() {
+	start_proftpd "$work" "$1" "${tls_lines[@]}" "LoadModule mod_proxy.c" "ProxyEngine on" "ProxyRole reverse" \
+		"ProxyTables $work/proxy-tables-$1" "ProxyLog $work/proxy-$1.log" "ProxyTLSEngine off" "ProxyReverseServers ftp://$2"
 }
+tls_lines=("LoadModule mod_tls.c" "TLSEngine on" "TLSRequired on" "TLSProtocol TLSv1.2 TLSv1.3" "TLSVerifyClient off"
+	"TLSECCertificateFile $work/tls.crt" "TLSECCertificateKeyFile $work/tls.key")
+start_proftpd "$work" "$PROFTPD_TLS" "${tls_lines[@]}"
+mod_proxy "$MP_VSFTPD" "127.0.0.1:$VSFTPD"
+mod_proxy "$MP_PROFTPD" "127.0.0.1:$PROFTPD"
+mod_proxy "$MP_RESPONDER" "127.0.0.1:$RESPONDER"
+mp_responder_pid=$proftpd_pid
 
-echo "bench: measuring, $RUNS runs each"
-down_direct=$(measure "download direct" speed_download "$DIRECT/file.bin")
-down_proxy=$(measure "download proxied" speed_download "${TLS[@]}" "$PROXIED/file.bin")
-up_direct=$(measure "upload direct" speed_upload -T "$work/upload.bin" "$DIRECT/up.bin")
-up_proxy=$(measure "upload proxied" speed_upload "${TLS[@]}" -T "$work/upload.bin" "$PROXIED/up.bin")
-rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$proxy_pid/status")
+# ftpsgate NAME LISTENER:BACKEND…: an ftpsgate with one listener per pair,
+# limits raised for the load (the defaults allow 50 sessions per address).
+ftpsgate() {
+	local name=$1 conf=$work/$1.hcl ports=51000 first
+	shift
+	: >"$conf"
+	for pair in "$@"; do
+		first=${first:-${pair%%:*}}
+		cat >>"$conf" <<-EOF
+			listener "l${pair%%:*}" {
+			  address       = "127.0.0.1:${pair%%:*}"
+			  cert_file     = "$work/tls.crt"
+			  key_file      = "$work/tls.key"
+			  passive_ports = "$ports-$((ports + 999))"
+			  backend       = "b${pair#*:}"
+			}
+			backend "b${pair#*:}" {
+			  address = "127.0.0.1:${pair#*:}"
+			}
+		EOF
+		ports=$((ports + 1000))
+	done
+	cat >>"$conf" <<-EOF
+		limits {
+		  max_sessions        = 20000
+		  max_sessions_per_ip = 20000
+		}
+	EOF
+	setsid bin/ftpsgate run -config "$conf" -log-level warn 2>"$work/$name.log" &
+	pids+=($!)
+	gate_pid=$!
+	wait_greeting "$first" || die "ftpsgate did not start: $(cat "$work/$name.log")"
+}
+ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD"
+main_gate=$gate_pid
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
-cat <<EOF
+load() { bin/ftpsload "$@" -user "$ACCOUNT" -password-file "$work/password" -ca "$work/tls.crt" >>"$results"; }
+# each TEST ARGS…: runs one measurement on every path.
+each() {
+	local test=$1
+	shift
+	load "$@" -test "$test" -label ftpsgate -tls -addr "127.0.0.1:$GATE_VSFTPD"
+	load "$@" -test "$test" -label "vsftpd FTPS" -tls -addr "127.0.0.1:$VSFTPD_TLS"
+	load "$@" -test "$test" -label "plain FTP direct" -addr "127.0.0.1:$VSFTPD"
+	load "$@" -test "$test" -label "mod_proxy" -tls -addr "127.0.0.1:$MP_VSFTPD"
+}
+ceiling() { bin/ftpsload ceiling -addr "127.0.0.1:$SINK" -ca "$work/tls.crt" "$@" >>"$results"; }
 
-${SIZE_MIB} MiB, one stream, curl $(curl --version | awk 'NR==1 {print $2}'), loopback, median of $RUNS ($(nproc) cores)
-| path                                    | download MB/s | upload MB/s |
-|-----------------------------------------|---------------|-------------|
-| direct: plain FTP to vsftpd             | $(printf %13s "$down_direct") | $(printf %11s "$up_direct") |
-| ftpsgate: FTPS (PROT P) -> plain vsftpd | $(printf %13s "$down_proxy") | $(printf %11s "$up_proxy") |
-| ratio proxied / direct                  | $(printf %13s "$(ratio "$down_proxy" "$down_direct")") | $(printf %11s "$(ratio "$up_proxy" "$up_direct")") |
-ftpsgate peak RSS during the run: $((rss_kib / 1024)) MiB
-EOF
+echo "bench: writing $SIZE and $PAR_SIZE random files to tmpfs"
+bytes() { case $1 in *GiB) echo $((${1%GiB} << 30)) ;; *MiB) echo $((${1%MiB} << 20)) ;; *) echo "$1" ;; esac; }
+head -c "$(bytes "$SIZE")" /dev/urandom >"$work/root/big.bin"
+head -c "$(bytes "$PAR_SIZE")" /dev/urandom >"$work/root/par.bin"
 
-mkdir -p results
-cat >results/bench.json <<EOF
-{"size_mib": $SIZE_MIB, "runs": $RUNS, "download_direct_mbps": $down_direct, "download_proxied_mbps": $down_proxy,
- "upload_direct_mbps": $up_direct, "upload_proxied_mbps": $up_proxy, "proxy_peak_rss_kib": $rss_kib}
-EOF
-echo "bench: results/bench.json written"
+echo "bench: 1. throughput, $SIZE one stream, median of $RUNS"
+each "download $SIZE" transfer -dir down -size "$SIZE" -path big.bin -runs "$RUNS"
+ceiling -test "download $SIZE" -dir down -size "$SIZE"
+each "upload $SIZE" transfer -dir up -size "$SIZE" -path up.bin -runs "$RUNS"
+ceiling -test "upload $SIZE" -dir up -size "$SIZE"
+
+echo "bench: 2. $PAR parallel $PAR_SIZE downloads"
+each "$PAR × $PAR_SIZE down" transfer -dir down -size "$PAR_SIZE" -path par.bin -streams "$PAR"
+ceiling -test "$PAR × $PAR_SIZE down" -dir down -size "$PAR_SIZE" -streams "$PAR"
+
+echo "bench: 3. session setup, 32 clients, $SETUP_TIME each"
+setup() { load setup -clients 32 -duration "$SETUP_TIME" -tls "$@"; }
+setup -test "setup, ProFTPD user file" -label ftpsgate -addr "127.0.0.1:$GATE_PROFTPD"
+setup -test "setup, ProFTPD user file" -label "ProFTPD FTPS" -addr "127.0.0.1:$PROFTPD_TLS"
+setup -test "setup, ProFTPD user file" -label "plain FTP direct" -addr "127.0.0.1:$PROFTPD" -tls=false
+setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PROFTPD"
+setup -test "setup, vsftpd PAM" -label ftpsgate -addr "127.0.0.1:$GATE_VSFTPD"
+setup -test "setup, vsftpd PAM" -label "vsftpd FTPS" -addr "127.0.0.1:$VSFTPD_TLS"
+setup -test "setup, vsftpd PAM" -label mod_proxy -addr "127.0.0.1:$MP_VSFTPD"
+
+echo "bench: 4. command latency, $LAT_N round trips"
+load latency -n "$LAT_N" -test latency -label ftpsgate -tls -addr "127.0.0.1:$GATE_VSFTPD"
+load latency -n "$LAT_N" -test latency -label "vsftpd FTPS" -tls -addr "127.0.0.1:$VSFTPD_TLS"
+load latency -n "$LAT_N" -test latency -label "plain FTP direct" -addr "127.0.0.1:$VSFTPD"
+load latency -n "$LAT_N" -test latency -label mod_proxy -tls -addr "127.0.0.1:$MP_VSFTPD"
+kill -TERM "$main_gate"
+wait "$main_gate" || true
+
+# idle LABEL PORT PID N: holds N idle logged-in FTPS sessions through the
+# proxy on PORT and records PID's (and its children's) memory growth per
+# session, after the heap has had a moment to settle.
+idle() {
+	local label=$1 port=$2 pid=$3 n=$4 before after ready=$work/idle-ready
+	rm -f "$ready"
+	before=$(pss_kib "$pid")
+	bin/ftpsload idle -tls -addr "127.0.0.1:$port" -sessions "$n" -ready-file "$ready" \
+		-user "$ACCOUNT" -password-file "$work/password" -ca "$work/tls.crt" &
+	local holder=$!
+	for _ in $(seq 1 1200); do [ -f "$ready" ] || ! kill -0 "$holder" 2>/dev/null && break; sleep 0.1; done
+	[ -f "$ready" ] || { kill "$holder" 2>/dev/null; die "idle: $n sessions through $label did not open"; }
+	sleep 2
+	after=$(pss_kib "$pid")
+	kill -TERM "$holder"
+	wait "$holder" || true
+	echo "{\"test\":\"memory, $n idle sessions\",\"path\":\"$label\",\"value\":$(((after - before) / n)),\"unit\":\"KiB/session\",\"extra\":{\"pss_before_kib\":$before,\"pss_after_kib\":$after}}" >>"$results"
+}
+# 10,000 sessions need 20,000 descriptors in the proxy; cap at what the
+# hard limit allows and say so.
+ulimit -n "$(ulimit -Hn)"
+fd_cap=$((($(ulimit -Hn) - 200) / 2))
+echo "bench: 5. memory per idle session (${IDLE_COUNTS// /, }), responder backend"
+for n in $IDLE_COUNTS; do
+	if [ "$n" -gt "$fd_cap" ]; then
+		echo "bench: the descriptor limit ($(ulimit -Hn)) allows $fd_cap sessions, not $n; measuring $fd_cap"
+		n=$fd_cap
+	fi
+	ftpsgate "idle-$n" "$IDLE_GATE:$RESPONDER"
+	idle ftpsgate "$IDLE_GATE" "$gate_pid" "$n"
+	kill -TERM "$gate_pid"
+	wait "$gate_pid" || true
+done
+idle mod_proxy "$MP_RESPONDER" "$mp_responder_pid" "$IDLE_MODPROXY"
+
+echo
+out=results
+[ "${QUICK:-0}" = 1 ] && out=results/quick
+mkdir -p "$out"
+bin/ftpsload report -in "$results" -json "$out/bench.json" -svg "$out/bench.svg" | tee "$out/bench.md"
+echo "Run on $(nproc) cores, $(uname -r), $(date -u +%F) by scripts/bench.sh${QUICK:+ (QUICK=$QUICK)}" | tee -a "$out/bench.md"
+echo "bench: $out/bench.{md,json,svg} written"

@@ -21,13 +21,17 @@ wait_greeting() {
 	return 1
 }
 
-# start_vsftpd DIR PORT: plain FTP on 127.0.0.1:PORT serving DIR/root,
-# logging to DIR/vsftpd.log; waits for its greeting.
+# start_vsftpd DIR PORT [LINE…]: plain FTP on 127.0.0.1:PORT serving
+# DIR/root, logging to DIR/vsftpd.log (DIR/vsftpd-PORT.log when more
+# lines, such as ssl_enable=YES, are added to its configuration); waits for
+# its greeting.
 start_vsftpd() {
-	local dir=$1 port=$2
+	local dir=$1 port=$2 conf=$1/vsftpd.conf log=$1/vsftpd.log
+	shift 2
+	if [ $# -gt 0 ]; then conf=$dir/vsftpd-$port.conf log=$dir/vsftpd-$port.log; fi
 	mkdir -p "$dir/root" "$dir/empty"
 	chown "$ACCOUNT" "$dir/root"
-	cat >"$dir/vsftpd.conf" <<-CONF
+	cat >"$conf" <<-CONF
 		listen=YES
 		listen_ipv6=NO
 		listen_address=127.0.0.1
@@ -43,11 +47,78 @@ start_vsftpd() {
 		allow_writeable_chroot=YES
 		secure_chroot_dir=$dir/empty
 		seccomp_sandbox=NO
-		vsftpd_log_file=$dir/vsftpd.log
+		vsftpd_log_file=$log
 	CONF
-	setsid vsftpd "$dir/vsftpd.conf" &
+	printf '%s\n' "$@" >>"$conf"
+	setsid vsftpd "$conf" &
 	pids+=($!)
-	wait_greeting "$port" || die "vsftpd did not start; see $dir/vsftpd.log"
+	wait_greeting "$port" || die "vsftpd did not start; see $log"
+}
+
+PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
+
+# start_proftpd DIR PORT [LINE…]: ProFTPD (unpacked by test-deps) on
+# 127.0.0.1:PORT with DIR/proftpd-PORT.conf, logging the account in from a
+# user file of its own (a SHA-512 crypt hash: cheap, unlike PAM), serving
+# DIR/root; the lines are added to its configuration. Waits for its greeting
+# and sets proftpd_pid.
+start_proftpd() {
+	local dir=$1 port=$2 passwd
+	shift 2
+	mkdir -p "$dir/root" "$dir/proxy-tables-$port"
+	chown "$ACCOUNT" "$dir/root"
+	passwd=$dir/proftpd.passwd
+	if [ ! -f "$passwd" ]; then
+		printf '%s:%s:%s:%s::%s:/usr/sbin/nologin\n' "$ACCOUNT" \
+			"$(account_password | openssl passwd -6 -stdin)" "$(id -u "$ACCOUNT")" "$(id -g "$ACCOUNT")" \
+			"$dir/root" >"$passwd"
+		chmod 600 "$passwd"
+	fi
+	cat >"$dir/proftpd-$port.conf" <<-CONF
+		ServerType standalone
+		ServerName "ftpsgate bench"
+		DefaultServer on
+		Port $port
+		DefaultAddress 127.0.0.1
+		SocketBindTight on
+		UseIPv6 off
+		User nobody
+		Group nogroup
+		PidFile $dir/proftpd-$port.pid
+		ScoreboardFile $dir/proftpd-$port.scoreboard
+		DelayTable none
+		<IfModule mod_delay.c>
+		DelayEngine off
+		</IfModule>
+		WtmpLog off
+		UseReverseDNS off
+		ModulePath $PROFTPD_ROOT/usr/lib/proftpd
+		AuthOrder mod_auth_file.c
+		AuthUserFile $passwd
+		RequireValidShell off
+		DefaultRoot ~
+		AllowOverwrite on
+		MaxInstances 4000
+		MaxClientsPerHost none
+		SystemLog $dir/proftpd-$port.log
+		TransferLog none
+	CONF
+	printf '%s\n' "$@" >>"$dir/proftpd-$port.conf"
+	setsid "$PROFTPD_ROOT/usr/sbin/proftpd" -n -q -c "$dir/proftpd-$port.conf" 2>>"$dir/proftpd-$port.log" &
+	pids+=($!)
+	proftpd_pid=$!
+	wait_greeting "$port" || die "ProFTPD did not start; see $dir/proftpd-$port.log"
+}
+
+# pss_kib PID: the proportional set size of PID and its children, in KiB
+# (shared pages split between the processes that map them).
+pss_kib() {
+	local total=0 pid kib
+	for pid in "$1" $(pgrep -P "$1"); do
+		kib=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) || kib=0
+		total=$((total + ${kib:-0}))
+	done
+	echo "$total"
 }
 
 # make_cert DIR: a self-signed ECDSA certificate for localhost and

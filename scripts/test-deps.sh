@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what ftpsgate's tests and demo need on a Debian machine, when it is
 # missing: FTP servers (vsftpd from Debian's package; pure-ftpd and ProFTPD
-# with mod_tls unpacked from Debian's packages, since all three conflict), FTP
+# with mod_tls, and mod_proxy for make bench, unpacked from Debian's packages,
+# since all three conflict), FTP
 # clients (curl, lftp, Python 3), and a system account the FTP servers log in
 # as.
 #
@@ -10,7 +11,7 @@ set -eu
 
 PUREFTPD_ROOT=/opt/ftpsgate-test/pure-ftpd
 PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
-PROFTPD_PKGS="proftpd-core proftpd-mod-crypto"
+PROFTPD_PKGS="proftpd-core proftpd-mod-crypto proftpd-mod-proxy"
 ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
@@ -21,13 +22,14 @@ for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl sy
 done
 # pure-ftpd's and ProFTPD's shared libraries, for the unpacked binaries.
 for pkg in libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 libmemcachedutil2 \
-	libpcre2-posix3 libidn2-0 libncursesw6; do
+	libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 need_pureftpd=no
 [ -x "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" ] || need_pureftpd=yes
 need_proftpd=no
-[ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] && [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_tls.so" ] || need_proftpd=yes
+[ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] && [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_tls.so" ] &&
+	[ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_proxy.so" ] || need_proftpd=yes
 need_account=no
 getent passwd "$ACCOUNT" >/dev/null 2>&1 && [ -s "$STATE/password" ] && [ -f /etc/pam.d/$ACCOUNT ] || need_account=yes
 
