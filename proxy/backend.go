@@ -58,7 +58,7 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	be := &backendConn{cfg: b, raw: c, conn: c, r: bufio.NewReader(c), remote: addrPortOf(c.RemoteAddr())}
+	be := &backendConn{cfg: b, raw: c, conn: c, r: bufio.NewReaderSize(c, controlBufferSize), remote: addrPortOf(c.RemoteAddr())}
 	if b.TLSConfig != nil {
 		be.tlsConf = b.TLSConfig.Clone()
 		be.tlsConf.ClientSessionCache = &sessionCache{}
@@ -162,7 +162,7 @@ func (b *backendConn) startTLS(timeout time.Duration) error {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return err
 	}
-	b.conn, b.r = tc, bufio.NewReader(tc)
+	b.conn, b.r = tc, bufio.NewReaderSize(tc, controlBufferSize)
 	return nil
 }
 

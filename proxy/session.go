@@ -100,6 +100,12 @@ type session struct {
 // newSession makes the session of control connection c from client (the
 // TCP peer, or the address a trusted PROXY header gave; then tcpPeer is the
 // load balancer's, else zero).
+// controlBufferSize is the read buffer of each control connection (the
+// client's and the backend's). Longer lines are read in pieces
+// (rewrite.ReadLine); it is small because every idle session holds two, and
+// crypto/tls already holds a whole record.
+const controlBufferSize = 512
+
 func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer netip.AddrPort) *session {
 	s := &session{
 		srv:     srv,
@@ -125,7 +131,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 		zap.String("listener", s.lcfg.Name))
 	s.log = s.base
 	s.audit = srv.audit.Session(s.id)
-	s.r = bufio.NewReader(c)
+	s.r = bufio.NewReaderSize(c, controlBufferSize)
 	s.bind = newTLSBinding(fl.tlsConf, s.lcfg.MinTLSVersion)
 	return s
 }
@@ -471,7 +477,7 @@ func (s *session) startTLS() error {
 		return err
 	}
 	cs := tc.ConnectionState()
-	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReader(tc)
+	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReaderSize(tc, controlBufferSize)
 	s.log.Debug("TLS established", zap.String("version", tls.VersionName(cs.Version)),
 		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
 	s.srv.metrics.tlsHandshakes.WithLabelValues(tls.VersionName(cs.Version)).Inc()

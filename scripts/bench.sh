@@ -70,10 +70,12 @@ exec 3>&- || die "tls-sink did not start"
 
 # mod_proxy PORT BACKEND: ProFTPD's reverse proxy terminating TLS (mod_tls,
 # TLS 1.2 and 1.3, session reuse required on data as its default) in front
-# of a plain backend.
+# of a plain backend. The Random policy: the default ones keep their state
+# in SQLite, and 32 concurrent logins then fail on "database is locked".
 mod_proxy() {
 	start_proftpd "$work" "$1" "${tls_lines[@]}" "LoadModule mod_proxy.c" "ProxyEngine on" "ProxyRole reverse" \
-		"ProxyTables $work/proxy-tables-$1" "ProxyLog $work/proxy-$1.log" "ProxyTLSEngine off" "ProxyReverseServers ftp://$2"
+		"ProxyTables $work/proxy-tables-$1" "ProxyLog $work/proxy-$1.log" "ProxyTLSEngine off" \
+		"ProxyReverseConnectPolicy Random" "ProxyReverseServers ftp://$2"
 }
 tls_lines=("LoadModule mod_tls.c" "TLSEngine on" "TLSRequired on" "TLSProtocol TLSv1.2 TLSv1.3" "TLSVerifyClient off"
 	"TLSECCertificateFile $work/tls.crt" "TLSECCertificateKeyFile $work/tls.key")

@@ -1,10 +1,9 @@
 #!/bin/sh
-# Installs what ftpsgate's tests and demo need on a Debian machine, when it is
-# missing: FTP servers (vsftpd from Debian's package; pure-ftpd and ProFTPD
-# with mod_tls, and mod_proxy for make bench, unpacked from Debian's packages,
-# since all three conflict), FTP
-# clients (curl, lftp, Python 3), and a system account the FTP servers log in
-# as.
+# Installs what ftpsgate's tests, demo and benchmark need on a Debian
+# machine, when it is missing: FTP servers (vsftpd from Debian's package;
+# pure-ftpd, and ProFTPD with mod_tls and, for make bench, mod_proxy,
+# unpacked from Debian's packages, since all three conflict), FTP clients
+# (curl, lftp, Python 3), and a system account the FTP servers log in as.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
