@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,9 +105,16 @@ func (m *metrics) transfer(direction, result string, bytes int64, d time.Duratio
 
 // AdminHandler serves /metrics (Prometheus text format), /healthz (200
 // while the process runs) and /readyz (200 while the listeners accept,
-// 503 before Start and once shutting down).
+// 503 before Start and once shutting down); with admin { pprof = true },
+// also Go's CPU, heap and goroutine profiles under /debug/pprof/.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	if s.config().AdminPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))

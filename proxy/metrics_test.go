@@ -77,3 +77,27 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("/readyz after Close: %d", code)
 	}
 }
+
+// TestAdminPprof: Go's profiles are served only when admin { pprof = true }.
+func TestAdminPprof(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, tt := range []struct {
+		extra string
+		want  int
+	}{
+		{`admin {}`, http.StatusNotFound},
+		{`admin { pprof = true }`, http.StatusOK},
+	} {
+		g := startGate(t, be.Addr, gateOptions{extra: tt.extra})
+		admin := httptest.NewServer(g.srv.AdminHandler())
+		resp, err := http.Get(admin.URL + "/debug/pprof/heap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		admin.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: /debug/pprof/heap answered %d, want %d", tt.extra, resp.StatusCode, tt.want)
+		}
+	}
+}

@@ -41,6 +41,9 @@ type Config struct {
 	// Admin is the address of the admin HTTP listener (/metrics,
 	// /healthz, /readyz), or "" for none.
 	Admin string
+	// AdminPprof serves Go's profiles under /debug/pprof/ on the admin
+	// listener (off by default; read at start, not on reload).
+	AdminPprof bool
 }
 
 // TLSMode is how a listener starts TLS.
@@ -311,6 +314,7 @@ type timeoutsBlock struct {
 
 type adminBlock struct {
 	Address *string `hcl:"address"`
+	Pprof   *bool   `hcl:"pprof"`
 }
 
 type bansBlock struct {
@@ -599,6 +603,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 				c.errorf(rangeOf(c.block("admin", 0), "address"), "Invalid admin address", "%s", err)
 			}
 		}
+		cfg.AdminPprof = ab.Pprof != nil && *ab.Pprof
 	}
 	if bb := fs.Bans; bb != nil {
 		blk := c.block("bans", 0)
