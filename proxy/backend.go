@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 	"go.uber.org/zap"
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -39,6 +41,33 @@ type backendConn struct {
 
 // backendLimits bound what a backend may send in one reply.
 var backendLimits = rewrite.ReplyLimits{}
+
+// proxyTLVs describes the client's session for a PROXY v2 header, the way
+// HAProxy's send-proxy-v2-ssl does: PP2_TYPE_SSL (the client used TLS; its
+// version as "TLSv1.3" and its cipher suite, by Go's name), the SNI it sent
+// as PP2_TYPE_AUTHORITY, and the proxy's session id as PP2_TYPE_UNIQUE_ID,
+// so that the backend's logs meet ftpsgate's audit stream.
+func (s *session) proxyTLVs() []proxyproto.TLV {
+	tlvs := []proxyproto.TLV{{Type: proxyproto.PP2_TYPE_UNIQUE_ID, Value: []byte(s.id)}}
+	if s.tls == nil {
+		return tlvs
+	}
+	st := s.tls.ConnectionState()
+	ssl := tlvparse.PP2SSL{Client: tlvparse.PP2_BITFIELD_CLIENT_SSL, TLV: []proxyproto.TLV{
+		{Type: proxyproto.PP2_SUBTYPE_SSL_VERSION, Value: []byte(strings.Replace(tls.VersionName(st.Version), "TLS ", "TLSv", 1))},
+		{Type: proxyproto.PP2_SUBTYPE_SSL_CIPHER, Value: []byte(tls.CipherSuiteName(st.CipherSuite))},
+	}}
+	// Verify is 0 only for a verified client certificate; ftpsgate asks
+	// for none.
+	ssl.Verify = 1
+	if t, err := ssl.Marshal(); err == nil {
+		tlvs = append(tlvs, t)
+	}
+	if st.ServerName != "" {
+		tlvs = append(tlvs, proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(st.ServerName)})
+	}
+	return tlvs
+}
 
 // connectBackend dials b and reads its greeting; toward an FTPS backend it
 // also secures the control connection (TLS first for an implicit one;
@@ -83,6 +112,11 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 			}
 		}
 		h := proxyproto.HeaderProxyFromAddrs(b.ProxyProtocol, net.TCPAddrFromAddrPort(s.client), net.TCPAddrFromAddrPort(dst))
+		if b.ProxyProtocolTLVs {
+			if err := h.SetTLVs(s.proxyTLVs()); err != nil {
+				return fail("building the PROXY header's TLVs failed", err)
+			}
+		}
 		c.SetWriteDeadline(time.Now().Add(t.BackendReply))
 		if _, err := h.WriteTo(c); err != nil {
 			return fail("sending the PROXY header failed", err)

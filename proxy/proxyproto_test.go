@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
@@ -216,5 +218,53 @@ func TestProxyProtocolOut(t *testing.T) {
 				t.Fatalf("header sources %v, %v", src0, src1)
 			}
 		})
+	}
+}
+
+// TestProxyProtocolTLVs: with proxy_protocol_tlvs the v2 header also says
+// what the client's TLS was (as HAProxy's send-proxy-v2-ssl does): read
+// back by the library's own TLV parser on the receiving side.
+func TestProxyProtocolTLVs(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	front := startProxyAwareFront(t, be.Addr)
+	g := startGate(t, front.ln.Addr().String(), gateOptions{backend: "proxy_protocol = \"v2\"\n  proxy_protocol_tlvs = true"})
+	c := ftptest.Dial(t, g.explicit)
+	conf := g.certs.ClientConfig()
+	conf.MinVersion, conf.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	conf.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}
+	c.AuthTLS(conf)
+	c.Login(be.User, be.Password)
+	c.Cmd(221, "QUIT")
+	hs := front.received()
+	if len(hs) != 1 || hs[0].Version != 2 {
+		t.Fatalf("headers %+v", hs)
+	}
+	tlvs, err := hs[0].TLVs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssl, ok := tlvparse.FindSSL(tlvs)
+	if !ok || !ssl.ClientSSL() || ssl.Verified() {
+		t.Fatalf("PP2_TYPE_SSL %+v (found %v): want client SSL, no verified certificate", ssl, ok)
+	}
+	version, _ := ssl.SSLVersion()
+	cipher, _ := ssl.SSLCipher()
+	if version != "TLSv1.2" || cipher != "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" {
+		t.Fatalf("SSL version %q, cipher %q", version, cipher)
+	}
+	var authority, unique string
+	for _, tlv := range tlvs {
+		switch tlv.Type {
+		case proxyproto.PP2_TYPE_AUTHORITY:
+			authority = string(tlv.Value)
+		case proxyproto.PP2_TYPE_UNIQUE_ID:
+			unique = string(tlv.Value)
+		}
+	}
+	if authority != "localhost" {
+		t.Fatalf("PP2_TYPE_AUTHORITY %q, want the SNI localhost", authority)
+	}
+	if starts := g.eventsOf(t, "session_start"); len(starts) != 1 || starts[0]["session"] != unique {
+		t.Fatalf("PP2_TYPE_UNIQUE_ID %q does not name the audited session %v", unique, starts)
 	}
 }

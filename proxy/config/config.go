@@ -160,6 +160,10 @@ type Backend struct {
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
 	// version on each control connection (the client's address); 0: none.
 	ProxyProtocol byte
+	// ProxyProtocolTLVs adds to a v2 header what the client's TLS
+	// session was: PP2_TYPE_SSL with its version and cipher, the SNI as
+	// PP2_TYPE_AUTHORITY, and the session id as PP2_TYPE_UNIQUE_ID.
+	ProxyProtocolTLVs bool
 	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
 	// instead of the proxy connecting to it (EPSV/PASV, the default).
 	ActiveData bool
@@ -276,6 +280,7 @@ type backendBlock struct {
 	DataMode           *string `hcl:"data_mode"`
 	SendHost           *bool   `hcl:"send_host"`
 	ProxyProtocol      *string `hcl:"proxy_protocol"`
+	ProxyProtocolTLVs  *bool   `hcl:"proxy_protocol_tlvs"`
 }
 
 type routeBlock struct {
@@ -451,6 +456,13 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			default:
 				c.errorf(rangeOf(blk, "proxy_protocol"), "Invalid proxy_protocol",
 					"proxy_protocol must be \"v1\", \"v2\" or \"none\", not %q.", *bb.ProxyProtocol)
+			}
+		}
+		if bb.ProxyProtocolTLVs != nil && *bb.ProxyProtocolTLVs {
+			b.ProxyProtocolTLVs = true
+			if b.ProxyProtocol != 2 {
+				c.errorf(rangeOf(blk, "proxy_protocol_tlvs"), "Invalid proxy_protocol_tlvs",
+					"TLVs exist only in PROXY protocol v2: set proxy_protocol = \"v2\".")
 			}
 		}
 		if bb.DataMode != nil {

@@ -207,6 +207,9 @@ func TestDiagnostics(t *testing.T) {
 		{"backend CA not PEM", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/etc/hostname\"", 1)
 		}, 21, "Invalid ca_file"},
+		{"TLVs without v2", func(s string) string {
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"none\"\n  proxy_protocol = \"v1\"\n  proxy_protocol_tlvs = true", 1)
+		}, 22, "Invalid proxy_protocol_tlvs"},
 		{"backend without host", func(s string) string { return strings.Replace(s, `"10.0.0.5:21"`, `":21"`, 1) }, 19, "Invalid backend address"},
 		{"unknown attribute", func(s string) string { return strings.Replace(s, `require_tls    = true`, `require_tsl    = true`, 1) }, 23, "Unsupported argument"},
 		{"wrong type", func(s string) string {
