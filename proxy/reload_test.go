@@ -15,12 +15,12 @@ import (
 )
 
 // TestReload: a reload changes what new sessions get (policy, greeting,
-// certificate) while a session opened before it finishes its download
-// intact and still binds new data connections to its TLS session (the
-// ticket keys survive the reload).
+// certificate) while a session opened before it finishes its 1 GiB
+// download intact (checked by SHA-256) and still binds new data
+// connections to its TLS session (the ticket keys survive the reload).
 func TestReload(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	size := int64(64 << 20)
+	size := int64(1 << 30)
 	sum := ftptest.RandomFile(t, be.Root+"/big.bin", size)
 	writeFile(t, be.Root, "small.txt", []byte("after the reload\n"))
 	g := startGate(t, be.Addr, gateOptions{})
