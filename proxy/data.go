@@ -806,10 +806,17 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 			ec.hold(*sp)
 		}
 	}
+	// From a TLS client, (*tls.Conn).Read returns one record (16 KiB) at
+	// a time; the records it already holds are taken too, so that one
+	// write carries up to a chunk.
+	_, fromTLS := src.(*tls.Conn)
 	var n int64
 	for {
 		src.SetReadDeadline(time.Now().Add(stall))
 		nr, rerr := src.Read(buf)
+		if fromTLS {
+			nr, rerr = readHeld(src, buf, nr, rerr)
+		}
 		if nr > 0 {
 			dst.SetWriteDeadline(time.Now().Add(stall))
 			nw, werr := dst.Write(buf[:nr])
@@ -832,6 +839,31 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 		}
 	}
 }
+
+// maxRecord is the most plaintext one TLS record carries.
+const maxRecord = 16 << 10
+
+// readHeld adds to buf[:nr] the records a TLS connection holds already,
+// read without waiting: with a deadline in the past, crypto/tls returns
+// what it has decrypted or buffered and a timeout (which leaves the
+// connection usable; only write timeouts break a TLS connection) as soon as
+// it would need the socket.
+func readHeld(src net.Conn, buf []byte, nr int, rerr error) (int, error) {
+	for rerr == nil && len(buf)-nr >= maxRecord {
+		src.SetReadDeadline(pastDeadline)
+		m, err := src.Read(buf[nr:])
+		nr += m
+		if err != nil {
+			if !isTimeout(err) {
+				rerr = err
+			}
+			break
+		}
+	}
+	return nr, rerr
+}
+
+var pastDeadline = time.Unix(1, 0)
 
 // legError wraps err with errClientLeg when it happened on the client leg.
 func legError(client bool, err error) error {

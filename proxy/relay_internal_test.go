@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,3 +183,85 @@ func TestRelayCoalescesTLSRecords(t *testing.T) {
 	}
 	t.Logf("1 MiB relayed in %d sends", sends)
 }
+
+// heldConn plays a TLS connection for readHeld: it hands out held chunks
+// without waiting, then its end (a held close_notify) if it has one; else
+// a read under a past deadline times out as net.Conn reads do.
+type heldConn struct {
+	net.Conn
+	held     [][]byte
+	end      error // after the held chunks, when the deadline allows
+	deadline time.Time
+}
+
+func (c *heldConn) SetReadDeadline(t time.Time) error { c.deadline = t; return nil }
+
+func (c *heldConn) Read(p []byte) (int, error) {
+	if len(c.held) > 0 {
+		n := copy(p, c.held[0])
+		c.held = c.held[1:]
+		return n, nil
+	}
+	if c.end != nil {
+		return 0, c.end
+	}
+	if !c.deadline.IsZero() && c.deadline.Before(time.Now()) {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	}
+	return 0, errors.New("heldConn: a read would have waited")
+}
+
+// TestReadHeld: after a read from a TLS client, the records it holds are
+// taken without waiting, up to the buffer's room for a whole record; a
+// timeout only ends the gathering, while an end or an error is passed on.
+func TestReadHeld(t *testing.T) {
+	rec := bytes.Repeat([]byte("r"), maxRecord)
+	boom := errors.New("boom")
+	tests := []struct {
+		name   string
+		bufLen int
+		held   int   // records held after the first
+		end    error // what comes after them
+		want   int   // records in the result
+		err    error
+	}{
+		{"three held", 4 * maxRecord, 3, nil, 4, nil},
+		{"room for one more only", 2 * maxRecord, 3, nil, 2, nil},
+		{"nothing held", 4 * maxRecord, 0, nil, 1, nil},
+		{"end after the held", 4 * maxRecord, 1, io.EOF, 2, io.EOF},
+		{"buffer full", maxRecord, 3, nil, 1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &heldConn{end: tt.end}
+			for range tt.held {
+				c.held = append(c.held, rec)
+			}
+			buf := make([]byte, tt.bufLen)
+			copy(buf, rec)
+			n, err := readHeld(c, buf, maxRecord, nil)
+			if n != tt.want*maxRecord || !errors.Is(err, tt.err) {
+				t.Fatalf("readHeld = %d bytes, %v; want %d records, %v", n, err, tt.want, tt.err)
+			}
+		})
+	}
+	t.Run("error passed on", func(t *testing.T) {
+		c := &errConn{err: boom}
+		if n, err := readHeld(c, make([]byte, 4*maxRecord), 10, nil); n != 10 || !errors.Is(err, boom) {
+			t.Fatalf("readHeld = %d, %v; want 10, boom", n, err)
+		}
+	})
+	t.Run("first read's error kept", func(t *testing.T) {
+		if n, err := readHeld(&heldConn{}, make([]byte, 4*maxRecord), 10, io.EOF); n != 10 || err != io.EOF {
+			t.Fatalf("readHeld = %d, %v; want 10, EOF", n, err)
+		}
+	})
+}
+
+type errConn struct {
+	net.Conn
+	err error
+}
+
+func (c *errConn) SetReadDeadline(time.Time) error { return nil }
+func (c *errConn) Read([]byte) (int, error)        { return 0, c.err }
