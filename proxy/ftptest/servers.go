@@ -300,3 +300,23 @@ func ProFTPD(t testing.TB, opt ProFTPDOptions) *Server {
 	t.Fatalf("ProFTPD did not start: %v", lastErr)
 	return nil
 }
+
+// HAProxy runs Debian's haproxy in the foreground with the configuration
+// text conf (a "global" section with no user, chroot or daemon is added) and
+// waits until ready (e.g. a greeting through its frontend) succeeds.
+func HAProxy(t testing.TB, conf string, ready func() error) {
+	t.Helper()
+	bin := Tool(t, "haproxy")
+	dir := TempDir(t)
+	file := filepath.Join(dir, "haproxy.cfg")
+	full := "global\n  maxconn 1000\n  log stderr format raw local0 info\n\n" + conf
+	if err := os.WriteFile(file, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, err := RunErr(time.Minute, "", bin, "-c", "-f", file); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s%s\n%s", err, out, errOut, full)
+	}
+	if err := startDaemon(t, "haproxy", ready, bin, "-db", "-f", file); err != nil {
+		t.Fatalf("%v\n%s", err, full)
+	}
+}
