@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,6 +167,10 @@ backend "lab" {
 // TestDiagnostics: every problem is reported, each with its file and line.
 func TestDiagnostics(t *testing.T) {
 	cert, key := testCert(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		edit    func(string) string
@@ -200,6 +205,9 @@ func TestDiagnostics(t *testing.T) {
 		{"bad data mode", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"none\"\n  data_mode = \"sideways\"", 1)
 		}, 21, "Invalid data mode"},
+		{"backend CA a FIFO", func(s string) string { // opening it must not wait for a writer
+			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \""+fifo+"\"", 1)
+		}, 21, "Cannot read ca_file"},
 		{"backend CA a device", func(s string) string {
 			return strings.Replace(s, `tls     = "none"`, "tls     = \"implicit\"\n  ca_file = \"/dev/zero\"", 1)
 		}, 21, "Cannot read ca_file"},
