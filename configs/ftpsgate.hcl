@@ -48,6 +48,16 @@ listener "ftps-implicit" {
 # only, whatever address its PASV replies name.
 backend "legacy" {
   address = "10.0.0.5:21"
+  # Or a pool of equivalent servers (instead of address): a session whose
+  # server fails is moved to the next; 421 only when all have failed.
+  # servers = ["10.0.0.5:21", "10.0.0.6:21"]
+  # balance = "least_conn"   # or "round_robin" (default), "sticky_user"
+  # health_check {
+  #   interval = "10s"       # a TCP connection and a 220 greeting
+  #   timeout  = "5s"
+  #   rise     = 2
+  #   fall     = 3
+  # }
   # "none": plain FTP toward the backend. "explicit": the proxy sends
   # AUTH TLS, PBSZ 0 and PROT P; "implicit": TLS from the first byte.
   tls = "none"

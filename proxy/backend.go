@@ -37,6 +37,9 @@ type backendConn struct {
 	noEPSV bool
 	// noEPRT: likewise for EPRT and PORT (data_mode = "active").
 	noEPRT bool
+	// server is the pool member this connection counts against.
+	server    *poolServer
+	closeOnce sync.Once
 }
 
 // backendLimits bound what a backend may send in one reply.
@@ -69,19 +72,54 @@ func (s *session) proxyTLVs() []proxyproto.TLV {
 	return tlvs
 }
 
-// connectBackend dials b and reads its greeting; toward an FTPS backend it
-// also secures the control connection (TLS first for an implicit one;
-// AUTH TLS, PBSZ 0 and PROT P for an explicit one). Every failure is logged
-// here and returned as errBackendRefused, which ends the session with 421.
-func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
+// connectBackend connects the session to b: to one of its servers, in the
+// order its pool gives for user (a balance's choice first, servers marked
+// down last). A server that fails is marked and the next one tried; only
+// when every one has failed does the session end, with 421.
+func (s *session) connectBackend(b *config.Backend, user string) (*backendConn, error) {
+	p := s.srv.poolFor(b)
+	var order []*poolServer
+	if p != nil {
+		order = p.order(user)
+	} else { // a backend of a configuration a reload replaced
+		for _, a := range b.Servers {
+			order = append(order, &poolServer{addr: a})
+		}
+	}
+	var err error
+	for i, ps := range order {
+		var be *backendConn
+		if be, err = s.connectServer(b, ps.addr); err == nil {
+			ps.sessions.Add(1)
+			be.server = ps
+			if p != nil {
+				p.served(ps)
+			}
+			return be, nil
+		}
+		if p != nil {
+			p.failed(ps, err)
+		}
+		if i+1 < len(order) {
+			s.log.Info("trying the backend's next server", zap.String("backend", b.Name), zap.String("server", order[i+1].addr))
+		}
+	}
+	return nil, err
+}
+
+// connectServer dials one server of b and reads its greeting; toward an
+// FTPS backend it also secures the control connection (TLS first for an
+// implicit one; AUTH TLS, PBSZ 0 and PROT P for an explicit one). Every
+// failure is logged here and returned as errBackendRefused.
+func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, error) {
 	t := s.cfg.Timeouts
 	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial)
 	defer cancel()
 	start := time.Now()
-	c, err := s.srv.dial(ctx, "tcp", b.Address)
+	c, err := s.srv.dial(ctx, "tcp", addr)
 	if err != nil {
 		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
-		s.log.Warn("backend dial failed", zap.String("backend", b.Name), zap.String("address", b.Address), zap.Error(err))
+		s.log.Warn("backend dial failed", zap.String("backend", b.Name), zap.String("address", addr), zap.Error(err))
 		return nil, fmt.Errorf("%w: %v", errBackendRefused, err)
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -89,7 +127,7 @@ func (s *session) connectBackend(b *config.Backend) (*backendConn, error) {
 	}
 	be := &backendConn{cfg: b, raw: c, conn: c, r: bufio.NewReaderSize(c, controlBufferSize), remote: addrPortOf(c.RemoteAddr())}
 	if b.TLSConfig != nil {
-		be.tlsConf = b.TLSConfig.Clone()
+		be.tlsConf = serverTLS(b, addr)
 		be.tlsConf.ClientSessionCache = &sessionCache{}
 	}
 	fail := func(msg string, err error) (*backendConn, error) {
@@ -204,6 +242,11 @@ func (b *backendConn) startTLS(timeout time.Duration) error {
 func (b *backendConn) close() {
 	b.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	b.conn.Close()
+	b.closeOnce.Do(func() {
+		if b.server != nil {
+			b.server.sessions.Add(-1)
+		}
+	})
 }
 
 // send writes cmd to the backend, rebuilt from its parsed form.

@@ -50,6 +50,8 @@ type gateOptions struct {
 	listenerExtra string
 	// listen is the address of both listeners; "127.0.0.1:0" if empty.
 	listen string
+	// servers makes the backend a pool of these, instead of backendAddr.
+	servers []string
 	// backend is the HCL body of the backend block after its address;
 	// empty means tls = "none".
 	backend string
@@ -97,14 +99,14 @@ listener "ftps-implicit" {
   %s
 }
 backend "legacy" {
-  address = %q
+  %s
   %s
 }
 policy {
 %s
 }
 %s
-`, opt.listen, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, opt.listen, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAddr, opt.backend, opt.policy, opt.extra)
+`, opt.listen, certs.CertFile, certs.KeyFile, f1, l1, publicAttr(opt.public), opt.listenerExtra, opt.listen, certs.CertFile, certs.KeyFile, f2, l2, opt.listenerExtra, backendAttr(backendAddr, opt.servers), opt.backend, opt.policy, opt.extra)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)
@@ -125,6 +127,17 @@ policy {
 	g.explicit = g.srv.Addr("ftps").String()
 	g.implicit = g.srv.Addr("ftps-implicit").String()
 	return g
+}
+
+func backendAttr(addr string, servers []string) string {
+	if servers == nil {
+		return fmt.Sprintf("address = %q", addr)
+	}
+	q := make([]string, len(servers))
+	for i, a := range servers {
+		q[i] = strconv.Quote(a)
+	}
+	return "servers = [" + strings.Join(q, ", ") + "]"
 }
 
 func publicAttr(a string) string {

@@ -29,6 +29,7 @@ type metrics struct {
 	tlsFailures     prometheus.Counter
 	backendDial     *prometheus.HistogramVec
 	backendFailures *prometheus.CounterVec
+	backendUp       *prometheus.GaugeVec
 	bans            prometheus.Counter
 }
 
@@ -60,6 +61,9 @@ func newMetrics(s *Server) *metrics {
 		[]string{"backend"})
 	m.backendFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_connect_failures_total",
 		Help: "Failed backend connections (dial, greeting, TLS)."}, []string{"backend"})
+	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_server_up",
+		Help: "1 while a backend server is taken as up (health checks, failed connections), else 0."},
+		[]string{"backend", "server"})
 	m.bans = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "bans_total",
 		Help: "Client addresses banned after failed logins."})
 	ports := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "passive_ports_in_use",
@@ -74,7 +78,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.backendUp, m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

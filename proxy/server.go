@@ -61,6 +61,11 @@ type Server struct {
 	bans    *policy.Bans
 	metrics *metrics
 
+	// poolMu guards pools: the live state of each backend of the
+	// configuration in force.
+	poolMu sync.Mutex
+	pools  map[*config.Backend]*pool
+
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
 	stopOnce  sync.Once
@@ -186,6 +191,7 @@ func (s *Server) Start() error {
 	}
 	s.listeners = fls
 	s.warnInsecure(s.cfg)
+	s.setPools(s.cfg)
 	for _, fl := range fls {
 		s.startListener(fl)
 	}
@@ -305,7 +311,69 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.cfg = cfg
 	s.bans.SetRules(cfg.Bans)
 	s.warnInsecure(cfg)
+	s.setPools(cfg)
 	return errors.Join(errs...)
+}
+
+// setPools gives cfg's backends their pools and starts their health
+// checks. The previous pools stop speaking for their servers at once;
+// their checks end in the background (one may be waiting for its timeout),
+// and the gauges of servers no longer configured go with them. Sessions
+// that chose a server of an old pool keep it.
+func (s *Server) setPools(cfg *config.Config) {
+	pools := make(map[*config.Backend]*pool, len(cfg.Backends))
+	current := map[[2]string]bool{}
+	for _, b := range cfg.Backends {
+		for _, a := range b.Servers {
+			current[[2]string{b.Name, a}] = true
+		}
+	}
+	s.poolMu.Lock()
+	old := s.pools
+	for _, p := range old {
+		p.mu.Lock()
+		p.stopped = true // no gauge writes from here on
+		p.mu.Unlock()
+	}
+	for _, b := range cfg.Backends {
+		p := newPool(b, s.log, s.metrics)
+		p.start(s.dial)
+		pools[b] = p
+	}
+	s.pools = pools
+	s.poolMu.Unlock()
+	if len(old) > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for _, p := range old {
+				p.close()
+				for _, ps := range p.servers {
+					if !current[[2]string{p.b.Name, ps.addr}] {
+						s.metrics.backendUp.DeleteLabelValues(p.b.Name, ps.addr)
+					}
+				}
+			}
+		}()
+	}
+}
+
+// poolFor is b's pool, or nil when b belongs to a replaced configuration.
+func (s *Server) poolFor(b *config.Backend) *pool {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	return s.pools[b]
+}
+
+// closePools stops every health check.
+func (s *Server) closePools() {
+	s.poolMu.Lock()
+	old := s.pools
+	s.pools = nil
+	s.poolMu.Unlock()
+	for _, p := range old {
+		p.close()
+	}
 }
 
 // Addr is the bound address of the named listener, or nil.
@@ -523,6 +591,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	defer s.closePools()
 	select {
 	case <-done:
 		return nil

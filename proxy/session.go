@@ -635,7 +635,7 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 		s.be = nil
 	}
 	if s.be == nil {
-		be, err := s.connectBackend(b)
+		be, err := s.connectBackend(b, cmd.Arg)
 		if err != nil {
 			return err
 		}

@@ -47,6 +47,24 @@ type Config struct {
 	AdminPprof bool
 }
 
+// Balance is a pool's choice of server.
+type Balance string
+
+const (
+	RoundRobin Balance = "round_robin" // in turn
+	LeastConn  Balance = "least_conn"  // the one with fewest sessions
+	StickyUser Balance = "sticky_user" // by a hash of the user name
+)
+
+// HealthCheck is an active check of each server of a pool: a TCP
+// connection (with the backend's PROXY header, LOCAL, and its TLS for an
+// implicit one) that must read a 220 greeting within Timeout, every
+// Interval; Fall failures in a row mark a server down, Rise successes up.
+type HealthCheck struct {
+	Interval, Timeout time.Duration
+	Rise, Fall        int
+}
+
 // TLSMode is how a listener starts TLS.
 type TLSMode int
 
@@ -143,12 +161,26 @@ func (r PortRange) Len() int { return int(r.Last) - int(r.First) + 1 }
 
 func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.First, r.Last) }
 
-// Backend is an FTP server behind the proxy.
+// Backend is an FTP server behind the proxy, or a pool of equivalent
+// ones.
 type Backend struct {
 	Name string
-	// Address is host:port of its control connection.
+	// Address is host:port of its control connection: the first of
+	// Servers, named in logs.
 	Address string
-	TLS     BackendTLS
+	// Servers are the pool's members (Address alone for a single
+	// server), tried in the order Balance gives; a failed connection
+	// moves on to the next.
+	Servers []string
+	// Balance picks a session's first server: RoundRobin, LeastConn or
+	// StickyUser.
+	Balance Balance
+	// HealthCheck, if set, probes every server for a 220 greeting.
+	HealthCheck *HealthCheck
+	// ServerNameFromAddress: no server_name was set, so each server is
+	// verified under the host of its own address.
+	ServerNameFromAddress bool
+	TLS                   BackendTLS
 	// TLSConfig is the client configuration toward an FTPS backend (nil
 	// for a plain one): roots, server name, versions. Sessions clone it
 	// and add their own session cache.
@@ -270,18 +302,28 @@ type proxyProtocolBlock struct {
 }
 
 type backendBlock struct {
-	Name               string  `hcl:"name,label"`
-	Address            string  `hcl:"address"`
-	TLS                *string `hcl:"tls"`
-	CAFile             *string `hcl:"ca_file"`
-	ServerName         *string `hcl:"server_name"`
-	InsecureSkipVerify *bool   `hcl:"insecure_skip_verify"`
-	TLSMinVersion      *string `hcl:"tls_min_version"`
-	TLSMaxVersion      *string `hcl:"tls_max_version"`
-	DataMode           *string `hcl:"data_mode"`
-	SendHost           *bool   `hcl:"send_host"`
-	ProxyProtocol      *string `hcl:"proxy_protocol"`
-	ProxyProtocolTLVs  *bool   `hcl:"proxy_protocol_tlvs"`
+	Name               string            `hcl:"name,label"`
+	Address            *string           `hcl:"address"`
+	Servers            []string          `hcl:"servers,optional"`
+	Balance            *string           `hcl:"balance"`
+	HealthCheck        *healthCheckBlock `hcl:"health_check,block"`
+	TLS                *string           `hcl:"tls"`
+	CAFile             *string           `hcl:"ca_file"`
+	ServerName         *string           `hcl:"server_name"`
+	InsecureSkipVerify *bool             `hcl:"insecure_skip_verify"`
+	TLSMinVersion      *string           `hcl:"tls_min_version"`
+	TLSMaxVersion      *string           `hcl:"tls_max_version"`
+	DataMode           *string           `hcl:"data_mode"`
+	SendHost           *bool             `hcl:"send_host"`
+	ProxyProtocol      *string           `hcl:"proxy_protocol"`
+	ProxyProtocolTLVs  *bool             `hcl:"proxy_protocol_tlvs"`
+}
+
+type healthCheckBlock struct {
+	Interval *string `hcl:"interval"`
+	Timeout  *string `hcl:"timeout"`
+	Rise     *int    `hcl:"rise"`
+	Fall     *int    `hcl:"fall"`
 }
 
 type routeBlock struct {
@@ -429,10 +471,8 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			c.errorf(rangeOf(blk, ""), "Duplicate backend", "A backend named %q is already defined.", bb.Name)
 			continue
 		}
-		b := &Backend{Name: bb.Name, Address: bb.Address, TLS: BackendPlain}
-		if err := checkHostPort(bb.Address, false); err != nil {
-			c.errorf(rangeOf(blk, "address"), "Invalid backend address", "%s", err)
-		}
+		b := &Backend{Name: bb.Name, TLS: BackendPlain}
+		c.servers(bb, blk, b)
 		if bb.TLS != nil {
 			switch *bb.TLS {
 			case "none":
@@ -633,6 +673,73 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	return cfg
 }
 
+// servers compiles a backend's address, or its pool: servers, balance and
+// health_check.
+func (c *compiler) servers(bb backendBlock, blk *hclsyntax.Block, b *Backend) {
+	switch {
+	case bb.Address != nil && bb.Servers != nil:
+		c.errorf(rangeOf(blk, "servers"), "Invalid backend", "Set address (one server) or servers (a pool), not both.")
+		return
+	case bb.Address != nil:
+		b.Servers = []string{*bb.Address}
+	case len(bb.Servers) == 0:
+		c.errorf(rangeOf(blk, ""), "Invalid backend", "A backend needs an address, or servers for a pool.")
+		return
+	default:
+		b.Servers = bb.Servers
+	}
+	attr := "servers"
+	if bb.Address != nil {
+		attr = "address"
+	}
+	seen := map[string]bool{}
+	for _, a := range b.Servers {
+		if err := checkHostPort(a, false); err != nil {
+			c.errorf(rangeOf(blk, attr), "Invalid backend address", "%s", err)
+		}
+		if seen[a] {
+			c.errorf(rangeOf(blk, attr), "Invalid backend", "Server %q is listed twice.", a)
+		}
+		seen[a] = true
+	}
+	b.Address = b.Servers[0]
+	b.Balance = RoundRobin
+	if bb.Balance != nil {
+		switch v := Balance(*bb.Balance); v {
+		case RoundRobin, LeastConn, StickyUser:
+			b.Balance = v
+		default:
+			c.errorf(rangeOf(blk, "balance"), "Invalid balance",
+				"balance must be \"round_robin\", \"least_conn\" or \"sticky_user\", not %q.", *bb.Balance)
+		}
+	}
+	if hb := bb.HealthCheck; hb != nil {
+		var hblk *hclsyntax.Block
+		for _, sub := range blk.Body.Blocks {
+			if sub.Type == "health_check" {
+				hblk = sub
+			}
+		}
+		hc := &HealthCheck{Interval: 10 * time.Second, Timeout: 5 * time.Second, Rise: 2, Fall: 3}
+		c.duration(hblk, "interval", hb.Interval, &hc.Interval)
+		c.duration(hblk, "timeout", hb.Timeout, &hc.Timeout)
+		for _, n := range []struct {
+			name string
+			v    *int
+			dst  *int
+		}{{"rise", hb.Rise, &hc.Rise}, {"fall", hb.Fall, &hc.Fall}} {
+			if n.v == nil {
+				continue
+			}
+			if *n.v < 1 || *n.v > 100 {
+				c.errorf(rangeOf(hblk, n.name), "Invalid health check", "%s must be from 1 to 100, not %d.", n.name, *n.v)
+			}
+			*n.dst = *n.v
+		}
+		b.HealthCheck = hc
+	}
+}
+
 // backendTLS compiles a backend's TLS settings; they are refused on a
 // plain backend, where they would silently do nothing.
 func (c *compiler) backendTLS(bb backendBlock, blk *hclsyntax.Block, b *Backend) {
@@ -652,6 +759,7 @@ func (c *compiler) backendTLS(bb backendBlock, blk *hclsyntax.Block, b *Backend)
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
 	host, _, _ := net.SplitHostPort(b.Address)
 	conf.ServerName = host
+	b.ServerNameFromAddress = bb.ServerName == nil
 	if bb.ServerName != nil {
 		if *bb.ServerName == "" {
 			c.errorf(rangeOf(blk, "server_name"), "Invalid server name", "server_name must not be empty.")

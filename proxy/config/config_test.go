@@ -362,3 +362,68 @@ route "partner" {
 		t.Fatalf("routes %+v", cfg.Routes)
 	}
 }
+
+// TestBackendPools: servers, balance and health_check compile with their
+// defaults; each mistake is reported on its line.
+func TestBackendPools(t *testing.T) {
+	cert, key := testCert(t)
+	listener := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "pool"
+}
+`, cert, key)
+	cfg, diags := Parse([]byte(listener+`backend "pool" {
+  servers = ["10.0.0.5:21", "10.0.0.6:21"]
+  balance = "least_conn"
+  health_check {
+    interval = "2s"
+    rise = 1
+  }
+}
+backend "one" {
+  address = "10.0.0.7:21"
+}
+`), "pool.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	p, one := cfg.Backends["pool"], cfg.Backends["one"]
+	if fmt.Sprint(p.Servers) != "[10.0.0.5:21 10.0.0.6:21]" || p.Address != "10.0.0.5:21" || p.Balance != LeastConn {
+		t.Fatalf("pool %+v", p)
+	}
+	if hc := p.HealthCheck; hc == nil || *hc != (HealthCheck{Interval: 2 * time.Second, Timeout: 5 * time.Second, Rise: 1, Fall: 3}) {
+		t.Fatalf("health check %+v", p.HealthCheck)
+	}
+	if fmt.Sprint(one.Servers) != "[10.0.0.7:21]" || one.Balance != RoundRobin || one.HealthCheck != nil {
+		t.Fatalf("single server %+v", one)
+	}
+	for _, tt := range []struct {
+		name, backend string
+		line          int
+		summary       string
+	}{
+		{"both", `address = "10.0.0.5:21"` + "\n  servers = [\"10.0.0.6:21\"]", 10, "Invalid backend"},
+		{"neither", `tls = "none"`, 8, "Invalid backend"},
+		{"empty pool", `servers = []`, 8, "Invalid backend"},
+		{"duplicate", `servers = ["10.0.0.5:21", "10.0.0.5:21"]`, 9, "Invalid backend"},
+		{"bad member", `servers = ["10.0.0.5"]`, 9, "Invalid backend address"},
+		{"bad balance", `servers = ["10.0.0.5:21"]` + "\n  balance = \"random\"", 10, "Invalid balance"},
+		{"bad rise", `servers = ["10.0.0.5:21"]` + "\n  health_check {\n    rise = 0\n  }", 11, "Invalid health check"},
+		{"bad interval", `servers = ["10.0.0.5:21"]` + "\n  health_check {\n    interval = \"often\"\n  }", 11, "Invalid duration"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := listener + "backend \"pool\" {\n  " + tt.backend + "\n}\n"
+			_, diags := Parse([]byte(src), "pool.hcl")
+			if !diags.HasErrors() {
+				t.Fatalf("accepted:\n%s", src)
+			}
+			d := diags[0]
+			if d.Summary != tt.summary || d.Subject == nil || d.Subject.Start.Line != tt.line {
+				t.Fatalf("got %q at %v, want %q at line %d\n%s", d.Summary, d.Subject, tt.summary, tt.line, src)
+			}
+		})
+	}
+}
