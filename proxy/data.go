@@ -320,6 +320,7 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 type transfer struct {
 	verb, path, direction string
 	start                 time.Time
+	size                  int64        // announced by the 150 reply, else -1
 	bytes                 atomic.Int64 // relayed so far
 	binary                bool         // under TYPE I (for xferlog)
 
@@ -428,7 +429,7 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return err
 	}
 	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb], binary: s.binary,
-		start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+		start: time.Now(), size: transferSize(rep), stop: make(chan struct{}), done: make(chan struct{})}
 	x.addLeg(bdata.close)
 	s.mu.Lock()
 	s.xfer = x

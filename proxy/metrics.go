@@ -107,7 +107,9 @@ func (m *metrics) transfer(direction, result string, bytes int64, d time.Duratio
 	m.transferSeconds.WithLabelValues(direction).Observe(d.Seconds())
 }
 
-// AdminHandler serves /metrics (Prometheus text format), /healthz (200
+// AdminHandler serves /metrics (Prometheus text format), /status (the
+// status page: live sessions and transfers, backend servers; its data as
+// /status.json), /healthz (200
 // while the process runs) and /readyz (200 while the listeners accept,
 // 503 before Start and once shutting down); with admin { pprof = true },
 // also Go's CPU, heap and goroutine profiles under /debug/pprof/.
@@ -120,6 +122,8 @@ func (s *Server) AdminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", s.serveStatus)
+	mux.HandleFunc("GET /status.json", s.serveStatusJSON)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

@@ -95,6 +95,23 @@ type session struct {
 	wg        sync.WaitGroup // transfer and data goroutines
 	bytesDown atomic.Int64
 	bytesUp   atomic.Int64
+
+	// For the status page, read by the admin listener: what is shown of
+	// the session (replaced whole by the session goroutine), and when its
+	// last command came (unix nanoseconds).
+	view       atomic.Pointer[sessionView]
+	lastActive atomic.Int64
+}
+
+// setView changes what the status page shows of the session; only the
+// session goroutine calls it.
+func (s *session) setView(change func(*sessionView)) {
+	var v sessionView
+	if old := s.view.Load(); old != nil {
+		v = *old
+	}
+	change(&v)
+	s.view.Store(&v)
 }
 
 // newSession makes the session of control connection c from client (the
@@ -122,6 +139,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 		tcpPeer: tcpPeer,
 		local:   addrPortOf(c.LocalAddr()),
 	}
+	s.lastActive.Store(s.start.UnixNano())
 	if pc, ok := c.(*proxyproto.Conn); ok {
 		// Passive listeners bind the address this host was reached on,
 		// not the one the header names (the balancer's public address).
@@ -254,6 +272,7 @@ func (s *session) readCommand() (rewrite.Command, error) {
 			return rewrite.Command{}, err
 		}
 		line, err := rewrite.ReadLine(s.r, s.cfg.Limits.MaxLine)
+		s.lastActive.Store(time.Now().UnixNano())
 		var cmd rewrite.Command
 		if err == nil {
 			cmd, err = rewrite.ParseCommand(line)
@@ -482,6 +501,7 @@ func (s *session) startTLS() error {
 		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
 	s.srv.metrics.tlsHandshakes.WithLabelValues(tls.VersionName(cs.Version)).Inc()
 	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
+	s.setView(func(v *sessionView) { v.TLS = tls.VersionName(cs.Version) })
 	return nil
 }
 
@@ -640,6 +660,7 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 			return err
 		}
 		s.be = be
+		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	}
 	s.route = route
 	s.uncount()
@@ -717,6 +738,7 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 		s.srv.metrics.logins.WithLabelValues("success").Inc()
 		s.loggedIn = true
 		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
+		s.setView(func(v *sessionView) { v.User = s.user })
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
 			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,

@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	_ "embed"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// sessionView is what the status page shows of a session. The session
+// goroutine replaces it (copy on write) when something shown changes, so
+// the admin listener reads it without touching protocol state.
+type sessionView struct {
+	User, TLS, Backend, Server string
+}
+
+// Status is a snapshot of the live sessions and of each backend's
+// servers, for the status page (/status) and its JSON (/status.json).
+type Status struct {
+	Time     time.Time       `json:"time"`
+	Sessions []SessionStatus `json:"sessions"`
+	Backends []BackendStatus `json:"backends"`
+}
+
+// SessionStatus is one live session.
+type SessionStatus struct {
+	ID       string          `json:"id"`
+	Listener string          `json:"listener"`
+	Client   string          `json:"client"`
+	User     string          `json:"user,omitempty"`
+	TLS      string          `json:"tls,omitempty"`
+	Backend  string          `json:"backend,omitempty"`
+	Server   string          `json:"server,omitempty"`
+	Started  time.Time       `json:"started"`
+	Idle     time.Duration   `json:"idle_ns"`
+	Transfer *TransferStatus `json:"transfer,omitempty"`
+}
+
+// TransferStatus is a transfer in progress. Size is the file's size when
+// the server's 150 reply gave it ("(N bytes)", as vsftpd and ProFTPD
+// write), else -1.
+type TransferStatus struct {
+	Verb      string        `json:"verb"`
+	Path      string        `json:"path"`
+	Direction string        `json:"direction"`
+	Bytes     int64         `json:"bytes"`
+	Size      int64         `json:"size"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	Rate      float64       `json:"bytes_per_second"`
+}
+
+// Percent is the share of Size moved, for the progress bar.
+func (t *TransferStatus) Percent() int {
+	if t.Size <= 0 {
+		return 0
+	}
+	return int(min(100, t.Bytes*100/t.Size))
+}
+
+// BackendStatus is one server of a backend.
+type BackendStatus struct {
+	Backend  string `json:"backend"`
+	Server   string `json:"server"`
+	Up       bool   `json:"up"`
+	Sessions int64  `json:"sessions"`
+}
+
+// Status takes the snapshot.
+func (s *Server) Status() Status {
+	now := time.Now()
+	st := Status{Time: now}
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		ss := SessionStatus{ID: sess.id, Listener: sess.lcfg.Name, Client: sess.client.String(), Started: sess.start,
+			Idle: now.Sub(time.Unix(0, sess.lastActive.Load())).Round(time.Second)}
+		if v := sess.view.Load(); v != nil {
+			ss.User, ss.TLS, ss.Backend, ss.Server = v.User, v.TLS, v.Backend, v.Server
+		}
+		if x := sess.currentTransfer(); x != nil {
+			ts := &TransferStatus{Verb: x.verb, Path: x.path, Direction: x.direction, Bytes: x.bytes.Load(),
+				Size: x.size, Elapsed: now.Sub(x.start).Round(time.Millisecond)}
+			if secs := now.Sub(x.start).Seconds(); secs > 0 {
+				ts.Rate = float64(ts.Bytes) / secs
+			}
+			ss.Transfer = ts
+			ss.Idle = 0 // a transfer is activity
+		}
+		st.Sessions = append(st.Sessions, ss)
+	}
+	slices.SortFunc(st.Sessions, func(a, b SessionStatus) int { return a.Started.Compare(b.Started) })
+	s.poolMu.Lock()
+	for _, p := range s.pools {
+		for _, ps := range p.servers {
+			st.Backends = append(st.Backends, BackendStatus{Backend: p.b.Name, Server: ps.addr, Up: ps.up.Load(), Sessions: ps.sessions.Load()})
+		}
+	}
+	s.poolMu.Unlock()
+	slices.SortFunc(st.Backends, func(a, b BackendStatus) int {
+		if a.Backend != b.Backend {
+			return compareStrings(a.Backend, b.Backend)
+		}
+		return compareStrings(a.Server, b.Server)
+	})
+	return st
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// sizeIn150 finds "(N bytes)" in a 150 reply.
+var sizeIn150 = regexp.MustCompile(`\((\d+) bytes\)`)
+
+// transferSize is the size a 150 reply announces, or -1.
+func transferSize(rep *rewrite.Reply) int64 {
+	if rep == nil || rep.Code != 150 {
+		return -1
+	}
+	m := sizeIn150.FindStringSubmatch(rep.String())
+	if m == nil {
+		return -1
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+//go:embed status.html
+var statusHTML string
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"bytes": humanBytes,
+	"rate":  func(r float64) string { return humanBytes(int64(r)) + "/s" },
+	"since": func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
+}).Parse(statusHTML))
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// serveStatus serves the page: self-contained HTML that reloads itself
+// every two seconds.
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	if err := statusPage.Execute(w, s.Status()); err != nil {
+		s.log.Warn("status page", zap.Error(err))
+	}
+}
+
+func (s *Server) serveStatusJSON(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(s.Status())
+}
