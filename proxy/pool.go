@@ -50,13 +50,23 @@ type poolServer struct {
 // passed over when no health check will tell when it is back.
 const passiveRetry = 10 * time.Second
 
-func newPool(b *config.Backend, log *zap.Logger, m *metrics) *pool {
+// newPool makes b's pool. A server that prev (the pools being replaced,
+// by backend name and address) already knows carries on with its state:
+// up or down, and the sessions it holds, which least_conn counts.
+func newPool(b *config.Backend, log *zap.Logger, m *metrics, prev map[[2]string]*poolServer) *pool {
 	p := &pool{b: b, log: log.With(zap.String("backend", b.Name)), m: m, stop: make(chan struct{})}
 	for _, a := range b.Servers {
-		ps := &poolServer{addr: a}
-		ps.up.Store(true) // until a check or a connection says otherwise
+		ps := prev[[2]string{b.Name, a}]
+		if ps == nil {
+			ps = &poolServer{addr: a}
+			ps.up.Store(true) // until a check or a connection says otherwise
+		}
 		p.servers = append(p.servers, ps)
-		m.backendUp.WithLabelValues(b.Name, a).Set(1)
+		v := 0.0
+		if ps.up.Load() {
+			v = 1
+		}
+		m.backendUp.WithLabelValues(b.Name, a).Set(v)
 	}
 	return p
 }

@@ -13,7 +13,7 @@ import (
 
 func testPool(t *testing.T, balance config.Balance, hc *config.HealthCheck, servers ...string) *pool {
 	s := New(&config.Config{}, Options{})
-	p := newPool(&config.Backend{Name: "b", Servers: servers, Balance: balance, HealthCheck: hc}, zap.NewNop(), s.metrics)
+	p := newPool(&config.Backend{Name: "b", Servers: servers, Balance: balance, HealthCheck: hc}, zap.NewNop(), s.metrics, nil)
 	t.Cleanup(p.close)
 	return p
 }
@@ -120,4 +120,35 @@ func TestStickyUser(t *testing.T) {
 			t.Fatalf("%s did not come back to %s", u, h)
 		}
 	}
+}
+
+// TestPoolsAcrossReload: a server the new configuration keeps (same
+// backend, same address) keeps its state, down or up, and its sessions;
+// a new one starts up.
+func TestPoolsAcrossReload(t *testing.T) {
+	s := New(&config.Config{}, Options{})
+	defer s.closePools()
+	backend := func(servers ...string) *config.Config {
+		return &config.Config{Backends: map[string]*config.Backend{"b": {Name: "b", Servers: servers, Balance: config.LeastConn}}}
+	}
+	first := backend("a:21", "b:21")
+	s.setPools(first)
+	p := s.poolFor(first.Backends["b"])
+	p.failed(p.servers[0], errors.New("refused"))
+	p.servers[1].sessions.Store(3)
+
+	second := backend("a:21", "b:21", "c:21")
+	s.setPools(second)
+	if s.poolFor(first.Backends["b"]) != nil {
+		t.Fatal("the replaced configuration's pool is still served")
+	}
+	q := s.poolFor(second.Backends["b"])
+	if q.servers[0].up.Load() || q.servers[1].sessions.Load() != 3 || !q.servers[2].up.Load() {
+		t.Fatalf("states after the reload: a up=%v, b sessions=%d, c up=%v",
+			q.servers[0].up.Load(), q.servers[1].sessions.Load(), q.servers[2].up.Load())
+	}
+	if first := q.order("u")[0].addr; first != "c:21" {
+		t.Fatalf("least_conn after the reload chose %s, not the new empty server", first)
+	}
+	s.wg.Wait() // the old pool's closing
 }

@@ -316,10 +316,11 @@ func (s *Server) Reload(cfg *config.Config) error {
 }
 
 // setPools gives cfg's backends their pools and starts their health
-// checks. The previous pools stop speaking for their servers at once;
-// their checks end in the background (one may be waiting for its timeout),
-// and the gauges of servers no longer configured go with them. Sessions
-// that chose a server of an old pool keep it.
+// checks. A server the previous pools knew (same backend name and address)
+// keeps its state. The previous pools stop speaking for their servers at
+// once; their checks end in the background (one may be waiting for its
+// timeout), and the gauges of servers no longer configured go with them.
+// Sessions that chose a server of an old pool keep it.
 func (s *Server) setPools(cfg *config.Config) {
 	pools := make(map[*config.Backend]*pool, len(cfg.Backends))
 	current := map[[2]string]bool{}
@@ -330,13 +331,17 @@ func (s *Server) setPools(cfg *config.Config) {
 	}
 	s.poolMu.Lock()
 	old := s.pools
+	prev := map[[2]string]*poolServer{}
 	for _, p := range old {
 		p.mu.Lock()
 		p.stopped = true // no gauge writes from here on
 		p.mu.Unlock()
+		for _, ps := range p.servers {
+			prev[[2]string{p.b.Name, ps.addr}] = ps
+		}
 	}
 	for _, b := range cfg.Backends {
-		p := newPool(b, s.log, s.metrics)
+		p := newPool(b, s.log, s.metrics, prev)
 		p.start(s.dial)
 		pools[b] = p
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"html/template"
@@ -109,22 +110,9 @@ func (s *Server) Status() Status {
 	}
 	s.poolMu.Unlock()
 	slices.SortFunc(st.Backends, func(a, b BackendStatus) int {
-		if a.Backend != b.Backend {
-			return compareStrings(a.Backend, b.Backend)
-		}
-		return compareStrings(a.Server, b.Server)
+		return cmp.Or(cmp.Compare(a.Backend, b.Backend), cmp.Compare(a.Server, b.Server))
 	})
 	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // sizeIn150 finds "(N bytes)" in a 150 reply.
