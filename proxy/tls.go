@@ -73,8 +73,11 @@ func (c *eofConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// send writes what was gathered.
+// send writes what was gathered; after a failed write it only reports it.
 func (c *eofConn) send() error {
+	if c.werr != nil {
+		return c.werr
+	}
 	if len(c.out) > 0 {
 		if _, err := c.Conn.Write(c.out); err != nil {
 			c.werr = err
