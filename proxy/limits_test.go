@@ -104,6 +104,14 @@ func TestSessionLimits(t *testing.T) {
 	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.Contains(got, "421 Too many connections from your address") {
 		t.Fatalf("third from one address: %q", got)
 	}
+	// The refused session counts until its goroutine has ended, which may
+	// be just after the client read the 421.
+	for deadline := time.Now().Add(30 * time.Second); len(g.srv.Status().Sessions) != 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the refused session never ended: %+v", g.srv.Status().Sessions)
+		}
+		time.Sleep(10 * time.Millisecond) // polling, bounded above
+	}
 	hold("127.0.0.2")
 	if got := greetingFrom(t, "127.0.0.3", g.explicit); !strings.Contains(got, "421 Too many users") {
 		t.Fatalf("fourth session: %q", got)
