@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
+
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
@@ -203,5 +205,38 @@ func TestBackendHealthCheck(t *testing.T) {
 	waitMetric(t, g, up("1"))
 	if !g.logged("backend server up") {
 		t.Fatal("the server coming back was not logged")
+	}
+}
+
+// TestBackendHealthCheckProxyProtocol: toward a backend that requires a
+// PROXY header, the health check sends one (LOCAL: it speaks for no
+// client) and finds the server up; a check without it would get no
+// greeting.
+func TestBackendHealthCheckProxyProtocol(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	front := startProxyAwareFront(t, be.Addr)
+	g := startGate(t, front.ln.Addr().String(), gateOptions{backend: `proxy_protocol = "v2"
+  health_check {
+    interval = "100ms"
+    rise     = 1
+    fall     = 1
+  }`})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) { // polling, bounded
+		local := 0
+		for _, h := range front.received() {
+			if h.Command == proxyproto.LOCAL {
+				local++
+			}
+		}
+		if local >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d LOCAL headers from the health check", local)
+		}
+	}
+	waitMetric(t, g, fmt.Sprintf(`ftpsgate_backend_server_up{backend="legacy",server=%q} 1`, front.ln.Addr().String()))
+	if g.logged("backend server down") {
+		t.Fatal("the server was marked down")
 	}
 }
