@@ -13,13 +13,11 @@ pids=()
 . scripts/lib.sh
 [ "$(id -u)" = 0 ] || die "vsftpd needs root to log users in"
 for b in bin/ftpsgate bin/ftpsload; do [ -x "$b" ] || die "$b missing: run make build"; done
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=$(free_port) PROXY=$(free_port)
 work=$(mktemp -d /dev/shm/ftpsgate-cpu.XXXXXX)
 chmod 755 "$work"
 cleanup() {
-	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_pids
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -37,12 +37,10 @@ pids=()
 for b in bin/ftpsgate bin/ftpsload; do [ -x "$b" ] || die "$b missing: run make build"; done
 [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_proxy.so" ] || die "ProFTPD mod_proxy missing: run make test-deps"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d /dev/shm/ftpsgate-bench.XXXXXX)
 chmod 755 "$work"
 cleanup() {
-	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_pids
 	[ "${KEEP:-0}" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

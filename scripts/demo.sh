@@ -27,8 +27,7 @@ work=$(mktemp -d /tmp/ftpsgate-demo.XXXXXX)
 chmod 755 "$work"
 cleanup() {
 	trap - INT TERM EXIT
-	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	stop_pids
 	rm -rf "$work"
 	echo
 	echo "demo: stopped, $work removed"

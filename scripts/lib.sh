@@ -1,8 +1,19 @@
-# Shared by demo.sh and bench.sh: a vsftpd on loopback serving a directory to
-# the test account, a self-signed certificate, and a readiness check.
+# Shared by demo.sh, bench.sh and bench-cpu.sh: a vsftpd (and ProFTPD) on
+# loopback serving a directory to the test account, a self-signed
+# certificate, readiness checks, free ports and stopping what was started.
 # The caller defines die() and an array pids, and sources this file.
 
 ACCOUNT=ftpsgate-test
+
+# free_port prints a TCP port free on 127.0.0.1 just now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# stop_pids stops every process (and process group) the script started, as
+# listed in pids, and waits for them.
+stop_pids() {
+	for pid in "${pids[@]}"; do kill -TERM -- "-$pid" "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
 
 # account_password prints the test account's password (made by test-deps).
 account_password() {
