@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -393,6 +394,52 @@ func TestAuditNeverHoldsPassword(t *testing.T) {
 	logins := g.eventsOf(t, "login")
 	if !sawPass || len(logins) != 3 || logins[0]["result"] != "success" || logins[1]["result"] != "failure" {
 		t.Fatalf("login events %v", logins)
+	}
+}
+
+// TestAuditSequence: every command and final reply of a session is in the
+// audit stream, in order, whether the proxy answered it, relayed it (its
+// event is written once the backend has it), refused it by policy or saw
+// the backend refuse it.
+func TestAuditSequence(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{policy: `deny_commands = ["DELE"]`})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(530, "PWD") // before login: answered by the proxy
+	c.Login(be.User, be.Password)
+	c.Cmd(200, "NOOP")
+	c.Cmd(257, "PWD")
+	c.Cmd(200, "TYPE I")
+	c.Cmd(502, "DELE f")       // refused by policy
+	c.Cmd(550, "CWD /nowhere") // refused by the backend
+	c.Cmd(500, "XYZZY")        // unknown to both
+	c.Cmd(211, "FEAT")         // answered by the proxy
+	c.Cmd(221, "QUIT")
+	for len(g.eventsOf(t, "session_end")) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := []string{
+		"command AUTH", "reply AUTH 234", "tls", "command PWD", "reply PWD 530",
+		"command USER", "reply USER 331", "command PASS", "reply PASS 230", "login",
+		"command PBSZ", "reply PBSZ 200", "command PROT", "reply PROT 200",
+		"command NOOP", "reply NOOP 200", "command PWD", "reply PWD 257", "command TYPE", "reply TYPE 200",
+		"command DELE", "policy_denied", "reply DELE 502", "command CWD", "reply CWD 550",
+		"command XYZZY", "reply XYZZY 500", "command FEAT", "reply FEAT 211", "command QUIT", "reply QUIT 221",
+	}
+	var got []string
+	for _, e := range g.auditEvents(t) {
+		switch e["event"] {
+		case "command":
+			got = append(got, fmt.Sprint("command ", e["verb"]))
+		case "reply":
+			got = append(got, fmt.Sprintf("reply %v %v", e["verb"], e["code"]))
+		case "tls", "login", "policy_denied":
+			got = append(got, e["event"].(string))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("audit sequence\n got %q\nwant %q", got, want)
 	}
 }
 

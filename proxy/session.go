@@ -80,9 +80,13 @@ type session struct {
 	route    string // the route that chose the backend, if any
 	epsvAll  bool
 	badLines int
-	be       *backendConn   // nil until the first USER
-	pending  *pendingData   // client data connection set up by PASV/EPSV, for the next transfer
-	active   netip.AddrPort // address given by PORT/EPRT, for the next transfer
+	// unaudited is a command relayed as it is whose audit event waits
+	// until the backend has it (see dispatch); holding says it waits.
+	unaudited rewrite.Command
+	holding   bool
+	be        *backendConn   // nil until the first USER
+	pending   *pendingData   // client data connection set up by PASV/EPSV, for the next transfer
+	active    netip.AddrPort // address given by PORT/EPRT, for the next transfer
 
 	// mu guards the fields below it; drain and kill run on other
 	// goroutines.
@@ -355,6 +359,10 @@ type verb struct {
 	preLogin bool
 }
 
+// relayedVerbs are, once logged in, sent to the backend at once as
+// parsed, like every verb the table does not list.
+var relayedVerbs = map[string]bool{"NOOP": true, "TYPE": true}
+
 // verbs is the whole protocol surface. A verb not listed is forwarded to
 // the backend as it was parsed.
 var verbs = map[string]verb{
@@ -406,7 +414,23 @@ var transferVerbs = map[string]string{
 
 // dispatch handles one command. A returned error ends the session.
 func (s *session) dispatch(cmd rewrite.Command) error {
-	s.audit.Command(cmd)
+	v, known := verbs[cmd.Verb]
+	if !known {
+		v = verb{handle: (*session).cmdForward}
+	}
+	// Every command is audited before its reply. A command relayed as it
+	// is (the common case once logged in: PWD, CWD, NOOP, SIZE…) is
+	// audited once the backend has it, while the backend works, so that
+	// the write is not part of the round trip (forwardChecked); any other
+	// is audited now. Holding needs nothing between here and the backend
+	// to block or to write another event: no transfer to wait for or to
+	// answer during, no 530, no policy denial.
+	if (!known || relayedVerbs[cmd.Verb]) && s.be != nil && s.currentTransfer() == nil && s.cfg.Policy.Command(cmd.Verb, s.readOnly) == nil {
+		s.unaudited, s.holding = cmd, true
+		defer s.auditHeld() // if it never reached the backend
+	} else {
+		s.audit.Command(cmd)
+	}
 	s.srv.metrics.commands.WithLabelValues(verbLabel(cmd.Verb)).Inc()
 	if hook := dispatchHook.Load(); hook != nil {
 		(*hook)(cmd)
@@ -418,10 +442,6 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 		return err
 	}
 	s.waitTransfer() // RFC 959: commands after a transfer command wait for it
-	v, known := verbs[cmd.Verb]
-	if !known {
-		v = verb{handle: (*session).cmdForward}
-	}
 	if !v.preLogin && s.be == nil {
 		return s.reply(cmd, 530, "Please login with USER and PASS.")
 	}
@@ -429,6 +449,14 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 		return s.deny(cmd, d)
 	}
 	return v.handle(s, cmd)
+}
+
+// auditHeld writes the audit event of the command dispatch held back.
+func (s *session) auditHeld() {
+	if s.holding {
+		s.audit.Command(s.unaudited)
+		s.holding, s.unaudited = false, rewrite.Command{}
+	}
 }
 
 func refuse(code int, text string) func(*session, rewrite.Command) error {
@@ -787,7 +815,9 @@ func (s *session) forward(cmd rewrite.Command) (*rewrite.Reply, error) {
 // relayed; when check reports the reply handled, forwarding stops and
 // forwardChecked returns a nil reply and check's error.
 func (s *session) forwardChecked(cmd rewrite.Command, check func(rewrite.Command, *rewrite.Reply) (bool, error)) (*rewrite.Reply, error) {
-	if err := s.be.send(cmd); err != nil {
+	err := s.be.send(cmd)
+	s.auditHeld()
+	if err != nil {
 		return nil, err
 	}
 	for {
@@ -820,12 +850,14 @@ func (s *session) reply(cmd rewrite.Command, code int, text string) error {
 	return s.sendReply(cmd.Verb, rewrite.NewReply(code, text))
 }
 
-// sendReply sends rep as the answer to verb and records it.
+// sendReply sends rep as the answer to verb and records it, after the
+// client has it: the audit write is not part of the round trip.
 func (s *session) sendReply(verb string, rep *rewrite.Reply) error {
+	err := s.send(verb, rep)
 	if rep.Final() {
 		s.audit.Reply(verb, rep.Code)
 	}
-	return s.send(verb, rep)
+	return err
 }
 
 // send writes rep to the client. It is safe to call from the transfer
