@@ -10,10 +10,13 @@
 #   plain FTP direct   client (plain FTP) -> vsftpd
 #   mod_proxy          client (FTPS) -> ProFTPD mod_proxy + mod_tls -> plain vsftpd
 #   Go TLS ceiling     one Go TLS sender and one receiver, no FTP
+#   HAProxy TCP relay  plain client -> HAProxy (mode tcp) -> plain vsftpd, for
+#                      the latency only: what any proxy's extra hop costs here
 # Session setup runs against ProFTPD with a user file (cheap logins) behind
 # ftpsgate and mod_proxy, and against vsftpd (PAM) behind ftpsgate and on
 # its own. Idle memory uses ftpsload's own minimal FTP responder as the
 # backend: thousands of real server processes would measure the server.
+# ftpsgate writes its audit stream (to tmpfs), as it would in production.
 #
 # QUICK=1 (make bench-quick) shrinks every figure to a smoke test.
 # Prints a markdown table; writes it with the JSON and an SVG chart to
@@ -36,6 +39,7 @@ pids=()
 [ "$(id -u)" = 0 ] || die "vsftpd and ProFTPD need root to log users in: run sudo make bench"
 for b in bin/ftpsgate bin/ftpsload; do [ -x "$b" ] || die "$b missing: run make build"; done
 [ -f "$PROFTPD_ROOT/usr/lib/proftpd/mod_proxy.so" ] || die "ProFTPD mod_proxy missing: run make test-deps"
+command -v haproxy >/dev/null || die "haproxy missing: run make test-deps"
 
 work=$(mktemp -d /dev/shm/ftpsgate-bench.XXXXXX)
 chmod 755 "$work"
@@ -53,7 +57,7 @@ results=$work/results.jsonl
 # Backends and baselines.
 VSFTPD=$(free_port) VSFTPD_TLS=$(free_port) PROFTPD=$(free_port) PROFTPD_TLS=$(free_port) RESPONDER=$(free_port)
 MP_VSFTPD=$(free_port) MP_PROFTPD=$(free_port) MP_RESPONDER=$(free_port) SINK=$(free_port)
-GATE_VSFTPD=$(free_port) GATE_PROFTPD=$(free_port) IDLE_GATE=$(free_port)
+GATE_VSFTPD=$(free_port) GATE_PROFTPD=$(free_port) IDLE_GATE=$(free_port) RELAY=$(free_port)
 start_vsftpd "$work" "$VSFTPD"
 start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
 	ssl_ciphers=HIGH require_ssl_reuse=YES force_local_logins_ssl=YES force_local_data_ssl=YES
@@ -78,6 +82,19 @@ mod_proxy() {
 tls_lines=("LoadModule mod_tls.c" "TLSEngine on" "TLSRequired on" "TLSProtocol TLSv1.2 TLSv1.3" "TLSVerifyClient off"
 	"TLSECCertificateFile $work/tls.crt" "TLSECCertificateKeyFile $work/tls.key")
 start_proftpd "$work" "$PROFTPD_TLS" "${tls_lines[@]}"
+cat >"$work/haproxy.cfg" <<EOF
+defaults
+  mode tcp
+  timeout connect 10s
+  timeout client 5m
+  timeout server 5m
+listen relay
+  bind 127.0.0.1:$RELAY
+  server vsftpd 127.0.0.1:$VSFTPD
+EOF
+setsid haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+wait_greeting "$RELAY" || die "haproxy did not start: $(cat "$work/haproxy.log")"
 mod_proxy "$MP_VSFTPD" "127.0.0.1:$VSFTPD"
 mod_proxy "$MP_PROFTPD" "127.0.0.1:$PROFTPD"
 mod_proxy "$MP_RESPONDER" "127.0.0.1:$RESPONDER"
@@ -109,6 +126,9 @@ ftpsgate() {
 		limits {
 		  max_sessions        = 20000
 		  max_sessions_per_ip = 20000
+		}
+		audit {
+		  file = "$work/$name-audit.log"
 		}
 	EOF
 	setsid bin/ftpsgate run -config "$conf" -log-level warn 2>"$work/$name.log" &
@@ -156,12 +176,16 @@ setup -test "setup, vsftpd PAM" -label ftpsgate -addr "127.0.0.1:$GATE_VSFTPD"
 setup -test "setup, vsftpd PAM" -label "vsftpd FTPS" -addr "127.0.0.1:$VSFTPD_TLS"
 setup -test "setup, vsftpd PAM" -label mod_proxy -addr "127.0.0.1:$MP_VSFTPD"
 
-echo "bench: 4. command latency, $LAT_N round trips, three processes per path (the median counts)"
+# One process measures every path in turn, a block of 100 round trips at a
+# time, so that the machine's moods weigh on all paths alike; the added
+# latency is the median over blocks of a path's block median minus plain
+# FTP direct's next to it. Three processes; the median one counts.
+echo "bench: 4. command latency, $LAT_N round trips per path, three processes (the median counts)"
 for _ in 1 2 3; do
-	load latency -n "$LAT_N" -test latency -label ftpsgate -tls -addr "127.0.0.1:$GATE_VSFTPD"
-	load latency -n "$LAT_N" -test latency -label "vsftpd FTPS" -tls -addr "127.0.0.1:$VSFTPD_TLS"
-	load latency -n "$LAT_N" -test latency -label "plain FTP direct" -addr "127.0.0.1:$VSFTPD"
-	load latency -n "$LAT_N" -test latency -label mod_proxy -tls -addr "127.0.0.1:$MP_VSFTPD"
+	load latency -n "$LAT_N" -test latency -base "plain FTP direct" \
+		-path "ftpsgate=tls://127.0.0.1:$GATE_VSFTPD" -path "vsftpd FTPS=tls://127.0.0.1:$VSFTPD_TLS" \
+		-path "plain FTP direct=ftp://127.0.0.1:$VSFTPD" -path "mod_proxy=tls://127.0.0.1:$MP_VSFTPD" \
+		-path "HAProxy TCP relay=ftp://127.0.0.1:$RELAY"
 done
 kill -TERM "$main_gate"
 wait "$main_gate" || true

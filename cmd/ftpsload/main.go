@@ -4,6 +4,7 @@
 //	ftpsload transfer  -addr A -user U -password-file F [-tls -ca C] -dir down|up -streams N -size S -path P
 //	ftpsload setup     -addr A ... -clients 32 -duration 10s
 //	ftpsload latency   -addr A ... -n 3000
+//	ftpsload latency   -path LABEL=tls://A -path LABEL=ftp://A ... -base LABEL  (paths in turn, added latency over base)
 //	ftpsload idle      -addr A ... -sessions N -ready-file F   (holds them until SIGTERM)
 //	ftpsload responder -listen A                                 (a minimal FTP server for idle sessions)
 //	ftpsload tls-sink  -listen A -cert C -key K                  (the Go TLS ceiling's server side)

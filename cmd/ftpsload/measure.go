@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -152,34 +153,98 @@ func runLatency(args []string) error {
 	var c common
 	fs := flag.NewFlagSet("latency", flag.ExitOnError)
 	c.register(fs)
-	n := fs.Int("n", 3000, "round trips per verb")
+	n := fs.Int("n", 3000, "round trips per verb and path")
+	var paths pathFlags
+	fs.Var(&paths, "path", "LABEL=tls://HOST:PORT or LABEL=ftp://HOST:PORT, repeated: the paths are measured in turn, one round trip each, instead of -addr")
+	block := fs.Int("block", 100, "round trips in a row on one path before the next path's turn")
+	base := fs.String("base", "", "a -path LABEL: also report each other path's added latency over it")
 	fs.Parse(args)
-	t, err := c.target()
-	if err != nil {
-		return err
+	if len(paths) == 0 {
+		paths = pathFlags{{label: c.label, addr: c.addr, tls: c.useTLS}}
 	}
-	s, err := dial(context.Background(), t)
-	if err != nil {
-		return err
+	sessions := make([]*session, len(paths))
+	baseIdx := -1
+	for i, p := range paths {
+		c.addr, c.useTLS = p.addr, p.tls
+		t, err := c.target()
+		if err != nil {
+			return err
+		}
+		if sessions[i], err = dial(context.Background(), t); err != nil {
+			return fmt.Errorf("%s: %w", p.label, err)
+		}
+		defer sessions[i].quit()
+		if p.label == *base {
+			baseIdx = i
+		}
 	}
-	defer s.quit()
+	if *base != "" && baseIdx < 0 {
+		return fmt.Errorf("-base %q names no -path", *base)
+	}
+	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 	for _, verb := range []struct {
 		name string
 		code int
 	}{{"NOOP", 200}, {"PWD", 257}} {
-		rtts := make([]time.Duration, 0, *n)
-		for range *n {
-			start := time.Now()
-			if _, _, err := s.cmd(verb.name, verb.code); err != nil {
-				return err
+		// rtts[path] in blocks of -block round trips. Each path runs a
+		// block in turn, starting at a different path each time, so that
+		// whatever the machine does meanwhile (another process, a vCPU
+		// moving) weighs on all alike; within a block the round trips
+		// follow each other as in any one session.
+		rtts := make([][]time.Duration, len(paths))
+		blocks := (*n + *block - 1) / *block
+		for b := range blocks {
+			for k := range paths {
+				i := (b + k) % len(paths)
+				for range min(*block, *n-b**block) {
+					start := time.Now()
+					if _, _, err := sessions[i].cmd(verb.name, verb.code); err != nil {
+						return fmt.Errorf("%s: %w", paths[i].label, err)
+					}
+					rtts[i] = append(rtts[i], time.Since(start))
+				}
 			}
-			rtts = append(rtts, time.Since(start))
 		}
-		slices.Sort(rtts)
-		us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-		emit(result{Test: c.test + " " + verb.name, Path: c.label, Value: us(rtts[len(rtts)/2]), Unit: "µs p50",
-			Extra: map[string]float64{"p99_us": us(rtts[len(rtts)*99/100]), "n": float64(*n)}})
+		median := func(d []time.Duration) time.Duration { return slices.Sorted(slices.Values(d))[len(d)/2] }
+		for i, p := range paths {
+			if baseIdx >= 0 && i != baseIdx {
+				// The added latency: the median over blocks of the
+				// difference between the block's median and the base's
+				// block run just before or after it.
+				added := make([]time.Duration, blocks)
+				for b := range added {
+					lo, hi := b**block, min((b+1)**block, *n)
+					added[b] = median(rtts[i][lo:hi]) - median(rtts[baseIdx][lo:hi])
+				}
+				emit(result{Test: c.test + " " + verb.name + ", added over " + *base, Path: p.label,
+					Value: us(median(added)), Unit: "µs p50", Extra: map[string]float64{"n": float64(*n), "blocks": float64(blocks)}})
+			}
+			sorted := slices.Sorted(slices.Values(rtts[i]))
+			emit(result{Test: c.test + " " + verb.name, Path: p.label, Value: us(sorted[len(sorted)/2]), Unit: "µs p50",
+				Extra: map[string]float64{"p99_us": us(sorted[len(sorted)*99/100]), "n": float64(*n)}})
+		}
 	}
+	return nil
+}
+
+// pathFlags are repeated -path LABEL=tls://HOST:PORT flags.
+type pathFlags []struct {
+	label, addr string
+	tls         bool
+}
+
+func (p *pathFlags) String() string { return fmt.Sprint(len(*p), " paths") }
+
+func (p *pathFlags) Set(v string) error {
+	label, url, ok := strings.Cut(v, "=")
+	scheme, addr, ok2 := strings.Cut(url, "://")
+	if !ok || !ok2 || label == "" || addr == "" || (scheme != "tls" && scheme != "ftp") {
+		return fmt.Errorf("want LABEL=tls://HOST:PORT or LABEL=ftp://HOST:PORT, not %q", v)
+	}
+	*p = append(*p, struct {
+		label, addr string
+		tls         bool
+	}{label, addr, scheme == "tls"})
 	return nil
 }
 
