@@ -13,7 +13,8 @@ pids=()
 . scripts/lib.sh
 [ "$(id -u)" = 0 ] || die "vsftpd needs root to log users in"
 for b in bin/ftpsgate bin/ftpsload; do [ -x "$b" ] || die "$b missing: run make build"; done
-BACKEND=$(free_port) PROXY=$(free_port)
+read -r BACKEND PROXY < <(free_ports 2)
+[ -n "$PROXY" ] || die "no free ports"
 work=$(mktemp -d /dev/shm/ftpsgate-cpu.XXXXXX)
 chmod 755 "$work"
 cleanup() {

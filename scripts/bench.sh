@@ -55,9 +55,9 @@ results=$work/results.jsonl
 : >"$results"
 
 # Backends and baselines.
-VSFTPD=$(free_port) VSFTPD_TLS=$(free_port) PROFTPD=$(free_port) PROFTPD_TLS=$(free_port) RESPONDER=$(free_port)
-MP_VSFTPD=$(free_port) MP_PROFTPD=$(free_port) MP_RESPONDER=$(free_port) SINK=$(free_port)
-GATE_VSFTPD=$(free_port) GATE_PROFTPD=$(free_port) IDLE_GATE=$(free_port) RELAY=$(free_port)
+read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
+	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY < <(free_ports 13)
+[ -n "$RELAY" ] || die "no free ports"
 start_vsftpd "$work" "$VSFTPD"
 start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
 	ssl_ciphers=HIGH require_ssl_reuse=YES force_local_logins_ssl=YES force_local_data_ssl=YES

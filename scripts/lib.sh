@@ -5,8 +5,34 @@
 
 ACCOUNT=ftpsgate-test
 
-# free_port prints a TCP port free on 127.0.0.1 just now.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N prints N distinct TCP ports free on 127.0.0.1 just now, on
+# one line. They are taken below Linux's ephemeral range: a port the kernel
+# hands out for bind(0) can be the source port of an outgoing connection (a
+# readiness check, a proxy's backend leg) by the time a server binds it, and
+# CI once lost HAProxy's listener that way.
+free_ports() {
+	python3 - "$1" <<-'EOF'
+		import random, socket, sys
+		low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+		held = []
+		for port in random.sample(range(10000, low), len(range(10000, low))):
+		    if len(held) == int(sys.argv[1]):
+		        break
+		    s = socket.socket()
+		    try:
+		        s.bind(("127.0.0.1", port))
+		    except OSError:
+		        s.close()
+		        continue
+		    held.append(s)
+		if len(held) < int(sys.argv[1]):
+		    sys.exit("free_ports: not enough free ports below %d" % low)
+		print(" ".join(str(s.getsockname()[1]) for s in held))
+	EOF
+}
+
+# free_port prints one such port.
+free_port() { free_ports 1; }
 
 # stop_pids stops every process (and process group) the script started, as
 # listed in pids, and waits for them.
