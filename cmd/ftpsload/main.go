@@ -10,6 +10,7 @@
 //	ftpsload tls-sink  -listen A -cert C -key K                  (the Go TLS ceiling's server side)
 //	ftpsload ceiling   -addr A -ca C -dir down|up -streams N -size S
 //	ftpsload report    -in results.jsonl -json out.json -svg out.svg
+//	ftpsload reap      COMMAND [ARG…]                            (runs a server, adopting what it orphans)
 //
 // Each measurement prints one JSON object on stdout; report turns a run's
 // objects into the table, the JSON document and the chart.
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +35,7 @@ func main() {
 	cmds := map[string]func([]string) error{
 		"transfer": runTransfer, "setup": runSetup, "latency": runLatency, "idle": runIdle,
 		"responder": runResponder, "tls-sink": runTLSSink, "ceiling": runCeiling, "report": runReport,
+		"reap": runReap,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {
@@ -45,7 +48,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ftpsload transfer|setup|latency|idle|responder|tls-sink|ceiling|report [flags]")
+	fmt.Fprintln(os.Stderr, "usage: ftpsload transfer|setup|latency|idle|responder|tls-sink|ceiling|report|reap [flags]")
 	os.Exit(2)
 }
 
@@ -61,8 +64,22 @@ type result struct {
 }
 
 func emit(r result) {
+	if r.Extra != nil {
+		r.Extra["cpu_s"] = cpuSeconds()
+	}
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
+}
+
+// cpuSeconds is the user and system CPU time this process has used, so
+// that make bench can add the client's share to what the servers and
+// proxies on a path spent.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // common holds the flags every client subcommand shares.
