@@ -17,6 +17,10 @@
 # its own. Idle memory uses ftpsload's own minimal FTP responder as the
 # backend: thousands of real server processes would measure the server.
 # ftpsgate writes its audit stream (to tmpfs), as it would in production.
+# For the single-stream transfers, the CPU time each process on the path
+# spent per GiB (client, proxy, server) and the rate that much CPU allows
+# on this machine's cores: the same run's evidence of how near a path is
+# to what the machine can do (see throughput below).
 #
 # QUICK=1 (make bench-quick) shrinks every figure to a smoke test.
 # Prints a markdown table; writes it with the JSON and an SVG chart to
@@ -58,15 +62,22 @@ results=$work/results.jsonl
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
 	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY < <(free_ports 13)
 [ -n "$RELAY" ] || die "no free ports"
+# vsftpd's session processes can orphan their child, whose CPU time is
+# then lost to init: the reaper adopts them (see ftpsload reap). The
+# servers whose CPU time make bench counts run under it.
+server_wrapper=(bin/ftpsload reap)
 start_vsftpd "$work" "$VSFTPD"
 start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
 	ssl_ciphers=HIGH require_ssl_reuse=YES force_local_logins_ssl=YES force_local_data_ssl=YES
+vsftpd_pid=${pids[-2]} vsftpd_tls_pid=${pids[-1]}
+server_wrapper=()
 start_proftpd "$work" "$PROFTPD"
 setsid bin/ftpsload responder -listen "127.0.0.1:$RESPONDER" >/dev/null &
 pids+=($!)
 wait_greeting "$RESPONDER" || die "responder did not start"
 setsid bin/ftpsload tls-sink -listen "127.0.0.1:$SINK" -cert "$work/tls.crt" -key "$work/tls.key" >/dev/null &
 pids+=($!)
+sink_pid=$!
 for _ in $(seq 1 100); do { exec 3<>"/dev/tcp/127.0.0.1/$SINK"; } 2>/dev/null && break; sleep 0.1; done
 exec 3>&- || die "tls-sink did not start"
 
@@ -95,7 +106,10 @@ EOF
 setsid haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 wait_greeting "$RELAY" || die "haproxy did not start: $(cat "$work/haproxy.log")"
+server_wrapper=(bin/ftpsload reap)
 mod_proxy "$MP_VSFTPD" "127.0.0.1:$VSFTPD"
+mp_vsftpd_pid=$proftpd_pid
+server_wrapper=()
 mod_proxy "$MP_PROFTPD" "127.0.0.1:$PROFTPD"
 mod_proxy "$MP_RESPONDER" "127.0.0.1:$RESPONDER"
 mp_responder_pid=$proftpd_pid
@@ -151,16 +165,83 @@ each() {
 }
 ceiling() { bin/ftpsload ceiling -addr "127.0.0.1:$SINK" -ca "$work/tls.crt" "$@" >>"$results"; }
 
+# The CPU time each process on a path spends per GiB moved: the client
+# (ftpsload's own count), the proxy, the server (with its session
+# processes, once reaped). On this machine's cores, those seconds bound the
+# path's rate whatever any one process does: cores x 1 GiB / sum. A path
+# is LABEL|TLS FLAG|PORT|PROXY PID|SERVER PID.
+paths=("ftpsgate|-tls|$GATE_VSFTPD|$main_gate|$vsftpd_pid"
+	"vsftpd FTPS|-tls|$VSFTPD_TLS||$vsftpd_tls_pid"
+	"plain FTP direct|-tls=false|$VSFTPD||$vsftpd_pid"
+	"mod_proxy|-tls|$MP_VSFTPD|$mp_vsftpd_pid|$vsftpd_pid")
+# cpu PID: CPU ticks of PID and its children, each with the children it
+# has reaped (for vsftpd: the reaper, holding what vsftpd orphaned, and
+# vsftpd; 0 for no PID).
+cpu() {
+	local total=0 p
+	[ -n "$1" ] || { echo 0; return; }
+	for p in "$1" $(pgrep -P "$1"); do
+		total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$total"
+}
+# below PID: the number of processes under PID, zombies included.
+below() {
+	local n=0 c
+	[ -n "$1" ] || { echo 0; return; }
+	for c in $(pgrep -P "$1"); do n=$((n + 1 + $(below "$c"))); done
+	echo "$n"
+}
+# settled PID N: waits (up to 10 s) until no more than N processes are
+# under PID (as many as before the measurement), every session's process
+# having ended and been waited for, its time then counted in cpu PID.
+settled() {
+	for _ in $(seq 1 100); do [ "$(below "$1")" -le "$2" ] && return 0; sleep 0.1; done
+	echo "bench: processes under $1 still running; their CPU time is not counted" >&2
+}
+# cpu_rows TEST LABEL PROXY_TICKS SERVER_TICKS: from those and the client's
+# figures in the last result line, the CPU per GiB and the bound rows.
+cpu_rows() {
+	local last client bytes
+	last=$(tail -n 1 "$results")
+	client=$(grep -o '"cpu_s":[0-9.e+-]*' <<<"$last" | cut -d: -f2)
+	bytes=$(grep -o '"bytes":[0-9.e+-]*' <<<"$last" | cut -d: -f2)
+	awk -v test="$1" -v label="$2" -v p="$3" -v s="$4" -v c="${client:-0}" -v b="${bytes:-0}" \
+		-v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" 'BEGIN {
+		if (b <= 0) exit
+		gib = b / 2^30; c /= gib; p /= hz * gib; s /= hz * gib; sum = c + p + s
+		if (sum <= 0) exit
+		printf "{\"test\":\"%s, CPU per GiB\",\"path\":\"%s\",\"value\":%.3f,\"unit\":\"s/GiB\",\"extra\":{\"client_s\":%.3f,\"proxy_s\":%.3f,\"server_s\":%.3f}}\n", test, label, sum, c, p, s
+		printf "{\"test\":\"%s, CPU bound on %d cores\",\"path\":\"%s\",\"value\":%.1f,\"unit\":\"MB/s\"}\n", test, cores, label, cores * 1073.741824 / sum
+	}' >>"$results"
+}
+# throughput TEST DIR FILE: one $SIZE stream (RETR or STOR of FILE) on
+# every path, and the Go TLS ceiling (its server is the sink), each with
+# its CPU rows.
+throughput() {
+	local test=$1 dir=$2 file=$3 spec label tls port proxy server p0 s0 pn sn
+	for spec in "${paths[@]}"; do
+		IFS='|' read -r label tls port proxy server <<<"$spec"
+		p0=$(cpu "$proxy") s0=$(cpu "$server") pn=$(below "$proxy") sn=$(below "$server")
+		load transfer -dir "$dir" -size "$SIZE" -path "$file" -runs "$RUNS" -test "$test" -label "$label" "$tls" \
+			-addr "127.0.0.1:$port"
+		settled "$server" "$sn"
+		settled "$proxy" "$pn"
+		cpu_rows "$test" "$label" $(($(cpu "$proxy") - p0)) $(($(cpu "$server") - s0))
+	done
+	s0=$(cpu "$sink_pid")
+	ceiling -test "$test" -dir "$dir" -size "$SIZE"
+	cpu_rows "$test" "Go TLS ceiling" 0 $(($(cpu "$sink_pid") - s0))
+}
+
 echo "bench: writing $SIZE and $PAR_SIZE random files to tmpfs"
 bytes() { case $1 in *GiB) echo $((${1%GiB} << 30)) ;; *MiB) echo $((${1%MiB} << 20)) ;; *) echo "$1" ;; esac; }
 head -c "$(bytes "$SIZE")" /dev/urandom >"$work/root/big.bin"
 head -c "$(bytes "$PAR_SIZE")" /dev/urandom >"$work/root/par.bin"
 
 echo "bench: 1. throughput, $SIZE one stream, median of $RUNS"
-each "download $SIZE" transfer -dir down -size "$SIZE" -path big.bin -runs "$RUNS"
-ceiling -test "download $SIZE" -dir down -size "$SIZE"
-each "upload $SIZE" transfer -dir up -size "$SIZE" -path up.bin -runs "$RUNS"
-ceiling -test "upload $SIZE" -dir up -size "$SIZE"
+throughput "download $SIZE" down big.bin
+throughput "upload $SIZE" up up.bin
 
 echo "bench: 2. $PAR parallel $PAR_SIZE downloads"
 each "$PAR × $PAR_SIZE down" transfer -dir down -size "$PAR_SIZE" -path par.bin -streams "$PAR"

@@ -1,4 +1,4 @@
-# Shared by demo.sh, bench.sh and bench-cpu.sh: a vsftpd (and ProFTPD) on
+# Shared by demo.sh and bench.sh: a vsftpd (and ProFTPD) on
 # loopback serving a directory to the test account, a self-signed
 # certificate, readiness checks, free ports and stopping what was started.
 # The caller defines die() and an array pids, and sources this file.
@@ -58,6 +58,10 @@ wait_greeting() {
 	return 1
 }
 
+# server_wrapper: when set, start_vsftpd and start_proftpd run the server
+# under this command (make bench: ftpsload reap, to count its CPU time).
+server_wrapper=()
+
 # start_vsftpd DIR PORT [LINE…]: plain FTP on 127.0.0.1:PORT serving
 # DIR/root, logging to DIR/vsftpd.log (DIR/vsftpd-PORT.log when more
 # lines, such as ssl_enable=YES, are added to its configuration); waits for
@@ -87,7 +91,7 @@ start_vsftpd() {
 		vsftpd_log_file=$log
 	CONF
 	printf '%s\n' "$@" >>"$conf"
-	setsid vsftpd "$conf" &
+	setsid "${server_wrapper[@]}" vsftpd "$conf" &
 	pids+=($!)
 	wait_greeting "$port" || die "vsftpd did not start; see $log"
 }
@@ -141,7 +145,7 @@ start_proftpd() {
 		TransferLog none
 	CONF
 	printf '%s\n' "$@" >>"$dir/proftpd-$port.conf"
-	setsid "$PROFTPD_ROOT/usr/sbin/proftpd" -n -q -c "$dir/proftpd-$port.conf" 2>>"$dir/proftpd-$port.log" &
+	setsid "${server_wrapper[@]}" "$PROFTPD_ROOT/usr/sbin/proftpd" -n -q -c "$dir/proftpd-$port.conf" 2>>"$dir/proftpd-$port.log" &
 	pids+=($!)
 	proftpd_pid=$!
 	wait_greeting "$port" || die "ProFTPD did not start; see $dir/proftpd-$port.log"

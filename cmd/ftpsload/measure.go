@@ -57,6 +57,7 @@ func runTransfer(args []string) error {
 	}
 	var rates []float64
 	var last result
+	var total int64
 	for range *runs {
 		var moved, failures atomic.Int64
 		var wg sync.WaitGroup
@@ -90,12 +91,14 @@ func runTransfer(args []string) error {
 		}
 		rate := float64(moved.Load()) / secs / 1e6
 		rates = append(rates, rate)
+		total += moved.Load()
 		last = result{Test: c.test, Path: c.label, Unit: "MB/s", Extra: map[string]float64{
 			"bytes_per_run": float64(moved.Load()), "streams": float64(*streams), "runs": float64(*runs)}}
 	}
 	slices.Sort(rates)
 	last.Value = rates[len(rates)/2]
 	last.Extra["min"], last.Extra["max"] = rates[0], rates[len(rates)-1]
+	last.Extra["bytes"] = float64(total) // over all runs, for the CPU per GiB
 	emit(last)
 	return nil
 }

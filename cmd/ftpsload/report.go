@@ -65,20 +65,15 @@ func runReport(args []string) error {
 				continue
 			}
 			unit = r.Unit
-			row[i] = number(r.Value)
+			var ratio float64
 			if p != *subject && haveOwn && r.Value > 0 {
-				row[i] += fmt.Sprintf(" (%.2f×)", own.Value/r.Value)
+				ratio = own.Value / r.Value
 			}
-			if p99, ok := r.Extra["p99_us"]; ok {
-				row[i] += fmt.Sprintf(", p99 %s", number(p99))
-			}
-			if r.Failures > 0 {
-				row[i] += fmt.Sprintf(" ⚠ %d failed", r.Failures)
-			}
+			row[i] = cellText(r, ratio)
 		}
 		fmt.Printf("| %s | %s | %s |\n", test, unit, strings.Join(row, " | "))
 	}
-	fmt.Printf("\n(x×) = %s's figure divided by that column's; higher is better for MB/s and sessions/s, lower for µs and KiB.\n", *subject)
+	fmt.Printf("\n(x×) = %s's figure divided by that column's; higher is better for MB/s and sessions/s, lower for µs, KiB and s/GiB.\n", *subject)
 	if *jsonOut != "" {
 		doc := map[string]any{
 			"date": time.Now().UTC().Format(time.RFC3339), "cpus": runtime.NumCPU(),
@@ -95,6 +90,35 @@ func runReport(args []string) error {
 		}
 	}
 	return nil
+}
+
+// cellText is one table cell: r's value, ftpsgate's ratio to it (when
+// not 0), and the figures behind it: the p99 of a latency, the share of
+// each process in a CPU time, the failures.
+func cellText(r result, ratio float64) string {
+	text := number(r.Value)
+	if r.Unit == "s/GiB" {
+		text = fmt.Sprintf("%.2f", r.Value)
+	}
+	if ratio != 0 {
+		text += fmt.Sprintf(" (%.2f×)", ratio)
+	}
+	if p99, ok := r.Extra["p99_us"]; ok {
+		text += fmt.Sprintf(", p99 %s", number(p99))
+	}
+	var parts []string
+	for _, k := range []string{"client", "proxy", "server"} {
+		if v := r.Extra[k+"_s"]; v > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
+		}
+	}
+	if len(parts) > 0 {
+		text += " = " + strings.Join(parts, " + ")
+	}
+	if r.Failures > 0 {
+		text += fmt.Sprintf(" ⚠ %d failed", r.Failures)
+	}
+	return text
 }
 
 func readResults(name string) ([]result, error) {
