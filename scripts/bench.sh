@@ -62,15 +62,20 @@ results=$work/results.jsonl
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
 	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY < <(free_ports 13)
 [ -n "$RELAY" ] || die "no free ports"
-# vsftpd's session processes can orphan their child, whose CPU time is
-# then lost to init: the reaper adopts them (see ftpsload reap). The
-# servers whose CPU time make bench counts run under it.
-server_wrapper=(bin/ftpsload reap)
-start_vsftpd "$work" "$VSFTPD"
-start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
+# reaped START…: a start_* function of lib.sh (or mod_proxy) with its
+# server under ftpsload reap. vsftpd's session processes can orphan their
+# child, whose CPU time is then lost to init; the reaper adopts them. The
+# servers whose CPU time the throughput rows count run so.
+reaped() {
+	server_wrapper=(bin/ftpsload reap)
+	"$@"
+	server_wrapper=()
+}
+reaped start_vsftpd "$work" "$VSFTPD"
+vsftpd_pid=${pids[-1]}
+reaped start_vsftpd "$work" "$VSFTPD_TLS" ssl_enable=YES "rsa_cert_file=$work/tls.crt" "rsa_private_key_file=$work/tls.key" \
 	ssl_ciphers=HIGH require_ssl_reuse=YES force_local_logins_ssl=YES force_local_data_ssl=YES
-vsftpd_pid=${pids[-2]} vsftpd_tls_pid=${pids[-1]}
-server_wrapper=()
+vsftpd_tls_pid=${pids[-1]}
 start_proftpd "$work" "$PROFTPD"
 setsid bin/ftpsload responder -listen "127.0.0.1:$RESPONDER" >/dev/null &
 pids+=($!)
@@ -106,10 +111,8 @@ EOF
 setsid haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 wait_greeting "$RELAY" || die "haproxy did not start: $(cat "$work/haproxy.log")"
-server_wrapper=(bin/ftpsload reap)
-mod_proxy "$MP_VSFTPD" "127.0.0.1:$VSFTPD"
+reaped mod_proxy "$MP_VSFTPD" "127.0.0.1:$VSFTPD"
 mp_vsftpd_pid=$proftpd_pid
-server_wrapper=()
 mod_proxy "$MP_PROFTPD" "127.0.0.1:$PROFTPD"
 mod_proxy "$MP_RESPONDER" "127.0.0.1:$RESPONDER"
 mp_responder_pid=$proftpd_pid

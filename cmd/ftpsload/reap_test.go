@@ -58,11 +58,3 @@ func reapCPU(script, arg string) (time.Duration, error) {
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
-
-func TestReapPassesExitStatus(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "true")
-	cmd.Env = append(os.Environ(), "FTPSLOAD_TEST_REAP=1")
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("reap true: %v", err)
-	}
-}
