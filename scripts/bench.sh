@@ -157,26 +157,27 @@ ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD"
 main_gate=$gate_pid
 
 load() { bin/ftpsload "$@" -user "$ACCOUNT" -password-file "$work/password" -ca "$work/tls.crt" >>"$results"; }
+# The transfer paths, each LABEL|TLS FLAG|PORT|PROXY PID|SERVER PID (the
+# processes whose CPU time the throughput rows count).
+paths=("ftpsgate|-tls|$GATE_VSFTPD|$main_gate|$vsftpd_pid"
+	"vsftpd FTPS|-tls|$VSFTPD_TLS||$vsftpd_tls_pid"
+	"plain FTP direct|-tls=false|$VSFTPD||$vsftpd_pid"
+	"mod_proxy|-tls|$MP_VSFTPD|$mp_vsftpd_pid|$vsftpd_pid")
 # each TEST ARGS…: runs one measurement on every path.
 each() {
-	local test=$1
+	local test=$1 spec label tls port
 	shift
-	load "$@" -test "$test" -label ftpsgate -tls -addr "127.0.0.1:$GATE_VSFTPD"
-	load "$@" -test "$test" -label "vsftpd FTPS" -tls -addr "127.0.0.1:$VSFTPD_TLS"
-	load "$@" -test "$test" -label "plain FTP direct" -addr "127.0.0.1:$VSFTPD"
-	load "$@" -test "$test" -label "mod_proxy" -tls -addr "127.0.0.1:$MP_VSFTPD"
+	for spec in "${paths[@]}"; do
+		IFS='|' read -r label tls port _ <<<"$spec"
+		load "$@" -test "$test" -label "$label" "$tls" -addr "127.0.0.1:$port"
+	done
 }
 ceiling() { bin/ftpsload ceiling -addr "127.0.0.1:$SINK" -ca "$work/tls.crt" "$@" >>"$results"; }
 
 # The CPU time each process on a path spends per GiB moved: the client
 # (ftpsload's own count), the proxy, the server (with its session
 # processes, once reaped). On this machine's cores, those seconds bound the
-# path's rate whatever any one process does: cores x 1 GiB / sum. A path
-# is LABEL|TLS FLAG|PORT|PROXY PID|SERVER PID.
-paths=("ftpsgate|-tls|$GATE_VSFTPD|$main_gate|$vsftpd_pid"
-	"vsftpd FTPS|-tls|$VSFTPD_TLS||$vsftpd_tls_pid"
-	"plain FTP direct|-tls=false|$VSFTPD||$vsftpd_pid"
-	"mod_proxy|-tls|$MP_VSFTPD|$mp_vsftpd_pid|$vsftpd_pid")
+# path's rate whatever any one process does: cores x 1 GiB / sum.
 # cpu PID: CPU ticks of PID and its children, each with the children it
 # has reaped (for vsftpd: the reaper, holding what vsftpd orphaned, and
 # vsftpd; 0 for no PID).
