@@ -52,7 +52,7 @@ if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
 	# Debian starts vsftpd on port 21 after install where an init system
 	# runs; the tests never use that instance.
-	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	apt-get install -y -qq --no-remove --no-install-recommends $missing >/dev/null
 fi
 if [ "$need_pureftpd" = yes ]; then
 	echo "test-deps: unpacking pure-ftpd into $PUREFTPD_ROOT"
