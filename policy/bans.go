@@ -15,6 +15,31 @@ type BanRules struct {
 	Window   time.Duration
 	Duration time.Duration
 	Safelist []netip.Prefix
+	// IPv6Prefix is how many leading bits of an IPv6 client's address
+	// make one client (ClientKey); 0 means DefaultIPv6Prefix.
+	IPv6Prefix int
+}
+
+// DefaultIPv6Prefix is the IPv6 prefix one client is taken to hold: a /64
+// is the smallest block an ISP hands out, and any host in it can take as
+// many addresses as it likes, so a per-address count would give an
+// attacker 2^64 tries.
+const DefaultIPv6Prefix = 64
+
+// ClientKey is the block of addresses counted as one client: the address
+// itself for IPv4 (and IPv4-mapped IPv6), its first v6bits bits for IPv6
+// (DefaultIPv6Prefix when v6bits is 0). Bans and per-address limits count
+// by this key, so rotating addresses within a /64 gains nothing.
+func ClientKey(a netip.Addr, v6bits int) netip.Prefix {
+	a = a.Unmap()
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	if v6bits <= 0 || v6bits > 128 {
+		v6bits = DefaultIPv6Prefix
+	}
+	p, _ := a.Prefix(v6bits)
+	return p
 }
 
 // RuleBanned is the rule name of a refusal by ban.
@@ -26,8 +51,8 @@ type Bans struct {
 	rules BanRules
 
 	mu       sync.Mutex
-	failures map[netip.Addr][]time.Time // within the window, oldest first
-	until    map[netip.Addr]time.Time
+	failures map[netip.Prefix][]time.Time // by ClientKey, within the window, oldest first
+	until    map[netip.Prefix]time.Time
 }
 
 // maxTracked bounds the addresses the ban list remembers failures for, so
@@ -38,31 +63,39 @@ const maxTracked = 100000
 
 // NewBans returns an empty ban list with rules r.
 func NewBans(r BanRules) *Bans {
-	return &Bans{rules: r, failures: make(map[netip.Addr][]time.Time), until: make(map[netip.Addr]time.Time)}
+	return &Bans{rules: r, failures: make(map[netip.Prefix][]time.Time), until: make(map[netip.Prefix]time.Time)}
 }
 
 func (b *Bans) safe(a netip.Addr) bool {
 	return slices.ContainsFunc(b.rules.Safelist, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
-// Check reports the ban on a, if one is in force at now.
-func (b *Bans) Check(a netip.Addr, now time.Time) *Denial {
-	a = a.Unmap()
+// Key is the ban key of a: ClientKey under the current rules.
+func (b *Bans) Key(a netip.Addr) netip.Prefix {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	until, ok := b.until[a]
+	return ClientKey(a, b.rules.IPv6Prefix)
+}
+
+// Check reports the ban on a's key, if one is in force at now.
+func (b *Bans) Check(a netip.Addr, now time.Time) *Denial {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := ClientKey(a, b.rules.IPv6Prefix)
+	until, ok := b.until[k]
 	if !ok {
 		return nil
 	}
 	if !now.Before(until) {
-		delete(b.until, a)
+		delete(b.until, k)
 		return nil
 	}
 	return &Denial{RuleBanned, 421, "Too many failed logins from your address; try again later."}
 }
 
-// Failure records a failed login from a at now. It reports the end of the
-// ban this failure started, or the zero time if it started none.
+// Failure records a failed login from a at now, counted against a's key.
+// It reports the end of the ban this failure started, or the zero time if
+// it started none.
 func (b *Bans) Failure(a netip.Addr, now time.Time) time.Time {
 	a = a.Unmap()
 	b.mu.Lock()
@@ -70,28 +103,29 @@ func (b *Bans) Failure(a netip.Addr, now time.Time) time.Time {
 	if b.rules.Failures <= 0 || b.safe(a) {
 		return time.Time{}
 	}
-	if until, ok := b.until[a]; ok && now.Before(until) {
+	k := ClientKey(a, b.rules.IPv6Prefix)
+	if until, ok := b.until[k]; ok && now.Before(until) {
 		return time.Time{} // already banned
 	}
-	recent := b.failures[a]
+	recent := b.failures[k]
 	cut := 0
 	for cut < len(recent) && now.Sub(recent[cut]) >= b.rules.Window {
 		cut++
 	}
 	recent = append(recent[cut:], now)
 	if len(recent) < b.rules.Failures {
-		if _, known := b.failures[a]; !known && len(b.failures) >= maxTracked {
-			for a := range b.failures { // Go's map order: arbitrary
-				delete(b.failures, a)
+		if _, known := b.failures[k]; !known && len(b.failures) >= maxTracked {
+			for k := range b.failures { // Go's map order: arbitrary
+				delete(b.failures, k)
 				break
 			}
 		}
-		b.failures[a] = recent
+		b.failures[k] = recent
 		return time.Time{}
 	}
-	delete(b.failures, a)
+	delete(b.failures, k)
 	until := now.Add(b.rules.Duration)
-	b.until[a] = until
+	b.until[k] = until
 	return until
 }
 

@@ -72,3 +72,49 @@ func TestBansBounded(t *testing.T) {
 		t.Fatalf("tracking %d addresses, bound %d", len(b.failures), maxTracked)
 	}
 }
+
+// TestBansByIPv6Prefix: an IPv6 client is its /64 (by default), so
+// failures from many addresses of one /64 add up to one ban, which then
+// holds for every address in it; IPv4 stays per address.
+func TestBansByIPv6Prefix(t *testing.T) {
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	b := NewBans(BanRules{Failures: 10, Window: time.Hour, Duration: time.Hour})
+	var until time.Time
+	for i := 0; i < 10; i++ {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, byte(i), 0, 0, 0, 0, 0, 0, byte(i * 7)})
+		until = b.Failure(a, now)
+	}
+	if until.IsZero() {
+		t.Fatal("10 failures from one /64 started no ban")
+	}
+	if d := b.Check(netip.MustParseAddr("2001:db8:1:2:ffff::1"), now); d == nil {
+		t.Fatal("another address of the banned /64 is not banned")
+	}
+	if d := b.Check(netip.MustParseAddr("2001:db8:1:3::1"), now); d != nil {
+		t.Fatal("the neighbouring /64 is banned")
+	}
+	per := NewBans(BanRules{Failures: 2, Window: time.Hour, Duration: time.Hour, IPv6Prefix: 128})
+	per.Failure(netip.MustParseAddr("2001:db8::1"), now)
+	if !per.Failure(netip.MustParseAddr("2001:db8::2"), now).IsZero() {
+		t.Fatal("ipv6_prefix = 128 still groups addresses")
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		bits int
+		want string
+	}{
+		{"203.0.113.9", 0, "203.0.113.9/32"},
+		{"::ffff:203.0.113.9", 0, "203.0.113.9/32"},
+		{"2001:db8:1:2:3:4:5:6", 0, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"},
+		{"2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"},
+		{"::1", 0, "::/64"},
+	} {
+		if got := ClientKey(netip.MustParseAddr(tc.addr), tc.bits).String(); got != tc.want {
+			t.Errorf("ClientKey(%s, %d) = %s, want %s", tc.addr, tc.bits, got, tc.want)
+		}
+	}
+}

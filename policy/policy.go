@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Rules is the policy of one configuration snapshot. The zero value allows
@@ -27,31 +28,154 @@ type Rules struct {
 	// wins over AllowUsers.
 	DenyUsers []string
 	// ReadOnlyUsers may log in but not change anything on the server:
-	// WriteVerbs are refused.
+	// they may send only commands of the classes ReadOnlyClasses lists,
+	// and those ReadOnlyCommands names.
 	ReadOnlyUsers []string
-	// AllowCommands, if not empty, lists the only verbs clients may send
-	// (EssentialVerbs are always allowed). DenyCommands lists verbs
-	// refused to everyone.
+	// ReadOnlyCommands are commands read-only users may send although
+	// their class is Write ("SITE UMASK"), as Op.Matches takes them.
+	ReadOnlyCommands []string
+	// UserNames says how user names are compared with every list above
+	// and with routes. The zero value, CaseInsensitive, is the safe one:
+	// a backend whose logins ignore case (LDAP, SQL "_ci" collations,
+	// Windows servers) would otherwise let "Alice" past a rule on "alice".
+	UserNames UserNames
+	// AllowCommands, if not empty, lists the only commands clients may
+	// send (essential ones are always allowed). DenyCommands lists
+	// commands refused to everyone. Entries are verbs ("MKD", which also
+	// covers its alias XMKD) or SITE subcommands ("SITE CHMOD", which
+	// also covers pure-ftpd's bare CHMOD); see Op.Matches.
 	AllowCommands []string
 	DenyCommands  []string
+	// RelayUnknown relays verbs the proxy's verb table does not know to
+	// the backend, classed Write. False (the default) answers them 502:
+	// an unknown verb is an unknown effect.
+	RelayUnknown bool
 	// MaxSessionsPerUser bounds the sessions one user name may hold at
 	// once; 0 means no bound. Counted by the proxy, decided by Sessions.
 	MaxSessionsPerUser int
 }
 
-// EssentialVerbs are the commands without which no session can work; no
-// command rule applies to them.
-var EssentialVerbs = []string{"AUTH", "PBSZ", "PROT", "USER", "PASS", "QUIT", "FEAT", "NOOP", "HOST", "ABOR"}
+// UserNames is how user names are compared with policy lists and routes.
+type UserNames int
 
-// WriteVerbs change something on the server; read-only users may not send
-// them. SITE is among them: its subcommands (CHMOD, UTIME…) change files.
-var WriteVerbs = []string{"STOR", "STOU", "APPE", "DELE", "RMD", "XRMD", "MKD", "XMKD", "RNFR", "RNTO",
-	"SITE", "MFMT", "MFCT", "MFF"}
+const (
+	// CaseInsensitive compares names in lower case (Unicode simple
+	// folding): "Alice" matches a rule on "alice".
+	CaseInsensitive UserNames = iota
+	// Exact compares the bytes as sent.
+	Exact
+)
+
+func (u UserNames) String() string {
+	if u == Exact {
+		return "exact"
+	}
+	return "case_insensitive"
+}
+
+// Key is user as the policy compares it: lower case unless Exact. The
+// proxy counts sessions per user by this key too.
+func (r *Rules) Key(user string) string {
+	if r.UserNames == Exact {
+		return user
+	}
+	return strings.ToLower(user)
+}
+
+// Class is what a command does, as far as the policy cares.
+type Class int
+
+const (
+	// Session commands manage the session itself (login, QUIT, TYPE,
+	// OPTS, FEAT…): they touch no file.
+	Session Class = iota
+	// Security commands set up TLS (AUTH, PBSZ, PROT…).
+	Security
+	// Data commands set up or control a data connection (PASV, EPSV,
+	// PORT, EPRT, REST, ABOR): the transfer command decides the effect.
+	Data
+	// Read commands read files or walk directories (RETR, SIZE, CWD…).
+	Read
+	// List commands list directories (LIST, NLST, MLSD, STAT with a path).
+	List
+	// Write commands change something on the server, and so does every
+	// command whose effect the proxy cannot vouch for (an unknown SITE
+	// subcommand, an unknown verb relayed by RelayUnknown).
+	Write
+)
+
+var classNames = [...]string{"session", "security", "data", "read", "list", "write"}
+
+func (c Class) String() string {
+	if c >= 0 && int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
+// ReadOnlyClasses are the classes read-only users may send: everything
+// but Write. Together with the verb table's "unknown is Write", this is an
+// allow-list.
+var ReadOnlyClasses = []Class{Session, Security, Data, Read, List}
+
+// Op is one command as the policy sees it, classified by the proxy's verb
+// table (which knows each verb's aliases, and classifies MDTM and SITE by
+// their arguments).
+type Op struct {
+	// Verb is the canonical verb: "MKD" for XMKD, "SITE" for SITE CHMOD
+	// and for pure-ftpd's bare CHMOD.
+	Verb string
+	// Sub is the SITE subcommand, upper-cased ("CHMOD"), or "".
+	Sub string
+	// Aliases are the other names of the same operation: "XMKD" for MKD,
+	// "CHMOD" for SITE CHMOD.
+	Aliases []string
+	Class   Class
+	// Essential: no session works without it (AUTH, USER, QUIT…); no
+	// command rule applies to it.
+	Essential bool
+}
+
+// Name is the canonical name: "MKD", or "SITE CHMOD".
+func (o Op) Name() string {
+	if o.Sub != "" {
+		return o.Verb + " " + o.Sub
+	}
+	return o.Verb
+}
+
+// Matches reports whether the command rule entry (as configured, upper
+// case: "MKD", "XMKD", "SITE", "SITE CHMOD", "CHMOD") names o. A verb
+// names every spelling of its operation, and SITE names every SITE
+// subcommand, so no alias slips past a rule.
+func (o Op) Matches(entry string) bool {
+	return entry == o.Verb || entry == o.Name() || slices.Contains(o.Aliases, entry)
+}
+
+func (o Op) matchesAny(entries []string) bool {
+	return slices.ContainsFunc(entries, o.Matches)
+}
 
 // Default is the policy when the configuration says nothing: TLS and
-// PROT P required, any user.
+// PROT P required, any user, names compared case-insensitively, unknown
+// verbs refused.
 func Default() Rules {
 	return Rules{RequireTLS: true, RequireProtP: true}
+}
+
+// ValidCommandEntry reports whether e has the shape of a command rule
+// entry: a verb (letters), or SITE and a subcommand. Whether the verb is
+// known is the verb table's question.
+func ValidCommandEntry(e string) error {
+	verb, sub, hasSub := strings.Cut(e, " ")
+	if !isVerb(verb) || (hasSub && (verb != "SITE" || !isVerb(sub))) {
+		return fmt.Errorf("%q is not a command: want a verb (upper-case letters) or \"SITE\" and a subcommand", e)
+	}
+	return nil
+}
+
+func isVerb(v string) bool {
+	return v != "" && len(v) <= 8 && strings.Trim(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
 }
 
 // Validate reports the first malformed rule.
@@ -65,14 +189,10 @@ func (r *Rules) Validate() error {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
 	}
-	for _, l := range []named{{"allow_commands", r.AllowCommands}, {"deny_commands", r.DenyCommands}} {
-		name := l.name
+	for _, l := range []named{{"allow_commands", r.AllowCommands}, {"deny_commands", r.DenyCommands}, {"read_only_commands", r.ReadOnlyCommands}} {
 		for _, v := range l.list {
-			if v == "" || strings.Trim(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" || len(v) > 8 {
-				return fmt.Errorf("%s: %q is not an FTP verb (upper-case letters)", name, v)
-			}
-			if name == "deny_commands" && slices.Contains(EssentialVerbs, v) {
-				return fmt.Errorf("%s: %s cannot be denied: no session works without it", name, v)
+			if err := ValidCommandEntry(v); err != nil {
+				return fmt.Errorf("%s: %w", l.name, err)
 			}
 		}
 	}
@@ -98,9 +218,11 @@ const (
 	RuleRequireProtP = "require_prot_p"
 	RuleAllowUsers   = "allow_users"
 	RuleDenyUsers    = "deny_users"
+	RuleUserName     = "user_name"
 	RuleReadOnly     = "read_only_users"
 	RuleAllowCmds    = "allow_commands"
 	RuleDenyCmds     = "deny_commands"
+	RuleUnknownCmds  = "unknown_commands"
 	RuleMaxSessions  = "max_sessions_per_user"
 	RuleAllowCIDRs   = "allow_cidrs"
 	RuleDenyCIDRs    = "deny_cidrs"
@@ -115,6 +237,29 @@ type Denial struct {
 
 func (d *Denial) Error() string { return fmt.Sprintf("%s: %d %s", d.Rule, d.Code, d.Text) }
 
+// UserName decides whether name, the argument of USER, is a user name at
+// all: it may not start or end with white space, nor hold control
+// characters (C0, DEL, C1). A backend that trims or folds such a name
+// would log in a user the policy never judged ("USER  root", "USER
+// root "); 501 refuses the syntax before any list is consulted.
+func UserName(name string) *Denial {
+	bad := name == "" || strings.TrimSpace(name) != name
+	for i := 0; i < len(name) && !bad; {
+		r, size := utf8.DecodeRuneInString(name[i:])
+		if r == utf8.RuneError && size == 1 {
+			// Not UTF-8 (a legacy Latin-1 name, say): a byte that is a
+			// C1 control in ISO 8859-1 is refused as well.
+			r = rune(name[i])
+		}
+		bad = r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\u2028' || r == '\u2029'
+		i += size
+	}
+	if bad {
+		return &Denial{RuleUserName, 501, "Invalid user name."}
+	}
+	return nil
+}
+
 // Login decides whether a client may send USER (or PASS) for user, given
 // whether its control connection is under TLS. A nil result allows it.
 func (r *Rules) Login(user string, tls bool) *Denial {
@@ -122,41 +267,49 @@ func (r *Rules) Login(user string, tls bool) *Denial {
 		// RFC 4217 §11: 530 refuses the login; the text says how to fix it.
 		return &Denial{RuleRequireTLS, 530, "TLS required: send AUTH TLS before USER"}
 	}
-	// Same reply as a bad password, so a stranger learns nothing about
-	// which names exist.
-	if matchAny(r.DenyUsers, user) {
+	// The proxy answers a refused name as it answers a wrong password
+	// (331, then 530 at PASS), so a stranger learns nothing about which
+	// names exist; this text is what it says at PASS.
+	if r.matchUser(r.DenyUsers, user) {
 		return &Denial{RuleDenyUsers, 530, "Login incorrect."}
 	}
-	if len(r.AllowUsers) > 0 && !matchAny(r.AllowUsers, user) {
+	if len(r.AllowUsers) > 0 && !r.matchUser(r.AllowUsers, user) {
 		return &Denial{RuleAllowUsers, 530, "Login incorrect."}
 	}
 	return nil
 }
 
-// Command decides whether verb may be sent; readOnly is whether the
+// Command decides whether op may be sent; readOnly is whether the
 // session's user is read-only (ReadOnly, asked once per login).
-func (r *Rules) Command(verb string, readOnly bool) *Denial {
-	if slices.Contains(EssentialVerbs, verb) {
+func (r *Rules) Command(op Op, readOnly bool) *Denial {
+	if op.Essential {
 		return nil
 	}
-	if slices.Contains(r.DenyCommands, verb) ||
-		(len(r.AllowCommands) > 0 && !slices.Contains(r.AllowCommands, verb)) {
+	if denied, allowList := op.matchesAny(r.DenyCommands), len(r.AllowCommands) > 0; denied || (allowList && !op.matchesAny(r.AllowCommands)) {
 		rule := RuleDenyCmds
-		if !slices.Contains(r.DenyCommands, verb) {
+		if !denied {
 			rule = RuleAllowCmds
 		}
 		// 502: clients treat the command as unsupported and do without
 		// it (lftp falls back from MLSD to LIST, for one).
-		return &Denial{rule, 502, verb + " is not allowed here."}
+		return &Denial{rule, 502, op.Name() + " is not allowed here."}
 	}
-	if readOnly && slices.Contains(WriteVerbs, verb) {
+	if readOnly && !slices.Contains(ReadOnlyClasses, op.Class) && !op.matchesAny(r.ReadOnlyCommands) {
 		return &Denial{RuleReadOnly, 550, "Permission denied: read-only access."}
 	}
 	return nil
 }
 
+// Unknown decides on a verb the proxy's verb table does not know.
+func (r *Rules) Unknown(verb string) *Denial {
+	if r.RelayUnknown {
+		return nil
+	}
+	return &Denial{RuleUnknownCmds, 502, verb + " not implemented."}
+}
+
 // ReadOnly reports whether user may only read.
-func (r *Rules) ReadOnly(user string) bool { return matchAny(r.ReadOnlyUsers, user) }
+func (r *Rules) ReadOnly(user string) bool { return r.matchUser(r.ReadOnlyUsers, user) }
 
 // Sessions decides whether user may open one more session while holding
 // held already.
@@ -190,8 +343,9 @@ func Address(allow, deny []netip.Prefix, a netip.Addr) *Denial {
 }
 
 // Route sends the sessions that match it to a backend. Each non-empty list
-// must match (a session's user, HOST and TLS SNI, by glob pattern, names
-// compared in lower case); an empty list matches anything.
+// must match (a session's user, HOST and TLS SNI, by glob pattern; host
+// names compared in lower case, user names as Rules.UserNames says); an
+// empty list matches anything.
 type Route struct {
 	Name    string
 	Users   []string
@@ -203,19 +357,15 @@ type Route struct {
 // CatchAll reports whether the route matches every session.
 func (rt *Route) CatchAll() bool { return len(rt.Users) == 0 && len(rt.Hosts) == 0 && len(rt.SNI) == 0 }
 
-// Matches reports whether the route takes a session.
-func (rt *Route) Matches(user, host, sni string) bool {
-	return (len(rt.Users) == 0 || matchAny(rt.Users, user)) &&
-		(len(rt.Hosts) == 0 || matchAny(rt.Hosts, strings.ToLower(host))) &&
-		(len(rt.SNI) == 0 || matchAny(rt.SNI, strings.ToLower(sni)))
-}
-
 // ChooseRoute returns the first route that takes the session, or nil: the
 // listener's own backend then.
-func ChooseRoute(routes []Route, user, host, sni string) *Route {
+func (r *Rules) ChooseRoute(routes []Route, user, host, sni string) *Route {
 	for i := range routes {
-		if routes[i].Matches(user, host, sni) {
-			return &routes[i]
+		rt := &routes[i]
+		if (len(rt.Users) == 0 || r.matchUser(rt.Users, user)) &&
+			(len(rt.Hosts) == 0 || matchAny(rt.Hosts, strings.ToLower(host), true)) &&
+			(len(rt.SNI) == 0 || matchAny(rt.SNI, strings.ToLower(sni), true)) {
+			return rt
 		}
 	}
 	return nil
@@ -252,8 +402,21 @@ func (r *Rules) Data(prot byte) *Denial {
 	return nil
 }
 
-func matchAny(patterns []string, s string) bool {
+// matchUser matches a user name against patterns as UserNames says.
+func (r *Rules) matchUser(patterns []string, user string) bool {
+	return matchAny(patterns, user, r.UserNames != Exact)
+}
+
+// matchAny reports whether s matches one of patterns; fold compares both
+// in lower case.
+func matchAny(patterns []string, s string, fold bool) bool {
+	if fold {
+		s = strings.ToLower(s)
+	}
 	for _, p := range patterns {
+		if fold {
+			p = strings.ToLower(p)
+		}
 		if ok, _ := path.Match(p, s); ok {
 			return true
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,6 +324,8 @@ type transfer struct {
 	size                  int64        // announced by the 150 reply, else -1
 	bytes                 atomic.Int64 // relayed so far
 	binary                bool         // under TYPE I (for xferlog)
+	file                  bool         // a file, not a listing (for xferlog)
+	rest                  int64        // the REST offset the backend was given, or 0
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -408,6 +411,22 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		s.log.Warn("backend data connection failed", zap.String("verb", cmd.Verb), zap.Error(err))
 		return s.reply(cmd, 425, "Cannot open data connection to the FTP server.")
 	}
+	rest := s.rest
+	if cmd.Verb != "RETR" && cmd.Verb != "STOR" {
+		rest = 0 // REST applies to these only (RFC 959 §4.1.3, RFC 3659 §5)
+	}
+	if rest > 0 {
+		rep, err := s.be.roundTrip(rewrite.Command{Verb: "REST", Arg: strconv.FormatInt(rest, 10)}, s.cfg.Timeouts.BackendReply)
+		if err != nil {
+			abandon()
+			return err
+		}
+		if rep.Code != 350 {
+			abandon()
+			s.log.Info("backend refused REST", zap.Int64("offset", rest), zap.String("reply", rep.String()))
+			return s.sendReply(cmd.Verb, rep)
+		}
+	}
 	if err := s.be.send(cmd); err != nil {
 		abandon()
 		return err
@@ -418,6 +437,8 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return err
 	}
 	if rep.Final() { // refused (550…), or done without data
+		// vsftpd, pure-ftpd and ProFTPD forget a REST when they refuse
+		// its command (TestRESTHeldUntilItsTransfer).
 		abandon()
 		return s.sendReply(cmd.Verb, rep)
 	}
@@ -428,7 +449,8 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		abandon()
 		return err
 	}
-	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: transferVerbs[cmd.Verb], binary: s.binary,
+	v := lookupVerb(cmd.Verb)
+	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: v.data, file: v.xferlog, binary: s.binary, rest: rest,
 		start: time.Now(), size: transferSize(rep), stop: make(chan struct{}), done: make(chan struct{})}
 	x.addLeg(bdata.close)
 	s.mu.Lock()
@@ -495,6 +517,7 @@ func (s *session) cmdABOR(cmd rewrite.Command) error {
 		return s.reply(cmd, 225, "No transfer to abort.")
 	}
 	s.dropPendingData()
+	s.rest = 0
 	return s.cmdForward(cmd)
 }
 
@@ -680,7 +703,7 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		Result: out.result, CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
 		Resumed: out.client != nil && out.client.resumed,
 		Code:    reply.Code,
-		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary,
+		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary, File: x.file,
 	})
 	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 	s.sendReply(x.verb, reply)

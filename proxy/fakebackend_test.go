@@ -28,14 +28,24 @@ type scriptedBackend struct {
 	pasvOnly  bool
 	// authReply, if set, is written as is in answer to AUTH.
 	authReply string
+	// passReply, if set, answers PASS instead of "230 in".
+	passReply string
 	// userRole makes the backend hostile at USER: "garbage", "huge" (one
 	// line of 1 MiB), "endless" (a multi-line reply that never ends),
 	// "silent" (no reply at all), "close" (hangs up).
 	userRole string
 	wg       sync.WaitGroup
 
-	mu   sync.Mutex
-	host string // the argument of the last HOST received
+	mu    sync.Mutex
+	host  string   // the argument of the last HOST received
+	users []string // the arguments of every USER received
+}
+
+// usersSeen returns the names the backend received in USER commands.
+func (b *scriptedBackend) usersSeen() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.users...)
 }
 
 func (b *scriptedBackend) lastHost() string {
@@ -101,6 +111,10 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			b.mu.Unlock()
 			say("220 virtual host selected")
 		case "USER":
+			b.mu.Lock()
+			_, u, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+			b.users = append(b.users, u)
+			b.mu.Unlock()
 			switch b.userRole {
 			case "garbage":
 				io.WriteString(c, "hello there, this is not FTP\r\n")
@@ -123,6 +137,10 @@ func (b *scriptedBackend) serve(c net.Conn) {
 				say("331 password please")
 			}
 		case "PASS":
+			if b.passReply != "" {
+				say(b.passReply)
+				continue
+			}
 			say("230 in")
 		case "EPSV":
 			if b.pasvOnly {

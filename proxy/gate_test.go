@@ -60,6 +60,26 @@ type gateOptions struct {
 // startGate starts ftpsgate in front of the backend at backendAddr.
 func startGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
 	t.Helper()
+	g := newGate(t, backendAddr, opt)
+	if err := g.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.explicit = g.srv.Addr("ftps").String()
+	g.implicit = g.srv.Addr("ftps-implicit").String()
+	return g
+}
+
+// startGateErr is startGate for a gate that should not start: it returns
+// Start's error.
+func startGateErr(t testing.TB, backendAddr string, opt gateOptions) error {
+	t.Helper()
+	return newGate(t, backendAddr, opt).srv.Start()
+}
+
+// newGate builds the gate startGate starts, and stops it when the test
+// ends.
+func newGate(t testing.TB, backendAddr string, opt gateOptions) *gate {
+	t.Helper()
 	if opt.keyType == "" {
 		opt.keyType = ftptest.ECDSA
 	}
@@ -120,12 +140,7 @@ policy {
 	g.logs, g.audit = logs, auditObs
 
 	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
-	if err := g.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { g.srv.Close() })
-	g.explicit = g.srv.Addr("ftps").String()
-	g.implicit = g.srv.Addr("ftps-implicit").String()
 	return g
 }
 

@@ -45,7 +45,8 @@ func TestBans(t *testing.T) {
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Cmd(331, "USER %s", be.User)
 	c.Cmd(530, "PASS wrong-1")
-	c.Cmd(530, "USER root") // a denied user name counts too
+	c.Cmd(331, "USER root") // a denied user name counts too, at PASS
+	c.Cmd(530, "PASS wrong-root")
 	c.Cmd(331, "USER %s", be.User)
 	c.Cmd(530, "PASS wrong-2")
 	if msg := c.Expect(421); !strings.Contains(msg, "failed logins") {

@@ -13,7 +13,7 @@ import (
 // metrics are the server's Prometheus collectors, on a registry of its own
 // (never the global one: two servers in one process, as in tests, must not
 // collide). Label values are bounded: listener, backend and rule names come
-// from the configuration, verbs from knownVerbs.
+// from the configuration, verbs from the verb table (metricLabel).
 type metrics struct {
 	reg *prometheus.Registry
 
@@ -80,25 +80,6 @@ func newMetrics(s *Server) *metrics {
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
 		m.backendUp, m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// knownVerbs bound the verb label; anything else counts as OTHER.
-var knownVerbs = map[string]bool{}
-
-func init() {
-	for _, v := range []string{"ABOR", "ACCT", "ALLO", "APPE", "AUTH", "CCC", "CDUP", "CWD", "DELE", "EPRT", "EPSV",
-		"FEAT", "HELP", "HOST", "LIST", "MDTM", "MFMT", "MKD", "MLSD", "MLST", "MODE", "NLST", "NOOP", "OPTS", "PASS",
-		"PASV", "PBSZ", "PORT", "PROT", "PWD", "QUIT", "REIN", "REST", "RETR", "RMD", "RNFR", "RNTO", "SITE", "SIZE",
-		"STAT", "STOR", "STOU", "STRU", "SYST", "TYPE", "USER", "XCUP", "XCWD", "XMKD", "XPWD", "XRMD"} {
-		knownVerbs[v] = true
-	}
-}
-
-func verbLabel(v string) string {
-	if knownVerbs[v] {
-		return v
-	}
-	return "OTHER"
 }
 
 func (m *metrics) transfer(direction, result string, bytes int64, d time.Duration) {

@@ -35,16 +35,19 @@ func TestUserRules(t *testing.T) {
 		g := startGate(t, be.Addr, gateOptions{policy: fmt.Sprintf(`deny_users = ["root", %q]`, be.User)})
 		c := ftptest.Dial(t, g.explicit)
 		c.AuthTLS(g.certs.ClientConfig())
-		if msg := c.Cmd(530, "USER %s", be.User); msg != "Login incorrect." {
+		// Answered as a wrong password is: a stranger cannot tell.
+		c.Cmd(331, "USER %s", be.User)
+		if msg := c.Cmd(530, "PASS %s", be.Password); msg != "Login incorrect." {
 			t.Fatalf("530 text %q", msg)
 		}
-		c.Cmd(503, "PASS %s", be.Password) // no USER accepted: the password goes nowhere
-		c.Cmd(530, "USER root")
+		c.Cmd(331, "USER root")
 		if got := g.deniedRules(t); strings.Join(got, ",") != "deny_users,deny_users" {
 			t.Fatalf("policy_denied rules %v", got)
 		}
-		if len(g.eventsOf(t, "login")) != 0 {
-			t.Fatal("a denied user reached the backend")
+		for _, e := range g.eventsOf(t, "login") {
+			if e["backend"] != "" || e["reason"] != "deny_users" || e["result"] != "failure" {
+				t.Fatalf("a denied user reached the backend: %v", e)
+			}
 		}
 		log, _ := os.ReadFile(be.Log)
 		if strings.Contains(string(log), "USER "+be.User) || strings.Contains(string(log), "USER root") {

@@ -95,7 +95,7 @@ func TestSessionRules(t *testing.T) {
 		g2 := startGate(t, be.Addr, gateOptions{policy: `allow_users = ["someone-else", "backup-*"]`})
 		c := ftptest.Dial(t, g2.explicit)
 		c.AuthTLS(g2.certs.ClientConfig())
-		c.Cmd(530, "USER %s", be.User)
+		c.Cmd(331, "USER %s", be.User) // as a wrong password would be
 		ev := g2.eventsOf(t, "policy_denied")
 		if len(ev) != 1 || ev[0]["rule"] != "allow_users" {
 			t.Fatalf("policy_denied events %v", ev)
@@ -413,7 +413,7 @@ func TestAuditSequence(t *testing.T) {
 	c.Cmd(200, "TYPE I")
 	c.Cmd(502, "DELE f")       // refused by policy
 	c.Cmd(550, "CWD /nowhere") // refused by the backend
-	c.Cmd(500, "XYZZY")        // unknown to both
+	c.Cmd(502, "XYZZY")        // unknown: refused by the proxy
 	c.Cmd(211, "FEAT")         // answered by the proxy
 	c.Cmd(221, "QUIT")
 	for len(g.eventsOf(t, "session_end")) == 0 {
@@ -425,7 +425,7 @@ func TestAuditSequence(t *testing.T) {
 		"command PBSZ", "reply PBSZ 200", "command PROT", "reply PROT 200",
 		"command NOOP", "reply NOOP 200", "command PWD", "reply PWD 257", "command TYPE", "reply TYPE 200",
 		"command DELE", "policy_denied", "reply DELE 502", "command CWD", "reply CWD 550",
-		"command XYZZY", "reply XYZZY 500", "command FEAT", "reply FEAT 211", "command QUIT", "reply QUIT 221",
+		"command XYZZY", "policy_denied", "reply XYZZY 502", "command FEAT", "reply FEAT 211", "command QUIT", "reply QUIT 221",
 	}
 	var got []string
 	for _, e := range g.auditEvents(t) {

@@ -79,7 +79,8 @@ func TestReload(t *testing.T) {
 	}
 	c = ftptest.Dial(t, g.explicit)
 	c.AuthTLS(newCerts.ClientConfig())
-	c.Cmd(530, "USER %s", be.User)
+	c.Cmd(331, "USER %s", be.User)
+	c.Cmd(530, "PASS %s", be.Password) // refused by the new policy, whatever the password
 	for _, e := range g.eventsOf(t, "transfer") {
 		if e["result"] != "complete" || e["data_tls_resumed"] != true {
 			t.Fatalf("transfer %v", e)

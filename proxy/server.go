@@ -54,12 +54,15 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []*frontListener
 	sessions  map[*session]struct{}
-	perIP     map[netip.Addr]int // sessions by client address
-	users     map[string]int     // logged-in sessions by user name
-	draining  bool               // Shutdown or Close was called
+	perIP     map[netip.Prefix]int // sessions by client (policy.ClientKey)
+	users     map[string]int       // logged-in sessions by user name
+	draining  bool                 // Shutdown or Close was called
 
 	bans    *policy.Bans
 	metrics *metrics
+	// loginDelays: how long backends take to answer logins, mimicked
+	// for names the policy refuses (login.go).
+	loginDelays loginDelays
 
 	// poolMu guards pools: the live state of each backend of the
 	// configuration in force.
@@ -148,7 +151,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		dial:     opt.DialBackend,
 		sessions: make(map[*session]struct{}),
 		users:    make(map[string]int),
-		perIP:    make(map[netip.Addr]int),
+		perIP:    make(map[netip.Prefix]int),
 		bans:     policy.NewBans(cfg.Bans),
 	}
 	if s.log == nil {
@@ -170,6 +173,9 @@ func New(cfg *config.Config, opt Options) *Server {
 // Start binds every listener and starts accepting. If one cannot be bound,
 // none stays open and the error names it.
 func (s *Server) Start() error {
+	if err := s.checkConfig(s.config()); err != nil {
+		return err
+	}
 	var fls []*frontListener
 	for _, lc := range s.config().Listeners {
 		fl, err := bind(lc)
@@ -236,6 +242,16 @@ func (s *Server) watchCertificates() {
 	}
 }
 
+// checkConfig checks cfg against the verb table (CheckConfig): errors are
+// returned, warnings logged.
+func (s *Server) checkConfig(cfg *config.Config) error {
+	warnings, err := CheckConfig(cfg)
+	for _, w := range warnings {
+		s.log.Warn("configuration warning", zap.String("warning", w))
+	}
+	return err
+}
+
 // warnInsecure logs each backend whose certificate is not verified.
 func (s *Server) warnInsecure(cfg *config.Config) {
 	for _, b := range cfg.Backends {
@@ -270,6 +286,9 @@ func (s *Server) config() *config.Config {
 // listener that cannot be bound is reported in the error; the rest of the
 // reload stands.
 func (s *Server) Reload(cfg *config.Config) error {
+	if err := s.checkConfig(cfg); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -542,29 +561,43 @@ func (s *Server) track(sess *session) bool {
 		return false
 	}
 	s.sessions[sess] = struct{}{}
-	s.perIP[sess.client.Addr()]++
+	s.perIP[sess.clientKey]++
 	return true
 }
 
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
-	a := sess.client.Addr()
-	if s.perIP[a]--; s.perIP[a] <= 0 {
-		delete(s.perIP, a)
+	k := sess.clientKey
+	if s.perIP[k]--; s.perIP[k] <= 0 {
+		delete(s.perIP, k)
 	}
 	s.mu.Unlock()
 }
 
+// banSessions ends, with 421, every session of a client of the banned key
+// that has not logged in, but for the one that caused the ban (which ends
+// by itself).
+func (s *Server) banSessions(key netip.Prefix, except *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		if sess != except && key.Contains(sess.client.Addr().Unmap()) {
+			sess.kick()
+		}
+	}
+}
+
 // admit decides whether a tracked session may go on: its address is not
-// banned, and the server and the address are within their session limits.
-func (s *Server) admit(a netip.Addr) *policy.Denial {
-	if d := s.bans.Check(a, time.Now()); d != nil {
+// banned, and the server and the client (its address, or its IPv6 prefix)
+// are within their session limits.
+func (s *Server) admit(sess *session) *policy.Denial {
+	if d := s.bans.Check(sess.client.Addr(), time.Now()); d != nil {
 		return d
 	}
 	s.mu.Lock()
 	l := s.cfg.Limits
-	total, fromA := len(s.sessions), s.perIP[a]
+	total, fromA := len(s.sessions), s.perIP[sess.clientKey]
 	s.mu.Unlock()
 	if l.MaxSessions > 0 && total > l.MaxSessions {
 		return &policy.Denial{Rule: "max_sessions", Code: 421, Text: "Too many users connected; try again later."}

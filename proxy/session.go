@@ -61,6 +61,9 @@ type session struct {
 	bind   *tlsBinding // ties data connections' TLS sessions to ctrl's
 	r      *bufio.Reader
 	client netip.AddrPort // the client's address
+	// clientKey is the block of addresses the client counts in for
+	// per-address limits: its address, or its IPv6 prefix.
+	clientKey netip.Prefix
 	// tcpPeer is the load balancer's address when a PROXY header named the
 	// client; data connections may come from it too (zero otherwise).
 	tcpPeer netip.AddrPort
@@ -69,17 +72,23 @@ type session struct {
 	wmu sync.Mutex // serialises writes to ctrl
 
 	// Protocol state, owned by the session goroutine.
-	pbsz     bool
-	prot     byte // 'C' (clear) until PROT P
-	user     string
-	host     string // from HOST (RFC 7151), before USER
-	loggedIn bool
-	readOnly bool   // the logged-in user may not change files
-	binary   bool   // TYPE I (or L 8) accepted by the backend; ASCII by default
-	counted  string // the user counted toward max_sessions_per_user
-	route    string // the route that chose the backend, if any
-	epsvAll  bool
-	badLines int
+	pbsz bool
+	prot byte // 'C' (clear) until PROT P
+	user string
+	host string // from HOST (RFC 7151), before USER
+	// refused is the policy's refusal of user, answered as a wrong
+	// password would be (login.go); refusedBackend is the backend whose
+	// delays that answer mimics.
+	refused        *policy.Denial
+	refusedBackend string
+	loggedIn       bool   // written under mu (kick reads it), read freely
+	readOnly       bool   // the logged-in user may not change files
+	binary         bool   // TYPE I (or L 8) accepted by the backend; ASCII by default
+	counted        string // the user key (policy.Rules.Key) counted toward max_sessions_per_user
+	route          string // the route that chose the backend, if any
+	epsvAll        bool
+	badLines       int
+	rest           int64 // the offset of the last REST, for the next transfer command
 	// unaudited is a command relayed as it is whose audit event waits
 	// until the backend has it (see dispatch); holding says it waits.
 	unaudited rewrite.Command
@@ -94,6 +103,7 @@ type session struct {
 	xfer     *transfer // transfer in progress, or nil
 	draining bool      // the server is shutting down
 	killed   bool      // the server closed the session
+	banned   bool      // the client's address was banned before it logged in (kick)
 	fatal    error     // set by a transfer that lost the backend
 
 	wg        sync.WaitGroup // transfer and data goroutines
@@ -143,15 +153,14 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 		tcpPeer: tcpPeer,
 		local:   addrPortOf(c.LocalAddr()),
 	}
+	s.clientKey = policy.ClientKey(client.Addr(), s.cfg.Limits.IPv6Prefix)
 	s.lastActive.Store(s.start.UnixNano())
 	if pc, ok := c.(*proxyproto.Conn); ok {
 		// Passive listeners bind the address this host was reached on,
 		// not the one the header names (the balancer's public address).
 		s.local = addrPortOf(pc.Raw().LocalAddr())
 	}
-	s.base = srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
-		zap.String("listener", s.lcfg.Name))
-	s.log = s.base
+	s.setHost("")
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
 	s.bind = newTLSBinding(fl.tlsConf, s.lcfg.MinTLSVersion)
@@ -198,7 +207,7 @@ func (s *session) run() {
 	s.log.Debug("session started", zap.Stringer("local", s.local))
 	d := policy.Address(s.lcfg.AllowCIDRs, s.lcfg.DenyCIDRs, s.client.Addr())
 	if d == nil {
-		d = s.srv.admit(s.client.Addr())
+		d = s.srv.admit(s)
 	}
 	if d != nil {
 		// Refused before TLS. A client of an implicit listener expects a
@@ -321,6 +330,9 @@ func (s *session) armReadDeadline() error {
 	if s.fatal != nil {
 		return s.fatal
 	}
+	if s.banned {
+		return errBanned
+	}
 	if s.draining && s.xfer == nil {
 		return errDraining
 	}
@@ -341,6 +353,8 @@ func (s *session) timeoutReason() error {
 	switch {
 	case s.fatal != nil:
 		return s.fatal
+	case s.banned:
+		return errBanned
 	case s.xfer != nil:
 		return nil
 	case s.draining:
@@ -351,102 +365,67 @@ func (s *session) timeoutReason() error {
 	return errIdle
 }
 
-// verb says how the proxy handles one FTP command.
-type verb struct {
-	handle func(*session, rewrite.Command) error
-	// preLogin: allowed before the backend connection exists (before
-	// USER). Other commands get 530 until then.
-	preLogin bool
-}
-
-// relayedVerbs are, once logged in, sent to the backend at once as
-// parsed, like every verb the table does not list.
-var relayedVerbs = map[string]bool{"NOOP": true, "TYPE": true}
-
-// verbs is the whole protocol surface. A verb not listed is forwarded to
-// the backend as it was parsed.
-var verbs = map[string]verb{
-	// Answered by the proxy itself.
-	"AUTH": {(*session).cmdAUTH, true},
-	"PBSZ": {(*session).cmdPBSZ, true},
-	"PROT": {(*session).cmdPROT, true},
-	"FEAT": {(*session).cmdFEAT, true},
-	"QUIT": {(*session).cmdQUIT, true},
-	"NOOP": {(*session).cmdNOOP, true},
-	// Login: the backend is chosen and connected at USER.
-	"USER": {(*session).cmdUSER, true},
-	"PASS": {(*session).cmdPASS, true},
-	// Rewritten: the proxy owns the client's data connections.
-	"PASV": {(*session).cmdPassive, false},
-	"EPSV": {(*session).cmdPassive, false},
-	"PORT": {(*session).cmdActive, false},
-	"EPRT": {(*session).cmdActive, false},
-	// Transfers: data flows through the proxy.
-	"RETR": {(*session).cmdTransfer, false},
-	"LIST": {(*session).cmdTransfer, false},
-	"NLST": {(*session).cmdTransfer, false},
-	"MLSD": {(*session).cmdTransfer, false},
-	"STOR": {(*session).cmdTransfer, false},
-	"STOU": {(*session).cmdTransfer, false},
-	"APPE": {(*session).cmdTransfer, false},
-	"ABOR": {(*session).cmdABOR, true},
-	// Checked, then forwarded.
-	"REST": {(*session).cmdREST, false},
-	// Forwarded, with the representation type noted for xferlog.
-	"TYPE": {(*session).cmdTYPE, false},
-	// Refused.
-	"CCC":  {refuse(534, "CCC refused: the control connection stays encrypted."), true},
-	"ADAT": {refuse(502, "ADAT not supported (TLS needs no security data)."), true},
-	"REIN": {refuse(502, "REIN not supported; reconnect instead."), false},
-	"HOST": {(*session).cmdHOST, true},
-}
-
 // dispatchHook, when set (by tests only, see export_test.go), sees every
 // command before it is handled: the tests make it panic to prove that a
 // session's panic is contained.
 var dispatchHook atomic.Pointer[func(rewrite.Command)]
 
-// transferVerbs open a data connection; the direction is the data's.
-var transferVerbs = map[string]string{
-	"RETR": "download", "LIST": "download", "NLST": "download", "MLSD": "download",
-	"STOR": "upload", "STOU": "upload", "APPE": "upload",
-}
-
-// dispatch handles one command. A returned error ends the session.
+// dispatch handles one command, as the verb table (verbs.go) says. A
+// returned error ends the session.
 func (s *session) dispatch(cmd rewrite.Command) error {
-	v, known := verbs[cmd.Verb]
-	if !known {
-		v = verb{handle: (*session).cmdForward}
+	v := lookupVerb(cmd.Verb)
+	var op policy.Op
+	if v != nil {
+		op = v.op(cmd.Arg)
+	} else {
+		op = unknownOp(cmd.Verb)
 	}
+	relayed := v == nil || v.handle == nil
 	// Every command is audited before its reply. A command relayed as it
-	// is (the common case once logged in: PWD, CWD, NOOP, SIZE…) is
-	// audited once the backend has it, while the backend works, so that
-	// the write is not part of the round trip (forwardChecked); any other
-	// is audited now. Holding needs nothing between here and the backend
-	// to block or to write another event: no transfer to wait for or to
+	// is (the common case once logged in: PWD, CWD, SIZE…) is audited
+	// once the backend has it, while the backend works, so that the write
+	// is not part of the round trip (forwardChecked); any other is
+	// audited now. Holding needs nothing between here and the backend to
+	// block or to write another event: no transfer to wait for or to
 	// answer during, no 530, no policy denial.
-	if (!known || relayedVerbs[cmd.Verb]) && s.be != nil && s.currentTransfer() == nil && s.cfg.Policy.Command(cmd.Verb, s.readOnly) == nil {
+	if relayed && s.be != nil && s.currentTransfer() == nil && (v != nil || s.cfg.Policy.Unknown(cmd.Verb) == nil) &&
+		s.cfg.Policy.Command(op, s.readOnly) == nil {
 		s.unaudited, s.holding = cmd, true
 		defer s.auditHeld() // if it never reached the backend
 	} else {
 		s.audit.Command(cmd)
 	}
-	s.srv.metrics.commands.WithLabelValues(verbLabel(cmd.Verb)).Inc()
+	s.srv.metrics.commands.WithLabelValues(metricLabel(v)).Inc()
 	if hook := dispatchHook.Load(); hook != nil {
 		(*hook)(cmd)
 	}
-	if cmd.Verb == "ABOR" && s.abortTransfer() {
+	if v != nil && v.name == "ABOR" && s.abortTransfer() {
 		return nil
 	}
-	if done, err := s.answerDuringTransfer(cmd); done {
-		return err
+	if v != nil && v.duringTransfer {
+		if done, err := s.answerDuringTransfer(cmd); done {
+			return err
+		}
 	}
 	s.waitTransfer() // RFC 959: commands after a transfer command wait for it
-	if !v.preLogin && s.be == nil {
+	if v == nil {
+		if d := s.cfg.Policy.Unknown(cmd.Verb); d != nil {
+			return s.deny(cmd, d)
+		}
+	}
+	if (v == nil || !v.preLogin) && s.be == nil {
 		return s.reply(cmd, 530, "Please login with USER and PASS.")
 	}
-	if d := s.cfg.Policy.Command(cmd.Verb, s.readOnly); d != nil {
+	if v != nil && v.data != "" {
+		// A transfer command takes the REST before it, whether it runs
+		// or is refused (cmdREST).
+		defer func() { s.rest = 0 }()
+	}
+	if d := s.cfg.Policy.Command(op, s.readOnly); d != nil {
 		return s.deny(cmd, d)
+	}
+	if relayed {
+		return s.cmdForward(cmd)
 	}
 	return v.handle(s, cmd)
 }
@@ -525,6 +504,16 @@ func (s *session) startTLS() error {
 	}
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReaderSize(tc, controlBufferSize)
+	if s.host != "" && !strings.EqualFold(s.host, cs.ServerName) {
+		// A HOST sent in clear may have come from anyone on the path
+		// (the STARTTLS injection class): it would choose the backend
+		// the password goes to. Only what the client says under TLS
+		// counts; it may send HOST again.
+		s.log.Info("HOST sent before AUTH TLS forgotten at the handshake", zap.String("host", s.host),
+			zap.String("sni", cs.ServerName))
+		s.audit.HostDropped(s.host, cs.ServerName)
+		s.setHost("")
+	}
 	s.log.Debug("TLS established", zap.String("version", tls.VersionName(cs.Version)),
 		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
 	s.srv.metrics.tlsHandshakes.WithLabelValues(tls.VersionName(cs.Version)).Inc()
@@ -571,13 +560,18 @@ func (s *session) cmdPROT(cmd rewrite.Command) error {
 // features of the same names are replaced by these.
 var proxyFeatures = []string{"AUTH TLS", "PBSZ", "PROT", "EPSV", "EPRT", "HOST"}
 
-// droppedFeatures are backend features the proxy refuses or owns.
-func droppedFeature(name string) bool {
+// droppedFeature reports whether a backend feature stays out of the FEAT
+// the client sees: the proxy owns it (AUTH, PBSZ, PROT) or refuses it
+// (CCC, ADAT, REIN; SSCN and CPSV, which are not in the verb table), or it
+// names a verb the policy refuses this session (deny_commands, a
+// read-only user's MFMT): clients need not try what will fail.
+func (s *session) droppedFeature(name string) bool {
 	switch name {
 	case "AUTH", "PBSZ", "PROT", "CCC", "ADAT", "SSCN", "CPSV", "REIN":
 		return true
 	}
-	return false
+	v := lookupVerb(name)
+	return v != nil && s.cfg.Policy.Command(v.op(""), s.readOnly) != nil
 }
 
 // cmdFEAT lists the proxy's features, merged with the backend's once it is
@@ -591,7 +585,7 @@ func (s *session) cmdFEAT(cmd rewrite.Command) error {
 		}
 		backend = rewrite.ParseFEAT(rep)
 	}
-	return s.sendReply(cmd.Verb, backend.Merge(proxyFeatures, droppedFeature).Reply())
+	return s.sendReply(cmd.Verb, backend.Merge(proxyFeatures, s.droppedFeature).Reply())
 }
 
 // cmdHOST records the virtual host the client asks for (RFC 7151). It must
@@ -605,10 +599,20 @@ func (s *session) cmdHOST(cmd rewrite.Command) error {
 		s.log.Info("bad HOST argument", zap.Error(err))
 		return s.reply(cmd, 501, "HOST needs a host name or an [address].")
 	}
-	s.host = host
-	s.base = s.base.With(zap.String("host", host))
-	s.log = s.base
+	s.setHost(host)
 	return s.reply(cmd, 220, "HOST "+host+" accepted.")
+}
+
+// setHost records the session's HOST ("" for none) and the loggers' field
+// for it.
+func (s *session) setHost(host string) {
+	s.host = host
+	s.base = s.srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
+		zap.String("listener", s.lcfg.Name))
+	if host != "" {
+		s.base = s.base.With(zap.String("host", host))
+	}
+	s.log = s.base
 }
 
 // cmdQUIT ends the session; the backend is told QUIT too (best effort).
@@ -625,14 +629,20 @@ func (s *session) cmdQUIT(cmd rewrite.Command) error {
 }
 
 // cmdREST checks the restart offset (a non-negative decimal that fits in
-// 63 bits) before the backend sees it: a negative, huge or non-numeric
-// one gets 501. (REST STREAM's offsets are byte counts, RFC 3659 §5.)
+// 63 bits: a negative, huge or non-numeric one gets 501; REST STREAM's
+// offsets are byte counts, RFC 3659 §5) and holds it. The backend gets it
+// right before the RETR or STOR it belongs to (cmdTransfer): forwarded at
+// once, it would outlive a transfer command the proxy refuses (no PASV,
+// read-only, PROT), which the backend never sees, and shift the next
+// transfer. The next transfer command takes it, used or refused.
 func (s *session) cmdREST(cmd rewrite.Command) error {
 	// Digits only: ParseInt alone would take a sign.
-	if _, err := strconv.ParseInt(cmd.Arg, 10, 64); err != nil || strings.Trim(cmd.Arg, "0123456789") != "" {
+	n, err := strconv.ParseInt(cmd.Arg, 10, 64)
+	if err != nil || strings.Trim(cmd.Arg, "0123456789") != "" {
 		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
 	}
-	return s.cmdForward(cmd)
+	s.rest = n
+	return s.reply(cmd, 350, fmt.Sprintf("Restart position accepted (%d); send RETR or STOR.", n))
 }
 
 // cmdTYPE forwards TYPE and notes whether transfers are now binary.
@@ -651,149 +661,6 @@ func (s *session) cmdNOOP(cmd rewrite.Command) error {
 		return s.reply(cmd, 200, "NOOP ok.")
 	}
 	return s.cmdForward(cmd)
-}
-
-// ---- login ----
-
-// cmdUSER applies the login policy, connects the backend on the first
-// USER, and forwards the command.
-func (s *session) cmdUSER(cmd rewrite.Command) error {
-	if cmd.Arg == "" {
-		return s.reply(cmd, 501, "USER needs a user name.")
-	}
-	if s.loggedIn {
-		// The policy, the route and the session count all belong to the
-		// user who logged in; a new user needs a new session.
-		return s.reply(cmd, 503, "Already logged in; reconnect to log in as another user.")
-	}
-	if d := s.cfg.Policy.Login(cmd.Arg, s.tls != nil); d != nil {
-		return s.deny(cmd, d)
-	}
-	// Checked again, and counted, at the backend's 230; this early check
-	// spares the backend a password when the user is already at its bound.
-	if d := s.cfg.Policy.Sessions(s.srv.userSessions(cmd.Arg, 0)); d != nil && s.counted != cmd.Arg {
-		return s.deny(cmd, d)
-	}
-	b, route := s.chooseBackend(cmd.Arg)
-	if s.be != nil && s.be.cfg != b {
-		// A second USER whose route leads elsewhere: the first backend
-		// is left behind.
-		s.log.Info("user routed to another backend; reconnecting", zap.String("backend", b.Name))
-		s.be.close()
-		s.be = nil
-	}
-	if s.be == nil {
-		be, err := s.connectBackend(b, cmd.Arg)
-		if err != nil {
-			return err
-		}
-		s.be = be
-		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
-	}
-	s.route = route
-	s.uncount()
-	s.user, s.loggedIn, s.readOnly = cmd.Arg, false, false
-	s.log = s.base.With(zap.String("user", cmd.Arg))
-	rep, err := s.forwardChecked(cmd, s.admitLogin) // 230: logged in without a password
-	if err != nil || rep == nil {
-		return err
-	}
-	return s.loginResult(rep)
-}
-
-// chooseBackend applies the route blocks to the session (user, HOST, TLS
-// SNI); without a match the listener's backend serves it.
-func (s *session) chooseBackend(user string) (*config.Backend, string) {
-	var sni string
-	if s.tls != nil {
-		sni = s.tls.ConnectionState().ServerName
-	}
-	if rt := policy.ChooseRoute(s.cfg.Routes, user, s.host, sni); rt != nil {
-		return s.cfg.Backends[rt.Backend], rt.Name
-	}
-	return s.lcfg.Backend, ""
-}
-
-// uncount gives back the session's place under max_sessions_per_user.
-func (s *session) uncount() {
-	if s.counted != "" {
-		s.srv.userSessions(s.counted, -1)
-		s.counted = ""
-	}
-}
-
-// cmdPASS forwards the password; the audit stream never sees it.
-func (s *session) cmdPASS(cmd rewrite.Command) error {
-	if s.be == nil || s.user == "" {
-		return s.reply(cmd, 503, "Login with USER first.")
-	}
-	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
-		return s.deny(cmd, d)
-	}
-	rep, err := s.forwardChecked(cmd, s.admitLogin)
-	if err != nil || rep == nil {
-		return err
-	}
-	return s.loginResult(rep)
-}
-
-// admitLogin counts a backend's 230 toward max_sessions_per_user before it
-// is relayed. Over the bound (two logins raced past USER) the backend
-// session is ended and the client gets 530 instead: the reply is handled.
-func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
-	if rep.Code != 230 || s.counted != "" {
-		return false, nil
-	}
-	held := s.srv.userSessions(s.user, +1)
-	if d := s.cfg.Policy.Sessions(held - 1); d != nil {
-		s.srv.userSessions(s.user, -1)
-		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
-		s.be.close()
-		s.be = nil
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code})
-		return true, s.deny(cmd, d)
-	}
-	s.counted = s.user
-	return false, nil
-}
-
-// loginResult records the backend's answer to USER or PASS. A failure
-// counts toward a ban of the client's address; the one that starts a ban
-// ends the session (errBanned).
-func (s *session) loginResult(rep *rewrite.Reply) error {
-	switch {
-	case rep.Code == 230:
-		s.srv.metrics.logins.WithLabelValues("success").Inc()
-		s.loggedIn = true
-		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
-		s.setView(func(v *sessionView) { v.User = s.user })
-		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
-			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code})
-	case rep.Code >= 400:
-		s.srv.metrics.logins.WithLabelValues("failure").Inc()
-		s.uncount()
-		s.log.Info("login failed", zap.Int("code", rep.Code))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code})
-		return s.loginFailed()
-	}
-	return nil
-}
-
-// loginFailed counts a failed login from the client's address, and bans
-// the address when the count reaches the bans block's bound.
-func (s *session) loginFailed() error {
-	until := s.srv.bans.Failure(s.client.Addr(), time.Now())
-	if until.IsZero() {
-		return nil
-	}
-	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
-		zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
-	s.audit.Ban(s.client.Addr().String(), until, s.cfg.Bans.Failures)
-	s.srv.metrics.bans.Inc()
-	return errBanned
 }
 
 // ---- everything else goes to the backend ----
@@ -884,6 +751,18 @@ func (s *session) drain() {
 	if s.xfer == nil {
 		s.raw.SetReadDeadline(time.Now()) // wake readCommand
 	}
+}
+
+// kick ends the session with 421 when it has not logged in: its client's
+// address was just banned. Called by Server.banSessions.
+func (s *session) kick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loggedIn || s.killed {
+		return
+	}
+	s.banned = true
+	s.raw.SetReadDeadline(time.Now()) // wake readCommand
 }
 
 // kill closes the session's connections now. Called by Server.Shutdown when

@@ -94,6 +94,14 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: configuration is not valid\n", *path)
 		return 1
 	}
+	warnings, err := proxy.CheckConfig(cfg)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: error: %v\n%s: configuration is not valid\n", *path, err, *path)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: configuration is valid (%d listeners, %d backends)\n", *path, len(cfg.Listeners), len(cfg.Backends))
 	return 0
 }

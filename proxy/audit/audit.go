@@ -26,6 +26,7 @@ const (
 	EventPolicyDenied = "policy_denied"
 	EventSessionEnd   = "session_end"
 	EventBan          = "ban"
+	EventHostDropped  = "host_dropped"
 )
 
 // Logger writes audit events. A nil *Logger discards them.
@@ -117,7 +118,7 @@ func (s *Session) Login(l Login) {
 	}
 	s.emit(EventLogin, zap.String("user", l.User), zap.String("host", l.Host), zap.String("result", result),
 		zap.String("backend", l.Backend), zap.String("backend_address", l.BackendAddress), zap.String("route", l.Route),
-		zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))
+		zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code), zap.String("reason", l.Reason))
 }
 
 // Login is a login attempt's outcome.
@@ -130,6 +131,10 @@ type Login struct {
 	Route          string // the route that chose it; "" for the listener's
 	ReadOnly       bool
 	Code           int // the reply the client got
+	// Reason is the policy rule that refused the login, when the proxy
+	// refused it ("deny_users": the client was told only "Login
+	// incorrect."); "" when the backend answered.
+	Reason string
 }
 
 // Command records a client command; PASS and ACCT arguments are redacted.
@@ -167,6 +172,9 @@ type Transfer struct {
 	Client string
 	User   string
 	Binary bool
+	// File: the transfer moved a file (RETR, STOR, STOU, APPE, as the
+	// proxy's verb table says), not a listing; only those go to xferlog.
+	File bool
 }
 
 // Transfer records a finished transfer.
@@ -178,8 +186,9 @@ func (s *Session) Transfer(t Transfer) {
 	writeXferlog(s.xferlog, t)
 }
 
-// Ban records that the client's address was banned until until, after
-// failures failed logins.
+// Ban records that the client's address (an IPv4 address, or an IPv6
+// prefix, as address/bits) was banned until until, after failures failed
+// logins.
 func (s *Session) Ban(address string, until time.Time, failures int) {
 	s.emit(EventBan, zap.String("address", address), zap.Time("until", until), zap.Int("failures", failures))
 }
@@ -193,4 +202,12 @@ func (s *Session) PolicyDenied(rule, verb, reason string) {
 func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytesUp int64) {
 	s.emit(EventSessionEnd, zap.String("user", user), zap.Duration("duration", d), zap.String("reason", how),
 		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))
+}
+
+// HostDropped records a HOST received before AUTH TLS and forgotten at the
+// TLS handshake: plaintext state does not cross into the TLS session
+// (anyone on the path could have sent it), unless the TLS SNI names the
+// same host.
+func (s *Session) HostDropped(host, sni string) {
+	s.emit(EventHostDropped, zap.String("host", host), zap.String("sni", sni))
 }

@@ -7,9 +7,6 @@ import (
 	"time"
 )
 
-// xferlogVerbs are the transfers xferlog records: files, not listings.
-var xferlogVerbs = map[string]bool{"RETR": true, "STOR": true, "STOU": true, "APPE": true}
-
 // XferlogLine formats t in the wu-ftpd xferlog format (xferlog(5)), which
 // log tools and fail2ban filters read:
 //
@@ -61,7 +58,7 @@ func field(s string) string {
 }
 
 func writeXferlog(w io.Writer, t Transfer) {
-	if w == nil || !xferlogVerbs[t.Verb] {
+	if w == nil || !t.File {
 		return
 	}
 	io.WriteString(w, XferlogLine(t, time.Now()))

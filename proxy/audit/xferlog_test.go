@@ -52,7 +52,7 @@ func TestXferlogOnlyFiles(t *testing.T) {
 	var buf bytes.Buffer
 	s := (&Logger{}).WithXferlog(&buf).Session("s1")
 	s.Transfer(Transfer{Verb: "LIST", Direction: "download", Result: "complete"})
-	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "a", Result: "complete", Client: "192.0.2.1", User: "u"})
+	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "a", Result: "complete", File: true, Client: "192.0.2.1", User: "u"})
 	if n := strings.Count(buf.String(), "\n"); n != 1 || !strings.Contains(buf.String(), " a a _ o r u ") {
 		t.Fatalf("xferlog %q", buf.String())
 	}
@@ -69,7 +69,7 @@ func TestReopen(t *testing.T) {
 	}
 	defer files.Close()
 	s := l.Session("s1")
-	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "before", Result: "complete", Client: "192.0.2.1", User: "u"})
+	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "before", Result: "complete", File: true, Client: "192.0.2.1", User: "u"})
 	for _, p := range []string{audit, xfer} {
 		if err := os.Rename(p, p+".1"); err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestReopen(t *testing.T) {
 	if err := files.Reopen(); err != nil {
 		t.Fatal(err)
 	}
-	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "after", Result: "complete", Client: "192.0.2.1", User: "u"})
+	s.Transfer(Transfer{Verb: "RETR", Direction: "download", Path: "after", Result: "complete", File: true, Client: "192.0.2.1", User: "u"})
 	l.Sync()
 	for _, c := range []struct{ path, want, not string }{
 		{audit + ".1", `"path":"before"`, "after"}, {audit, `"path":"after"`, "before"},

@@ -234,9 +234,15 @@ type Limits struct {
 	// MaxLine is the longest command line accepted, in bytes.
 	MaxLine int
 	// MaxSessions bounds the sessions of the whole server, and
-	// MaxSessionsPerIP those from one client address; 0: no bound.
+	// MaxSessionsPerIP those from one client (policy.ClientKey: an IPv4
+	// address, or an IPv6 /IPv6Prefix); 0: no bound.
 	MaxSessions      int
 	MaxSessionsPerIP int
+	// IPv6Prefix is how many leading bits of an IPv6 address make one
+	// client, for MaxSessionsPerIP and for bans (policy.BanRules has the
+	// same value): 64 by default, since a host holds a whole /64; 128
+	// counts each address.
+	IPv6Prefix int
 }
 
 // DefaultTimeouts are the timeouts when the configuration names none.
@@ -254,13 +260,13 @@ func DefaultTimeouts() Timeouts {
 
 // DefaultLimits are the limits when the configuration names none.
 func DefaultLimits() Limits {
-	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50}
+	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix}
 }
 
 // DefaultBans are the ban rules when the configuration names none: 10
 // failed logins from one address within 10 minutes ban it for 15.
 func DefaultBans() policy.BanRules {
-	return policy.BanRules{Failures: 10, Window: 10 * time.Minute, Duration: 15 * time.Minute}
+	return policy.BanRules{Failures: 10, Window: 10 * time.Minute, Duration: 15 * time.Minute, IPv6Prefix: policy.DefaultIPv6Prefix}
 }
 
 // ---- the file's shape, as gohcl decodes it ----
@@ -342,6 +348,9 @@ type policyBlock struct {
 	ReadOnly     *[]string `hcl:"read_only_users"`
 	AllowCmds    *[]string `hcl:"allow_commands"`
 	DenyCmds     *[]string `hcl:"deny_commands"`
+	ReadOnlyCmds *[]string `hcl:"read_only_commands"`
+	Unknown      *string   `hcl:"unknown_commands"`
+	UserNames    *string   `hcl:"user_names"`
 	MaxPerUser   *int      `hcl:"max_sessions_per_user"`
 }
 
@@ -376,6 +385,7 @@ type limitsBlock struct {
 	MaxLine          *int `hcl:"max_line"`
 	MaxSessions      *int `hcl:"max_sessions"`
 	MaxSessionsPerIP *int `hcl:"max_sessions_per_ip"`
+	IPv6Prefix       *int `hcl:"ipv6_prefix"`
 }
 
 // Load reads and compiles the configuration file at path. On any problem it
@@ -451,6 +461,16 @@ func rangeOf(b *hclsyntax.Block, attr string) *hcl.Range {
 func (c *compiler) errorf(subject *hcl.Range, summary, format string, args ...any) {
 	c.diags = append(c.diags, &hcl.Diagnostic{
 		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  subject,
+	})
+}
+
+// warnf records a warning: the configuration is valid, but risky.
+func (c *compiler) warnf(subject *hcl.Range, summary, format string, args ...any) {
+	c.diags = append(c.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagWarning,
 		Summary:  summary,
 		Detail:   fmt.Sprintf(format, args...),
 		Subject:  subject,
@@ -563,21 +583,40 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			attr string
 			v    *[]string
 			dst  *[]string
-		}{{"allow_commands", pb.AllowCmds, &r.AllowCommands}, {"deny_commands", pb.DenyCmds, &r.DenyCommands}} {
+		}{{"allow_commands", pb.AllowCmds, &r.AllowCommands}, {"deny_commands", pb.DenyCmds, &r.DenyCommands},
+			{"read_only_commands", pb.ReadOnlyCmds, &r.ReadOnlyCommands}} {
 			if l.v == nil {
 				continue
 			}
 			for _, v := range *l.v {
-				*l.dst = append(*l.dst, strings.ToUpper(v))
+				// "site  chmod" is "SITE CHMOD": verbs are case-insensitive.
+				v = strings.Join(strings.Fields(strings.ToUpper(v)), " ")
+				if err := policy.ValidCommandEntry(v); err != nil {
+					c.errorf(rangeOf(blk, l.attr), "Invalid policy", "%s: %s", l.attr, err)
+				}
+				*l.dst = append(*l.dst, v)
 			}
-			check := policy.Rules{}
-			if l.attr == "allow_commands" {
-				check.AllowCommands = *l.dst
-			} else {
-				check.DenyCommands = *l.dst
+		}
+		if pb.Unknown != nil {
+			switch *pb.Unknown {
+			case "reject":
+			case "relay":
+				r.RelayUnknown = true
+				c.warnf(rangeOf(blk, "unknown_commands"), "Unknown commands relayed",
+					"unknown_commands = \"relay\" sends verbs ftpsgate does not know to the backend, whose effect no rule can judge (they count as writes for read-only users). Prefer naming the few your clients need.")
+			default:
+				c.errorf(rangeOf(blk, "unknown_commands"), "Invalid policy",
+					"unknown_commands must be \"reject\" (502, the default) or \"relay\", not %q.", *pb.Unknown)
 			}
-			if err := check.Validate(); err != nil {
-				c.errorf(rangeOf(blk, l.attr), "Invalid policy", "%s", err)
+		}
+		if pb.UserNames != nil {
+			switch *pb.UserNames {
+			case "case_insensitive":
+			case "exact":
+				r.UserNames = policy.Exact
+			default:
+				c.errorf(rangeOf(blk, "user_names"), "Invalid policy",
+					"user_names must be \"case_insensitive\" (the default) or \"exact\", not %q.", *pb.UserNames)
 			}
 		}
 		for _, v := range r.AllowCommands {
@@ -647,6 +686,13 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			}
 			*l.dst = *l.v
 		}
+		if lb.IPv6Prefix != nil {
+			if *lb.IPv6Prefix < 1 || *lb.IPv6Prefix > 128 {
+				c.errorf(rangeOf(blk, "ipv6_prefix"), "Invalid limit", "ipv6_prefix must be between 1 and 128 (bits).")
+			} else {
+				cfg.Limits.IPv6Prefix = *lb.IPv6Prefix
+			}
+		}
 	}
 	if ab := fs.Admin; ab != nil {
 		cfg.Admin = "127.0.0.1:9100"
@@ -670,6 +716,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.duration(blk, "duration", bb.Duration, &cfg.Bans.Duration)
 		cfg.Bans.Safelist = c.cidrs(blk, "safelist", bb.Safelist)
 	}
+	cfg.Bans.IPv6Prefix = cfg.Limits.IPv6Prefix
 	return cfg
 }
 

@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ftpsgate/ftpsgate/policy"
 )
 
 // testCert writes a self-signed certificate and key, for load tests.
@@ -241,8 +245,14 @@ func TestDiagnostics(t *testing.T) {
 		{"bad deny_users pattern", func(s string) string {
 			return strings.Replace(s, `allow_users    = []`, `deny_users = ["a["]`, 1)
 		}, 25, "Invalid policy"},
-		{"essential verb denied", func(s string) string {
-			return strings.Replace(s, `allow_users    = []`, `deny_commands = ["quit"]`, 1)
+		{"malformed command entry", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `deny_commands = ["SITE CH-MOD"]`, 1)
+		}, 25, "Invalid policy"},
+		{"bad unknown_commands", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `unknown_commands = "allow"`, 1)
+		}, 25, "Invalid policy"},
+		{"bad user_names", func(s string) string {
+			return strings.Replace(s, `allow_users    = []`, `user_names = "folded"`, 1)
 		}, 25, "Invalid policy"},
 		{"command allowed and denied", func(s string) string {
 			return strings.Replace(s, `allow_users    = []`, "allow_commands = [\"RETR\", \"DELE\"]\n  deny_commands = [\"DELE\"]", 1)
@@ -332,9 +342,13 @@ backend "vault" { address = "10.0.0.6:21" }
 policy {
   deny_users = ["root", "admin*"]
   read_only_users = ["audit-*"]
-  deny_commands = ["site"]
+  deny_commands = ["site", "site  chmod", "xmkd"]
+  read_only_commands = ["SITE UMASK"]
+  unknown_commands = "relay"
+  user_names = "exact"
   max_sessions_per_user = 4
 }
+limits { ipv6_prefix = 56 }
 route "backups" {
   users = ["backup-*"]
   backend = "vault"
@@ -349,14 +363,21 @@ route "partner" {
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
+	if len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || diags[0].Summary != "Unknown commands relayed" || diags[0].Subject.Start.Line != 17 {
+		t.Fatalf("want one warning, on unknown_commands (line 17): %v", diags)
+	}
 	l := cfg.Listeners[0]
 	if fmt.Sprint(l.AllowCIDRs) != "[10.0.0.0/8 2001:db8::/32 192.0.2.7/32]" || fmt.Sprint(l.DenyCIDRs) != "[10.66.0.0/16]" {
 		t.Fatalf("CIDRs %v %v", l.AllowCIDRs, l.DenyCIDRs)
 	}
 	p := cfg.Policy
 	if !p.RequireTLS || fmt.Sprint(p.DenyUsers) != "[root admin*]" || fmt.Sprint(p.ReadOnlyUsers) != "[audit-*]" ||
-		fmt.Sprint(p.DenyCommands) != "[SITE]" || p.MaxSessionsPerUser != 4 {
+		fmt.Sprint(p.DenyCommands) != "[SITE SITE CHMOD XMKD]" || fmt.Sprint(p.ReadOnlyCommands) != "[SITE UMASK]" ||
+		!p.RelayUnknown || p.UserNames != policy.Exact || p.MaxSessionsPerUser != 4 {
 		t.Fatalf("policy %+v", p)
+	}
+	if cfg.Limits.IPv6Prefix != 56 || cfg.Bans.IPv6Prefix != 56 {
+		t.Fatalf("ipv6_prefix: limits %d, bans %d", cfg.Limits.IPv6Prefix, cfg.Bans.IPv6Prefix)
 	}
 	if len(cfg.Routes) != 2 || cfg.Routes[1].Hosts[0] != "ftp.partner.example" || cfg.Routes[0].Backend != "vault" {
 		t.Fatalf("routes %+v", cfg.Routes)

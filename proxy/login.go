@@ -1,0 +1,314 @@
+package proxy
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// Login: USER and PASS, the policy on names, the backend's answer, the
+// accounting of sessions per user and of failed logins (bans).
+//
+// A name the policy refuses (deny_users, allow_users) is answered as a
+// wrong password is: 331 at USER, 530 at PASS, with the same texts and,
+// as near as the proxy can tell, the same delays, so a stranger cannot
+// tell a refused name from a wrong password. No backend sees the name.
+// The audit keeps the real reason.
+
+// The replies to a login, the same whoever answers: the backend's own
+// texts (pure-ftpd's 331 names the user, vsftpd's does not) would tell a
+// name the backend saw from one the proxy refused.
+const (
+	textPasswordRequired = "Password required."
+	textLoginIncorrect   = "Login incorrect."
+)
+
+// cmdUSER applies the login policy, connects the backend on the first
+// USER, and forwards the command.
+func (s *session) cmdUSER(cmd rewrite.Command) error {
+	start := time.Now()
+	if d := policy.UserName(cmd.Arg); d != nil {
+		return s.deny(cmd, d)
+	}
+	if s.loggedIn {
+		// The policy, the route and the session count all belong to the
+		// user who logged in; a new user needs a new session.
+		return s.reply(cmd, 503, "Already logged in; reconnect to log in as another user.")
+	}
+	s.refused = nil
+	d := s.cfg.Policy.Login(cmd.Arg, s.tls != nil)
+	if d != nil && d.Rule == policy.RuleRequireTLS {
+		return s.deny(cmd, d)
+	}
+	b, route := s.chooseBackend(cmd.Arg)
+	if d != nil {
+		return s.refuseName(cmd, d, b, start)
+	}
+	key := s.cfg.Policy.Key(cmd.Arg)
+	// Checked again, and counted, at the backend's 230; this early check
+	// spares the backend a password when the user is already at its bound.
+	if d := s.cfg.Policy.Sessions(s.srv.userSessions(key, 0)); d != nil && s.counted != key {
+		return s.deny(cmd, d)
+	}
+	if s.be != nil && s.be.cfg != b {
+		// A second USER whose route leads elsewhere: the first backend
+		// is left behind.
+		s.log.Info("user routed to another backend; reconnecting", zap.String("backend", b.Name))
+		s.be.close()
+		s.be = nil
+	}
+	connected := s.be == nil
+	if s.be == nil {
+		be, err := s.connectBackend(b, cmd.Arg)
+		if err != nil {
+			return err
+		}
+		s.be = be
+		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
+	}
+	s.route = route
+	s.uncount()
+	s.user, s.readOnly = cmd.Arg, false
+	s.log = s.base.With(zap.String("user", cmd.Arg))
+	rep, err := s.forwardChecked(cmd, func(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
+		if rep.Code == 331 {
+			s.srv.loginDelays.add(b.Name, delayUser(connected), time.Since(start))
+			return true, s.reply(cmd, 331, textPasswordRequired)
+		}
+		return s.admitLogin(cmd, rep) // 230: logged in without a password
+	})
+	if err != nil || rep == nil {
+		return err
+	}
+	return s.loginResult(rep)
+}
+
+// refuseName answers USER for a name the policy refuses as the backend b
+// would answer a name it knows: 331 after about as long as b takes. PASS
+// then gets 530 (cmdPASS).
+func (s *session) refuseName(cmd rewrite.Command, d *policy.Denial, b *config.Backend, start time.Time) error {
+	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.String("user", cmd.Arg))
+	s.denied(d.Rule, cmd.Verb, "user "+cmd.Arg+": answered as a wrong password")
+	s.uncount()
+	s.user, s.readOnly, s.refused, s.refusedBackend = cmd.Arg, false, d, b.Name
+	s.srv.loginDelays.wait(b.Name, delayUser(s.be == nil), start)
+	return s.reply(cmd, 331, textPasswordRequired)
+}
+
+// chooseBackend applies the route blocks to the session (user, HOST, TLS
+// SNI); without a match the listener's backend serves it.
+func (s *session) chooseBackend(user string) (*config.Backend, string) {
+	var sni string
+	if s.tls != nil {
+		sni = s.tls.ConnectionState().ServerName
+	}
+	if rt := s.cfg.Policy.ChooseRoute(s.cfg.Routes, user, s.host, sni); rt != nil {
+		return s.cfg.Backends[rt.Backend], rt.Name
+	}
+	return s.lcfg.Backend, ""
+}
+
+// uncount gives back the session's place under max_sessions_per_user.
+func (s *session) uncount() {
+	if s.counted != "" {
+		s.srv.userSessions(s.counted, -1)
+		s.counted = ""
+	}
+}
+
+// cmdPASS forwards the password; the audit stream never sees it. After a
+// name the policy refused, it answers 530 itself, as late as the backend
+// answers a wrong password.
+func (s *session) cmdPASS(cmd rewrite.Command) error {
+	start := time.Now()
+	if d := s.refused; d != nil {
+		s.refused = nil
+		s.srv.loginDelays.wait(s.refusedBackend, delayPass, start)
+		s.srv.metrics.logins.WithLabelValues("failure").Inc()
+		s.log.Info("login failed", zap.String("rule", d.Rule), zap.Int("code", 530))
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule})
+		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
+			return err
+		}
+		return s.loginFailed()
+	}
+	if s.be == nil || s.user == "" {
+		return s.reply(cmd, 503, "Login with USER first.")
+	}
+	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
+		return s.deny(cmd, d)
+	}
+	backend := s.be.cfg.Name
+	rep, err := s.forwardChecked(cmd, func(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
+		if rep.Code == 530 {
+			s.srv.loginDelays.add(backend, delayPass, time.Since(start))
+			s.log.Info("backend refused the login", zap.String("reply", rep.String()))
+			if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
+				return true, err
+			}
+			return true, s.loginResult(rep)
+		}
+		return s.admitLogin(cmd, rep)
+	})
+	if err != nil || rep == nil {
+		return err
+	}
+	return s.loginResult(rep)
+}
+
+// admitLogin counts a backend's 230 toward max_sessions_per_user before it
+// is relayed. Over the bound (two logins raced past USER) the backend
+// session is ended and the client gets 530 instead: the reply is handled.
+func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
+	if rep.Code != 230 || s.counted != "" {
+		return false, nil
+	}
+	key := s.cfg.Policy.Key(s.user)
+	held := s.srv.userSessions(key, +1)
+	if d := s.cfg.Policy.Sessions(held - 1); d != nil {
+		s.srv.userSessions(key, -1)
+		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
+		s.be.close()
+		s.be = nil
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule})
+		return true, s.deny(cmd, d)
+	}
+	s.counted = key
+	return false, nil
+}
+
+// loginResult records the backend's answer to USER or PASS. A failure
+// counts toward a ban of the client's address (loginFailed).
+func (s *session) loginResult(rep *rewrite.Reply) error {
+	switch {
+	case rep.Code == 230:
+		s.srv.metrics.logins.WithLabelValues("success").Inc()
+		s.mu.Lock()
+		s.loggedIn = true
+		s.mu.Unlock()
+		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
+		s.setView(func(v *sessionView) { v.User = s.user })
+		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
+			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code})
+	case rep.Code >= 400:
+		s.srv.metrics.logins.WithLabelValues("failure").Inc()
+		s.uncount()
+		s.log.Info("login failed", zap.Int("code", rep.Code))
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code})
+		return s.loginFailed()
+	}
+	return nil
+}
+
+// loginFailed counts a failed login from the client's address, and bans
+// the address (its IPv6 prefix) when the count reaches the bans block's
+// bound. The failure that starts a ban ends this session and every other
+// session from the address that has not logged in (errBanned, 421); so
+// does a failure from an address already banned, whose session was opened
+// before the ban.
+func (s *session) loginFailed() error {
+	now := time.Now()
+	until := s.srv.bans.Failure(s.client.Addr(), now)
+	if until.IsZero() {
+		if s.srv.bans.Check(s.client.Addr(), now) != nil {
+			s.log.Info("login failed from a banned address; closing")
+			return errBanned
+		}
+		return nil
+	}
+	key := s.srv.bans.Key(s.client.Addr())
+	banned := key.String() // an IPv6 prefix, as 2001:db8:1:2::/64
+	if key.IsSingleIP() {
+		banned = key.Addr().String()
+	}
+	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
+		zap.String("banned", banned), zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
+	s.audit.Ban(banned, until, s.cfg.Bans.Failures)
+	s.srv.metrics.bans.Inc()
+	s.srv.banSessions(key, s)
+	return errBanned
+}
+
+// ---- mimicking the backend's delays ----
+
+// delayKind names what a login delay measures.
+type delayKind int
+
+const (
+	delayUserConnect delayKind = iota // USER that also connected the backend
+	delayUserOnly                     // USER on a connected backend
+	delayPass                         // PASS refused with 530
+	numDelayKinds
+)
+
+func delayUser(connected bool) delayKind {
+	if connected {
+		return delayUserConnect
+	}
+	return delayUserOnly
+}
+
+// defaultDelays stand in until a backend has answered a few logins: what
+// a local backend takes to connect and answer USER, and vsftpd's delay
+// before a failed login's 530 (delay_failed_login, 1 s by default).
+var defaultDelays = [numDelayKinds]time.Duration{5 * time.Millisecond, time.Millisecond, time.Second}
+
+// maxDelay bounds any mimicked delay.
+const maxDelay = 5 * time.Second
+
+// loginDelays remembers how long each backend took to answer logins, so
+// that a refused name can be answered after a delay drawn from the same
+// distribution (a random one of the last delaySamples).
+type loginDelays struct {
+	mu      sync.Mutex
+	samples map[string]*[numDelayKinds]delayRing // by backend name
+}
+
+const delaySamples = 32
+
+type delayRing struct {
+	d [delaySamples]time.Duration
+	n int // samples recorded, all time
+}
+
+func (l *loginDelays) add(backend string, k delayKind, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.samples == nil {
+		l.samples = map[string]*[numDelayKinds]delayRing{}
+	}
+	r := l.samples[backend]
+	if r == nil {
+		r = new([numDelayKinds]delayRing)
+		l.samples[backend] = r
+	}
+	r[k].d[r[k].n%delaySamples] = d
+	r[k].n++
+}
+
+// delay draws a delay for backend's answers of kind k.
+func (l *loginDelays) delay(backend string, k delayKind) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := defaultDelays[k]
+	if r := l.samples[backend]; r != nil && r[k].n > 0 {
+		d = r[k].d[rand.IntN(min(r[k].n, delaySamples))]
+	}
+	return min(d, maxDelay)
+}
+
+// wait sleeps until a delay drawn for backend's answers of kind k has
+// passed since start.
+func (l *loginDelays) wait(backend string, k delayKind, start time.Time) {
+	time.Sleep(time.Until(start.Add(l.delay(backend, k))))
+}
