@@ -76,16 +76,27 @@ policy {
   # Refuse PROT C (534) and data transfers before PROT P (521). Default true.
   require_prot_p = true
   # Who may log in, as glob patterns ("backup-*"); empty: anyone the backend
-  # accepts. Checked before the backend sees the user or the password.
+  # accepts. Checked before the backend sees the user or the password; a
+  # refused name is answered as a wrong password is (331, then 530).
   allow_users = []
-  # Who may never log in (wins over allow_users); same 530.
+  # Who may never log in (wins over allow_users); answered the same way.
   deny_users = ["root", "anonymous", "ftp"]
-  # Users who may read and list but not change anything (550).
-  # read_only_users = ["audit-*"]
-  # Verbs refused to everyone (502), or the only ones allowed besides the
-  # essentials (AUTH PBSZ PROT USER PASS QUIT FEAT NOOP HOST ABOR).
+  # How names are compared with the lists and routes: "case_insensitive"
+  # (default: "Root" is "root", as case-insensitive backends see it) or
+  # "exact".
+  # user_names = "case_insensitive"
+  # Users who may only read, list and set up the session (550 for anything
+  # else, unknown SITE subcommands included), and what they may send anyway.
+  # read_only_users    = ["audit-*"]
+  # read_only_commands = ["SITE UMASK"]
+  # Commands refused to everyone (502), or the only ones allowed besides the
+  # essentials (AUTH PBSZ PROT USER PASS HOST QUIT FEAT NOOP ABOR): a verb
+  # (which covers its aliases: MKD is XMKD too), SITE, or "SITE CHMOD".
   # deny_commands  = ["SITE"]
   # allow_commands = []
+  # Verbs ftpsgate does not know: "reject" (502, default) or "relay" (sent
+  # on, counted as writes; validate warns).
+  # unknown_commands = "reject"
   # Sessions one user may hold at once; 0: no bound.
   # max_sessions_per_user = 0
 }
@@ -121,4 +132,6 @@ limits {
   # Longest command line accepted; longer ones get 500, and the third bad
   # line closes the session.
   max_line = 4096
+  # IPv6 clients count by this prefix for max_sessions_per_ip and bans.
+  # ipv6_prefix = 64
 }
