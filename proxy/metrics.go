@@ -31,6 +31,9 @@ type metrics struct {
 	backendFailures *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
 	bans            prometheus.Counter
+	// The last reload's outcome, as Prometheus reports its own.
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
 }
 
 func newMetrics(s *Server) *metrics {
@@ -66,6 +69,11 @@ func newMetrics(s *Server) *metrics {
 		[]string{"backend", "server"})
 	m.bans = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "bans_total",
 		Help: "Client addresses banned after failed logins."})
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "config_last_reload_successful",
+		Help: "1 if the last configuration reload succeeded (or none was tried), 0 if it was refused."})
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration in force was loaded (start or last successful reload), in Unix seconds."})
+	m.reloaded(nil)
 	ports := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "passive_ports_in_use",
 		Help: "Passive ports held, all listeners."}, func() float64 {
 		s.mu.Lock()
@@ -78,8 +86,18 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.backendUp, m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.backendUp, m.bans, m.reloadOK, m.reloadTime, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// reloaded records a reload's outcome: err is nil when it succeeded.
+func (m *metrics) reloaded(err error) {
+	if err != nil {
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloadOK.Set(1)
+	m.reloadTime.SetToCurrentTime()
 }
 
 func (m *metrics) transfer(direction, result string, bytes int64, d time.Duration) {

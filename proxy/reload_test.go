@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -136,5 +138,91 @@ func TestCertificateFilesWatched(t *testing.T) {
 	waitFor("the new certificate", func() bool { return handshake(renewed.ClientConfig()) == nil })
 	if !g.logged("certificate reloaded") {
 		t.Fatal("no log line for the reload")
+	}
+}
+
+// TestReloadAllOrNothing: a reload whose listener cannot be bound changes
+// nothing (the old port serves a whole session, the old configuration
+// stays), and says so in the metrics; so does one that moves a listener
+// and adds another on a taken port; a later good reload takes effect.
+func TestReloadAllOrNothing(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("still served\n"))
+	g := startGate(t, be.Addr, gateOptions{})
+	taken, err := net.Listen("tcp", "127.0.0.1:0") // another program's port
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+	oldAddr := g.explicit
+
+	reload := func(src string) error {
+		t.Helper()
+		cfg, diags := config.Parse([]byte(src), "reloaded.hcl")
+		if diags.HasErrors() {
+			t.Fatalf("%s\n%s", diags.Error(), src)
+		}
+		return g.srv.Reload(cfg)
+	}
+	served := func() {
+		t.Helper()
+		c := loginTo(t, g, be.User, be.Password)
+		if got := string(retr(t, c, "f.txt")); got != "still served\n" {
+			t.Fatalf("download %q", got)
+		}
+		c.Cmd(221, "QUIT")
+		if got := greetingFrom(t, "127.0.0.1", oldAddr); got != "220 ftpsgate ready\r\n" {
+			t.Fatalf("greeting %q: the old configuration did not stay", got)
+		}
+	}
+	// Move the explicit listener onto the taken port: refused.
+	moved := strings.Replace(g.src, `address       = "127.0.0.1:0"`, fmt.Sprintf("address = %q", taken.Addr()), 1)
+	moved = strings.Replace(moved, `backend       = "legacy"`, `backend       = "legacy"`+"\n  greeting = \"reloaded\"", 1)
+	err = reload(moved)
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("reload onto a taken port: %v", err)
+	}
+	served()
+	if got := metric(t, g, "ftpsgate_config_last_reload_successful"); got != "ftpsgate_config_last_reload_successful 0" {
+		t.Fatalf("metric %q", got)
+	}
+	// Move it to a free port and add a listener on the taken one: refused,
+	// and the free port was not kept open either.
+	both := strings.Replace(g.src, `address       = "127.0.0.1:0"`, fmt.Sprintf("address = %q", free), 1) +
+		fmt.Sprintf("listener \"extra\" {\n  address = %q\n  cert_file = %q\n  key_file = %q\n  passive_ports = \"1030-1031\"\n  backend = \"legacy\"\n}\n",
+			taken.Addr(), g.certs.CertFile, g.certs.KeyFile)
+	if err := reload(both); err == nil {
+		t.Fatal("a reload with a taken port was accepted")
+	}
+	served()
+	if c, err := net.DialTimeout("tcp", free, 5*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s is listening after a refused reload", free)
+	}
+	// A good reload: the listener moves.
+	if err := reload(strings.Replace(g.src, `address       = "127.0.0.1:0"`, fmt.Sprintf("address = %q", free), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(t, g, "ftpsgate_config_last_reload_successful"); got != "ftpsgate_config_last_reload_successful 1" {
+		t.Fatalf("metric %q", got)
+	}
+	if got := greetingFrom(t, "127.0.0.1", free); got != "220 ftpsgate ready\r\n" {
+		t.Fatalf("greeting on the new address %q", got)
+	}
+	if c, err := net.DialTimeout("tcp", oldAddr, 5*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still listening after the listener moved", oldAddr)
+	}
+	// Turning the PROXY protocol on keeps the socket: no rebind to fail.
+	withPP := strings.Replace(g.src, `address       = "127.0.0.1:0"`, fmt.Sprintf("address = %q\n  proxy_protocol {\n    trusted_cidrs = [\"127.0.0.1/32\"]\n  }", free), 1)
+	if err := reload(withPP); err != nil {
+		t.Fatal(err)
+	}
+	raw := dialWithHeader(t, "127.0.0.1", free, 2, "198.51.100.7:4000")
+	ftptest.Wrap(t, raw).Cmd(221, "QUIT")
+	starts := g.eventsOf(t, "session_start")
+	if last := starts[len(starts)-1]; last["client"] != "198.51.100.7:4000" {
+		t.Fatalf("session_start after turning PROXY on: %v", last)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,9 +138,12 @@ func bind(lc *config.Listener) (*frontListener, error) {
 	fl.stampCert()
 	fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
 	fl.tlsConf = frontTLSConfig(fl.cert.Load)
-	if lc.ProxyProtocol != nil {
-		fl.ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: lc.ProxyProtocol.HeaderTimeout, ConnPolicy: proxyPolicy(fl)}
-	}
+	// Always wrapped, so that a reload can turn the PROXY protocol on or
+	// off without a new socket: proxyPolicy reads the listener's current
+	// configuration, and skips connections (no header read) while it has
+	// no proxy_protocol block. The header timeout is checkProxyHeader's,
+	// from the current configuration too.
+	fl.ln = &proxyproto.Listener{Listener: ln, ReadHeaderTimeout: -1, ConnPolicy: proxyPolicy(fl)}
 	return fl, nil
 }
 
@@ -280,12 +285,16 @@ func (s *Server) config() *config.Config {
 }
 
 // Reload makes cfg the configuration of new sessions; sessions already
-// open keep theirs. Listeners are matched by name: one whose address and
-// use of the PROXY protocol are unchanged keeps its socket and takes the
-// new settings and certificate; others are closed, and new ones bound. A
-// listener that cannot be bound is reported in the error; the rest of the
-// reload stands.
-func (s *Server) Reload(cfg *config.Config) error {
+// open keep theirs. It is all or nothing, as Caddy's and HAProxy's are:
+// every listener whose address is new is bound first, and only when all
+// are bound does the server switch: listeners at an address both configs
+// have keep their socket and take the new settings and certificate, those
+// no longer configured are closed, and the new configuration takes over.
+// If one cannot be bound, nothing changes: the error names the listener
+// and its address, and the old listeners and configuration go on serving.
+// The outcome is in the metrics (ftpsgate_config_last_reload_successful).
+func (s *Server) Reload(cfg *config.Config) (err error) {
+	defer func() { s.metrics.reloaded(err) }()
 	if err := s.checkConfig(cfg); err != nil {
 		return err
 	}
@@ -294,45 +303,63 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if s.draining {
 		return errors.New("server is shut down")
 	}
-	old := map[string]*frontListener{}
-	for _, fl := range s.listeners {
-		old[fl.config().Name] = fl
+	// A socket is known by its address; one on an ephemeral port (":0")
+	// by its listener's name as well, since each bind gets another port.
+	socket := func(lc *config.Listener) string {
+		if strings.HasSuffix(lc.Address, ":0") {
+			return lc.Name + " " + lc.Address
+		}
+		return lc.Address
 	}
-	var keep, add []*frontListener
-	var toBind []*config.Listener
-	for _, lc := range cfg.Listeners {
-		fl := old[lc.Name]
-		if fl != nil && fl.config().Address == lc.Address && (fl.config().ProxyProtocol == nil) == (lc.ProxyProtocol == nil) {
-			fl.update(lc)
-			keep = append(keep, fl)
-			delete(old, lc.Name)
+	byAddr := map[string]*frontListener{}
+	for _, fl := range s.listeners {
+		byAddr[socket(fl.config())] = fl
+	}
+	// Bind first.
+	fls := make([]*frontListener, len(cfg.Listeners))
+	var added []*frontListener
+	for i, lc := range cfg.Listeners {
+		if fl := byAddr[socket(lc)]; fl != nil {
+			fls[i] = fl
+			delete(byAddr, socket(lc))
 			continue
 		}
-		toBind = append(toBind, lc)
-	}
-	for name, fl := range old { // removed, or replaced by a new socket
-		s.log.Info("listener closed by reload", zap.String("listener", name))
-		fl.ln.Close()
-	}
-	var errs []error
-	for _, lc := range toBind {
 		fl, err := bind(lc)
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			for _, fl := range added {
+				fl.ln.Close()
+			}
+			s.log.Error("reload refused: a listener cannot be bound; the running configuration stays",
+				zap.String("listener", lc.Name), zap.String("address", lc.Address), zap.Error(err))
+			return fmt.Errorf("reload refused, nothing changed: %w", err)
 		}
-		add = append(add, fl)
+		fls[i] = fl
+		added = append(added, fl)
 	}
-	s.listeners = append(keep, add...)
-	for _, fl := range add {
+	// Then switch.
+	for i, fl := range fls {
+		if !slices.Contains(added, fl) {
+			fl.update(cfg.Listeners[i])
+		}
+	}
+	for _, fl := range byAddr {
+		s.log.Info("listener closed by reload", zap.String("listener", fl.config().Name), zap.String("address", fl.config().Address))
+		fl.ln.Close()
+	}
+	s.listeners = fls
+	for _, fl := range added {
 		s.startListener(fl)
 	}
 	s.cfg = cfg
 	s.bans.SetRules(cfg.Bans)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
-	return errors.Join(errs...)
+	return nil
 }
+
+// ReloadFailed records a reload refused before it reached Reload (a
+// configuration that did not load), for the reload metrics.
+func (s *Server) ReloadFailed(err error) { s.metrics.reloaded(err) }
 
 // setPools gives cfg's backends their pools and starts their health
 // checks. A server the previous pools knew (same backend name and address)
@@ -469,26 +496,26 @@ func (s *Server) acceptLoop(fl *frontListener) {
 // load balancer cannot stall the loop), then the session.
 func (s *Server) serve(fl *frontListener, c net.Conn) {
 	defer s.wg.Done()
-	peer := addrPortOf(c.RemoteAddr()) // with a PROXY header, this reads it
-	var tcpPeer netip.AddrPort
-	if fl.config().ProxyProtocol != nil {
-		// A connection the policy SKIPs comes unwrapped.
-		pc, _ := c.(*proxyproto.Conn)
-		raw := c
-		if pc != nil {
-			raw = pc.Raw()
-		}
-		from := addrPortOf(raw.RemoteAddr())
-		if err := s.checkProxyHeader(fl, pc, from); err != nil {
+	// A connection the policy SKIPs comes unwrapped; a wrapped one is read
+	// for its header here, with the header timeout, before anything asks
+	// for its address (which would read the header without a deadline).
+	pc, _ := c.(*proxyproto.Conn)
+	var peer, tcpPeer netip.AddrPort
+	if pc != nil {
+		peer = addrPortOf(pc.Raw().RemoteAddr())
+	} else {
+		peer = addrPortOf(c.RemoteAddr())
+	}
+	if pp := fl.config().ProxyProtocol; pp != nil || pc != nil {
+		from := peer
+		if err := s.checkProxyHeader(pp, pc, from); err != nil {
 			s.log.Warn("connection refused: PROXY protocol", zap.String("listener", fl.config().Name),
 				zap.Stringer("from", from), zap.Error(err))
 			c.Close()
 			return
 		}
-		if pc != nil && trusted(fl.config().ProxyProtocol, from.Addr()) {
+		if pc != nil && pp != nil && trusted(pp, from.Addr()) {
 			peer, tcpPeer = addrPortOf(pc.RemoteAddr()), from
-		} else {
-			peer = from
 		}
 	}
 	sess := newSession(s, fl, c, peer, tcpPeer)
@@ -526,11 +553,14 @@ func trusted(pp *config.ProxyProtocol, a netip.Addr) bool {
 	return false
 }
 
-// checkProxyHeader decides on a connection of a PROXY-protocol listener:
-// from a trusted balancer it must have sent a valid header (read within the
-// header timeout); from elsewhere it is served only with allow_direct.
-func (s *Server) checkProxyHeader(fl *frontListener, pc *proxyproto.Conn, tcpPeer netip.AddrPort) error {
-	pp := fl.config().ProxyProtocol
+// checkProxyHeader decides on a connection of a PROXY-protocol listener
+// (pp; nil when a reload turned the protocol off after pc was accepted):
+// from a trusted balancer it must have sent a valid header (read within
+// the header timeout); from elsewhere it is served only with allow_direct.
+func (s *Server) checkProxyHeader(pp *config.ProxyProtocol, pc *proxyproto.Conn, tcpPeer netip.AddrPort) error {
+	if pp == nil {
+		return errors.New("the listener stopped taking PROXY headers (reload) as this connection came")
+	}
 	if !trusted(pp, tcpPeer.Addr()) {
 		if pp.AllowDirect {
 			return nil

@@ -192,13 +192,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// reload reads and checks the configuration and, if it is valid, makes it
-// the configuration of new sessions; if not, every diagnostic is logged and
-// the proxy runs on as before. The audit files and the admin listener are
-// kept as they were at start.
+// reload reads and checks the configuration and, if it is valid and every
+// listener it names can be bound, makes it the configuration of new
+// sessions; if not, every diagnostic is logged and the proxy runs on as
+// before, on its old listeners and configuration. systemd hears RELOADING=1,
+// then READY=1 with a STATUS= line saying how the reload went. The audit
+// files and the admin listener are kept as they were at start.
 func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
-	sdNotify("RELOADING=1")
-	defer sdNotify("READY=1")
+	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	status := "configuration reloaded at " + time.Now().Format(time.RFC3339)
+	defer func() { sdNotify("READY=1\nSTATUS=" + status) }()
 	cfg, diags := config.Load(path)
 	if diags.HasErrors() {
 		for _, d := range diags.Errs() {
@@ -206,10 +209,13 @@ func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
 		}
 		writeDiags(stderr, path, diags)
 		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path))
+		srv.ReloadFailed(diags)
+		status = "reload refused, running on the previous configuration: " + diags.Errs()[0].Error()
 		return
 	}
 	if err := srv.Reload(cfg); err != nil {
-		log.Error("configuration reloaded, but not every listener could be bound", zap.Error(err))
+		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path), zap.Error(err))
+		status = "reload refused, running on the previous configuration: " + err.Error()
 		return
 	}
 	log.Info("configuration reloaded: new sessions use it, open sessions keep theirs", zap.String("config", path))

@@ -109,17 +109,19 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	defer notify.Close()
 	t.Setenv("NOTIFY_SOCKET", notifyPath)
-	notified := func(want string) {
+	// notified waits for a notification whose first line is want, and
+	// returns all of it.
+	notified := func(want string) string {
 		t.Helper()
 		notify.SetReadDeadline(time.Now().Add(30 * time.Second))
-		buf := make([]byte, 256)
+		buf := make([]byte, 1024)
 		for {
 			n, err := notify.Read(buf)
 			if err != nil {
 				t.Fatalf("no %s notification: %v", want, err)
 			}
-			if string(buf[:n]) == want {
-				return
+			if first, _, _ := strings.Cut(string(buf[:n]), "\n"); first == want {
+				return string(buf[:n])
 			}
 		}
 	}
@@ -194,10 +196,32 @@ admin {
 	}
 	os.WriteFile(cfg, append(append([]byte(nil), good...), "listener {\n"...), 0o600)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
-	notified("RELOADING=1")
-	notified("READY=1")
+	if msg := notified("RELOADING=1"); !strings.Contains(msg, "\nMONOTONIC_USEC=") {
+		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", msg)
+	}
+	if msg := notified("READY=1"); !strings.Contains(msg, "\nSTATUS=reload refused, running on the previous configuration: ") {
+		t.Fatalf("READY=1 after a refused reload: %q", msg)
+	}
 	if !strings.Contains(logs.String(), "configuration reload refused") {
 		t.Fatalf("no refusal logged:\n%s", logs.String())
+	}
+	metricLine := func(name string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + adminAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, name+" ") {
+				return l
+			}
+		}
+		return ""
+	}
+	if got := metricLine("ftpsgate_config_last_reload_successful"); got != "ftpsgate_config_last_reload_successful 0" {
+		t.Fatalf("after a refused reload: %q", got)
 	}
 	if got := readGreeting(t, addr); got != "220 "+greeting {
 		t.Fatalf("greeting after a refused reload: %q", got)
@@ -205,7 +229,12 @@ admin {
 	os.WriteFile(cfg, bytes.Replace(good, []byte(greeting), []byte("reloaded by SIGHUP"), 1), 0o600)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	notified("RELOADING=1")
-	notified("READY=1")
+	if msg := notified("READY=1"); !strings.Contains(msg, "\nSTATUS=configuration reloaded at ") {
+		t.Fatalf("READY=1 after a reload: %q", msg)
+	}
+	if got := metricLine("ftpsgate_config_last_reload_successful"); got != "ftpsgate_config_last_reload_successful 1" {
+		t.Fatalf("after a reload: %q", got)
+	}
 	if got := readGreeting(t, addr); got != "220 reloaded by SIGHUP" {
 		t.Fatalf("greeting after the reload: %q\n%s", got, logs.String())
 	}

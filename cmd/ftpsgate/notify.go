@@ -3,6 +3,8 @@ package main
 import (
 	"net"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // sdNotify tells systemd the service's state (sd_notify(3)): "READY=1"
@@ -24,4 +26,14 @@ func sdNotify(state string) error {
 	defer c.Close()
 	_, err = c.Write([]byte(state))
 	return err
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// with RELOADING=1 (sd_notify(3), Type=notify-reload).
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
 }
