@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -107,20 +108,42 @@ func (s *session) connectBackend(b *config.Backend, user string) (*backendConn, 
 	return nil, err
 }
 
-// connectServer dials one server of b and reads its greeting; toward an
-// FTPS backend it also secures the control connection (TLS first for an
-// implicit one; AUTH TLS, PBSZ 0 and PROT P for an explicit one). Every
-// failure is logged here and returned as errBackendRefused.
+// backendError says why a backend server could not take a session; what
+// is the end of the 421 the client gets when no server could
+// ("Service not available: " + what).
+type backendError struct {
+	backend, what string
+	err           error
+}
+
+func (e *backendError) Error() string   { return e.what + ": " + e.err.Error() }
+func (e *backendError) Unwrap() []error { return []error{errBackendRefused, e.err} }
+
+// What the client is told.
+const (
+	backendUnreachable = "the FTP server cannot be reached"
+	backendSilent      = "the FTP server did not answer"
+	backendRefusedTLS  = "TLS with the FTP server failed"
+)
+
+// connectServer dials one server of b and reads its greeting, all within
+// timeouts.backend_greeting; toward an FTPS backend it also secures the
+// control connection (TLS first for an implicit one, within the same
+// bound; AUTH TLS, PBSZ 0 and PROT P for an explicit one). Every failure
+// is logged here and returned as a *backendError.
 func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, error) {
 	t := s.cfg.Timeouts
-	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial)
-	defer cancel()
 	start := time.Now()
-	c, err := s.srv.dial(ctx, "tcp", addr)
+	greetBy := start.Add(t.BackendGreeting)
+	ctx, cancel := context.WithDeadline(context.Background(), greetBy)
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, t.BackendDial)
+	defer dcancel()
+	c, err := s.srv.dial(dctx, "tcp", addr)
 	if err != nil {
 		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		s.log.Warn("backend dial failed", zap.String("backend", b.Name), zap.String("address", addr), zap.Error(err))
-		return nil, fmt.Errorf("%w: %v", errBackendRefused, err)
+		return nil, &backendError{b.Name, backendUnreachable, err}
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -130,11 +153,16 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		be.tlsConf = serverTLS(b, addr)
 		be.tlsConf.ClientSessionCache = &sessionCache{}
 	}
-	fail := func(msg string, err error) (*backendConn, error) {
+	// fail ends the attempt; what is the client's explanation, unless the
+	// backend ran out of time (then it did not answer).
+	fail := func(msg, what string, err error) (*backendConn, error) {
 		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		c.Close()
 		s.log.Warn(msg, zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
-		return nil, fmt.Errorf("%w: %s: %v", errBackendRefused, msg, err)
+		if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+			what = backendSilent
+		}
+		return nil, &backendError{b.Name, what, fmt.Errorf("%s: %w", msg, err)}
 	}
 	if b.ProxyProtocol != 0 {
 		// The client's address, for servers that log or judge it (ProFTPD
@@ -152,40 +180,40 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		h := proxyproto.HeaderProxyFromAddrs(b.ProxyProtocol, net.TCPAddrFromAddrPort(s.client), net.TCPAddrFromAddrPort(dst))
 		if b.ProxyProtocolTLVs {
 			if err := h.SetTLVs(s.proxyTLVs()); err != nil {
-				return fail("building the PROXY header's TLVs failed", err)
+				return fail("building the PROXY header's TLVs failed", backendUnreachable, err)
 			}
 		}
 		c.SetWriteDeadline(time.Now().Add(t.BackendReply))
 		if _, err := h.WriteTo(c); err != nil {
-			return fail("sending the PROXY header failed", err)
+			return fail("sending the PROXY header failed", backendUnreachable, err)
 		}
 	}
 	if b.TLS == config.BackendImplicit {
-		if err := be.startTLS(t.BackendReply); err != nil {
-			return fail("backend TLS handshake failed", err)
+		if err := be.startTLS(time.Until(greetBy)); err != nil {
+			return fail("backend TLS handshake failed", backendRefusedTLS, err)
 		}
 	}
-	greet, err := be.read(t.BackendReply)
+	greet, err := be.read(time.Until(greetBy))
 	if err != nil {
-		return fail("backend greeting not received", err)
+		return fail("backend greeting not received", backendUnreachable, err)
 	}
 	if greet.Code != 220 {
-		return fail("backend refused the connection", fmt.Errorf("greeting %q", greet.String()))
+		return fail("backend refused the connection", backendUnreachable, fmt.Errorf("greeting %q", greet.String()))
 	}
 	if b.SendHost && s.host != "" {
 		// RFC 7151 §3: HOST before AUTH, so that the server can choose
 		// the virtual host's certificate.
 		rep, err := be.roundTrip(rewrite.Command{Verb: "HOST", Arg: s.host}, t.BackendReply)
 		if err != nil {
-			return fail("backend HOST failed", err)
+			return fail("backend HOST failed", backendUnreachable, err)
 		}
 		if rep.Code != 220 {
-			return fail("backend refused HOST", fmt.Errorf("reply %q", rep.String()))
+			return fail("backend refused HOST", "the FTP server refused the host name", fmt.Errorf("reply %q", rep.String()))
 		}
 	}
 	if b.TLS == config.BackendExplicit {
 		if err := be.authTLS(t.BackendReply); err != nil {
-			return fail("backend AUTH TLS failed", err)
+			return fail("backend AUTH TLS failed", backendRefusedTLS, err)
 		}
 	}
 	if be.tlsConf != nil {
@@ -195,10 +223,10 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		for _, cmd := range []rewrite.Command{{Verb: "PBSZ", Arg: "0"}, {Verb: "PROT", Arg: "P"}} {
 			rep, err := be.roundTrip(cmd, t.BackendReply)
 			if err != nil {
-				return fail("backend "+cmd.Verb+" failed", err)
+				return fail("backend "+cmd.Verb+" failed", backendRefusedTLS, err)
 			}
 			if rep.Code != 200 {
-				return fail("backend "+cmd.Verb+" refused", fmt.Errorf("reply %q", rep.String()))
+				return fail("backend "+cmd.Verb+" refused", backendRefusedTLS, fmt.Errorf("reply %q", rep.String()))
 			}
 		}
 	}
@@ -263,7 +291,7 @@ func (b *backendConn) read(timeout time.Duration) (*rewrite.Reply, error) {
 	b.raw.SetReadDeadline(time.Now().Add(timeout))
 	rep, err := rewrite.ReadReply(b.r, backendLimits)
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading reply: %v", errBackendLost, err)
+		return nil, fmt.Errorf("%w: reading reply: %w", errBackendLost, err)
 	}
 	return rep, nil
 }

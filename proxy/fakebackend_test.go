@@ -34,6 +34,8 @@ type scriptedBackend struct {
 	// line of 1 MiB), "endless" (a multi-line reply that never ends),
 	// "silent" (no reply at all), "close" (hangs up).
 	userRole string
+	// mute: accept connections and never greet.
+	mute bool
 	wg       sync.WaitGroup
 
 	mu    sync.Mutex
@@ -83,6 +85,10 @@ func startScriptedBackend(t *testing.T, b *scriptedBackend) *scriptedBackend {
 func (b *scriptedBackend) serve(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Minute))
+	if b.mute {
+		io.Copy(io.Discard, c) // until the proxy hangs up
+		return
+	}
 	r := bufio.NewReader(c)
 	say := func(s string) { fmt.Fprintf(c, "%s\r\n", s) }
 	say("220 scripted")
@@ -290,8 +296,12 @@ func TestHostileBackend(t *testing.T) {
 			c := ftptest.Dial(t, g.explicit)
 			c.AuthTLS(g.certs.ClientConfig())
 			start := time.Now()
-			if msg := c.Cmd(421, "USER alice"); !strings.Contains(msg, "lost the connection to the FTP server") {
-				t.Fatalf("421 text %q", msg)
+			want := "lost the connection to the FTP server"
+			if role == "silent" {
+				want = "the FTP server did not answer within 2s"
+			}
+			if msg := c.Cmd(421, "USER alice"); !strings.Contains(msg, want) {
+				t.Fatalf("421 text %q, want %q", msg, want)
 			}
 			if d := time.Since(start); d > 20*time.Second {
 				t.Fatalf("took %s", d)
@@ -305,5 +315,41 @@ func TestHostileBackend(t *testing.T) {
 			c = ftptest.Dial(t, g.explicit)
 			c.Cmd(221, "QUIT")
 		})
+	}
+}
+
+// TestBackendNeverGreets: a backend that accepts and never sends 220 gets
+// the client a 421 saying so within timeouts.backend_greeting (10 s), not
+// backend_reply (60 s), with an audit event; in a pool, the next server
+// serves the session within the same USER.
+func TestBackendNeverGreets(t *testing.T) {
+	mute := startScriptedBackend(t, &scriptedBackend{mute: true})
+	g := startGate(t, mute.ln.Addr().String(), gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	start := time.Now()
+	if msg := c.Cmd(421, "USER alice"); !strings.Contains(msg, "the FTP server did not answer") {
+		t.Fatalf("421 text %q", msg)
+	}
+	if d := time.Since(start); d > 12*time.Second {
+		t.Fatalf("the 421 took %s", d)
+	}
+	evs := g.eventsOf(t, "backend_unavailable")
+	if len(evs) != 1 || evs[0]["backend"] != "legacy" || evs[0]["what"] != "the FTP server did not answer" {
+		t.Fatalf("backend_unavailable events %v", evs)
+	}
+
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	pool := startGate(t, "", gateOptions{servers: []string{mute.ln.Addr().String(), be.Addr}})
+	for i := 0; i < 2; i++ { // round robin: one of the two starts with the mute server
+		start = time.Now()
+		c = loginTo(t, pool, be.User, be.Password)
+		if d := time.Since(start); d > 12*time.Second {
+			t.Fatalf("the login took %s", d)
+		}
+		c.Cmd(257, "PWD")
+	}
+	if !pool.logged("trying the backend's next server") {
+		t.Fatal("no log line for the failover")
 	}
 }

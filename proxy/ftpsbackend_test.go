@@ -109,7 +109,7 @@ func TestFTPSBackendRefusals(t *testing.T) {
 			g := startGate(t, tc.addr, gateOptions{backend: tc.backend})
 			c := ftptest.Dial(t, g.explicit)
 			c.AuthTLS(g.certs.ClientConfig())
-			if msg := c.Cmd(421, "USER %s", be.User); !strings.Contains(msg, "cannot be reached") {
+			if msg := c.Cmd(421, "USER %s", be.User); !strings.Contains(msg, "TLS with the FTP server failed") {
 				t.Fatalf("421 text %q", msg)
 			}
 			entries := g.logs.FilterMessage(tc.log).All()

@@ -263,7 +263,12 @@ func (s *session) end(err error) string {
 	case errors.Is(err, errInjection):
 		rep = rewrite.NewReply(421, "Data pipelined after AUTH TLS refused; closing control connection.")
 	case errors.Is(err, errBackendRefused):
-		rep = rewrite.NewReply(421, "Service not available: the FTP server cannot be reached; try again later.")
+		be := &backendError{what: backendUnreachable}
+		errors.As(err, &be)
+		rep = rewrite.NewReply(421, "Service not available: "+be.what+"; try again later.")
+		s.audit.BackendUnavailable(be.backend, be.what, err.Error())
+	case errors.Is(err, errBackendLost) && isTimeout(err):
+		rep = rewrite.NewReply(421, fmt.Sprintf("Service not available: the FTP server did not answer within %s.", s.cfg.Timeouts.BackendReply))
 	case errors.Is(err, errBackendLost):
 		rep = rewrite.NewReply(421, "Service not available: lost the connection to the FTP server.")
 	case isClosed(err):

@@ -27,6 +27,7 @@ const (
 	EventSessionEnd   = "session_end"
 	EventBan          = "ban"
 	EventHostDropped  = "host_dropped"
+	EventBackendDown  = "backend_unavailable"
 )
 
 // Logger writes audit events. A nil *Logger discards them.
@@ -210,4 +211,11 @@ func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytes
 // same host.
 func (s *Session) HostDropped(host, sni string) {
 	s.emit(EventHostDropped, zap.String("host", host), zap.String("sni", sni))
+}
+
+// BackendUnavailable records that no server of backend could take the
+// session, which was closed with 421: what the client was told (the FTP
+// server "did not answer", "cannot be reached"…) and the last error.
+func (s *Session) BackendUnavailable(backend, what, err string) {
+	s.emit(EventBackendDown, zap.String("backend", backend), zap.String("what", what), zap.String("error", err))
 }

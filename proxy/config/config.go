@@ -225,6 +225,12 @@ type Timeouts struct {
 	DataStall time.Duration
 	// BackendDial bounds a connection to the backend, control or data.
 	BackendDial time.Duration
+	// BackendGreeting bounds a new backend control connection up to its
+	// 220: the connection, the TLS handshake of an implicit backend and
+	// the greeting. Short (10 s), so that the client hears the proxy's
+	// 421 (or is moved to the pool's next server) before it gives up:
+	// FileZilla waits 20 s, curl less.
+	BackendGreeting time.Duration
 	// BackendReply bounds the wait for a backend's reply to a command.
 	BackendReply time.Duration
 }
@@ -248,13 +254,14 @@ type Limits struct {
 // DefaultTimeouts are the timeouts when the configuration names none.
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
-		TLSHandshake:  10 * time.Second,
-		Login:         60 * time.Second,
-		Idle:          5 * time.Minute,
-		PassiveAccept: 30 * time.Second,
-		DataStall:     2 * time.Minute,
-		BackendDial:   10 * time.Second,
-		BackendReply:  60 * time.Second,
+		TLSHandshake:    10 * time.Second,
+		Login:           60 * time.Second,
+		Idle:            5 * time.Minute,
+		PassiveAccept:   30 * time.Second,
+		DataStall:       2 * time.Minute,
+		BackendDial:     10 * time.Second,
+		BackendGreeting: 10 * time.Second,
+		BackendReply:    60 * time.Second,
 	}
 }
 
@@ -360,13 +367,14 @@ type auditBlock struct {
 }
 
 type timeoutsBlock struct {
-	TLSHandshake  *string `hcl:"tls_handshake"`
-	Login         *string `hcl:"login"`
-	Idle          *string `hcl:"idle"`
-	PassiveAccept *string `hcl:"passive_accept"`
-	DataStall     *string `hcl:"data_stall"`
-	BackendDial   *string `hcl:"backend_dial"`
-	BackendReply  *string `hcl:"backend_reply"`
+	TLSHandshake    *string `hcl:"tls_handshake"`
+	Login           *string `hcl:"login"`
+	Idle            *string `hcl:"idle"`
+	PassiveAccept   *string `hcl:"passive_accept"`
+	DataStall       *string `hcl:"data_stall"`
+	BackendDial     *string `hcl:"backend_dial"`
+	BackendGreeting *string `hcl:"backend_greeting"`
+	BackendReply    *string `hcl:"backend_reply"`
 }
 
 type adminBlock struct {
@@ -661,6 +669,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.duration(blk, "passive_accept", tb.PassiveAccept, &t.PassiveAccept)
 		c.duration(blk, "data_stall", tb.DataStall, &t.DataStall)
 		c.duration(blk, "backend_dial", tb.BackendDial, &t.BackendDial)
+		c.duration(blk, "backend_greeting", tb.BackendGreeting, &t.BackendGreeting)
 		c.duration(blk, "backend_reply", tb.BackendReply, &t.BackendReply)
 	}
 	if lb := fs.Limits; lb != nil {
