@@ -154,7 +154,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 	s.log = s.base
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
-	s.bind = newTLSBinding(fl.tlsConf, s.lcfg.MinTLSVersion)
+	s.bind = newTLSBinding(fl.tlsConf, s.lcfg)
 	return s
 }
 

@@ -4,7 +4,8 @@
 # pure-ftpd, and ProFTPD with mod_tls and, for make bench, mod_proxy,
 # unpacked from Debian's packages, since all three conflict), FTP clients
 # (curl, lftp, Python 3), HAProxy for the scale-out test, Chromium for the
-# status page's test, and a system account the FTP servers log in as.
+# status page's test, testssl.sh for the TLS scan of the listeners, and a
+# system account the FTP servers log in as.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
@@ -16,7 +17,7 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
