@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +234,100 @@ func TestAdminTimeouts(t *testing.T) {
 	for range 2 {
 		if msg := <-done; msg != "" {
 			t.Error(msg)
+		}
+	}
+}
+
+// TestPrometheusScrapes: a real Prometheus (Debian's) scrapes the admin
+// listener with the bearer token from a file and with basic credentials:
+// both targets are up. A third job without credentials is down with 401.
+func TestPrometheusScrapes(t *testing.T) {
+	bin := ftptest.Tool(t, "prometheus")
+	g := startGate(t, "127.0.0.1:1", gateOptions{extra: adminConfig(t, "127.0.0.1:9100")})
+	addr, _ := serveAdmin(t, g.srv)
+	dir := t.TempDir()
+	tokenFile, passFile := filepath.Join(dir, "token"), filepath.Join(dir, "password")
+	os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600)
+	os.WriteFile(passFile, []byte("correct horse"), 0o600)
+	conf := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`global: {scrape_interval: 1s, scrape_timeout: 1s}
+scrape_configs:
+  - job_name: token
+    authorization: {credentials_file: %q}
+    static_configs: [{targets: [%q]}]
+  - job_name: basic
+    basic_auth: {username: prometheus, password_file: %q}
+    static_configs: [{targets: [%q]}]
+  - job_name: none
+    static_configs: [{targets: [%q]}]
+`, tokenFile, addr, passFile, addr, addr)), 0o600)
+	web := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
+	var out syncBuffer
+	cmd := exec.Command(bin, "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+web, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}()
+
+	type target struct {
+		Labels     map[string]string `json:"labels"`
+		Health     string            `json:"health"`
+		LastError  string            `json:"lastError"`
+		LastScrape time.Time         `json:"lastScrape"`
+	}
+	var targets []target
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("prometheus exited: %v\n%s", err, out.Bytes())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("targets never all scraped: %+v\n%s", targets, out.Bytes())
+		}
+		time.Sleep(200 * time.Millisecond) // polling Prometheus's API, bounded by deadline
+		resp, err := http.Get("http://" + web + "/api/v1/targets?state=active")
+		if err != nil {
+			continue // not listening yet
+		}
+		var body struct {
+			Data struct {
+				ActiveTargets []target `json:"activeTargets"`
+			} `json:"data"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		targets = body.Data.ActiveTargets
+		scraped := 0
+		for _, tg := range targets {
+			if tg.Health != "unknown" && !tg.LastScrape.IsZero() {
+				scraped++
+			}
+		}
+		if len(targets) == 3 && scraped == 3 {
+			break
+		}
+	}
+	for _, tg := range targets {
+		job := tg.Labels["job"]
+		switch {
+		case job == "none" && (tg.Health != "down" || !strings.Contains(tg.LastError, "401")):
+			t.Errorf("job %s: %s, %q; want down with 401", job, tg.Health, tg.LastError)
+		case job != "none" && tg.Health != "up":
+			t.Errorf("job %s: %s, %q; want up", job, tg.Health, tg.LastError)
 		}
 	}
 }
