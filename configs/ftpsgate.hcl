@@ -15,6 +15,11 @@ listener "ftps" {
   key_file  = "/etc/ftpsgate/tls.key"
   # Oldest TLS version accepted: "1.2" (default) or "1.3".
   # tls_min_version = "1.2"
+  # TLS 1.2 cipher suites, by Go's names. Default: ECDHE with AES-GCM or
+  # ChaCha20-Poly1305 (Mozilla's intermediate profile). Add a CBC suite only
+  # for a named old client; validate warns while one is listed. TLS 1.3
+  # suites are always on and cannot be chosen.
+  # tls_cipher_suites = ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"]
   # PROT P data connections must resume their own control connection's TLS
   # session (a stranger cannot race the passive port). Turn off only for
   # clients that cannot resume (see the README).
@@ -127,6 +132,20 @@ timeouts {
   backend_dial   = "10s" # connecting to the backend, control or data
   backend_reply  = "60s" # waiting for the backend's reply to a command
 }
+
+# The admin HTTP listener: /metrics, /status, /status.json, /healthz,
+# /readyz. On loopback, requests must name localhost (DNS rebinding); beyond
+# it, require a credential (/status.json names users, addresses and files).
+# /healthz and /readyz never need one.
+# admin {
+#   address           = "127.0.0.1:9100"
+#   bearer_token_file = "/etc/ftpsgate/admin-token"  # chmod 600; openssl rand -hex 32
+#   basic_auth {
+#     user          = "prometheus"
+#     password_hash = "$2y$10$..."                    # htpasswd -nbBC 10 prometheus PASSWORD
+#   }
+#   pprof = false                                     # needs one of the credentials
+# }
 
 limits {
   # Longest command line accepted; longer ones get 500, and the third bad

@@ -36,7 +36,7 @@ type scriptedBackend struct {
 	userRole string
 	// mute: accept connections and never greet.
 	mute bool
-	wg       sync.WaitGroup
+	wg   sync.WaitGroup
 
 	mu    sync.Mutex
 	host  string   // the argument of the last HOST received

@@ -112,17 +112,25 @@ func (m *metrics) transfer(direction, result string, bytes int64, d time.Duratio
 // while the process runs) and /readyz (200 while the listeners accept,
 // 503 before Start and once shutting down); with admin { pprof = true },
 // also Go's CPU, heap and goroutine profiles under /debug/pprof/.
+//
+// With admin credentials configured, every path but /healthz and /readyz
+// requires them (kubelet probes carry none, and those two answer only
+// "ok" and "ready"). On a loopback admin address every request must name
+// a loopback host (adminGuard.host). The configuration is read once.
 func (s *Server) AdminHandler() http.Handler {
+	cfg := s.config()
+	g := newAdminGuard(cfg, s.log)
+	auth := g.authenticated
 	mux := http.NewServeMux()
-	if s.config().AdminPprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if cfg.AdminPprof {
+		mux.Handle("GET /debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("GET /debug/pprof/symbol", auth(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("GET /debug/pprof/trace", auth(http.HandlerFunc(pprof.Trace)))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /status", s.serveStatus)
-	mux.HandleFunc("GET /status.json", s.serveStatusJSON)
+	mux.Handle("GET /metrics", auth(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
+	mux.Handle("GET /status", auth(http.HandlerFunc(s.serveStatus)))
+	mux.Handle("GET /status.json", auth(http.HandlerFunc(s.serveStatusJSON)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -136,5 +144,5 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	return mux
+	return g.host(mux)
 }

@@ -78,26 +78,33 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestAdminPprof: Go's profiles are served only when admin { pprof = true }.
+// TestAdminPprof: Go's profiles are served only when admin { pprof = true },
+// which requires credentials (TestDiagnostics in proxy/config), and only to
+// a request that carries them.
 func TestAdminPprof(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	for _, tt := range []struct {
-		extra string
-		want  int
+		extra, authz string
+		want         int
 	}{
-		{`admin {}`, http.StatusNotFound},
-		{`admin { pprof = true }`, http.StatusOK},
+		{`admin {}`, "", http.StatusNotFound},
+		{adminConfig(t, "127.0.0.1:9100"), "", http.StatusUnauthorized},
+		{adminConfig(t, "127.0.0.1:9100"), "Bearer " + adminToken, http.StatusOK},
 	} {
 		g := startGate(t, be.Addr, gateOptions{extra: tt.extra})
 		admin := httptest.NewServer(g.srv.AdminHandler())
-		resp, err := http.Get(admin.URL + "/debug/pprof/heap")
+		req, _ := http.NewRequest("GET", admin.URL+"/debug/pprof/heap", nil)
+		if tt.authz != "" {
+			req.Header.Set("Authorization", tt.authz)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		admin.Close()
 		if resp.StatusCode != tt.want {
-			t.Errorf("%s: /debug/pprof/heap answered %d, want %d", tt.extra, resp.StatusCode, tt.want)
+			t.Errorf("%s, %q: /debug/pprof/heap answered %d, want %d", tt.extra, tt.authz, resp.StatusCode, tt.want)
 		}
 	}
 }

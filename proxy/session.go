@@ -163,7 +163,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 	s.setHost("")
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
-	s.bind = newTLSBinding(fl.tlsConf, s.lcfg.MinTLSVersion)
+	s.bind = newTLSBinding(fl.tlsConf, s.lcfg)
 	return s
 }
 
@@ -179,6 +179,10 @@ var (
 	errBackendLost    = errors.New("backend connection lost")
 	errBackendRefused = errors.New("backend unavailable")
 	errBanned         = errors.New("address banned after failed logins")
+	// errHandshake: the client's TLS handshake failed. It may already
+	// have sent or read TLS records, so no plaintext reply follows (a
+	// TLS scanner reads one as a 4xx/5xx after STARTTLS).
+	errHandshake = errors.New("TLS handshake failed")
 )
 
 // maxBadLines is how many malformed or over-long lines a client may send
@@ -262,6 +266,8 @@ func (s *session) end(err error) string {
 		rep = rewrite.NewReply(421, "Too many failed logins from your address; try again later.")
 	case errors.Is(err, errInjection):
 		rep = rewrite.NewReply(421, "Data pipelined after AUTH TLS refused; closing control connection.")
+	case errors.Is(err, errHandshake):
+		return "tls handshake failed" // logged by startTLS
 	case errors.Is(err, errBackendRefused):
 		be := &backendError{what: backendUnreachable}
 		errors.As(err, &be)
@@ -505,7 +511,7 @@ func (s *session) startTLS() error {
 		s.log.Info("TLS handshake failed", zap.Error(err))
 		s.denied("tls_handshake", "AUTH", err.Error())
 		s.srv.metrics.tlsFailures.Inc()
-		return err
+		return fmt.Errorf("%w: %w", errHandshake, err)
 	}
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReaderSize(tc, controlBufferSize)

@@ -9,6 +9,8 @@ import (
 	"net"
 	"slices"
 	"sync/atomic"
+
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
 // alpnFTP is the ALPN protocol id of FTP (IANA registry; RFC 7301). A
@@ -21,12 +23,17 @@ const alpnFTP = "ftp"
 // by its control and data connections: data connections resume the control
 // connection's session from the tickets this configuration issues.
 // The certificate comes from cert at each handshake, so that a reload can
-// replace it; the minimum version is set per session (tlsBinding).
+// replace it; the minimum version and the TLS 1.2 cipher suites are set
+// per session from the listener's configuration (tlsBinding), which a
+// reload may change.
 func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 	return &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
 		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{alpnFTP},
+		// Never Go's default, which accepts CBC-SHA1 suites; sessions
+		// replace this with their listener's tls_cipher_suites.
+		CipherSuites: config.DefaultCipherSuites(),
+		NextProtos:   []string{alpnFTP},
 		// Go servers never renegotiate; session tickets are on, with
 		// keys rotated by crypto/tls.
 	}
@@ -120,15 +127,27 @@ const bindTag = "ftpsgate-bind/"
 // ConnectionState.DidResume alone would accept any ticket this listener
 // ever issued, including another client's.
 type tlsBinding struct {
-	id         []byte
-	base       *tls.Config // the listener's: its ticket keys encrypt every ticket
-	minVersion uint16      // the session's listener's tls_min_version
+	id     []byte
+	base   *tls.Config      // the listener's: its ticket keys encrypt every ticket
+	listen *config.Listener // the session's listener configuration: versions, suites
 }
 
-func newTLSBinding(base *tls.Config, minVersion uint16) *tlsBinding {
+func newTLSBinding(base *tls.Config, lc *config.Listener) *tlsBinding {
 	id := make([]byte, 16)
 	rand.Read(id)
-	return &tlsBinding{id: append([]byte(bindTag), id...), base: base, minVersion: minVersion}
+	return &tlsBinding{id: append([]byte(bindTag), id...), base: base, listen: lc}
+}
+
+// session is the listener's configuration with the session's listener
+// settings; control and data connections share them.
+func (b *tlsBinding) session() *tls.Config {
+	c := b.base.Clone()
+	c.MinVersion = b.listen.MinTLSVersion
+	if b.listen.CipherSuites != nil {
+		c.CipherSuites = b.listen.CipherSuites
+	}
+	c.WrapSession = b.wrap
+	return c
 }
 
 // wrap issues a ticket bound to this session, replacing any binding the
@@ -159,9 +178,7 @@ func (b *tlsBinding) owns(ss *tls.SessionState) bool {
 // tickets bound to itself (a ticket from an earlier connection would carry
 // the earlier session's id).
 func (b *tlsBinding) control() *tls.Config {
-	c := b.base.Clone()
-	c.MinVersion = b.minVersion
-	c.WrapSession = b.wrap
+	c := b.session()
 	c.UnwrapSession = func([]byte, tls.ConnectionState) (*tls.SessionState, error) { return nil, nil }
 	return c
 }
@@ -182,9 +199,7 @@ const extSessionTicket = 35
 // this session are resumed; a foreign one is noted and ignored (a full
 // handshake follows, which the caller refuses when reuse is required).
 func (b *tlsBinding) data(h *dataHandshake) *tls.Config {
-	c := b.base.Clone()
-	c.MinVersion = b.minVersion
-	c.WrapSession = b.wrap
+	c := b.session()
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		h.idOnly = !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) &&
 			!slices.Contains(hello.Extensions, extSessionTicket)

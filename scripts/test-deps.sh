@@ -4,7 +4,9 @@
 # pure-ftpd, and ProFTPD with mod_tls and, for make bench, mod_proxy,
 # unpacked from Debian's packages, since all three conflict), FTP clients
 # (curl, lftp, Python 3), HAProxy for the scale-out test, Chromium for the
-# status page's test, and a system account the FTP servers log in as.
+# status page's test, testssl.sh for the TLS scan of the listeners,
+# Prometheus to scrape the admin listener with credentials, and a system
+# account the FTP servers log in as.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
@@ -16,7 +18,7 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
@@ -50,8 +52,8 @@ if [ -n "$missing" ] || [ "$need_pureftpd" = yes ] || [ "$need_proftpd" = yes ];
 fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
-	# Debian starts vsftpd on port 21 after install where an init system
-	# runs; the tests never use that instance.
+	# Debian starts vsftpd on port 21 and Prometheus on 9090 after install
+	# where an init system runs; the tests never use those instances.
 	apt-get install -y -qq --no-remove --no-install-recommends $missing >/dev/null
 fi
 if [ "$need_pureftpd" = yes ]; then

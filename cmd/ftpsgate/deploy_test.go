@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,7 +19,11 @@ import (
 // the Deployment's container and the Service expose, as are its listeners'
 // ports (the Service's targetPorts). A Service lists ports one by one, so
 // these drift apart easily, and a passive port left out is a transfer that
-// hangs.
+// hangs. The configuration validates without a warning (the admin
+// listener has its token); the Secrets are mounted where it reads them,
+// root's with mode 0440 and the pod's fsGroup; the NetworkPolicy lets
+// anyone reach the listeners and passive ports and only Prometheus the
+// admin port.
 func TestKubernetesManifests(t *testing.T) {
 	b, err := os.ReadFile("../../deploy/kubernetes/ftpsgate.yaml")
 	if err != nil {
@@ -49,8 +55,17 @@ func TestKubernetesManifests(t *testing.T) {
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	src := strings.ReplaceAll(strings.Join(hcl, "\n"), "/etc/ftpsgate/tls/tls.crt", certs.CertFile)
 	src = strings.ReplaceAll(src, "/etc/ftpsgate/tls/tls.key", certs.KeyFile)
+	const tokenPath = "/etc/ftpsgate/admin/token"
+	if !strings.Contains(src, "bearer_token_file = \""+tokenPath+"\"") {
+		t.Fatalf("the admin listener does not read its token from %s", tokenPath)
+	}
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src = strings.ReplaceAll(src, tokenPath, token)
 	cfg, diags := config.Parse([]byte(src), "configmap.hcl")
-	if diags.HasErrors() {
+	if len(diags) != 0 {
 		t.Fatalf("the ConfigMap's configuration: %s", diags.Error())
 	}
 	var passive, control []int
@@ -96,7 +111,36 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Fatalf("no Service port targets listener port %d", p)
 		}
 	}
-	if !strings.Contains(doc("Deployment"), "mountPath: /etc/ftpsgate/tls,") {
+	dep := doc("Deployment")
+	if !strings.Contains(dep, "mountPath: /etc/ftpsgate/tls,") {
 		t.Fatal("the certificate Secret is not mounted where the configuration reads it")
+	}
+	if !strings.Contains(dep, "{name: admin-token, mountPath: /etc/ftpsgate/admin, readOnly: true}") ||
+		!strings.Contains(dep, "secret: {secretName: ftpsgate-admin, defaultMode: 0440}") ||
+		!strings.Contains(docs[slices.IndexFunc(docs, func(d string) bool { return strings.Contains(d, "name: ftpsgate-admin\n") })], "\n  token: ") {
+		t.Fatal("the admin token Secret is not mounted where the configuration reads it")
+	}
+	if n := strings.Count(dep, "secret: {"); n != 2 || strings.Count(dep, "defaultMode: 0440}") != n || !strings.Contains(dep, "fsGroup: 65532") {
+		t.Fatal("a Secret volume lacks defaultMode: 0440, or the pod its fsGroup: the key would be readable by other users")
+	}
+
+	np := doc("NetworkPolicy")
+	open, restricted, ok := strings.Cut(np, "    - from:")
+	if !ok {
+		t.Fatal("the NetworkPolicy restricts no port")
+	}
+	_, adminPort, _ := strings.Cut(cfg.Admin, ":")
+	for _, p := range control {
+		if !strings.Contains(open, "{port: "+strconv.Itoa(p)+", protocol: TCP}") {
+			t.Errorf("the NetworkPolicy does not open listener port %d", p)
+		}
+	}
+	if want := fmt.Sprintf("{port: %d, endPort: %d, protocol: TCP}", passive[0], passive[len(passive)-1]); !strings.Contains(open, want) ||
+		passive[len(passive)-1]-passive[0]+1 != len(passive) {
+		t.Errorf("the NetworkPolicy does not open the passive ports %d-%d as %s", passive[0], passive[len(passive)-1], want)
+	}
+	if strings.Contains(open, "port: "+adminPort+",") || !strings.Contains(restricted, "{port: "+adminPort+", protocol: TCP}") ||
+		!strings.Contains(restricted, "namespaceSelector:") {
+		t.Errorf("the NetworkPolicy does not keep admin port %s to the monitoring namespace", adminPort)
 	}
 }

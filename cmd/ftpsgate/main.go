@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -123,7 +122,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer log.Sync()
 
 	cfg, diags := config.Load(*path)
-	writeDiags(stderr, *path, diags)
+	writeDiags(stderr, *path, onlyErrors(diags))
+	logWarnings(log, *path, diags)
 	if diags.HasErrors() {
 		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
 		return 1
@@ -154,10 +154,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 			srv.Close()
 			return 1
 		}
-		hs := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		hs := srv.AdminServer()
 		go hs.Serve(ln)
 		defer hs.Close()
-		log.Info("admin listener: /metrics, /healthz, /readyz", zap.Stringer("address", ln.Addr()))
+		log.Info("admin listener: /metrics, /status, /healthz, /readyz", zap.Stringer("address", ln.Addr()),
+			zap.Bool("bearer_token", cfg.AdminAuth.BearerToken != ""), zap.Bool("basic_auth", cfg.AdminAuth.BasicUser != ""),
+			zap.Bool("pprof", cfg.AdminPprof))
 	}
 	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
 	if err := sdNotify("READY=1"); err != nil {
@@ -213,6 +215,7 @@ func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
 		status = "reload refused, running on the previous configuration: " + diags.Errs()[0].Error()
 		return
 	}
+	logWarnings(log, path, diags)
 	if err := srv.Reload(cfg); err != nil {
 		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path), zap.Error(err))
 		status = "reload refused, running on the previous configuration: " + err.Error()
@@ -245,18 +248,48 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 // "file:line:col: error: summary: detail".
 func writeDiags(w io.Writer, path string, diags hcl.Diagnostics) {
 	for _, d := range diags {
-		loc := path
-		if d.Subject != nil {
-			loc = fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
-		}
+		loc, msg := diagText(path, d)
 		sev := "error"
 		if d.Severity == hcl.DiagWarning {
 			sev = "warning"
 		}
-		msg := d.Summary
-		if d.Detail != "" {
-			msg += ": " + strings.Join(strings.Fields(d.Detail), " ")
-		}
 		fmt.Fprintf(w, "%s: %s: %s\n", loc, sev, msg)
 	}
+}
+
+// logWarnings logs each warning of diags (a valid configuration weaker
+// than it should be: a readable key, a CBC cipher suite, an open admin
+// listener) at warn level, where the service's journal keeps it.
+func logWarnings(log *zap.Logger, path string, diags hcl.Diagnostics) {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagWarning {
+			loc, msg := diagText(path, d)
+			log.Warn("configuration warning: "+d.Summary, zap.String("at", loc), zap.String("detail", msg))
+		}
+	}
+}
+
+// onlyErrors is diags without its warnings.
+func onlyErrors(diags hcl.Diagnostics) hcl.Diagnostics {
+	var out hcl.Diagnostics
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// diagText is where a diagnostic points ("file:line:col", or path) and
+// what it says on one line.
+func diagText(path string, d *hcl.Diagnostic) (loc, msg string) {
+	loc = path
+	if d.Subject != nil {
+		loc = fmt.Sprintf("%s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+	}
+	msg = d.Summary
+	if d.Detail != "" {
+		msg += ": " + strings.Join(strings.Fields(d.Detail), " ")
+	}
+	return loc, msg
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,6 +47,52 @@ func TestValidateReportsFileAndLine(t *testing.T) {
 		if !strings.Contains(msg, want) {
 			t.Errorf("diagnostics lack %q:\n%s", want, msg)
 		}
+	}
+}
+
+// TestValidateWarns: a valid configuration that is weaker than it should
+// be (a private key others can read, a CBC suite let in for an old
+// client, an admin listener open beyond loopback without credentials)
+// validates, with one warning line for each, at its file and line.
+func TestValidateWarns(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	if err := os.Chmod(certs.KeyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "gate.hcl")
+	src := fmt.Sprintf(`listener "legacy-clients" {
+  address           = "0.0.0.0:21"
+  cert_file         = %q
+  key_file          = %q
+  passive_ports     = "50000-50999"
+  backend           = "legacy"
+  tls_cipher_suites = ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"]
+}
+backend "legacy" { address = "10.0.0.5:21" }
+admin { address = "0.0.0.0:9100" }
+`, certs.CertFile, certs.KeyFile)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", "-config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "configuration is valid") {
+		t.Fatalf("stdout %q", out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+	for _, want := range []string{
+		path + `:4:23: warning: Readable key_file: key_file "` + certs.KeyFile + `" (mode 0644) can be read by every user`,
+		path + `:7:23: warning: Weak cipher suites: Listener "legacy-clients" accepts TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA`,
+		path + `:10:19: warning: Admin listener without authentication: The admin listener on 0.0.0.0:9100`,
+	} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, want) }) {
+			t.Errorf("no line starting %q in:\n%s", want, errOut.String())
+		}
+	}
+	if len(lines) != 3 {
+		t.Errorf("want 3 warnings:\n%s", errOut.String())
 	}
 }
 
@@ -92,8 +139,17 @@ func TestUsageAndVersion(t *testing.T) {
 // audit file, listener, a client session, then SIGTERM for a clean stop.
 func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	// A key others can read: run logs the warning validate prints.
+	if err := os.Chmod(certs.KeyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	auditFile := filepath.Join(dir, "audit.log")
+	const token = "c0ffee00c0ffee00c0ffee00c0ffee00"
+	tokenFile := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "gate.hcl")
 	greeting := "ftpsgate under test " + filepath.Base(dir)
 
@@ -148,9 +204,10 @@ audit {
   xferlog = %q
 }
 admin {
-  address = %q
+  address           = %q
+  bearer_token_file = %q
 }
-`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile, filepath.Join(dir, "xferlog"), adminAddr)), 0o600)
+`, addr, certs.CertFile, certs.KeyFile, first, last, greeting, auditFile, filepath.Join(dir, "xferlog"), adminAddr, tokenFile)), 0o600)
 		go func() { done <- run([]string{"run", "-config", cfg}, io.Discard, logs) }()
 		if ok := waitOwnGreeting(addr, greeting, done); ok {
 			break
@@ -161,8 +218,19 @@ admin {
 	c.Cmd(530, "USER alice") // TLS required by default
 	c.Cmd(221, "QUIT")
 
-	// The admin listener serves the metrics of this very session.
+	// The admin listener serves the metrics of this very session, to
+	// the holder of the token only.
 	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/metrics without the token: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", "http://"+adminAddr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +238,10 @@ admin {
 	resp.Body.Close()
 	if !strings.Contains(string(body), `ftpsgate_policy_denials_total{rule="require_tls"} 1`) {
 		t.Fatalf("/metrics:\n%s", body)
+	}
+	if !strings.Contains(logs.String(), `"msg":"configuration warning: Readable key_file"`) ||
+		!strings.Contains(logs.String(), "(mode 0644) can be read by every user") {
+		t.Errorf("run did not log the readable key:\n%s", logs.String())
 	}
 
 	// logrotate: rename, then SIGUSR1; events go to a new file.
@@ -207,7 +279,9 @@ admin {
 	}
 	metricLine := func(name string) string {
 		t.Helper()
-		resp, err := http.Get("http://" + adminAddr + "/metrics")
+		req, _ := http.NewRequest("GET", "http://"+adminAddr+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

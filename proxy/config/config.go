@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ftpsgate/ftpsgate/policy"
 )
@@ -43,9 +44,30 @@ type Config struct {
 	// /healthz, /readyz), or "" for none.
 	Admin string
 	// AdminPprof serves Go's profiles under /debug/pprof/ on the admin
-	// listener (off by default; read at start, not on reload).
+	// listener (off by default; read at start, not on reload). It
+	// requires AdminAuth: a heap profile holds memory contents.
 	AdminPprof bool
+	// AdminAuth is the credential the admin listener requires for
+	// everything but /healthz and /readyz; the zero value requires none.
+	// Read at start, not on reload.
+	AdminAuth AdminAuth
 }
+
+// AdminAuth is the admin listener's authentication, in the two forms
+// Prometheus can send (scrape_config authorization and basic_auth). Either
+// one configured credential is accepted.
+type AdminAuth struct {
+	// BearerToken, if not empty, is accepted as "Authorization: Bearer
+	// TOKEN". It is read from bearer_token_file.
+	BearerToken string
+	// BasicUser, if not empty, is accepted with HTTP basic authentication
+	// when the password matches BasicHash, a bcrypt hash.
+	BasicUser string
+	BasicHash []byte
+}
+
+// Enabled reports whether a credential is required.
+func (a AdminAuth) Enabled() bool { return a.BearerToken != "" || a.BasicUser != "" }
 
 // Balance is a pool's choice of server.
 type Balance string
@@ -122,6 +144,10 @@ type Listener struct {
 	CertFile, KeyFile string
 	// MinTLSVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinTLSVersion uint16
+	// CipherSuites are the TLS 1.2 cipher suites the listener accepts,
+	// by default DefaultCipherSuites. TLS 1.3 suites are not
+	// configurable in Go: its three are AEAD and always on.
+	CipherSuites []uint16
 	// PassivePorts is the range the proxy's passive listeners use.
 	PassivePorts PortRange
 	// PublicAddress is advertised in 227 replies. If invalid (zero), the
@@ -265,6 +291,24 @@ func DefaultTimeouts() Timeouts {
 	}
 }
 
+// DefaultCipherSuites are the TLS 1.2 cipher suites of a listener that
+// names none: Mozilla's "intermediate" profile as Go can serve it (Go has
+// no DHE), ECDHE with AES-GCM or ChaCha20-Poly1305 only. Go's own default
+// adds the ECDHE CBC-SHA1 suites, whose MAC-then-encrypt padding invites
+// Lucky Thirteen-class timing attacks (CVE-2013-0169) and which TLS
+// scanners rate "obsolete". Every TLS 1.2 client of the last decade
+// offers one of these.
+func DefaultCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
 // DefaultLimits are the limits when the configuration names none.
 func DefaultLimits() Limits {
 	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix}
@@ -301,6 +345,8 @@ type listenerBlock struct {
 	Backend       string  `hcl:"backend"`
 	Greeting      *string `hcl:"greeting"`
 	TLSMinVersion *string `hcl:"tls_min_version"`
+	// TLSCipherSuites replaces DefaultCipherSuites, by Go's names.
+	TLSCipherSuites *[]string `hcl:"tls_cipher_suites"`
 	// RequireSessionReuse defaults to true.
 	RequireSessionReuse *bool               `hcl:"require_session_reuse"`
 	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
@@ -378,8 +424,15 @@ type timeoutsBlock struct {
 }
 
 type adminBlock struct {
-	Address *string `hcl:"address"`
-	Pprof   *bool   `hcl:"pprof"`
+	Address         *string         `hcl:"address"`
+	Pprof           *bool           `hcl:"pprof"`
+	BearerTokenFile *string         `hcl:"bearer_token_file"`
+	BasicAuth       *basicAuthBlock `hcl:"basic_auth,block"`
+}
+
+type basicAuthBlock struct {
+	User         string `hcl:"user"`
+	PasswordHash string `hcl:"password_hash"`
 }
 
 type bansBlock struct {
@@ -435,6 +488,9 @@ func Parse(src []byte, filename string) (*Config, hcl.Diagnostics) {
 type compiler struct {
 	src   *hclsyntax.Body
 	diags hcl.Diagnostics
+	// exposed are the secret files already warned about: listeners
+	// often share one key.
+	exposed map[string]bool
 }
 
 // block returns the body of the i-th block of type typ, for ranges.
@@ -475,7 +531,8 @@ func (c *compiler) errorf(subject *hcl.Range, summary, format string, args ...an
 	})
 }
 
-// warnf records a warning: the configuration is valid, but risky.
+// warnf records a warning: the configuration is valid, but weaker than it
+// should be. validate prints it; run logs it.
 func (c *compiler) warnf(subject *hcl.Range, summary, format string, args ...any) {
 	c.diags = append(c.diags, &hcl.Diagnostic{
 		Severity: hcl.DiagWarning,
@@ -483,6 +540,18 @@ func (c *compiler) warnf(subject *hcl.Range, summary, format string, args ...any
 		Detail:   fmt.Sprintf(format, args...),
 		Subject:  subject,
 	})
+}
+
+// elemRange is the range of the i-th element of list attribute attr in
+// block b, or of the whole attribute when it is not a literal list.
+func elemRange(b *hclsyntax.Block, attr string, i int) *hcl.Range {
+	if a, ok := b.Body.Attributes[attr]; ok {
+		if t, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && i < len(t.Exprs) {
+			r := t.Exprs[i].Range()
+			return &r
+		}
+	}
+	return rangeOf(b, attr)
 }
 
 func (c *compiler) compile(fs *fileSchema) *Config {
@@ -712,6 +781,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			}
 		}
 		cfg.AdminPprof = ab.Pprof != nil && *ab.Pprof
+		c.adminAuth(ab, cfg)
 	}
 	if bb := fs.Bans; bb != nil {
 		blk := c.block("bans", 0)
@@ -952,6 +1022,7 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 				"tls_min_version must be \"1.2\" or \"1.3\", not %q: older versions are broken.", *lb.TLSMinVersion)
 		}
 	}
+	l.CipherSuites = c.cipherSuites(lb, blk, l)
 	l.CertFile, l.KeyFile = lb.CertFile, lb.KeyFile
 	cert, err := LoadKeyPair(lb.CertFile, lb.KeyFile)
 	if err != nil {
@@ -959,6 +1030,7 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 			"Loading cert_file %q and key_file %q: %s", lb.CertFile, lb.KeyFile, err)
 	} else {
 		l.Certificate = &cert
+		c.secretFile(rangeOf(blk, "key_file"), "key_file", lb.KeyFile, "the private key")
 	}
 	pr, err := ParsePortRange(lb.PassivePorts)
 	if err != nil {
@@ -1020,6 +1092,67 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 	return l
 }
 
+// cipherSuites compiles a listener's tls_cipher_suites: Go's names
+// (tls.CipherSuiteName) of TLS 1.2 suites that Go does not mark insecure.
+// A suite outside DefaultCipherSuites is a warning naming the listener:
+// it is there for some old client, and should go when that client does.
+func (c *compiler) cipherSuites(lb listenerBlock, blk *hclsyntax.Block, l *Listener) []uint16 {
+	if lb.TLSCipherSuites == nil {
+		return DefaultCipherSuites()
+	}
+	if len(*lb.TLSCipherSuites) == 0 {
+		c.errorf(rangeOf(blk, "tls_cipher_suites"), "Invalid tls_cipher_suites",
+			"tls_cipher_suites is empty: leave it out for the default (ECDHE with AES-GCM or ChaCha20-Poly1305).")
+		return DefaultCipherSuites()
+	}
+	if l.MinTLSVersion == tls.VersionTLS13 {
+		c.errorf(rangeOf(blk, "tls_cipher_suites"), "Invalid tls_cipher_suites",
+			"tls_cipher_suites chooses TLS 1.2 suites, and tls_min_version = \"1.3\" turns TLS 1.2 off.")
+	}
+	byName := map[string]*tls.CipherSuite{}
+	for _, cs := range tls.CipherSuites() {
+		byName[cs.Name] = cs
+	}
+	insecure := map[string]bool{}
+	for _, cs := range tls.InsecureCipherSuites() {
+		insecure[cs.Name] = true
+	}
+	var out []uint16
+	var extra []string
+	for i, name := range *lb.TLSCipherSuites {
+		at := elemRange(blk, "tls_cipher_suites", i)
+		cs := byName[name]
+		switch {
+		case insecure[name]:
+			c.errorf(at, "Insecure cipher suite",
+				"%s is one Go marks insecure (RC4, 3DES, CBC-SHA256, or RSA key exchange without forward secrecy); it cannot be enabled.", name)
+			continue
+		case cs == nil:
+			c.errorf(at, "Unknown cipher suite",
+				"%q is not a cipher suite name of Go's crypto/tls (such as \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\").", name)
+			continue
+		case !slices.Contains(cs.SupportedVersions, tls.VersionTLS12):
+			c.errorf(at, "Invalid cipher suite",
+				"%s is a TLS 1.3 suite: Go does not let TLS 1.3 suites be chosen (all three are always on).", name)
+			continue
+		case slices.Contains(out, cs.ID):
+			c.errorf(at, "Invalid tls_cipher_suites", "%s is listed twice.", name)
+			continue
+		}
+		out = append(out, cs.ID)
+		if !slices.Contains(DefaultCipherSuites(), cs.ID) {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		c.warnf(rangeOf(blk, "tls_cipher_suites"), "Weak cipher suites",
+			"Listener %q accepts %s, outside Mozilla's intermediate profile: CBC with a SHA-1 MAC, open to "+
+				"Lucky Thirteen-class padding attacks (CVE-2013-0169). Keep them only while an old client needs them.",
+			l.Name, strings.Join(extra, ", "))
+	}
+	return out
+}
+
 // cidrs compiles a list of address ranges. An address with host bits set
 // ("10.0.0.1/8") is refused, as it likely means something else; so is an
 // entry already covered by another of the same list.
@@ -1054,6 +1187,115 @@ func (c *compiler) cidrs(blk *hclsyntax.Block, attr string, v *[]string) []netip
 		out = append(out, p)
 	}
 	return out
+}
+
+// adminAuth compiles the admin block's credentials. pprof without them
+// is refused: a heap profile holds memory contents (keys, passwords in
+// flight). An admin listener on a non-loopback address without them is a
+// warning: /status.json names users, client addresses and file paths.
+func (c *compiler) adminAuth(ab *adminBlock, cfg *Config) {
+	blk := c.block("admin", 0)
+	a := &cfg.AdminAuth
+	if ab.BearerTokenFile != nil {
+		at := rangeOf(blk, "bearer_token_file")
+		b, err := readSmallFile(*ab.BearerTokenFile)
+		tok := strings.TrimSpace(string(b))
+		switch {
+		case err != nil:
+			c.errorf(at, "Cannot read bearer_token_file", "%s", err)
+		case len(tok) < 16:
+			c.errorf(at, "Invalid bearer_token_file",
+				"%q holds %d characters: a token needs at least 16 (e.g. from `openssl rand -hex 32`).", *ab.BearerTokenFile, len(tok))
+		case strings.IndexFunc(tok, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+			c.errorf(at, "Invalid bearer_token_file",
+				"%q holds spaces or characters outside printable ASCII; a bearer token cannot carry them (RFC 6750).", *ab.BearerTokenFile)
+		default:
+			a.BearerToken = tok
+			c.secretFile(at, "bearer_token_file", *ab.BearerTokenFile, "the admin token")
+		}
+	}
+	if bb := ab.BasicAuth; bb != nil {
+		var bblk *hclsyntax.Block
+		for _, b := range blk.Body.Blocks {
+			if b.Type == "basic_auth" {
+				bblk = b
+			}
+		}
+		switch {
+		case bb.User == "" || strings.ContainsAny(bb.User, ":\r\n"):
+			c.errorf(rangeOf(bblk, "user"), "Invalid basic_auth", "user must not be empty, and cannot hold a colon (RFC 7617).")
+		default:
+			a.BasicUser = bb.User
+		}
+		if _, err := bcrypt.Cost([]byte(bb.PasswordHash)); err != nil {
+			c.errorf(rangeOf(bblk, "password_hash"), "Invalid basic_auth",
+				"password_hash must be a bcrypt hash (\"$2y$10$…\", from `htpasswd -nbBC 10 USER PASSWORD`): %s", err)
+			a.BasicUser = ""
+		} else {
+			a.BasicHash = []byte(bb.PasswordHash)
+		}
+	}
+	if cfg.AdminPprof && !a.Enabled() {
+		c.errorf(rangeOf(blk, "pprof"), "pprof needs authentication",
+			"pprof = true needs bearer_token_file or basic_auth in the admin block: a heap profile holds memory contents.")
+	}
+	if !a.Enabled() && !LoopbackAddress(cfg.Admin) {
+		c.warnf(rangeOf(blk, "address"), "Admin listener without authentication",
+			"The admin listener on %s is reachable beyond this machine and requires no credential: /status.json names users, "+
+				"client addresses and file paths. Set bearer_token_file or basic_auth, or bind it to 127.0.0.1.", cfg.Admin)
+	}
+}
+
+// LoopbackAddress reports whether the host of host:port addr is a
+// loopback address or "localhost".
+func LoopbackAddress(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// secretFile warns when the file at path, which holds what, can be read
+// by users other than its owner: any mode bit for others, or group bits
+// on a file not owned by root. A root-owned file readable by its group
+// (0640, 0440) is how a system shares a key with one service: Debian's
+// ssl-cert group, a Kubernetes Secret volume with the pod's fsGroup. The
+// rule is PostgreSQL's for ssl_key_file.
+func (c *compiler) secretFile(at *hcl.Range, attr, path, what string) {
+	st, err := os.Stat(path) // the file itself: Kubernetes mounts a symbolic link to it
+	if err != nil {
+		return
+	}
+	perm := st.Mode().Perm()
+	owner := uint32(0)
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		owner = sys.Uid
+	}
+	var who string
+	switch {
+	case perm&0o007 != 0:
+		who = "every user of the machine"
+	case perm&0o070 != 0 && owner != 0:
+		who = fmt.Sprintf("its group, and it is owned by uid %d, not root", owner)
+	default:
+		return
+	}
+	if c.exposed[path] {
+		return
+	}
+	if c.exposed == nil {
+		c.exposed = map[string]bool{}
+	}
+	c.exposed[path] = true
+	c.warnf(at, "Readable "+attr,
+		"%s %q (mode %04o) can be read by %s: that exposes %s. Run chmod 600 on it (or own it by root with mode 0640 and "+
+			"put the service in its group); in a Kubernetes Secret volume set defaultMode: 0440 and the pod's fsGroup.",
+		attr, path, perm, who, what)
 }
 
 // checkOverlaps refuses two listeners whose passive ranges overlap: each

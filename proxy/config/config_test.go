@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,6 +176,10 @@ func TestDiagnostics(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	shortToken := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(shortToken, []byte("letmein\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		edit    func(string) string
@@ -272,6 +277,42 @@ func TestDiagnostics(t *testing.T) {
 		}, 34, "Unreachable route"},
 		{"route with an empty list", func(s string) string { return s + "route \"r\" {\n  sni = []\n  backend = \"legacy\"\n}\n" }, 31, "Invalid route"},
 		{"syntax error", func(s string) string { return s + "listener {\n" }, 30, "Unclosed configuration block"},
+		{"unknown cipher suite", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\n    \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\",\n    \"ECDHE-RSA-AES128-GCM-SHA256\",\n  ]", 1)
+		}, 10, "Unknown cipher suite"},
+		{"insecure cipher suite", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\"TLS_RSA_WITH_AES_128_CBC_SHA\"]", 1)
+		}, 8, "Insecure cipher suite"},
+		{"TLS 1.3 cipher suite", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\"TLS_AES_128_GCM_SHA256\"]", 1)
+		}, 8, "Invalid cipher suite"},
+		{"cipher suite twice", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]", 1)
+		}, 8, "Invalid tls_cipher_suites"},
+		{"no cipher suite", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  tls_cipher_suites = []", 1)
+		}, 8, "Invalid tls_cipher_suites"},
+		{"cipher suites with TLS 1.3 only", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_min_version = \"1.3\"\n  tls_cipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]", 1)
+		}, 9, "Invalid tls_cipher_suites"},
+		{"pprof without authentication", func(s string) string { return s + "admin {\n  pprof = true\n}\n" }, 31, "pprof needs authentication"},
+		{"missing token file", func(s string) string {
+			return s + "admin {\n  bearer_token_file = \"/nonexistent/token\"\n}\n"
+		}, 31, "Cannot read bearer_token_file"},
+		{"short token", func(s string) string {
+			return s + "admin {\n  bearer_token_file = \"" + shortToken + "\"\n}\n"
+		}, 31, "Invalid bearer_token_file"},
+		{"not a bcrypt hash", func(s string) string {
+			return s + "admin {\n  basic_auth {\n    user = \"prometheus\"\n    password_hash = \"secret\"\n  }\n}\n"
+		}, 33, "Invalid basic_auth"},
+		{"user with a colon", func(s string) string {
+			return s + "admin {\n  basic_auth {\n    user = \"prom:etheus\"\n    password_hash = \"" + testHash + "\"\n  }\n}\n"
+		}, 32, "Invalid basic_auth"},
 	}
 	base := fmt.Sprintf(validTmpl, cert, key)
 	for _, tc := range tests {
@@ -446,5 +487,155 @@ backend "one" {
 				t.Fatalf("got %q at %v, want %q at line %d\n%s", d.Summary, d.Subject, tt.summary, tt.line, src)
 			}
 		})
+	}
+}
+
+// testHash is the bcrypt hash of "correct horse", cost 4 (htpasswd's
+// $2y$ prefix).
+const testHash = "$2y$04$Ep//Z7B6gUCtonDSyWHwa.9mp2dZh4hNJTkTTixt/lfRkkIi8nQxq"
+
+// TestWarnings: a configuration that is valid but weaker than it should
+// be loads, with a warning at the line that weakens it; the secure forms
+// load with none.
+func TestWarnings(t *testing.T) {
+	cert, key := testCert(t)
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// mode sets key's mode and, when owner is not 0, its owner (the
+	// tests run as root, who may chown).
+	type file struct {
+		path  string
+		mode  os.FileMode
+		owner int
+	}
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		file    file
+		line    int    // 0: no warning wanted
+		summary string // of the warning
+		detail  []string
+	}{
+		{"defaults", func(s string) string { return s }, file{}, 0, "", nil},
+		{"CBC suite for an old client", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA\"]", 1)
+		}, file{}, 8, "Weak cipher suites", []string{`Listener "ftps"`, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "CVE-2013-0169"}},
+		{"AEAD suites only, narrowed", func(s string) string {
+			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
+				"\n  tls_cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\"]", 1)
+		}, file{}, 0, "", nil},
+		{"key readable by everyone", func(s string) string { return s }, file{key, 0o644, 0}, 5, "Readable key_file",
+			[]string{key, "mode 0644", "every user", "chmod 600", "defaultMode: 0440"}},
+		{"key readable by others only", func(s string) string { return s }, file{key, 0o604, 0}, 5, "Readable key_file", []string{"mode 0604"}},
+		{"key readable by the group of its non-root owner", func(s string) string { return s }, file{key, 0o640, 65534}, 5,
+			"Readable key_file", []string{"mode 0640", "uid 65534"}},
+		{"key readable by the group of root (ssl-cert, fsGroup)", func(s string) string { return s }, file{key, 0o440, 0}, 0, "", nil},
+		{"key of the service alone", func(s string) string { return s }, file{key, 0o400, 65534}, 0, "", nil},
+		{"admin on every address without credentials", func(s string) string {
+			return s + "admin {\n  address = \"0.0.0.0:9100\"\n}\n"
+		}, file{}, 31, "Admin listener without authentication", []string{"0.0.0.0:9100", "/status.json"}},
+		{"admin on loopback without credentials", func(s string) string {
+			return s + "admin {\n  address = \"[::1]:9100\"\n}\n"
+		}, file{}, 0, "", nil},
+		{"admin with a token", func(s string) string {
+			return s + "admin {\n  address = \"0.0.0.0:9100\"\n  bearer_token_file = \"" + token + "\"\n}\n"
+		}, file{}, 0, "", nil},
+		{"admin token readable by everyone", func(s string) string {
+			return s + "admin {\n  address = \"0.0.0.0:9100\"\n  bearer_token_file = \"" + token + "\"\n}\n"
+		}, file{token, 0o644, 0}, 32, "Readable bearer_token_file", []string{token, "mode 0644"}},
+	}
+	base := fmt.Sprintf(validTmpl, cert, key)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if f := tc.file; f.path != "" {
+				if err := os.Chown(f.path, f.owner, 0); err != nil {
+					t.Fatalf("the test needs root: %v", err)
+				}
+				if err := os.Chmod(f.path, f.mode); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Chown(f.path, 0, 0)
+				defer os.Chmod(f.path, 0o600)
+			}
+			cfg, diags := Parse([]byte(tc.edit(base)), "gate.hcl")
+			if cfg == nil || diags.HasErrors() {
+				t.Fatalf("refused: %s", diags.Error())
+			}
+			if tc.line == 0 {
+				if len(diags) != 0 {
+					t.Fatalf("unwanted warnings: %s", diags.Error())
+				}
+				return
+			}
+			if len(diags) != 1 {
+				t.Fatalf("want one warning, got %s", diags.Error())
+			}
+			d := diags[0]
+			if d.Severity != hcl.DiagWarning || d.Summary != tc.summary || d.Subject == nil || d.Subject.Start.Line != tc.line {
+				t.Fatalf("got %v %q at %v, want a warning %q at line %d", d.Severity, d.Summary, d.Subject, tc.summary, tc.line)
+			}
+			for _, want := range tc.detail {
+				if !strings.Contains(d.Detail, want) {
+					t.Errorf("the warning lacks %q: %s", want, d.Detail)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSAndAdminSettings: the listener's cipher suites (Mozilla's
+// intermediate profile unless set) and the admin listener's credentials
+// compile into the snapshot.
+func TestTLSAndAdminSettings(t *testing.T) {
+	cert, key := testCert(t)
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("  0123456789abcdef0123456789abcdef\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(validTmpl, cert, key) + fmt.Sprintf(`admin {
+  address = "0.0.0.0:9100"
+  pprof = true
+  bearer_token_file = %q
+  basic_auth {
+    user          = "prometheus"
+    password_hash = %q
+  }
+}
+`, token, testHash)
+	src = strings.Replace(src, `passive_ports = "51000-51999"`, `passive_ports = "51000-51999"`+
+		"\n  tls_cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA\", \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]", 1)
+	cfg, diags := Parse([]byte(src), "gate.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	want := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}
+	if got := cfg.Listeners[0].CipherSuites; !slices.Equal(got, want) {
+		t.Errorf("default suites %v, want %v", got, want)
+	}
+	for _, id := range DefaultCipherSuites() {
+		name := tls.CipherSuiteName(id)
+		if !strings.Contains(name, "_GCM_") && !strings.Contains(name, "CHACHA20") || !strings.HasPrefix(name, "TLS_ECDHE_") {
+			t.Errorf("default suite %s is not ECDHE with an AEAD", name)
+		}
+	}
+	if got := cfg.Listeners[1].CipherSuites; !slices.Equal(got, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}) {
+		t.Errorf("configured suites %v", got)
+	}
+	a := cfg.AdminAuth
+	if !cfg.AdminPprof || !a.Enabled() || a.BearerToken != "0123456789abcdef0123456789abcdef" || a.BasicUser != "prometheus" ||
+		string(a.BasicHash) != testHash {
+		t.Errorf("admin %+v", a)
+	}
+	for addr, want := range map[string]bool{"127.0.0.1:9100": true, "127.3.4.5:1": true, "[::1]:9100": true, "localhost:9100": true,
+		"LOCALHOST:1": true, "0.0.0.0:9100": false, ":9100": false, "[::]:9100": false, "10.0.0.1:9100": false, "[::ffff:127.0.0.1]:1": true} {
+		if LoopbackAddress(addr) != want {
+			t.Errorf("LoopbackAddress(%q) = %v", addr, !want)
+		}
 	}
 }
