@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -344,6 +345,7 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 	b := s.be
 	t := s.cfg.Timeouts
 	var port uint16
+	verb := "EPSV"
 	if !b.noEPSV {
 		rep, err := b.roundTrip(rewrite.Command{Verb: "EPSV"}, t.BackendReply)
 		if err != nil {
@@ -361,6 +363,7 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 		}
 	}
 	if port == 0 {
+		verb = "PASV"
 		rep, err := b.roundTrip(rewrite.Command{Verb: "PASV"}, t.BackendReply)
 		if err != nil {
 			return nil, err
@@ -374,6 +377,17 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 				zap.Stringer("named", ap.Addr()), zap.Stringer("used", b.remote.Addr()))
 		}
 		port = ap.Port()
+	}
+	if port < 1024 {
+		// A privileged port on the backend's host is another service
+		// (SSH, SMTP…): the proxy would talk to it and relay its banner
+		// as a listing (the bounce attack from the server's side, RFC
+		// 2577 §3; issue 14, item 7).
+		why := fmt.Sprintf("the FTP server's %s reply names privileged port %d", verb, port)
+		s.log.Warn("backend passive port refused", zap.String("verb", verb), zap.Uint16("port", port),
+			zap.Stringer("backend", b.remote))
+		s.denied("backend_passive_port", "", why)
+		return nil, errors.New(why)
 	}
 	addr := netip.AddrPortFrom(b.remote.Addr(), port)
 	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial)
