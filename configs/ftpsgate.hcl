@@ -32,6 +32,10 @@ listener "ftps" {
   backend = "legacy"
   # Text of the proxy's 220 greeting.
   # greeting = "ftpsgate ready"
+  # Let PORT/EPRT name loopback or an address of this host or a backend
+  # (when the client's address is one of those). Off, a local client could
+  # aim the proxy at local services.
+  # active_allow_local = false
 }
 
 listener "ftps-implicit" {

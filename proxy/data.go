@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
 	"github.com/ftpsgate/ftpsgate/rewrite"
@@ -34,6 +35,17 @@ type pendingData struct {
 	ready  chan dataResult // receives exactly one result
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the accept goroutine ends
+	active bool          // set up by PORT or EPRT
+}
+
+// timedOut is the error of a transfer whose data connection did not come
+// within d. In active mode it is errActiveData, as for every other failure
+// to reach the client's address.
+func (p *pendingData) timedOut(d time.Duration) error {
+	if p.active {
+		return errActiveData
+	}
+	return fmt.Errorf("no data connection from the client within %s", d)
 }
 
 // dataResult is the client's data connection, or why there is none.
@@ -246,7 +258,9 @@ func (p *pendingData) close() {
 // dialData starts connecting to the client's active-mode address ap, from
 // the address the client reached.
 func (s *session) dialData(ap netip.AddrPort, useTLS bool) *pendingData {
-	return s.startPending(func(ctx context.Context) dataResult { return s.connectData(ctx, ap, useTLS) })
+	p := s.startPending(func(ctx context.Context) dataResult { return s.connectData(ctx, ap, useTLS) })
+	p.active = true
+	return p
 }
 
 func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS bool) dataResult {
@@ -254,12 +268,24 @@ func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS boo
 	defer cancel()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.local.Addr(), 0))}
 	c, err := d.DialContext(dctx, "tcp", ap.String())
-	if err != nil {
-		return dataResult{err: fmt.Errorf("connecting to %s: %w", ap, err)}
+	var cd *clientData
+	if err == nil {
+		cd, err = s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
 	}
-	cd, err := s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
+	var nr *errNotResumed
+	if err != nil && ctx.Err() == nil && !errors.As(err, &nr) {
+		// The reply says the same whatever the target did (refused,
+		// reset, silence, a banner that is not TLS): different texts
+		// would make PORT and EPRT a port scanner (issue 24, item 10).
+		s.log.Info("active-mode data connection failed", zap.Stringer("target", ap), zap.Error(err))
+		err = errActiveData
+	}
 	return dataResult{conn: cd, err: err}
 }
+
+// errActiveData is the error of every failed active-mode data connection
+// but a refused TLS session (522, which only a TLS client can meet).
+var errActiveData = errors.New("could not connect to the address of your PORT or EPRT")
 
 // dropPendingData abandons a data connection set up by PASV, EPSV, PORT or
 // EPRT and not used by a transfer.
@@ -273,9 +299,9 @@ func (s *session) dropPendingData() {
 
 // cmdActive answers PORT and EPRT: the client listens and the proxy will
 // connect to it for the next transfer (the backend leg keeps its own mode).
-// Only the client's own address and unprivileged ports are accepted: a PORT
-// naming another host would make the proxy attack it (the FTP bounce
-// attack, RFC 2577 §3), a privileged port a local service.
+// policy.ActiveTarget says which targets are refused: another host (the
+// FTP bounce attack, RFC 2577 §3), a privileged port, and, unless the
+// listener has active_allow_local, the proxy's own host and its backends'.
 func (s *session) cmdActive(cmd rewrite.Command) error {
 	if s.epsvAll {
 		return s.reply(cmd, 503, cmd.Verb+" refused after EPSV ALL.")
@@ -298,21 +324,57 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 		return s.reply(cmd, 501, "Syntax error in "+cmd.Verb+" argument.")
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	var why string
-	switch {
-	case ap.Addr() != s.client.Addr():
-		why = "address " + ap.Addr().String() + " is not the client's"
-	case ap.Port() < 1024:
-		why = fmt.Sprintf("privileged port %d", ap.Port())
+	var own []netip.Addr
+	if !s.lcfg.ActiveAllowLocal {
+		if own, err = s.ownAddrs(); err != nil {
+			// Without the host's addresses, none can be told apart.
+			s.log.Error("cannot list the host's addresses; active mode refused", zap.Error(err))
+			s.denied(policy.RuleActiveAddress, cmd.Verb, "the host's addresses cannot be listed")
+			return s.reply(cmd, 504, cmd.Verb+" refused: active mode is unavailable; use PASV or EPSV.")
+		}
 	}
-	if why != "" {
+	if d, why := policy.ActiveTarget(ap, s.client.Addr(), own, s.lcfg.ActiveAllowLocal); d != nil {
 		s.log.Warn("active-mode address refused", zap.String("verb", cmd.Verb), zap.Stringer("named", ap), zap.String("reason", why))
-		s.denied("active_address", cmd.Verb, why)
-		return s.reply(cmd, 504, cmd.Verb+" refused: only your own address and ports from 1024 are allowed.")
+		s.denied(d.Rule, cmd.Verb, why)
+		return s.reply(cmd, d.Code, cmd.Verb+" refused: "+d.Text)
 	}
 	s.dropPendingData()
 	s.active = ap
 	return s.reply(cmd, 200, cmd.Verb+" command successful.")
+}
+
+// ownAddrs are the addresses an active-mode data connection must not
+// reach: every address of the proxy's host (its interfaces, the address
+// the client reached, the listener's public address) and its backends'
+// (the one this session is connected to, and every server configured by
+// address).
+func (s *session) ownAddrs() ([]netip.Addr, error) {
+	own := []netip.Addr{s.local.Addr()}
+	if s.lcfg.PublicAddress.IsValid() {
+		own = append(own, s.lcfg.PublicAddress)
+	}
+	if s.be != nil {
+		own = append(own, s.be.remote.Addr())
+	}
+	for _, b := range s.cfg.Backends {
+		for _, hp := range b.Servers {
+			if host, _, err := net.SplitHostPort(hp); err == nil {
+				if a, err := netip.ParseAddr(host); err == nil {
+					own = append(own, a)
+				}
+			}
+		}
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, ia := range ifaddrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			own = append(own, p.Addr())
+		}
+	}
+	return own, nil
 }
 
 // ---- transfers ----
@@ -581,7 +643,7 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 		timer.Stop()
 		cd, out.err = r.conn, r.err
 	case <-timer.C:
-		out.err = fmt.Errorf("no data connection from the client within %s", s.cfg.Timeouts.PassiveAccept)
+		out.err = p.timedOut(s.cfg.Timeouts.PassiveAccept)
 	case <-x.stop:
 		timer.Stop()
 		out.err = errors.New("transfer cancelled")

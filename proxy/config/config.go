@@ -139,6 +139,14 @@ type Listener struct {
 	// ProxyProtocol, if set, reads the PROXY protocol (v1 or v2) header
 	// from trusted load balancers on control connections.
 	ProxyProtocol *ProxyProtocol
+	// ActiveAllowLocal lets PORT and EPRT name a loopback or unspecified
+	// address, an address of the proxy's host or one of a backend's.
+	// False (the default) refuses them: a client whose address is one of
+	// those (a local client, or one a trusted PROXY header names so)
+	// would otherwise aim the proxy's active data connections at services
+	// on the proxy's or a backend's host, and read its banners or write
+	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
+	ActiveAllowLocal bool
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.
@@ -299,6 +307,7 @@ type listenerBlock struct {
 	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
 	DenyCIDRs           *[]string           `hcl:"deny_cidrs"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
+	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
 }
 
 type proxyProtocolBlock struct {
@@ -920,6 +929,7 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 	if lb.RequireSessionReuse != nil {
 		l.RequireSessionReuse = *lb.RequireSessionReuse
 	}
+	l.ActiveAllowLocal = lb.ActiveAllowLocal != nil && *lb.ActiveAllowLocal
 	if err := checkHostPort(lb.Address, true); err != nil {
 		c.errorf(rangeOf(blk, "address"), "Invalid listener address", "%s", err)
 	}

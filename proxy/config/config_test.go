@@ -111,6 +111,10 @@ backend "b" { address = "127.0.0.1:21" }
 	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || cfg.Listeners[0].TLS != Explicit {
 		t.Fatalf("defaults %+v %+v", cfg.Policy, cfg.Listeners[0])
 	}
+	// Active mode never reaches the proxy's own host.
+	if cfg.Listeners[0].ActiveAllowLocal {
+		t.Fatalf("defaults %+v", cfg.Listeners[0])
+	}
 }
 
 // TestBackendTLS: an FTPS backend's settings compile into its client
@@ -446,5 +450,20 @@ backend "one" {
 				t.Fatalf("got %q at %v, want %q at line %d\n%s", d.Summary, d.Subject, tt.summary, tt.line, src)
 			}
 		})
+	}
+}
+
+// TestActiveAllowLocal: active_allow_local compiles as written, per
+// listener.
+func TestActiveAllowLocal(t *testing.T) {
+	cert, key := testCert(t)
+	src := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `backend        = "legacy"`,
+		"backend        = \"legacy\"\n  active_allow_local = true", 1)
+	cfg, diags := Parse([]byte(src), "gate.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if !cfg.Listeners[0].ActiveAllowLocal || cfg.Listeners[1].ActiveAllowLocal {
+		t.Fatalf("listeners %+v %+v", cfg.Listeners[0], cfg.Listeners[1])
 	}
 }
