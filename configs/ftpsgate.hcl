@@ -138,4 +138,7 @@ limits {
   max_line = 4096
   # IPv6 clients count by this prefix for max_sessions_per_ip and bans.
   # ipv6_prefix = 64
+  # Client data connections kept open (up to 10 s) after a transfer until
+  # the client closes its end, in the whole proxy; past it they close at once.
+  # max_lingering_data_legs = 256
 }

@@ -809,8 +809,12 @@ func (s *session) abortBackend(out *outcome, reply *rewrite.Reply) *rewrite.Repl
 
 // closeClientLeg ends a successful transfer's client leg: TLS close_notify,
 // then TCP FIN; a lingering goroutine reads until the client closes too, so
-// that our close never resets data the client has yet to read. It reports
-// whether the close_notify was sent.
+// that our close never resets data the client has yet to read. At most
+// limits.max_lingering_data_legs legs linger in the whole server (a client
+// that never closes its data connections would otherwise hold a descriptor
+// for each, issue 24 item 7); past that a leg is closed at once: what was
+// sent still arrives, and only a client that sends more after it may meet
+// a reset. It reports whether the close_notify was sent.
 func (s *session) closeClientLeg(cd *clientData) bool {
 	cd.tcp.SetWriteDeadline(time.Now().Add(s.cfg.Timeouts.DataStall))
 	if cd.tls != nil {
@@ -821,12 +825,33 @@ func (s *session) closeClientLeg(cd *clientData) bool {
 		}
 	}
 	cd.tcp.CloseWrite()
+	if !s.srv.startLinger(s.cfg.Limits.MaxLingeringDataLegs) {
+		s.srv.metrics.lingerRefused.Inc()
+		s.log.Debug("data connection closed without lingering: max_lingering_data_legs reached")
+		cd.tcp.Close()
+		return true
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer s.srv.lingering.Add(-1)
 		lingerClose(cd, lingerTimeout)
 	}()
 	return true
+}
+
+// startLinger counts one more lingering data leg, unless limit linger
+// already; it reports whether it counted it.
+func (s *Server) startLinger(limit int) bool {
+	for {
+		n := s.lingering.Load()
+		if n >= int64(limit) {
+			return false
+		}
+		if s.lingering.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // lingerTimeout bounds how long a closed client leg waits for the client's

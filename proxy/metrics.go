@@ -31,6 +31,7 @@ type metrics struct {
 	backendFailures *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
 	bans            prometheus.Counter
+	lingerRefused   prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -66,6 +67,11 @@ func newMetrics(s *Server) *metrics {
 		[]string{"backend", "server"})
 	m.bans = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "bans_total",
 		Help: "Client addresses banned after failed logins."})
+	m.lingerRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "data_legs_linger_refused_total",
+		Help: "Client data connections closed at once after a transfer, without waiting for the client's close, because limits.max_lingering_data_legs were lingering."})
+	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
+		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
+		func() float64 { return float64(s.lingering.Load()) })
 	ports := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "passive_ports_in_use",
 		Help: "Passive ports held, all listeners."}, func() float64 {
 		s.mu.Lock()
@@ -78,7 +84,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.backendUp, m.bans, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.backendUp, m.bans, m.lingerRefused, lingering, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

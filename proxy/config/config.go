@@ -251,6 +251,14 @@ type Limits struct {
 	// same value): 64 by default, since a host holds a whole /64; 128
 	// counts each address.
 	IPv6Prefix int
+	// MaxLingeringDataLegs bounds, for the whole server, the client data
+	// connections kept open after a successful transfer until the client
+	// closes its end (at most 10 s each), so that the proxy's close never
+	// destroys data the client has yet to read. Past the bound a leg is
+	// closed at once. It stops clients that never close their data
+	// connections from exhausting the proxy's file descriptors. 0: no leg
+	// lingers.
+	MaxLingeringDataLegs int
 }
 
 // DefaultTimeouts are the timeouts when the configuration names none.
@@ -268,7 +276,8 @@ func DefaultTimeouts() Timeouts {
 
 // DefaultLimits are the limits when the configuration names none.
 func DefaultLimits() Limits {
-	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix}
+	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix,
+		MaxLingeringDataLegs: 256}
 }
 
 // DefaultBans are the ban rules when the configuration names none: 10
@@ -395,6 +404,7 @@ type limitsBlock struct {
 	MaxSessions      *int `hcl:"max_sessions"`
 	MaxSessionsPerIP *int `hcl:"max_sessions_per_ip"`
 	IPv6Prefix       *int `hcl:"ipv6_prefix"`
+	MaxLingeringData *int `hcl:"max_lingering_data_legs"`
 }
 
 // Load reads and compiles the configuration file at path. On any problem it
@@ -701,6 +711,13 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			} else {
 				cfg.Limits.IPv6Prefix = *lb.IPv6Prefix
 			}
+		}
+		if v := lb.MaxLingeringData; v != nil {
+			if *v < 0 {
+				c.errorf(rangeOf(blk, "max_lingering_data_legs"), "Invalid limit",
+					"max_lingering_data_legs must be 0 (no data connection lingers) or more.")
+			}
+			cfg.Limits.MaxLingeringDataLegs = *v
 		}
 	}
 	if ab := fs.Admin; ab != nil {

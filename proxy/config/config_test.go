@@ -111,9 +111,10 @@ backend "b" { address = "127.0.0.1:21" }
 	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || cfg.Listeners[0].TLS != Explicit {
 		t.Fatalf("defaults %+v %+v", cfg.Policy, cfg.Listeners[0])
 	}
-	// Active mode never reaches the proxy's own host.
-	if cfg.Listeners[0].ActiveAllowLocal {
-		t.Fatalf("defaults %+v", cfg.Listeners[0])
+	// Active mode never reaches the proxy's own host; lingering data
+	// connections are bounded.
+	if cfg.Listeners[0].ActiveAllowLocal || cfg.Limits != DefaultLimits() || cfg.Limits.MaxLingeringDataLegs != 256 {
+		t.Fatalf("defaults %+v %+v", cfg.Listeners[0], cfg.Limits)
 	}
 }
 
@@ -276,6 +277,7 @@ func TestDiagnostics(t *testing.T) {
 		}, 34, "Unreachable route"},
 		{"route with an empty list", func(s string) string { return s + "route \"r\" {\n  sni = []\n  backend = \"legacy\"\n}\n" }, 31, "Invalid route"},
 		{"syntax error", func(s string) string { return s + "listener {\n" }, 30, "Unclosed configuration block"},
+		{"negative lingering bound", func(s string) string { return s + "limits {\n  max_lingering_data_legs = -1\n}\n" }, 31, "Invalid limit"},
 	}
 	base := fmt.Sprintf(validTmpl, cert, key)
 	for _, tc := range tests {
@@ -453,17 +455,17 @@ backend "one" {
 	}
 }
 
-// TestActiveAllowLocal: active_allow_local compiles as written, per
-// listener.
-func TestActiveAllowLocal(t *testing.T) {
+// TestDataConnectionKnobs: active_allow_local and max_lingering_data_legs
+// compile as written, 0 included (no data connection lingers).
+func TestDataConnectionKnobs(t *testing.T) {
 	cert, key := testCert(t)
 	src := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `backend        = "legacy"`,
-		"backend        = \"legacy\"\n  active_allow_local = true", 1)
+		"backend        = \"legacy\"\n  active_allow_local = true", 1) + "limits {\n  max_lingering_data_legs = 0\n}\n"
 	cfg, diags := Parse([]byte(src), "gate.hcl")
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	if !cfg.Listeners[0].ActiveAllowLocal || cfg.Listeners[1].ActiveAllowLocal {
-		t.Fatalf("listeners %+v %+v", cfg.Listeners[0], cfg.Listeners[1])
+	if !cfg.Listeners[0].ActiveAllowLocal || cfg.Listeners[1].ActiveAllowLocal || cfg.Limits.MaxLingeringDataLegs != 0 {
+		t.Fatalf("listeners %+v %+v, limits %+v", cfg.Listeners[0], cfg.Listeners[1], cfg.Limits)
 	}
 }
