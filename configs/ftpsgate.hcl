@@ -127,7 +127,7 @@ timeouts {
   login          = "60s" # from connect to a successful login
   idle           = "5m"  # control connection with no command (transfers count as activity)
   passive_accept = "30s" # wait for the client's data connection
-  data_stall     = "2m"  # a transfer with no progress on either leg
+  data_stall     = "2m"  # a transfer with no bytes moved on either leg
   backend_dial   = "10s" # connecting to the backend, control or data
   backend_reply  = "60s" # waiting for the backend's reply to a command
 }

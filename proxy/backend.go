@@ -291,7 +291,7 @@ type backendData struct {
 	mu   sync.Mutex
 	ln   *net.TCPListener // active mode, until the backend connected
 	tcp  *net.TCPConn
-	conn net.Conn  // tcp, or the *tls.Conn over it
+	conn net.Conn  // an *eofConn over tcp, or the *tls.Conn over that
 	tls  *tls.Conn // nil toward a plain backend
 	dead bool      // closed
 }
@@ -326,11 +326,13 @@ func (s *session) openBackendData() (*backendData, error) {
 
 // newBackendData wraps a connected leg, as a TLS client resuming the
 // control connection's session toward an FTPS backend. The handshake runs
-// in connectBackendData.
+// in connectBackendData. Like a client leg, it goes through an eofConn,
+// where the relay measures its progress.
 func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
-	bd := &backendData{tcp: c, conn: c}
+	raw := &eofConn{Conn: c}
+	bd := &backendData{tcp: c, conn: raw}
 	if b.tlsConf != nil {
-		bd.tls = tls.Client(c, b.tlsConf)
+		bd.tls = tls.Client(raw, b.tlsConf)
 		bd.conn = bd.tls
 	}
 	return bd

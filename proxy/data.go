@@ -898,24 +898,35 @@ var sealedBuffers = sync.Pool{New: func() any { b := make([]byte, sealedBufferSi
 // errClientLeg marks a relay error on the client's leg.
 var errClientLeg = errors.New("client data leg")
 
-// relay copies src to dst until src ends, refreshing a stall deadline on
-// each read and write, and adds the bytes written to total. It returns nil
-// when src ended with io.EOF. An error on the client's leg (src when
-// srcIsClient, else dst) is wrapped with errClientLeg.
+// relay copies src to dst until src ends, and adds the bytes written to
+// total. It fails when a leg makes no progress for stall: the raw
+// connections under the legs measure it (eofConn.progress), so a slow
+// reader or writer that keeps moving bytes is never cut, however long one
+// TLS record or one chunk takes. It returns nil when src ended with io.EOF.
+// An error on the client's leg (src when srcIsClient, else dst) is wrapped
+// with errClientLeg. Each leg is an *eofConn, a *tls.Conn over one, or a
+// plain connection (which the relay wraps).
 func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64) (int64, error) {
+	dst, rawDst := rawLeg(dst)
+	src, rawSrc := rawLeg(src)
+	if rawDst == nil || rawSrc == nil {
+		return 0, errors.New("relay: a TLS leg is not over an eofConn")
+	}
+	rawDst.progress(stall)
+	defer rawDst.progress(0)
+	rawSrc.progress(stall)
+	defer rawSrc.progress(0)
 	bp := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(bp)
 	buf := *bp
-	// Toward a TLS client, each chunk's records leave in one send.
+	// Toward a TLS peer, each chunk's records leave in one send.
 	var sealed *eofConn
-	if tc, ok := dst.(*tls.Conn); ok {
-		if ec, ok := tc.NetConn().(*eofConn); ok {
-			sealed = ec
-			sp := sealedBuffers.Get().(*[]byte)
-			defer sealedBuffers.Put(sp)
-			defer ec.flush()
-			ec.hold(*sp)
-		}
+	if _, ok := dst.(*tls.Conn); ok {
+		sealed = rawDst
+		sp := sealedBuffers.Get().(*[]byte)
+		defer sealedBuffers.Put(sp)
+		defer sealed.flush()
+		sealed.hold(*sp)
 	}
 	// From a TLS client, (*tls.Conn).Read returns one record (16 KiB) at
 	// a time; the records it already holds are taken too, so that one
@@ -923,13 +934,11 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	_, fromTLS := src.(*tls.Conn)
 	var n int64
 	for {
-		src.SetReadDeadline(time.Now().Add(stall))
 		nr, rerr := src.Read(buf)
 		if fromTLS {
 			nr, rerr = readHeld(src, buf, nr, rerr)
 		}
 		if nr > 0 {
-			dst.SetWriteDeadline(time.Now().Add(stall))
 			nw, werr := dst.Write(buf[:nr])
 			if werr == nil && sealed != nil {
 				if werr = sealed.send(); werr != nil {
@@ -951,6 +960,21 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	}
 }
 
+// rawLeg returns the connection to relay on for c, and the eofConn under
+// it (nil for a *tls.Conn over anything else). A plain connection is
+// wrapped in one.
+func rawLeg(c net.Conn) (net.Conn, *eofConn) {
+	switch v := c.(type) {
+	case *eofConn:
+		return v, v
+	case *tls.Conn:
+		ec, _ := v.NetConn().(*eofConn)
+		return v, ec
+	}
+	ec := &eofConn{Conn: c}
+	return ec, ec
+}
+
 // maxRecord is the most plaintext one TLS record carries.
 const maxRecord = 16 << 10
 
@@ -958,8 +982,12 @@ const maxRecord = 16 << 10
 // read without waiting: with a deadline in the past, crypto/tls returns
 // what it has decrypted or buffered and a timeout (which leaves the
 // connection usable; only write timeouts break a TLS connection) as soon as
-// it would need the socket.
+// it would need the socket. The read deadline is cleared again after.
 func readHeld(src net.Conn, buf []byte, nr int, rerr error) (int, error) {
+	if rerr != nil || len(buf)-nr < maxRecord {
+		return nr, rerr
+	}
+	defer src.SetReadDeadline(time.Time{})
 	for rerr == nil && len(buf)-nr >= maxRecord {
 		src.SetReadDeadline(pastDeadline)
 		m, err := src.Read(buf[nr:])

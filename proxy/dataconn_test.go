@@ -1,16 +1,153 @@
 package proxy_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
+
+// throttledConn passes at most chunk bytes per read or write, at about
+// rate bytes per second: a client on a slow link.
+type throttledConn struct {
+	net.Conn
+	chunk int
+	rate  int // bytes per second
+}
+
+func (c *throttledConn) pause(n int) {
+	time.Sleep(time.Duration(n) * time.Second / time.Duration(c.rate))
+}
+
+func (c *throttledConn) Read(p []byte) (int, error) {
+	if len(p) > c.chunk {
+		p = p[:c.chunk]
+	}
+	n, err := c.Conn.Read(p)
+	c.pause(n)
+	return n, err
+}
+
+func (c *throttledConn) Write(p []byte) (int, error) {
+	var n int
+	for len(p) > 0 {
+		m := min(len(p), c.chunk)
+		w, err := c.Conn.Write(p[:m])
+		n += w
+		if err != nil {
+			return n, err
+		}
+		c.pause(w)
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// dialSmallBuffer connects to addr with a 4 KiB receive buffer, set before
+// the connection so that the window stays small: what the client does not
+// read backs up into the proxy quickly.
+func dialSmallBuffer(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn.(*net.TCPConn)
+}
+
+// TestDataStallCountsBytes: data_stall is a time without progress, counted
+// in bytes moved, not a bound on each write or TLS record (issue 24, item
+// 6). With data_stall = 1s, a TLS client reading at 16 KB/s (one 64 KiB
+// chunk of the relay takes it 4 s) and one writing at 8 KB/s (one 16 KiB
+// TLS record takes it 2 s) move their files whole; a client that stops
+// reading is cut after about data_stall with 426.
+func TestDataStallCountsBytes(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	down := bytes.Repeat([]byte("slow reader "), 128<<10/12)
+	writeFile(t, be.Root, "down.bin", down)
+	ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 8<<20)
+	g := startGate(t, be.Addr, gateOptions{extra: `timeouts {
+  data_stall = "1s"
+}`})
+	login := func() *ftptest.Conn {
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Login(be.User, be.Password)
+		c.Cmd(200, "TYPE I")
+		return c
+	}
+	sum := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+	t.Run("slow reader", func(t *testing.T) {
+		t.Parallel()
+		c := login()
+		raw := dialSmallBuffer(t, c.EPSV())
+		c.Cmd(150, "RETR down.bin")
+		d := tls.Client(&throttledConn{Conn: raw, chunk: 512, rate: 16 << 10}, c.TLS)
+		d.SetDeadline(time.Now().Add(time.Minute))
+		got, err := io.ReadAll(d)
+		if msg := c.Expect(226); err != nil || sum(got) != sum(down) {
+			t.Fatalf("%d of %d bytes, %v; %q", len(got), len(down), err, msg)
+		}
+	})
+	t.Run("slow writer", func(t *testing.T) {
+		t.Parallel()
+		up := bytes.Repeat([]byte("slow writer "), 48<<10/12)
+		c := login()
+		raw := dialSmallBuffer(t, c.EPSV())
+		c.Cmd(150, "STOR up.bin")
+		conf := c.TLS.Clone()                   // the same session cache: the session resumes
+		conf.DynamicRecordSizingDisabled = true // full 16 KiB records from the start
+		d := tls.Client(&throttledConn{Conn: raw, chunk: 512, rate: 8 << 10}, conf)
+		d.SetDeadline(time.Now().Add(time.Minute))
+		_, err := d.Write(up)
+		if err == nil {
+			err = d.Close()
+		}
+		if msg := c.Expect(226); err != nil {
+			t.Fatalf("%v; %q", err, msg)
+		}
+		if got, err := os.ReadFile(filepath.Join(be.Root, "up.bin")); err != nil || sum(got) != sum(up) {
+			t.Fatalf("the file stored: %d of %d bytes, %v", len(got), len(up), err)
+		}
+	})
+	t.Run("stopped reader", func(t *testing.T) {
+		t.Parallel()
+		c := login()
+		raw := dialSmallBuffer(t, c.EPSV())
+		c.Cmd(150, "RETR big.bin")
+		d := tls.Client(raw, c.TLS)
+		d.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.ReadFull(d, make([]byte, 1)); err != nil { // the handshake, then nothing
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if msg := c.Expect(426); !strings.Contains(msg, "no progress for 1s") {
+			t.Fatalf("426 text %q", msg)
+		}
+		t.Logf("cut after %s", time.Since(start).Round(time.Millisecond))
+	})
+}
 
 // TestLingeringDataLegsBounded: clients that read their downloads and
 // never close their data connections cannot pile up the proxy's
