@@ -155,24 +155,52 @@ func (s *session) startPending(get func(context.Context) dataResult) *pendingDat
 	return p
 }
 
-// acceptData waits for a connection from the client's address; others are
-// refused and logged, and the wait goes on. Under PROT P a connection whose
-// TLS session is not bound to the control connection is refused too, and
-// the wait goes on for refusalGrace, in case it raced the client's own.
+// Bounds on the connections from the client's address that one passive
+// port takes while it waits (connections from elsewhere are refused at
+// once and not counted): in all, and with their TLS handshakes running at
+// once. Past the first bound the port closes; past the second a newcomer
+// is refused, and the port goes on.
+const (
+	maxDataAttempts       = 16
+	maxConcurrentAttempts = 4
+)
+
+// errTooManyAttempts ends a passive port's wait after maxDataAttempts
+// connections from the client's address, none of which became the data
+// connection.
+var errTooManyAttempts = errors.New("too many data connection attempts")
+
+// acceptData waits for the data connection on a passive port: the first
+// connection from the client's address (under PROT P, the first whose TLS
+// handshake completes and is bound to the control session) wins, and the
+// port closes. Connections from another address are refused and logged.
+// Under PROT P each connection from the client's address runs its
+// handshake in a goroutine of its own, so that one that fails or stalls
+// (a stray byte, a port scan, a stranger behind the same NAT) neither
+// closes the port nor holds it: it is logged and audited, and the wait
+// goes on until the transfer's passive-accept deadline (issue 14, item 8).
+// When a TLS client is refused (its session is not bound, or its handshake
+// failed after its ClientHello), the port takes new connections for
+// refusalGrace more, in case that one raced the client's own; then, if no
+// handshake still running succeeds, that refusal is the result.
 func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	var refused error // the first refusal of a connection from the client's address
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return dataResult{err: ctx.Err()}
-			case refused != nil && isTimeout(err):
-				return dataResult{err: refused}
-			}
-			return dataResult{err: err}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex // guards the three below
+		won     *clientData
+		refused error // the first refusal of a TLS client from the client's address
+		running int   // handshakes in progress
+	)
+	var err error
+	for attempts := 0; ; {
+		c, aerr := ln.AcceptTCP()
+		if aerr != nil {
+			err = aerr
+			break
 		}
 		// Behind a PROXY-protocol balancer, the data connection may come
 		// from the balancer, when it forwards the passive ports too.
@@ -181,45 +209,115 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			s.log.Warn("data connection from a foreign address refused",
 				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
 			s.denied("data_peer", "", "data connection from "+peer.Addr().String())
-			c.SetLinger(0)
-			c.Close()
+			resetLeg(c)
 			continue
 		}
-		cd, err := s.secureClientData(ctx, c, useTLS)
-		var nr *errNotResumed
-		if !errors.As(err, &nr) {
+		if !useTLS {
 			ln.Close() // one connection per PASV; the port is free again
+			cd, err := s.secureClientData(ctx, c, false)
 			return dataResult{conn: cd, err: err}
 		}
-		if refused == nil {
-			refused = err
-			ln.SetDeadline(time.Now().Add(refusalGrace))
+		mu.Lock()
+		full := running == maxConcurrentAttempts
+		if !full {
+			running++
+		}
+		mu.Unlock()
+		if full {
+			s.log.Warn("data connection refused: too many TLS handshakes in progress on the passive port",
+				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Int("running", maxConcurrentAttempts))
+			s.denied("data_handshake", "", fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
+			resetLeg(c)
+			continue
+		}
+		attempts++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cd, err := s.secureClientData(ctx, c, true)
+			mu.Lock()
+			defer mu.Unlock()
+			running--
+			var nr *errNotResumed
+			var he *errDataHandshake
+			switch {
+			case err == nil && won == nil:
+				won = cd
+				cancel() // the port closes, and the other handshakes end
+			case err == nil: // another won meanwhile
+				resetLeg(cd.tcp)
+			case ctx.Err() != nil: // abandoned
+			case errors.As(err, &nr): // logged and audited by secureClientData
+			case errors.As(err, &he):
+				s.log.Warn("data connection handshake failed; the passive port stays open",
+					zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Bool("tls_client", he.hello), zap.Error(err))
+				s.denied("data_handshake", "", err.Error())
+			}
+			if err != nil && ctx.Err() == nil && refused == nil && (nr != nil || (he != nil && he.hello)) {
+				refused = err
+				ln.SetDeadline(time.Now().Add(refusalGrace))
+			}
+		}()
+		if attempts == maxDataAttempts {
+			s.log.Warn("passive port closed after too many data connection attempts",
+				zap.Uint16("port", ln.Port()), zap.Int("attempts", attempts))
+			s.denied("data_handshake", "", errTooManyAttempts.Error())
+			ln.Close()
+			err = errTooManyAttempts
+			break
 		}
 	}
+	wg.Wait() // the handshakes still running may yet win
+	switch {
+	case won != nil:
+		return dataResult{conn: won}
+	case refused != nil:
+		return dataResult{err: refused}
+	case ctx.Err() != nil:
+		return dataResult{err: ctx.Err()}
+	}
+	return dataResult{err: err}
 }
+
+// errDataHandshake is a failed TLS handshake on a client data connection.
+type errDataHandshake struct {
+	err error
+	// hello: the peer had sent a ClientHello (see dataHandshake).
+	hello bool
+}
+
+func (e *errDataHandshake) Error() string {
+	return "TLS handshake on the data connection: " + e.err.Error()
+}
+func (e *errDataHandshake) Unwrap() error { return e.err }
 
 // secureClientData makes c the client leg of a transfer: under PROT P it
 // runs the TLS handshake (the proxy is the TLS server in either data mode,
 // RFC 4217 §7) and refuses, with *errNotResumed, a session that does not
 // resume the control connection's (tlsBinding) when the listener requires
-// it. The handshake may wait for the client to see the transfer's 150 reply
-// first (Python's ftplib handshakes only then), so its deadline covers the
-// accept wait too. On error c is closed.
+// it; a failed handshake is an *errDataHandshake. The client may start its
+// handshake only once it has seen the transfer's 150 reply (Python's ftplib
+// does), so its first byte may take as long as the passive accept and the
+// handshake together; from that byte on, the handshake has the
+// tls_handshake timeout. On error c is closed.
 func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS bool) (*clientData, error) {
 	cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
 	cd.conn = cd.eof
 	if !useTLS {
 		return cd, nil
 	}
+	t := s.cfg.Timeouts
+	c.SetDeadline(time.Now().Add(t.PassiveAccept + t.TLSHandshake))
+	cd.eof.firstRead = func() { c.SetDeadline(time.Now().Add(t.TLSHandshake)) }
 	var h dataHandshake
 	cd.tls = tls.Server(cd.eof, s.bind.data(&h))
 	cd.conn = cd.tls
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
-	err := cd.tls.HandshakeContext(hctx)
-	cancel()
+	err := cd.tls.HandshakeContext(ctx)
+	cd.eof.firstRead = nil
+	c.SetDeadline(time.Time{})
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("TLS handshake on the data connection: %w", err)
+		resetLeg(c)
+		return nil, &errDataHandshake{err: err, hello: h.hello}
 	}
 	cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
 	if cd.resumed || !s.lcfg.RequireSessionReuse {
@@ -232,14 +330,13 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	s.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
 	s.denied("session_reuse", "", nr.Error())
-	c.SetLinger(0)
-	c.Close()
+	resetLeg(c)
 	return nil, nr
 }
 
-// refusalGrace is how long a passive port stays open after refusing a
-// connection from the client's address whose TLS session was not bound: the
-// client's own connection may still come; if not, the transfer fails.
+// refusalGrace is how long a passive port goes on taking connections
+// after refusing a TLS client from the client's address: the client's own
+// connection may still come; if not, the transfer fails with the refusal.
 const refusalGrace = 3 * time.Second
 
 // close stops waiting and closes any connection that arrived.

@@ -20,6 +20,125 @@ import (
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
+// TestPassivePortSurvivesBadHandshakes: under PROT P, connections to a
+// pending passive port from the client's own address that fail their TLS
+// handshake (one garbage byte, a hang-up) or stall it (connect, send
+// nothing) neither close the port nor hold it: each is logged and audited,
+// and the client's real data connection, coming after them, is served
+// (issue 14, item 8). Handshakes running at once are capped: past the cap
+// a newcomer is refused while the port goes on; past the total cap the
+// port closes and the transfer gets 425.
+func TestPassivePortSurvivesBadHandshakes(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("the real data\n"))
+	g := startGate(t, be.Addr, gateOptions{})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	dial := func(addr string) net.Conn {
+		t.Helper()
+		// From the client's own address, as the FTP client's are.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, Timeout: 10 * time.Second}
+		conn, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// refusedNow reports whether the proxy ended conn (reset or closed)
+	// within a few seconds, instead of waiting for a handshake.
+	refusedNow := func(conn net.Conn) bool {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := conn.Read(make([]byte, 1))
+		var ne net.Error
+		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	}
+	fetch := func(addr string) {
+		t.Helper()
+		d := c.DialData(addr)
+		c.Cmd(150, "RETR f.txt")
+		if got := ftptest.ReadAll(t, d); string(got) != "the real data\n" {
+			t.Fatalf("client got %q", got)
+		}
+		c.Expect(226)
+	}
+
+	t.Run("garbage, hang-up and stall first", func(t *testing.T) {
+		addr := c.EPSV()
+		stalled := dial(addr) // sends nothing
+		garbage := dial(addr)
+		io.WriteString(garbage, "HELO attacker\r\n") // not TLS
+		if !refusedNow(garbage) {
+			t.Fatal("the garbage connection was kept")
+		}
+		oneByte := dial(addr)
+		oneByte.Write([]byte{0x42})
+		oneByte.(*net.TCPConn).CloseWrite()
+		if !refusedNow(oneByte) {
+			t.Fatal("the one-byte connection was kept")
+		}
+		fetch(addr)
+		if !refusedNow(stalled) {
+			t.Fatal("the stalled connection outlived the transfer")
+		}
+	})
+	t.Run("stalled handshakes capped", func(t *testing.T) {
+		addr := c.EPSV()
+		var stalled []net.Conn
+		for range 4 { // maxConcurrentAttempts
+			stalled = append(stalled, dial(addr))
+		}
+		if extra := dial(addr); !refusedNow(extra) {
+			t.Fatal("a fifth handshake was let run")
+		}
+		failed := g.logs.FilterMessage(handshakeFailed).Len()
+		for _, s := range stalled {
+			s.Close() // each fails; the port stays open
+		}
+		// The real client comes once the proxy has seen them fail.
+		for deadline := time.Now().Add(20 * time.Second); g.logs.FilterMessage(handshakeFailed).Len() < failed+4; {
+			if time.Now().After(deadline) {
+				t.Fatal("the closed connections' handshakes did not fail")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		fetch(addr)
+	})
+	t.Run("total attempts capped", func(t *testing.T) {
+		addr := c.EPSV()
+		for i := range 16 { // maxDataAttempts
+			conn := dial(addr)
+			conn.Write([]byte{0x16, 0x03}) // a handshake record cut short
+			conn.(*net.TCPConn).CloseWrite()
+			if !refusedNow(conn) {
+				t.Fatalf("attempt %d: kept", i+1)
+			}
+		}
+		c.Cmd(150, "RETR f.txt")
+		if msg := c.Expect(425); !strings.Contains(msg, "too many data connection attempts") {
+			t.Fatalf("425 text %q", msg)
+		}
+	})
+	c.Cmd(221, "QUIT")
+	if !g.logged(handshakeFailed) ||
+		!g.logged("data connection refused: too many TLS handshakes in progress on the passive port") ||
+		!g.logged("passive port closed after too many data connection attempts") {
+		t.Fatal("a log line is missing")
+	}
+	n := 0
+	for _, e := range g.eventsOf(t, "policy_denied") {
+		if e["rule"] == "data_handshake" {
+			n++
+		}
+	}
+	if n < 4+1+16 {
+		t.Fatalf("%d data_handshake denials in the audit", n)
+	}
+}
+
+const handshakeFailed = "data connection handshake failed; the passive port stays open"
+
 // throttledConn passes at most chunk bytes per read or write, at about
 // rate bytes per second: a client on a slow link.
 type throttledConn struct {

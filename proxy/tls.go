@@ -65,6 +65,9 @@ type eofConn struct {
 	// first. Used by one goroutine, the relay's.
 	stall  time.Duration
 	readBy time.Time
+	// firstRead, if set, runs once, after the first read that returned
+	// data (a data connection's handshake deadline starts there).
+	firstRead func()
 }
 
 // progress makes reads and writes fail only when stall passes with no
@@ -159,6 +162,11 @@ func (c *eofConn) Read(p []byte) (int, error) {
 		c.Conn.SetReadDeadline(d)
 	}
 	n, err := c.Conn.Read(p)
+	if n > 0 && c.firstRead != nil {
+		f := c.firstRead
+		c.firstRead = nil
+		f()
+	}
 	if err == io.EOF {
 		c.eof.Store(true)
 	}
@@ -230,6 +238,9 @@ func (b *tlsBinding) control() *tls.Config {
 
 // dataHandshake is what one data connection's handshake offered.
 type dataHandshake struct {
+	// hello: the peer sent a ClientHello, so it is a TLS client (and,
+	// from the client's address, most likely the FTP client itself).
+	hello   bool
 	foreign bool // it offered a valid ticket of another session
 	// idOnly: a TLS 1.2-only client that offered no session ticket. It
 	// can resume only by session ID, which Go's TLS server does not
@@ -248,6 +259,7 @@ func (b *tlsBinding) data(h *dataHandshake) *tls.Config {
 	c.MinVersion = b.minVersion
 	c.WrapSession = b.wrap
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		h.hello = true
 		h.idOnly = !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) &&
 			!slices.Contains(hello.Extensions, extSessionTicket)
 		return nil, nil
