@@ -37,6 +37,10 @@ listener "ftps" {
   backend = "legacy"
   # Text of the proxy's 220 greeting.
   # greeting = "ftpsgate ready"
+  # Let PORT/EPRT name loopback or an address of this host or a backend
+  # (when the client's address is one of those). Off, a local client could
+  # aim the proxy at local services.
+  # active_allow_local = false
 }
 
 listener "ftps-implicit" {
@@ -128,7 +132,7 @@ timeouts {
   login          = "60s" # from connect to a successful login
   idle           = "5m"  # control connection with no command (transfers count as activity)
   passive_accept = "30s" # wait for the client's data connection
-  data_stall     = "2m"  # a transfer with no progress on either leg
+  data_stall     = "2m"  # a transfer with no bytes moved on either leg
   backend_dial   = "10s" # connecting to the backend, control or data
   backend_reply  = "60s" # waiting for the backend's reply to a command
 }
@@ -153,4 +157,7 @@ limits {
   max_line = 4096
   # IPv6 clients count by this prefix for max_sessions_per_ip and bans.
   # ipv6_prefix = 64
+  # Client data connections kept open (up to 10 s) after a transfer until
+  # the client closes its end, in the whole proxy; past it they close at once.
+  # max_lingering_data_legs = 256
 }

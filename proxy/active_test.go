@@ -18,10 +18,11 @@ import (
 // mode; the proxy connects out to them while its backend leg stays passive.
 // Every file checked by checksum, every data connection bound to its
 // control session. (Debian's curl 7.88.1 cannot do active mode at all:
-// curl issue #10622, fixed in 8.0.)
+// curl issue #10622, fixed in 8.0.) The clients are on loopback, which
+// active mode reaches only with active_allow_local.
 func TestActiveModeClients(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g := startGate(t, be.Addr, gateOptions{})
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: allowLocal})
 	dir := t.TempDir()
 	local := filepath.Join(dir, "up.bin")
 	sum := ftptest.RandomFile(t, local, 2<<20+9)
@@ -66,11 +67,13 @@ func TestActiveModeClients(t *testing.T) {
 // TestActiveModeAttacks: PORT and EPRT may name only the client's own
 // address and an unprivileged port (the FTP bounce attack, RFC 2577); bad
 // arguments get 501, an unknown EPRT protocol 522; an active data
-// connection is bound to its control session like a passive one.
+// connection is bound to its control session like a passive one. (On
+// loopback, with active_allow_local: TestActiveModeLocalTargets tests the
+// default.)
 func TestActiveModeAttacks(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "f.txt", []byte("active data\n"))
-	g := startGate(t, be.Addr, gateOptions{})
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: allowLocal})
 	c := ftptest.Dial(t, g.explicit)
 	c.Cmd(530, "PORT 127,0,0,1,156,64") // before login
 	c.AuthTLS(g.certs.ClientConfig())
@@ -142,7 +145,7 @@ func TestActiveModeAttacks(t *testing.T) {
 	closed.Close()
 	c.Cmd(200, "EPRT |1|127.0.0.1|%d|", p)
 	c.Cmd(150, "RETR f.txt")
-	if msg := c.Expect(425); !strings.Contains(msg, "refused") {
+	if msg := c.Expect(425); msg != activeFailure {
 		t.Fatalf("425 text %q", msg)
 	}
 	c.Cmd(257, "PWD")
@@ -186,5 +189,143 @@ func TestBackendActiveMode(t *testing.T) {
 				t.Fatalf("the backend never saw EPRT or PORT:\n%s", log)
 			}
 		})
+	}
+}
+
+// allowLocal lets active mode reach loopback, where the tests' clients are.
+const allowLocal = "active_allow_local = true"
+
+// activeFailure is the one reply text of a failed active-mode data
+// connection.
+const activeFailure = "Cannot open data connection: could not connect to the address of your PORT or EPRT."
+
+// TestActiveModeLocalTargets: by default PORT and EPRT may not aim the
+// proxy at loopback, even when it is the client's own address (a local
+// client, or one a trusted PROXY header names so): the proxy would connect
+// to services on its own host (issue 24, item 10). Refused with 504, logged
+// and audited; the session goes on, and passive mode still works.
+func TestActiveModeLocalTargets(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("passive still works\n"))
+	// A loopback-only service the client would like the proxy to talk to.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	p := svc.Addr().(*net.TCPAddr).Port
+	reached := make(chan struct{}, 1)
+	go func() {
+		if c, err := svc.Accept(); err == nil {
+			reached <- struct{}{}
+			c.Close()
+		}
+	}()
+	g := startGate(t, be.Addr, gateOptions{policy: "require_prot_p = false"})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	for _, line := range []string{
+		fmt.Sprintf("PORT 127,0,0,1,%d,%d", p>>8, p&0xFF),
+		fmt.Sprintf("EPRT |1|127.0.0.1|%d|", p),
+	} {
+		if msg := c.Cmd(504, "%s", line); !strings.Contains(msg, "use PASV or EPSV") || strings.Contains(msg, "127.0.0.1") {
+			t.Fatalf("%s: 504 text %q", line, msg)
+		}
+		// No transfer may follow on the refused address.
+		c.Cmd(425, "RETR f.txt")
+	}
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR f.txt")
+	if got := ftptest.ReadAll(t, d); string(got) != "passive still works\n" {
+		t.Fatalf("got %q", got)
+	}
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+	select {
+	case <-reached:
+		t.Fatal("the proxy connected to a loopback service for PORT")
+	default:
+	}
+	var reasons []string
+	for _, e := range g.eventsOf(t, "policy_denied") {
+		if e["rule"] == "active_address" {
+			reasons = append(reasons, e["reason"].(string))
+		}
+	}
+	if len(reasons) != 2 || !strings.Contains(reasons[0], "loopback") {
+		t.Fatalf("active_address denials %q", reasons)
+	}
+	if !g.logged("active-mode address refused") {
+		t.Fatal("no log line")
+	}
+}
+
+// TestActiveModeFailuresLookAlike: whatever the address of a PORT answers
+// (nothing listens, a banner that is not TLS, a hang-up, silence), the
+// client gets one 425 text, so that PORT cannot map the services of the
+// client's host through the proxy (issue 24, item 10). The cause is in the
+// proxy's log.
+func TestActiveModeFailuresLookAlike(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("data\n"))
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: allowLocal, extra: `timeouts {
+  passive_accept = "2s"
+  tls_handshake  = "2s"
+}`})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Login(be.User, be.Password)
+	// serve starts a service on loopback that answers each connection
+	// with answer; it returns its port.
+	serve := func(answer func(net.Conn)) int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		t.Cleanup(func() { ln.Close(); <-done })
+		go func() {
+			defer close(done)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				answer(c)
+				c.Close()
+			}
+		}()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	closed := serve(func(net.Conn) {})
+	for _, tc := range []struct {
+		name string
+		port int
+	}{
+		{"nothing listens", func() int {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.Close()
+			return ln.Addr().(*net.TCPAddr).Port
+		}()},
+		{"a banner", serve(func(c net.Conn) { io.WriteString(c, "220 mail.example ESMTP\r\n") })},
+		{"a hang-up", closed},
+		{"silence", serve(func(c net.Conn) {
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			io.Copy(io.Discard, c) // until the proxy gives up
+		})},
+	} {
+		c.Cmd(200, "EPRT |1|127.0.0.1|%d|", tc.port)
+		c.Cmd(150, "RETR f.txt")
+		if msg := c.Expect(425); msg != activeFailure {
+			t.Errorf("%s: 425 text %q, want %q", tc.name, msg, activeFailure)
+		}
+	}
+	c.Cmd(221, "QUIT")
+	if n := g.logs.FilterMessage("active-mode data connection failed").Len(); n < 3 {
+		t.Fatalf("%d log lines with the causes, want at least 3", n)
 	}
 }

@@ -318,7 +318,7 @@ type backendData struct {
 	mu   sync.Mutex
 	ln   *net.TCPListener // active mode, until the backend connected
 	tcp  *net.TCPConn
-	conn net.Conn  // tcp, or the *tls.Conn over it
+	conn net.Conn  // an *eofConn over tcp, or the *tls.Conn over that
 	tls  *tls.Conn // nil toward a plain backend
 	dead bool      // closed
 }
@@ -353,11 +353,13 @@ func (s *session) openBackendData() (*backendData, error) {
 
 // newBackendData wraps a connected leg, as a TLS client resuming the
 // control connection's session toward an FTPS backend. The handshake runs
-// in connectBackendData.
+// in connectBackendData. Like a client leg, it goes through an eofConn,
+// where the relay measures its progress.
 func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
-	bd := &backendData{tcp: c, conn: c}
+	raw := &eofConn{Conn: c}
+	bd := &backendData{tcp: c, conn: raw}
 	if b.tlsConf != nil {
-		bd.tls = tls.Client(c, b.tlsConf)
+		bd.tls = tls.Client(raw, b.tlsConf)
 		bd.conn = bd.tls
 	}
 	return bd
@@ -372,6 +374,7 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 	b := s.be
 	t := s.cfg.Timeouts
 	var port uint16
+	verb := "EPSV"
 	if !b.noEPSV {
 		rep, err := b.roundTrip(rewrite.Command{Verb: "EPSV"}, t.BackendReply)
 		if err != nil {
@@ -389,6 +392,7 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 		}
 	}
 	if port == 0 {
+		verb = "PASV"
 		rep, err := b.roundTrip(rewrite.Command{Verb: "PASV"}, t.BackendReply)
 		if err != nil {
 			return nil, err
@@ -402,6 +406,17 @@ func (s *session) openPassive() (*net.TCPConn, error) {
 				zap.Stringer("named", ap.Addr()), zap.Stringer("used", b.remote.Addr()))
 		}
 		port = ap.Port()
+	}
+	if port < 1024 {
+		// A privileged port on the backend's host is another service
+		// (SSH, SMTP…): the proxy would talk to it and relay its banner
+		// as a listing (the bounce attack from the server's side, RFC
+		// 2577 §3; issue 14, item 7).
+		why := fmt.Sprintf("the FTP server's %s reply names privileged port %d", verb, port)
+		s.log.Warn("backend passive port refused", zap.String("verb", verb), zap.Uint16("port", port),
+			zap.Stringer("backend", b.remote))
+		s.denied("backend_passive_port", "", why)
+		return nil, errors.New(why)
 	}
 	addr := netip.AddrPortFrom(b.remote.Addr(), port)
 	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial)

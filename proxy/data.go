@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
 	"github.com/ftpsgate/ftpsgate/rewrite"
@@ -34,6 +35,17 @@ type pendingData struct {
 	ready  chan dataResult // receives exactly one result
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the accept goroutine ends
+	active bool          // set up by PORT or EPRT
+}
+
+// timedOut is the error of a transfer whose data connection did not come
+// within d. In active mode it is errActiveData, as for every other failure
+// to reach the client's address.
+func (p *pendingData) timedOut(d time.Duration) error {
+	if p.active {
+		return errActiveData
+	}
+	return fmt.Errorf("no data connection from the client within %s", d)
 }
 
 // dataResult is the client's data connection, or why there is none.
@@ -143,24 +155,52 @@ func (s *session) startPending(get func(context.Context) dataResult) *pendingDat
 	return p
 }
 
-// acceptData waits for a connection from the client's address; others are
-// refused and logged, and the wait goes on. Under PROT P a connection whose
-// TLS session is not bound to the control connection is refused too, and
-// the wait goes on for refusalGrace, in case it raced the client's own.
+// Bounds on the connections from the client's address that one passive
+// port takes while it waits (connections from elsewhere are refused at
+// once and not counted): in all, and with their TLS handshakes running at
+// once. Past the first bound the port closes; past the second a newcomer
+// is refused, and the port goes on.
+const (
+	maxDataAttempts       = 16
+	maxConcurrentAttempts = 4
+)
+
+// errTooManyAttempts ends a passive port's wait after maxDataAttempts
+// connections from the client's address, none of which became the data
+// connection.
+var errTooManyAttempts = errors.New("too many data connection attempts")
+
+// acceptData waits for the data connection on a passive port: the first
+// connection from the client's address (under PROT P, the first whose TLS
+// handshake completes and is bound to the control session) wins, and the
+// port closes. Connections from another address are refused and logged.
+// Under PROT P each connection from the client's address runs its
+// handshake in a goroutine of its own, so that one that fails or stalls
+// (a stray byte, a port scan, a stranger behind the same NAT) neither
+// closes the port nor holds it: it is logged and audited, and the wait
+// goes on until the transfer's passive-accept deadline (issue 14, item 8).
+// When a TLS client is refused (its session is not bound, or its handshake
+// failed after its ClientHello), the port takes new connections for
+// refusalGrace more, in case that one raced the client's own; then, if no
+// handshake still running succeeds, that refusal is the result.
 func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	var refused error // the first refusal of a connection from the client's address
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return dataResult{err: ctx.Err()}
-			case refused != nil && isTimeout(err):
-				return dataResult{err: refused}
-			}
-			return dataResult{err: err}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex // guards the three below
+		won     *clientData
+		refused error // the first refusal of a TLS client from the client's address
+		running int   // handshakes in progress
+	)
+	var err error
+	for attempts := 0; ; {
+		c, aerr := ln.AcceptTCP()
+		if aerr != nil {
+			err = aerr
+			break
 		}
 		// Behind a PROXY-protocol balancer, the data connection may come
 		// from the balancer, when it forwards the passive ports too.
@@ -169,45 +209,115 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 			s.log.Warn("data connection from a foreign address refused",
 				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
 			s.denied("data_peer", "", "data connection from "+peer.Addr().String())
-			c.SetLinger(0)
-			c.Close()
+			resetLeg(c)
 			continue
 		}
-		cd, err := s.secureClientData(ctx, c, useTLS)
-		var nr *errNotResumed
-		if !errors.As(err, &nr) {
+		if !useTLS {
 			ln.Close() // one connection per PASV; the port is free again
+			cd, err := s.secureClientData(ctx, c, false)
 			return dataResult{conn: cd, err: err}
 		}
-		if refused == nil {
-			refused = err
-			ln.SetDeadline(time.Now().Add(refusalGrace))
+		mu.Lock()
+		full := running == maxConcurrentAttempts
+		if !full {
+			running++
+		}
+		mu.Unlock()
+		if full {
+			s.log.Warn("data connection refused: too many TLS handshakes in progress on the passive port",
+				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Int("running", maxConcurrentAttempts))
+			s.denied("data_handshake", "", fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
+			resetLeg(c)
+			continue
+		}
+		attempts++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cd, err := s.secureClientData(ctx, c, true)
+			mu.Lock()
+			defer mu.Unlock()
+			running--
+			var nr *errNotResumed
+			var he *errDataHandshake
+			switch {
+			case err == nil && won == nil:
+				won = cd
+				cancel() // the port closes, and the other handshakes end
+			case err == nil: // another won meanwhile
+				resetLeg(cd.tcp)
+			case ctx.Err() != nil: // abandoned
+			case errors.As(err, &nr): // logged and audited by secureClientData
+			case errors.As(err, &he):
+				s.log.Warn("data connection handshake failed; the passive port stays open",
+					zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Bool("tls_client", he.hello), zap.Error(err))
+				s.denied("data_handshake", "", err.Error())
+			}
+			if err != nil && ctx.Err() == nil && refused == nil && (nr != nil || (he != nil && he.hello)) {
+				refused = err
+				ln.SetDeadline(time.Now().Add(refusalGrace))
+			}
+		}()
+		if attempts == maxDataAttempts {
+			s.log.Warn("passive port closed after too many data connection attempts",
+				zap.Uint16("port", ln.Port()), zap.Int("attempts", attempts))
+			s.denied("data_handshake", "", errTooManyAttempts.Error())
+			ln.Close()
+			err = errTooManyAttempts
+			break
 		}
 	}
+	wg.Wait() // the handshakes still running may yet win
+	switch {
+	case won != nil:
+		return dataResult{conn: won}
+	case refused != nil:
+		return dataResult{err: refused}
+	case ctx.Err() != nil:
+		return dataResult{err: ctx.Err()}
+	}
+	return dataResult{err: err}
 }
+
+// errDataHandshake is a failed TLS handshake on a client data connection.
+type errDataHandshake struct {
+	err error
+	// hello: the peer had sent a ClientHello (see dataHandshake).
+	hello bool
+}
+
+func (e *errDataHandshake) Error() string {
+	return "TLS handshake on the data connection: " + e.err.Error()
+}
+func (e *errDataHandshake) Unwrap() error { return e.err }
 
 // secureClientData makes c the client leg of a transfer: under PROT P it
 // runs the TLS handshake (the proxy is the TLS server in either data mode,
 // RFC 4217 §7) and refuses, with *errNotResumed, a session that does not
 // resume the control connection's (tlsBinding) when the listener requires
-// it. The handshake may wait for the client to see the transfer's 150 reply
-// first (Python's ftplib handshakes only then), so its deadline covers the
-// accept wait too. On error c is closed.
+// it; a failed handshake is an *errDataHandshake. The client may start its
+// handshake only once it has seen the transfer's 150 reply (Python's ftplib
+// does), so its first byte may take as long as the passive accept and the
+// handshake together; from that byte on, the handshake has the
+// tls_handshake timeout. On error c is closed.
 func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS bool) (*clientData, error) {
 	cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
 	cd.conn = cd.eof
 	if !useTLS {
 		return cd, nil
 	}
+	t := s.cfg.Timeouts
+	c.SetDeadline(time.Now().Add(t.PassiveAccept + t.TLSHandshake))
+	cd.eof.firstRead = func() { c.SetDeadline(time.Now().Add(t.TLSHandshake)) }
 	var h dataHandshake
 	cd.tls = tls.Server(cd.eof, s.bind.data(&h))
 	cd.conn = cd.tls
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.PassiveAccept+s.cfg.Timeouts.TLSHandshake)
-	err := cd.tls.HandshakeContext(hctx)
-	cancel()
+	err := cd.tls.HandshakeContext(ctx)
+	cd.eof.firstRead = nil
+	c.SetDeadline(time.Time{})
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("TLS handshake on the data connection: %w", err)
+		resetLeg(c)
+		return nil, &errDataHandshake{err: err, hello: h.hello}
 	}
 	cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
 	if cd.resumed || !s.lcfg.RequireSessionReuse {
@@ -220,14 +330,13 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	s.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
 	s.denied("session_reuse", "", nr.Error())
-	c.SetLinger(0)
-	c.Close()
+	resetLeg(c)
 	return nil, nr
 }
 
-// refusalGrace is how long a passive port stays open after refusing a
-// connection from the client's address whose TLS session was not bound: the
-// client's own connection may still come; if not, the transfer fails.
+// refusalGrace is how long a passive port goes on taking connections
+// after refusing a TLS client from the client's address: the client's own
+// connection may still come; if not, the transfer fails with the refusal.
 const refusalGrace = 3 * time.Second
 
 // close stops waiting and closes any connection that arrived.
@@ -246,7 +355,9 @@ func (p *pendingData) close() {
 // dialData starts connecting to the client's active-mode address ap, from
 // the address the client reached.
 func (s *session) dialData(ap netip.AddrPort, useTLS bool) *pendingData {
-	return s.startPending(func(ctx context.Context) dataResult { return s.connectData(ctx, ap, useTLS) })
+	p := s.startPending(func(ctx context.Context) dataResult { return s.connectData(ctx, ap, useTLS) })
+	p.active = true
+	return p
 }
 
 func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS bool) dataResult {
@@ -254,12 +365,24 @@ func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS boo
 	defer cancel()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.local.Addr(), 0))}
 	c, err := d.DialContext(dctx, "tcp", ap.String())
-	if err != nil {
-		return dataResult{err: fmt.Errorf("connecting to %s: %w", ap, err)}
+	var cd *clientData
+	if err == nil {
+		cd, err = s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
 	}
-	cd, err := s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
+	var nr *errNotResumed
+	if err != nil && ctx.Err() == nil && !errors.As(err, &nr) {
+		// The reply says the same whatever the target did (refused,
+		// reset, silence, a banner that is not TLS): different texts
+		// would make PORT and EPRT a port scanner (issue 24, item 10).
+		s.log.Info("active-mode data connection failed", zap.Stringer("target", ap), zap.Error(err))
+		err = errActiveData
+	}
 	return dataResult{conn: cd, err: err}
 }
+
+// errActiveData is the error of every failed active-mode data connection
+// but a refused TLS session (522, which only a TLS client can meet).
+var errActiveData = errors.New("could not connect to the address of your PORT or EPRT")
 
 // dropPendingData abandons a data connection set up by PASV, EPSV, PORT or
 // EPRT and not used by a transfer.
@@ -273,9 +396,9 @@ func (s *session) dropPendingData() {
 
 // cmdActive answers PORT and EPRT: the client listens and the proxy will
 // connect to it for the next transfer (the backend leg keeps its own mode).
-// Only the client's own address and unprivileged ports are accepted: a PORT
-// naming another host would make the proxy attack it (the FTP bounce
-// attack, RFC 2577 §3), a privileged port a local service.
+// policy.ActiveTarget says which targets are refused: another host (the
+// FTP bounce attack, RFC 2577 §3), a privileged port, and, unless the
+// listener has active_allow_local, the proxy's own host and its backends'.
 func (s *session) cmdActive(cmd rewrite.Command) error {
 	if s.epsvAll {
 		return s.reply(cmd, 503, cmd.Verb+" refused after EPSV ALL.")
@@ -298,21 +421,57 @@ func (s *session) cmdActive(cmd rewrite.Command) error {
 		return s.reply(cmd, 501, "Syntax error in "+cmd.Verb+" argument.")
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	var why string
-	switch {
-	case ap.Addr() != s.client.Addr():
-		why = "address " + ap.Addr().String() + " is not the client's"
-	case ap.Port() < 1024:
-		why = fmt.Sprintf("privileged port %d", ap.Port())
+	var own []netip.Addr
+	if !s.lcfg.ActiveAllowLocal {
+		if own, err = s.ownAddrs(); err != nil {
+			// Without the host's addresses, none can be told apart.
+			s.log.Error("cannot list the host's addresses; active mode refused", zap.Error(err))
+			s.denied(policy.RuleActiveAddress, cmd.Verb, "the host's addresses cannot be listed")
+			return s.reply(cmd, 504, cmd.Verb+" refused: active mode is unavailable; use PASV or EPSV.")
+		}
 	}
-	if why != "" {
+	if d, why := policy.ActiveTarget(ap, s.client.Addr(), own, s.lcfg.ActiveAllowLocal); d != nil {
 		s.log.Warn("active-mode address refused", zap.String("verb", cmd.Verb), zap.Stringer("named", ap), zap.String("reason", why))
-		s.denied("active_address", cmd.Verb, why)
-		return s.reply(cmd, 504, cmd.Verb+" refused: only your own address and ports from 1024 are allowed.")
+		s.denied(d.Rule, cmd.Verb, why)
+		return s.reply(cmd, d.Code, cmd.Verb+" refused: "+d.Text)
 	}
 	s.dropPendingData()
 	s.active = ap
 	return s.reply(cmd, 200, cmd.Verb+" command successful.")
+}
+
+// ownAddrs are the addresses an active-mode data connection must not
+// reach: every address of the proxy's host (its interfaces, the address
+// the client reached, the listener's public address) and its backends'
+// (the one this session is connected to, and every server configured by
+// address).
+func (s *session) ownAddrs() ([]netip.Addr, error) {
+	own := []netip.Addr{s.local.Addr()}
+	if s.lcfg.PublicAddress.IsValid() {
+		own = append(own, s.lcfg.PublicAddress)
+	}
+	if s.be != nil {
+		own = append(own, s.be.remote.Addr())
+	}
+	for _, b := range s.cfg.Backends {
+		for _, hp := range b.Servers {
+			if host, _, err := net.SplitHostPort(hp); err == nil {
+				if a, err := netip.ParseAddr(host); err == nil {
+					own = append(own, a)
+				}
+			}
+		}
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, ia := range ifaddrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			own = append(own, p.Addr())
+		}
+	}
+	return own, nil
 }
 
 // ---- transfers ----
@@ -581,7 +740,7 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 		timer.Stop()
 		cd, out.err = r.conn, r.err
 	case <-timer.C:
-		out.err = fmt.Errorf("no data connection from the client within %s", s.cfg.Timeouts.PassiveAccept)
+		out.err = p.timedOut(s.cfg.Timeouts.PassiveAccept)
 	case <-x.stop:
 		timer.Stop()
 		out.err = errors.New("transfer cancelled")
@@ -747,8 +906,12 @@ func (s *session) abortBackend(out *outcome, reply *rewrite.Reply) *rewrite.Repl
 
 // closeClientLeg ends a successful transfer's client leg: TLS close_notify,
 // then TCP FIN; a lingering goroutine reads until the client closes too, so
-// that our close never resets data the client has yet to read. It reports
-// whether the close_notify was sent.
+// that our close never resets data the client has yet to read. At most
+// limits.max_lingering_data_legs legs linger in the whole server (a client
+// that never closes its data connections would otherwise hold a descriptor
+// for each, issue 24 item 7); past that a leg is closed at once: what was
+// sent still arrives, and only a client that sends more after it may meet
+// a reset. It reports whether the close_notify was sent.
 func (s *session) closeClientLeg(cd *clientData) bool {
 	cd.tcp.SetWriteDeadline(time.Now().Add(s.cfg.Timeouts.DataStall))
 	if cd.tls != nil {
@@ -759,12 +922,33 @@ func (s *session) closeClientLeg(cd *clientData) bool {
 		}
 	}
 	cd.tcp.CloseWrite()
+	if !s.srv.startLinger(s.cfg.Limits.MaxLingeringDataLegs) {
+		s.srv.metrics.lingerRefused.Inc()
+		s.log.Debug("data connection closed without lingering: max_lingering_data_legs reached")
+		cd.tcp.Close()
+		return true
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer s.srv.lingering.Add(-1)
 		lingerClose(cd, lingerTimeout)
 	}()
 	return true
+}
+
+// startLinger counts one more lingering data leg, unless limit linger
+// already; it reports whether it counted it.
+func (s *Server) startLinger(limit int) bool {
+	for {
+		n := s.lingering.Load()
+		if n >= int64(limit) {
+			return false
+		}
+		if s.lingering.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // lingerTimeout bounds how long a closed client leg waits for the client's
@@ -811,24 +995,35 @@ var sealedBuffers = sync.Pool{New: func() any { b := make([]byte, sealedBufferSi
 // errClientLeg marks a relay error on the client's leg.
 var errClientLeg = errors.New("client data leg")
 
-// relay copies src to dst until src ends, refreshing a stall deadline on
-// each read and write, and adds the bytes written to total. It returns nil
-// when src ended with io.EOF. An error on the client's leg (src when
-// srcIsClient, else dst) is wrapped with errClientLeg.
+// relay copies src to dst until src ends, and adds the bytes written to
+// total. It fails when a leg makes no progress for stall: the raw
+// connections under the legs measure it (eofConn.progress), so a slow
+// reader or writer that keeps moving bytes is never cut, however long one
+// TLS record or one chunk takes. It returns nil when src ended with io.EOF.
+// An error on the client's leg (src when srcIsClient, else dst) is wrapped
+// with errClientLeg. Each leg is an *eofConn, a *tls.Conn over one, or a
+// plain connection (which the relay wraps).
 func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64) (int64, error) {
+	dst, rawDst := rawLeg(dst)
+	src, rawSrc := rawLeg(src)
+	if rawDst == nil || rawSrc == nil {
+		return 0, errors.New("relay: a TLS leg is not over an eofConn")
+	}
+	rawDst.progress(stall)
+	defer rawDst.progress(0)
+	rawSrc.progress(stall)
+	defer rawSrc.progress(0)
 	bp := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(bp)
 	buf := *bp
-	// Toward a TLS client, each chunk's records leave in one send.
+	// Toward a TLS peer, each chunk's records leave in one send.
 	var sealed *eofConn
-	if tc, ok := dst.(*tls.Conn); ok {
-		if ec, ok := tc.NetConn().(*eofConn); ok {
-			sealed = ec
-			sp := sealedBuffers.Get().(*[]byte)
-			defer sealedBuffers.Put(sp)
-			defer ec.flush()
-			ec.hold(*sp)
-		}
+	if _, ok := dst.(*tls.Conn); ok {
+		sealed = rawDst
+		sp := sealedBuffers.Get().(*[]byte)
+		defer sealedBuffers.Put(sp)
+		defer sealed.flush()
+		sealed.hold(*sp)
 	}
 	// From a TLS client, (*tls.Conn).Read returns one record (16 KiB) at
 	// a time; the records it already holds are taken too, so that one
@@ -836,13 +1031,11 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	_, fromTLS := src.(*tls.Conn)
 	var n int64
 	for {
-		src.SetReadDeadline(time.Now().Add(stall))
 		nr, rerr := src.Read(buf)
 		if fromTLS {
 			nr, rerr = readHeld(src, buf, nr, rerr)
 		}
 		if nr > 0 {
-			dst.SetWriteDeadline(time.Now().Add(stall))
 			nw, werr := dst.Write(buf[:nr])
 			if werr == nil && sealed != nil {
 				if werr = sealed.send(); werr != nil {
@@ -864,6 +1057,21 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	}
 }
 
+// rawLeg returns the connection to relay on for c, and the eofConn under
+// it (nil for a *tls.Conn over anything else). A plain connection is
+// wrapped in one.
+func rawLeg(c net.Conn) (net.Conn, *eofConn) {
+	switch v := c.(type) {
+	case *eofConn:
+		return v, v
+	case *tls.Conn:
+		ec, _ := v.NetConn().(*eofConn)
+		return v, ec
+	}
+	ec := &eofConn{Conn: c}
+	return ec, ec
+}
+
 // maxRecord is the most plaintext one TLS record carries.
 const maxRecord = 16 << 10
 
@@ -871,8 +1079,12 @@ const maxRecord = 16 << 10
 // read without waiting: with a deadline in the past, crypto/tls returns
 // what it has decrypted or buffered and a timeout (which leaves the
 // connection usable; only write timeouts break a TLS connection) as soon as
-// it would need the socket.
+// it would need the socket. The read deadline is cleared again after.
 func readHeld(src net.Conn, buf []byte, nr int, rerr error) (int, error) {
+	if rerr != nil || len(buf)-nr < maxRecord {
+		return nr, rerr
+	}
+	defer src.SetReadDeadline(time.Time{})
 	for rerr == nil && len(buf)-nr >= maxRecord {
 		src.SetReadDeadline(pastDeadline)
 		m, err := src.Read(buf[nr:])

@@ -30,6 +30,10 @@ type scriptedBackend struct {
 	authReply string
 	// passReply, if set, answers PASS instead of "230 in".
 	passReply string
+	// passivePort, if set, is the port its 229 and 227 replies name
+	// (on 127.0.0.1), where it listens for nothing; LIST is then answered
+	// 150 and 226 at once, as if the listing had gone there.
+	passivePort int
 	// userRole makes the backend hostile at USER: "garbage", "huge" (one
 	// line of 1 MiB), "endless" (a multi-line reply that never ends),
 	// "silent" (no reply at all), "close" (hangs up).
@@ -153,9 +157,17 @@ func (b *scriptedBackend) serve(c net.Conn) {
 				say("500 Unknown command.")
 				continue
 			}
+			if b.passivePort != 0 {
+				say(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)", b.passivePort))
+				continue
+			}
 			data, _ = net.Listen("tcp", "127.0.0.1:0")
 			say(fmt.Sprintf("229 Entering Extended Passive Mode (|||%d|)", data.Addr().(*net.TCPAddr).Port))
 		case "PASV":
+			if b.passivePort != 0 {
+				say(fmt.Sprintf("227 Entering Passive Mode (127,0,0,1,%d,%d).", b.passivePort>>8, b.passivePort&0xFF))
+				continue
+			}
 			data, _ = net.Listen("tcp", "127.0.0.1:0")
 			p := data.Addr().(*net.TCPAddr).Port
 			say(fmt.Sprintf("227 Entering Passive Mode (127,0,0,9,%d,%d).", p>>8, p&0xFF))
@@ -176,6 +188,13 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			}
 			d.Close()
 			say(b.retrReply)
+		case "LIST":
+			if b.passivePort == 0 {
+				say("200 ok")
+				continue
+			}
+			say("150 Here comes the directory listing.")
+			say("226 Directory send OK.")
 		case "QUIT":
 			say("221 bye")
 			return
@@ -352,4 +371,85 @@ func TestBackendNeverGreets(t *testing.T) {
 	if !pool.logged("trying the backend's next server") {
 		t.Fatal("no log line for the failover")
 	}
+}
+
+// TestBackendPrivilegedPassivePort: a backend whose 229 or 227 names a
+// port below 1024 would make the proxy connect to another service on its
+// host (here an SSH-like banner on a privileged port of 127.0.0.1) and
+// relay its banner as a listing. The proxy refuses: 425 to the client, a
+// log line, a policy_denied audit event; the session goes on (issue 14,
+// item 7).
+func TestBackendPrivilegedPassivePort(t *testing.T) {
+	svc := listenPrivileged(t)
+	reached := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			reached <- struct{}{}
+			io.WriteString(c, "SSH-2.0-OpenSSH_9.2p1 secret-host\r\n")
+			c.Close()
+		}
+	}()
+	p := svc.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		name     string
+		pasvOnly bool
+		verb     string
+	}{{"EPSV", false, "EPSV"}, {"PASV", true, "PASV"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := startScriptedBackend(t, &scriptedBackend{passivePort: p, pasvOnly: tc.pasvOnly})
+			g := startGate(t, be.ln.Addr().String(), gateOptions{})
+			c := ftptest.Dial(t, g.explicit)
+			c.AuthTLS(g.certs.ClientConfig())
+			c.Login("anyone", "secret")
+			d := c.DialData(c.EPSV())
+			c.Send("LIST")
+			code, msg := c.Read()
+			if code == 150 {
+				got, _ := readAllErr(d)
+				t.Fatalf("the proxy relayed the service on port %d: %q, then %q", p, got, c.Expect(226))
+			}
+			if code != 425 {
+				t.Fatalf("LIST: %d %q, want 425", code, msg)
+			}
+			c.Cmd(200, "NOOP") // the session goes on
+			c.Cmd(221, "QUIT")
+			select {
+			case <-reached:
+				t.Fatal("the proxy connected to the privileged port")
+			default:
+			}
+			if !g.logged("backend passive port refused") {
+				t.Fatal("no log line")
+			}
+			var reasons []string
+			for _, e := range g.eventsOf(t, "policy_denied") {
+				if e["rule"] == "backend_passive_port" {
+					reasons = append(reasons, e["reason"].(string))
+				}
+			}
+			if want := fmt.Sprintf("%s reply names privileged port %d", tc.verb, p); len(reasons) != 1 || !strings.Contains(reasons[0], want) {
+				t.Fatalf("backend_passive_port denials %q, want one with %q", reasons, want)
+			}
+		})
+	}
+}
+
+// listenPrivileged listens on a free port below 1024 of 127.0.0.1 (the
+// tests run as root).
+func listenPrivileged(t *testing.T) net.Listener {
+	t.Helper()
+	ftptest.RequireRoot(t)
+	for p := 1023; p >= 600; p-- {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			t.Cleanup(func() { ln.Close() })
+			return ln
+		}
+	}
+	t.Fatal("no free port below 1024 on 127.0.0.1")
+	return nil
 }

@@ -15,11 +15,11 @@ import (
 
 // TestIPv6Clients: a listener on [::1] in front of an IPv4-only vsftpd.
 // Clients use EPSV (PASV cannot carry an IPv6 address and gets 425) and
-// EPRT |2|; curl, lftp and ftplib move files both ways, checked by
-// checksum.
+// EPRT |2| (on loopback, with active_allow_local); curl, lftp and ftplib
+// move files both ways, checked by checksum.
 func TestIPv6Clients(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g := startGate(t, be.Addr, gateOptions{listen: "[::1]:0"})
+	g := startGate(t, be.Addr, gateOptions{listen: "[::1]:0", listenerExtra: allowLocal})
 	dir := t.TempDir()
 	local := filepath.Join(dir, "up.bin")
 	sum := ftptest.RandomFile(t, local, 1<<20+7)

@@ -32,8 +32,9 @@ type metrics struct {
 	backendUp       *prometheus.GaugeVec
 	bans            prometheus.Counter
 	// The last reload's outcome, as Prometheus reports its own.
-	reloadOK   prometheus.Gauge
-	reloadTime prometheus.Gauge
+	reloadOK      prometheus.Gauge
+	reloadTime    prometheus.Gauge
+	lingerRefused prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -74,6 +75,11 @@ func newMetrics(s *Server) *metrics {
 	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "config_last_reload_success_timestamp_seconds",
 		Help: "When the configuration in force was loaded (start or last successful reload), in Unix seconds."})
 	m.reloaded(nil)
+	m.lingerRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "data_legs_linger_refused_total",
+		Help: "Client data connections closed at once after a transfer, without waiting for the client's close, because limits.max_lingering_data_legs were lingering."})
+	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
+		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
+		func() float64 { return float64(s.lingering.Load()) })
 	ports := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "passive_ports_in_use",
 		Help: "Passive ports held, all listeners."}, func() float64 {
 		s.mu.Lock()
@@ -86,7 +92,7 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.backendUp, m.bans, m.reloadOK, m.reloadTime, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.backendUp, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

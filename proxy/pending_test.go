@@ -11,7 +11,7 @@ import (
 // the last. A client cannot drain the range by asking again and again.
 func TestOnePendingListener(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g := startGate(t, be.Addr, gateOptions{ports: 5})
+	g := startGate(t, be.Addr, gateOptions{ports: 5, listenerExtra: allowLocal})
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Login(be.User, be.Password)

@@ -65,6 +65,9 @@ type Server struct {
 	// loginDelays: how long backends take to answer logins, mimicked
 	// for names the policy refuses (login.go).
 	loginDelays loginDelays
+	// lingering counts the client data legs lingering after a transfer
+	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
+	lingering atomic.Int64
 
 	// poolMu guards pools: the live state of each backend of the
 	// configuration in force.

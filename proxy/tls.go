@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
@@ -39,22 +42,59 @@ func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 	}
 }
 
-// eofConn records whether its reader reached the end of the TCP stream.
-// Under TLS, (*tls.Conn).Read returns io.EOF both for a close_notify alert
-// and for a TCP FIN at a record boundary; a close_notify is read without the
-// TCP stream ending, so "TLS said EOF and TCP did not" means the peer ended
-// the stream with close_notify, and an upload's end is verified.
+// eofConn is the raw connection under every data leg, client and backend,
+// clear or TLS. It records whether its reader reached the end of the TCP
+// stream: under TLS, (*tls.Conn).Read returns io.EOF both for a
+// close_notify alert and for a TCP FIN at a record boundary; a close_notify
+// is read without the TCP stream ending, so "TLS said EOF and TCP did not"
+// means the peer ended the stream with close_notify, and an upload's end is
+// verified.
 //
 // It also coalesces: between hold and flush, the TLS records written to it
 // (crypto/tls writes each record with its own write) are gathered into one
 // write, so a 64 KiB chunk leaves as one TCP send instead of four or more.
 // On loopback and fast links that per-send cost, not the cipher, bounded
 // downloads (see the relay).
+//
+// And it measures a transfer's progress in bytes (see progress): the stall
+// deadline lives here, below TLS, because a TLS record or a chunk may take
+// longer than the deadline to cross a slow link while bytes keep moving,
+// and a *tls.Conn whose write hits a deadline is broken for good.
 type eofConn struct {
 	net.Conn
 	eof  atomic.Bool
 	out  []byte // non-nil between hold and flush; used by one goroutine
 	werr error  // a failed coalesced write, reported by flush and later writes
+
+	// stall, while positive, is the progress deadline of every read and
+	// write; readBy is a read deadline set through the connection
+	// meanwhile (readHeld's "do not wait"), which applies when it comes
+	// first. Used by one goroutine, the relay's.
+	stall  time.Duration
+	readBy time.Time
+	// firstRead, if set, runs once, after the first read that returned
+	// data (a data connection's handshake deadline starts there).
+	firstRead func()
+}
+
+// progress makes reads and writes fail only when stall passes with no
+// byte moved, however long a whole read or write takes: each read gets a
+// fresh deadline, and a write that times out after moving some bytes goes
+// on with a fresh one. A reader that stops is thus cut after between stall
+// and twice stall (the kernel accepts bytes into its buffer in steps).
+// Zero turns it off; deadlines are then the caller's again.
+func (c *eofConn) progress(stall time.Duration) {
+	c.stall, c.readBy = stall, time.Time{}
+}
+
+// SetReadDeadline sets the read deadline; while progress is on, it is
+// applied at the next read, with the stall deadline.
+func (c *eofConn) SetReadDeadline(t time.Time) error {
+	if c.stall > 0 {
+		c.readBy = t
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // hold starts gathering writes into buf (its capacity is the limit; more
@@ -66,18 +106,36 @@ func (c *eofConn) Write(p []byte) (int, error) {
 		return 0, c.werr
 	}
 	if c.out == nil {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	if len(c.out)+len(p) > cap(c.out) {
 		if err := c.send(); err != nil {
 			return 0, err
 		}
 		if len(p) > cap(c.out) {
-			return c.Conn.Write(p)
+			return c.write(p)
 		}
 	}
 	c.out = append(c.out, p...)
 	return len(p), nil
+}
+
+// write writes p to the connection, under the progress deadline if on.
+func (c *eofConn) write(p []byte) (int, error) {
+	if c.stall <= 0 {
+		return c.Conn.Write(p)
+	}
+	n := 0
+	for {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		m, err := c.Conn.Write(p[n:])
+		n += m
+		// A timeout after some bytes moved is a slow reader, not a
+		// stalled one.
+		if err == nil || m == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+	}
 }
 
 // send writes what was gathered; after a failed write it only reports it.
@@ -86,7 +144,7 @@ func (c *eofConn) send() error {
 		return c.werr
 	}
 	if len(c.out) > 0 {
-		if _, err := c.Conn.Write(c.out); err != nil {
+		if _, err := c.write(c.out); err != nil {
 			c.werr = err
 			return err
 		}
@@ -103,7 +161,19 @@ func (c *eofConn) flush() error {
 }
 
 func (c *eofConn) Read(p []byte) (int, error) {
+	if c.stall > 0 {
+		d := time.Now().Add(c.stall)
+		if !c.readBy.IsZero() && c.readBy.Before(d) {
+			d = c.readBy
+		}
+		c.Conn.SetReadDeadline(d)
+	}
 	n, err := c.Conn.Read(p)
+	if n > 0 && c.firstRead != nil {
+		f := c.firstRead
+		c.firstRead = nil
+		f()
+	}
 	if err == io.EOF {
 		c.eof.Store(true)
 	}
@@ -185,6 +255,9 @@ func (b *tlsBinding) control() *tls.Config {
 
 // dataHandshake is what one data connection's handshake offered.
 type dataHandshake struct {
+	// hello: the peer sent a ClientHello, so it is a TLS client (and,
+	// from the client's address, most likely the FTP client itself).
+	hello   bool
 	foreign bool // it offered a valid ticket of another session
 	// idOnly: a TLS 1.2-only client that offered no session ticket. It
 	// can resume only by session ID, which Go's TLS server does not
@@ -201,6 +274,7 @@ const extSessionTicket = 35
 func (b *tlsBinding) data(h *dataHandshake) *tls.Config {
 	c := b.session()
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		h.hello = true
 		h.idOnly = !slices.Contains(hello.SupportedVersions, tls.VersionTLS13) &&
 			!slices.Contains(hello.Extensions, extSessionTicket)
 		return nil, nil

@@ -165,6 +165,14 @@ type Listener struct {
 	// ProxyProtocol, if set, reads the PROXY protocol (v1 or v2) header
 	// from trusted load balancers on control connections.
 	ProxyProtocol *ProxyProtocol
+	// ActiveAllowLocal lets PORT and EPRT name a loopback or unspecified
+	// address, an address of the proxy's host or one of a backend's.
+	// False (the default) refuses them: a client whose address is one of
+	// those (a local client, or one a trusted PROXY header names so)
+	// would otherwise aim the proxy's active data connections at services
+	// on the proxy's or a backend's host, and read its banners or write
+	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
+	ActiveAllowLocal bool
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.
@@ -275,6 +283,14 @@ type Limits struct {
 	// same value): 64 by default, since a host holds a whole /64; 128
 	// counts each address.
 	IPv6Prefix int
+	// MaxLingeringDataLegs bounds, for the whole server, the client data
+	// connections kept open after a successful transfer until the client
+	// closes its end (at most 10 s each), so that the proxy's close never
+	// destroys data the client has yet to read. Past the bound a leg is
+	// closed at once. It stops clients that never close their data
+	// connections from exhausting the proxy's file descriptors. 0: no leg
+	// lingers.
+	MaxLingeringDataLegs int
 }
 
 // DefaultTimeouts are the timeouts when the configuration names none.
@@ -311,7 +327,8 @@ func DefaultCipherSuites() []uint16 {
 
 // DefaultLimits are the limits when the configuration names none.
 func DefaultLimits() Limits {
-	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix}
+	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix,
+		MaxLingeringDataLegs: 256}
 }
 
 // DefaultBans are the ban rules when the configuration names none: 10
@@ -352,6 +369,7 @@ type listenerBlock struct {
 	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
 	DenyCIDRs           *[]string           `hcl:"deny_cidrs"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
+	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
 }
 
 type proxyProtocolBlock struct {
@@ -447,6 +465,7 @@ type limitsBlock struct {
 	MaxSessions      *int `hcl:"max_sessions"`
 	MaxSessionsPerIP *int `hcl:"max_sessions_per_ip"`
 	IPv6Prefix       *int `hcl:"ipv6_prefix"`
+	MaxLingeringData *int `hcl:"max_lingering_data_legs"`
 }
 
 // Load reads and compiles the configuration file at path. On any problem it
@@ -771,6 +790,13 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 				cfg.Limits.IPv6Prefix = *lb.IPv6Prefix
 			}
 		}
+		if v := lb.MaxLingeringData; v != nil {
+			if *v < 0 {
+				c.errorf(rangeOf(blk, "max_lingering_data_legs"), "Invalid limit",
+					"max_lingering_data_legs must be 0 (no data connection lingers) or more.")
+			}
+			cfg.Limits.MaxLingeringDataLegs = *v
+		}
 	}
 	if ab := fs.Admin; ab != nil {
 		cfg.Admin = "127.0.0.1:9100"
@@ -999,6 +1025,7 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 	if lb.RequireSessionReuse != nil {
 		l.RequireSessionReuse = *lb.RequireSessionReuse
 	}
+	l.ActiveAllowLocal = lb.ActiveAllowLocal != nil && *lb.ActiveAllowLocal
 	if err := checkHostPort(lb.Address, true); err != nil {
 		c.errorf(rangeOf(blk, "address"), "Invalid listener address", "%s", err)
 	}

@@ -112,6 +112,11 @@ backend "b" { address = "127.0.0.1:21" }
 	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || cfg.Listeners[0].TLS != Explicit {
 		t.Fatalf("defaults %+v %+v", cfg.Policy, cfg.Listeners[0])
 	}
+	// Active mode never reaches the proxy's own host; lingering data
+	// connections are bounded.
+	if cfg.Listeners[0].ActiveAllowLocal || cfg.Limits != DefaultLimits() || cfg.Limits.MaxLingeringDataLegs != 256 {
+		t.Fatalf("defaults %+v %+v", cfg.Listeners[0], cfg.Limits)
+	}
 }
 
 // TestBackendTLS: an FTPS backend's settings compile into its client
@@ -300,6 +305,7 @@ func TestDiagnostics(t *testing.T) {
 			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+
 				"\n  tls_min_version = \"1.3\"\n  tls_cipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]", 1)
 		}, 9, "Invalid tls_cipher_suites"},
+		{"negative lingering bound", func(s string) string { return s + "limits {\n  max_lingering_data_legs = -1\n}\n" }, 31, "Invalid limit"},
 		{"pprof without authentication", func(s string) string { return s + "admin {\n  pprof = true\n}\n" }, 31, "pprof needs authentication"},
 		{"missing token file", func(s string) string {
 			return s + "admin {\n  bearer_token_file = \"/nonexistent/token\"\n}\n"
@@ -637,5 +643,20 @@ func TestTLSAndAdminSettings(t *testing.T) {
 		if LoopbackAddress(addr) != want {
 			t.Errorf("LoopbackAddress(%q) = %v", addr, !want)
 		}
+	}
+}
+
+// TestDataConnectionKnobs: active_allow_local and max_lingering_data_legs
+// compile as written, 0 included (no data connection lingers).
+func TestDataConnectionKnobs(t *testing.T) {
+	cert, key := testCert(t)
+	src := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `backend        = "legacy"`,
+		"backend        = \"legacy\"\n  active_allow_local = true", 1) + "limits {\n  max_lingering_data_legs = 0\n}\n"
+	cfg, diags := Parse([]byte(src), "gate.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if !cfg.Listeners[0].ActiveAllowLocal || cfg.Listeners[1].ActiveAllowLocal || cfg.Limits.MaxLingeringDataLegs != 0 {
+		t.Fatalf("listeners %+v %+v, limits %+v", cfg.Listeners[0], cfg.Listeners[1], cfg.Limits)
 	}
 }
