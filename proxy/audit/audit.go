@@ -5,9 +5,15 @@
 // PASS and ACCT where the command is parsed. Every text field is logged
 // losslessly and on one line: a value that is not clean UTF-8 is escaped,
 // with its exact bytes beside it in base64 (see text).
+//
+// Open's streams never block a session and never fail it: each file (or
+// standard output) has a bounded queue and a writer of its own, which
+// writes lines whole or not at all and tells its failures through Health,
+// Stats and the diagnostic log.
 package audit
 
 import (
+	"errors"
 	"io"
 	"time"
 
@@ -34,6 +40,7 @@ const (
 type Logger struct {
 	z       *zap.Logger
 	xferlog io.Writer // classic xferlog lines, or nil
+	sinks   []*sink   // Open's sinks behind z and xferlog; none for New's
 }
 
 // New returns a Logger writing through z. Each event is an Info entry whose
@@ -74,12 +81,48 @@ func (l *Logger) Session(id string) *Session {
 	return s
 }
 
-// Sync flushes buffered events.
+// Sync waits until the events logged so far are written (for Open's
+// sinks: at most ten seconds) and flushes them to disk.
 func (l *Logger) Sync() error {
-	if l == nil || l.z == nil {
+	if l == nil {
 		return nil
 	}
-	return l.z.Sync()
+	var errs []error
+	if l.z != nil {
+		errs = append(errs, l.z.Sync())
+	}
+	if s, ok := l.xferlog.(interface{ Sync() error }); ok {
+		errs = append(errs, s.Sync())
+	}
+	return errors.Join(errs...)
+}
+
+// Health is why the audit stream cannot be written now, or nil: a sink
+// whose writes fail (full disk, a reader gone), whose write has been
+// blocked for longer than Options.StallTimeout (a reader that stopped
+// reading), or whose queue is full. A Logger made by New has no sinks and
+// is always healthy.
+func (l *Logger) Health() error {
+	if l == nil {
+		return nil
+	}
+	var errs []error
+	for _, s := range l.sinks {
+		errs = append(errs, s.health())
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the counters of each of Open's sinks (none for New's).
+func (l *Logger) Stats() []SinkStats {
+	if l == nil {
+		return nil
+	}
+	st := make([]SinkStats, len(l.sinks))
+	for i, s := range l.sinks {
+		st[i] = s.stats()
+	}
+	return st
 }
 
 // Session writes the events of one session. The zero value discards them.

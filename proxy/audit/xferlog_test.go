@@ -72,7 +72,7 @@ func TestXferlogOnlyFiles(t *testing.T) {
 func TestReopen(t *testing.T) {
 	dir := t.TempDir()
 	audit, xfer := filepath.Join(dir, "audit.log"), filepath.Join(dir, "xferlog")
-	l, files, err := Open(audit, xfer)
+	l, files, err := Open(audit, xfer, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
