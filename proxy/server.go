@@ -557,15 +557,22 @@ func (s *Server) untrack(sess *session) {
 }
 
 // admit decides whether a tracked session may go on: its address is not
-// banned, and the server and the address are within their session limits.
+// banned, the server and the address are within their session limits,
+// and, with audit.on_error = "refuse", the audit stream can be written.
 func (s *Server) admit(a netip.Addr) *policy.Denial {
 	if d := s.bans.Check(a, time.Now()); d != nil {
 		return d
 	}
 	s.mu.Lock()
 	l := s.cfg.Limits
+	refuse := s.cfg.Audit.OnError == config.AuditRefuse
 	total, fromA := len(s.sessions), s.perIP[a]
 	s.mu.Unlock()
+	// The sink logs why, rate-limited; the session logs the refusal.
+	if refuse && s.audit.Health() != nil {
+		return &policy.Denial{Rule: "audit_unavailable", Code: 421,
+			Text: "Service not available: the audit log cannot be written; try again later."}
+	}
 	if l.MaxSessions > 0 && total > l.MaxSessions {
 		return &policy.Denial{Rule: "max_sessions", Code: 421, Text: "Too many users connected; try again later."}
 	}
