@@ -124,6 +124,9 @@ audit {
   # Classic wu-ftpd xferlog lines, one per file transfer, for log tools and
   # fail2ban. SIGUSR1 reopens both files after logrotate.
   # xferlog = "/var/log/ftpsgate/xferlog"
+  # While the audit cannot be written (full disk, reader gone): "continue"
+  # serving, or "refuse" new sessions (421, /readyz 503) until it can.
+  # on_error = "continue"
 }
 
 # Every phase has a deadline; these are the defaults.

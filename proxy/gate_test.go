@@ -55,6 +55,9 @@ type gateOptions struct {
 	// backend is the HCL body of the backend block after its address;
 	// empty means tls = "none".
 	backend string
+	// audit replaces the observed audit stream (g.audit, g.auditBuf and
+	// g.xferlog stay empty), e.g. with audit.Open's files.
+	audit *audit.Logger
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -139,7 +142,11 @@ policy {
 	auditJSON := zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(g.auditBuf), zap.InfoLevel)
 	g.logs, g.audit = logs, auditObs
 
-	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
+	aud := audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)
+	if opt.audit != nil {
+		aud = opt.audit
+	}
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: aud})
 	t.Cleanup(func() { g.srv.Close() })
 	return g
 }

@@ -3,11 +3,15 @@ package proxy
 import (
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
 // metrics are the server's Prometheus collectors, on a registry of its own
@@ -92,8 +96,51 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.backendUp, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.backendUp, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports, newAuditCollector(s.audit),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// auditCollector reads the audit sinks' counters at each scrape, by sink
+// ("audit", "xferlog"). A Logger without sinks (audit.New, or none) has
+// no series.
+type auditCollector struct {
+	audit                                     *audit.Logger
+	written, errors, dropped, queued, healthy *prometheus.Desc
+}
+
+func newAuditCollector(a *audit.Logger) *auditCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("ftpsgate_audit_"+name, help, []string{"sink"}, nil)
+	}
+	return &auditCollector{audit: a,
+		written: d("lines_written_total", "Audit lines written."),
+		errors: d("write_errors_total", "Failed audit writes (full disk, reader gone); each is tried again, "+
+			"and nothing of it is left in the file."),
+		dropped: d("dropped_total", "Audit lines lost: the queue was full (writes failing or blocked), or the stream was closed."),
+		queued:  d("queue_lines", "Audit lines waiting to be written."),
+		healthy: d("healthy", "1 while the audit sink can be written, 0 while its writes fail, block, or its queue is full."),
+	}
+}
+
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.written, c.errors, c.dropped, c.queued, c.healthy} {
+		ch <- d
+	}
+}
+
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.audit.Stats() {
+		healthy := 1.0
+		if st.Err != nil {
+			healthy = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.written, prometheus.CounterValue, float64(st.Written), st.Sink)
+		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(st.WriteErrors), st.Sink)
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped), st.Sink)
+		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(st.Queued), st.Sink)
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Sink)
+	}
 }
 
 // reloaded records a reload's outcome: err is nil when it succeeded.
@@ -116,7 +163,10 @@ func (m *metrics) transfer(direction, result string, bytes int64, d time.Duratio
 // status page: live sessions and transfers, backend servers; its data as
 // /status.json), /healthz (200
 // while the process runs) and /readyz (200 while the listeners accept,
-// 503 before Start and once shutting down); with admin { pprof = true },
+// 503 before Start and once shutting down, and, with audit.on_error =
+// "refuse", while the audit stream cannot be written, the reason in the
+// body; with "continue" it stays 200 and its body says the audit is
+// degraded, since sessions are served); with admin { pprof = true },
 // also Go's CPU, heap and goroutine profiles under /debug/pprof/.
 //
 // With admin credentials configured, every path but /healthz and /readyz
@@ -143,9 +193,21 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		ready := len(s.listeners) > 0 && !s.draining
+		refuse := s.cfg.Audit.OnError == config.AuditRefuse
 		s.mu.Unlock()
 		if !ready {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if err := s.audit.Health(); err != nil {
+			// One line: the reasons may be several, joined by newlines.
+			why := strings.ReplaceAll(err.Error(), "\n", "; ")
+			if refuse {
+				http.Error(w, "not ready: new sessions are refused: the audit stream cannot be written: "+why,
+					http.StatusServiceUnavailable)
+				return
+			}
+			w.Write([]byte("ready\naudit degraded (on_error = continue): " + why + "\n"))
 			return
 		}
 		w.Write([]byte("ready\n"))

@@ -622,16 +622,23 @@ func (s *Server) banSessions(key netip.Prefix, except *session) {
 }
 
 // admit decides whether a tracked session may go on: its address is not
-// banned, and the server and the client (its address, or its IPv6 prefix)
-// are within their session limits.
+// banned, the server and the client (its address, or its IPv6 prefix)
+// are within their session limits, and, with audit.on_error = "refuse",
+// the audit stream can be written.
 func (s *Server) admit(sess *session) *policy.Denial {
 	if d := s.bans.Check(sess.client.Addr(), time.Now()); d != nil {
 		return d
 	}
 	s.mu.Lock()
 	l := s.cfg.Limits
+	refuse := s.cfg.Audit.OnError == config.AuditRefuse
 	total, fromA := len(s.sessions), s.perIP[sess.clientKey]
 	s.mu.Unlock()
+	// The sink logs why, rate-limited; the session logs the refusal.
+	if refuse && s.audit.Health() != nil {
+		return &policy.Denial{Rule: "audit_unavailable", Code: 421,
+			Text: "Service not available: the audit log cannot be written; try again later."}
+	}
 	if l.MaxSessions > 0 && total > l.MaxSessions {
 		return &policy.Denial{Rule: "max_sessions", Code: 421, Text: "Too many users connected; try again later."}
 	}

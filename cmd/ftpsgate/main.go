@@ -128,13 +128,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
 		return 1
 	}
-	aud, files, err := audit.Open(cfg.Audit.File, cfg.Audit.Xferlog)
+	// A reader of the audit stream on standard output (audit.file = "-")
+	// that goes away must not kill the proxy: with SIGPIPE ignored, the
+	// write fails with EPIPE, and the audit sink logs and counts it.
+	signal.Ignore(syscall.SIGPIPE)
+	aud, files, err := audit.Open(cfg.Audit.File, cfg.Audit.Xferlog, audit.Options{Log: log})
 	if err != nil {
 		log.Error("cannot open the audit stream", zap.Error(err))
 		return 1
 	}
-	defer files.Close()
-	defer aud.Sync()
+	// After the sessions have ended (Shutdown below): write what is
+	// queued, for at most ten seconds, and close the files.
+	defer func() {
+		if err := files.Close(); err != nil {
+			log.Error("the audit stream was not written completely", zap.Error(err))
+		}
+	}()
 
 	// Signals are caught before the listeners open, so that none is
 	// missed once the proxy answers.

@@ -2,10 +2,18 @@
 // session (who connected, who logged in, which command, which reply, which
 // transfer), separate from the diagnostic log. Secrets never reach it: a
 // command's argument is taken from rewrite.Command.LogArg, which redacts
-// PASS and ACCT where the command is parsed.
+// PASS and ACCT where the command is parsed. Every text field is logged
+// losslessly and on one line: a value that is not clean UTF-8 is escaped,
+// with its exact bytes beside it in base64 (see text).
+//
+// Open's streams never block a session and never fail it: each file (or
+// standard output) has a bounded queue and a writer of its own, which
+// writes lines whole or not at all and tells its failures through Health,
+// Stats and the diagnostic log.
 package audit
 
 import (
+	"errors"
 	"io"
 	"time"
 
@@ -34,6 +42,7 @@ const (
 type Logger struct {
 	z       *zap.Logger
 	xferlog io.Writer // classic xferlog lines, or nil
+	sinks   []*sink   // Open's sinks behind z and xferlog; none for New's
 }
 
 // New returns a Logger writing through z. Each event is an Info entry whose
@@ -74,12 +83,48 @@ func (l *Logger) Session(id string) *Session {
 	return s
 }
 
-// Sync flushes buffered events.
+// Sync waits until the events logged so far are written (for Open's
+// sinks: at most ten seconds) and flushes them to disk.
 func (l *Logger) Sync() error {
-	if l == nil || l.z == nil {
+	if l == nil {
 		return nil
 	}
-	return l.z.Sync()
+	var errs []error
+	if l.z != nil {
+		errs = append(errs, l.z.Sync())
+	}
+	if s, ok := l.xferlog.(interface{ Sync() error }); ok {
+		errs = append(errs, s.Sync())
+	}
+	return errors.Join(errs...)
+}
+
+// Health is why the audit stream cannot be written now, or nil: a sink
+// whose writes fail (full disk, a reader gone), whose write has been
+// blocked for longer than Options.StallTimeout (a reader that stopped
+// reading), or whose queue is full. A Logger made by New has no sinks and
+// is always healthy.
+func (l *Logger) Health() error {
+	if l == nil {
+		return nil
+	}
+	var errs []error
+	for _, s := range l.sinks {
+		errs = append(errs, s.health())
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are the counters of each of Open's sinks (none for New's).
+func (l *Logger) Stats() []SinkStats {
+	if l == nil {
+		return nil
+	}
+	st := make([]SinkStats, len(l.sinks))
+	for i, s := range l.sinks {
+		st[i] = s.stats()
+	}
+	return st
 }
 
 // Session writes the events of one session. The zero value discards them.
@@ -98,17 +143,17 @@ func (s *Session) emit(event string, fields ...zap.Field) {
 // tcpPeer is the address the TCP connection came from when a PROXY
 // protocol header named the client ("" otherwise).
 func (s *Session) Start(listener, client, local, tcpPeer string) {
-	fields := []zap.Field{zap.String("listener", listener), zap.String("client", client), zap.String("local", local)}
+	fs := text(text(text(make([]zap.Field, 0, 4), "listener", listener), "client", client), "local", local)
 	if tcpPeer != "" {
-		fields = append(fields, zap.String("tcp_peer", tcpPeer))
+		fs = text(fs, "tcp_peer", tcpPeer)
 	}
-	s.emit(EventSessionStart, fields...)
+	s.emit(EventSessionStart, fs...)
 }
 
 // TLS records a completed TLS handshake on the control connection.
 func (s *Session) TLS(version, cipher, sni, alpn string) {
-	s.emit(EventTLS, zap.String("tls_version", version), zap.String("cipher", cipher),
-		zap.String("sni", sni), zap.String("alpn", alpn))
+	fs := text(text(make([]zap.Field, 0, 4), "tls_version", version), "cipher", cipher)
+	s.emit(EventTLS, text(text(fs, "sni", sni), "alpn", alpn)...)
 }
 
 // Login records the backend's answer to a login.
@@ -117,9 +162,11 @@ func (s *Session) Login(l Login) {
 	if l.OK {
 		result = "success"
 	}
-	s.emit(EventLogin, zap.String("user", l.User), zap.String("host", l.Host), zap.String("result", result),
-		zap.String("backend", l.Backend), zap.String("backend_address", l.BackendAddress), zap.String("route", l.Route),
-		zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code), zap.String("reason", l.Reason))
+	fs := text(text(make([]zap.Field, 0, 8), "user", l.User), "host", l.Host)
+	fs = text(fs, "result", result)
+	fs = text(text(text(fs, "backend", l.Backend), "backend_address", l.BackendAddress), "route", l.Route)
+	fs = text(fs, "reason", l.Reason)
+	s.emit(EventLogin, append(fs, zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))...)
 }
 
 // Login is a login attempt's outcome.
@@ -140,12 +187,12 @@ type Login struct {
 
 // Command records a client command; PASS and ACCT arguments are redacted.
 func (s *Session) Command(c rewrite.Command) {
-	s.emit(EventCommand, zap.String("verb", c.Verb), zap.String("arg", c.LogArg()))
+	s.emit(EventCommand, text(text(make([]zap.Field, 0, 3), "verb", c.Verb), "arg", c.LogArg())...)
 }
 
 // Reply records the final reply the client got for a command.
 func (s *Session) Reply(verb string, code int) {
-	s.emit(EventReply, zap.String("verb", verb), zap.Int("code", code))
+	s.emit(EventReply, append(text(make([]zap.Field, 0, 2), "verb", verb), zap.Int("code", code))...)
 }
 
 // Transfer is one data transfer's outcome.
@@ -180,10 +227,11 @@ type Transfer struct {
 
 // Transfer records a finished transfer.
 func (s *Session) Transfer(t Transfer) {
-	s.emit(EventTransfer, zap.String("verb", t.Verb), zap.String("direction", t.Direction),
-		zap.String("path", t.Path), zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration),
-		zap.String("result", t.Result), zap.Bool("close_notify", t.CloseNotify),
-		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
+	fs := text(text(text(make([]zap.Field, 0, 11), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
+	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration))
+	fs = text(fs, "result", t.Result)
+	s.emit(EventTransfer, append(fs, zap.Bool("close_notify", t.CloseNotify),
+		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))...)
 	writeXferlog(s.xferlog, t)
 }
 
@@ -191,18 +239,20 @@ func (s *Session) Transfer(t Transfer) {
 // prefix, as address/bits) was banned until until, after failures failed
 // logins.
 func (s *Session) Ban(address string, until time.Time, failures int) {
-	s.emit(EventBan, zap.String("address", address), zap.Time("until", until), zap.Int("failures", failures))
+	s.emit(EventBan, append(text(make([]zap.Field, 0, 3), "address", address),
+		zap.Time("until", until), zap.Int("failures", failures))...)
 }
 
 // PolicyDenied records a refusal by policy.
 func (s *Session) PolicyDenied(rule, verb, reason string) {
-	s.emit(EventPolicyDenied, zap.String("rule", rule), zap.String("verb", verb), zap.String("reason", reason))
+	s.emit(EventPolicyDenied, text(text(text(make([]zap.Field, 0, 3), "rule", rule), "verb", verb), "reason", reason)...)
 }
 
 // End records the end of the session.
 func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytesUp int64) {
-	s.emit(EventSessionEnd, zap.String("user", user), zap.Duration("duration", d), zap.String("reason", how),
-		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))
+	fs := append(text(make([]zap.Field, 0, 5), "user", user), zap.Duration("duration", d))
+	s.emit(EventSessionEnd, append(text(fs, "reason", how),
+		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))...)
 }
 
 // HostDropped records a HOST received before AUTH TLS and forgotten at the
@@ -210,12 +260,12 @@ func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytes
 // (anyone on the path could have sent it), unless the TLS SNI names the
 // same host.
 func (s *Session) HostDropped(host, sni string) {
-	s.emit(EventHostDropped, zap.String("host", host), zap.String("sni", sni))
+	s.emit(EventHostDropped, text(text(nil, "host", host), "sni", sni)...)
 }
 
 // BackendUnavailable records that no server of backend could take the
 // session, which was closed with 421: what the client was told (the FTP
 // server "did not answer", "cannot be reached"…) and the last error.
 func (s *Session) BackendUnavailable(backend, what, err string) {
-	s.emit(EventBackendDown, zap.String("backend", backend), zap.String("what", what), zap.String("error", err))
+	s.emit(EventBackendDown, text(text(text(nil, "backend", backend), "what", what), "error", err)...)
 }

@@ -3,7 +3,6 @@ package audit
 import (
 	"fmt"
 	"io"
-	"strings"
 	"time"
 )
 
@@ -15,9 +14,10 @@ import (
 //	authentication-method authenticated-user-id completion-status
 //
 // The time is the transfer's end in local time, "Mon Jan  2 15:04:05 2006";
-// the transfer time is in whole seconds, at least 1. Spaces and control
-// characters in the file name and user name become "_", as ProFTPD does,
-// so that the line always has its 18 fields.
+// the transfer time is in whole seconds, at least 1. The text fields are
+// escaped so that the line always has its 18 fields and different names
+// never log alike (ProFTPD's "_" for a space would make "a b" and "a_b"
+// one): see field.
 func XferlogLine(t Transfer, end time.Time) string {
 	typ := "a"
 	if t.Binary {
@@ -35,26 +35,22 @@ func XferlogLine(t Transfer, end time.Time) string {
 	if secs < 1 {
 		secs = 1
 	}
-	path := t.Path
-	if path == "" {
-		path = "-"
-	}
 	return fmt.Sprintf("%s %d %s %d %s %s _ %s r %s ftp 0 * %s\n",
-		end.Local().Format("Mon Jan _2 15:04:05 2006"), secs, field(t.Client), t.Bytes, field(path),
+		end.Local().Format("Mon Jan _2 15:04:05 2006"), secs, field(t.Client), t.Bytes, field(t.Path),
 		typ, dir, field(t.User), status)
 }
 
-// field makes s one whitespace-free field.
+// field makes s one whitespace-free field, injectively: "" is "-"; as
+// Escape, plus spaces (ASCII `\x20` and Unicode `\u00a0`…) escaped, and a
+// name that is just "-" written `\x2d`.
 func field(s string) string {
-	if s == "" {
+	switch s {
+	case "":
 		return "-"
+	case "-":
+		return `\x2d`
 	}
-	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, s)
+	return escape(s, true)
 }
 
 func writeXferlog(w io.Writer, t Transfer) {

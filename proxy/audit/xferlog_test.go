@@ -27,7 +27,16 @@ func TestXferlogLine(t *testing.T) {
 		{"spaces and control characters cannot add fields",
 			Transfer{Verb: "APPE", Direction: "upload", Path: "my file\tx\n.txt", Bytes: 1, Result: "aborted",
 				Client: "192.0.2.1", User: "e ve", Binary: true},
-			"Tue Nov  3 09:05:07 2026 1 192.0.2.1 1 my_file_x_.txt b _ i r e_ve ftp 0 * i"},
+			"Tue Nov  3 09:05:07 2026 1 192.0.2.1 1 my\\x20file\\x09x\\x0a.txt b _ i r e\\x20ve ftp 0 * i"},
+		{"an underscore stays, distinct from a space",
+			Transfer{Verb: "RETR", Direction: "download", Path: "my_file", Result: "complete", Client: "192.0.2.1", User: "e_ve"},
+			"Tue Nov  3 09:05:07 2026 1 192.0.2.1 0 my_file a _ o r e_ve ftp 0 * c"},
+		{"invalid UTF-8, C1, U+2028, a backslash and a literal escape",
+			Transfer{Verb: "STOR", Direction: "upload", Path: "a\xff\u0085\u2028b\\x\\xff", Result: "complete", Client: "192.0.2.1",
+				User: "u\u2029\x1b[1m", Binary: true},
+			`Tue Nov  3 09:05:07 2026 1 192.0.2.1 0 a\xff\u0085\u2028b\\x\\xff b _ i r u\u2029\x1b[1m ftp 0 * c`},
+		{"a file named -", Transfer{Verb: "RETR", Direction: "download", Path: "-", Result: "complete", Client: "192.0.2.1", User: "u"},
+			`Tue Nov  3 09:05:07 2026 1 192.0.2.1 0 \x2d a _ o r u ftp 0 * c`},
 		{"STOU without a name", Transfer{Verb: "STOU", Direction: "upload", Bytes: 5, Result: "complete", Client: "192.0.2.1", User: "u", Binary: true},
 			"Tue Nov  3 09:05:07 2026 1 192.0.2.1 5 - b _ i r u ftp 0 * c"},
 	}
@@ -63,7 +72,7 @@ func TestXferlogOnlyFiles(t *testing.T) {
 func TestReopen(t *testing.T) {
 	dir := t.TempDir()
 	audit, xfer := filepath.Join(dir, "audit.log"), filepath.Join(dir, "xferlog")
-	l, files, err := Open(audit, xfer)
+	l, files, err := Open(audit, xfer, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -242,6 +242,40 @@ type Audit struct {
 	File string
 	// Xferlog is a path for classic wu-ftpd xferlog lines, or "".
 	Xferlog string
+	// OnError is what the proxy does while the audit stream cannot be
+	// written (full disk, a reader that went away or stopped reading).
+	// The zero value, AuditContinue, keeps serving. Taken on reload.
+	OnError AuditOnError
+}
+
+// AuditOnError is what the proxy does while the audit stream cannot be
+// written. Either way, audit writes never block a session: events that do
+// not fit the audit's queue are dropped and counted
+// (ftpsgate_audit_dropped_total), and every failure is logged.
+type AuditOnError int
+
+const (
+	// AuditContinue ("continue", the default) keeps serving: an outage
+	// of the log is not an outage of the service. /readyz stays 200 and
+	// says the audit is degraded.
+	AuditContinue AuditOnError = iota
+	// AuditRefuse ("refuse") fails closed, for sites where no transfer
+	// may go unaudited: while the audit cannot be written, new sessions
+	// get 421 and /readyz 503; sessions already running finish. Service
+	// resumes by itself once writes go through again. It stops a client
+	// that fills the log's disk (or a reader that stalls) from working
+	// unaudited afterwards, at the price of availability.
+	AuditRefuse
+)
+
+func (m AuditOnError) String() string {
+	switch m {
+	case AuditContinue:
+		return "continue"
+	case AuditRefuse:
+		return "refuse"
+	}
+	return "invalid"
 }
 
 // Timeouts bound every phase of a session. Each is positive after Load.
@@ -428,6 +462,7 @@ type policyBlock struct {
 type auditBlock struct {
 	File    *string `hcl:"file"`
 	Xferlog *string `hcl:"xferlog"`
+	OnError *string `hcl:"on_error"`
 }
 
 type timeoutsBlock struct {
@@ -745,6 +780,17 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 			cfg.Audit.Xferlog = *ab.Xferlog
 			if *ab.Xferlog == "-" || *ab.Xferlog == "" {
 				c.errorf(rangeOf(c.block("audit", 0), "xferlog"), "Invalid xferlog", "xferlog must be a file path.")
+			}
+		}
+		if ab.OnError != nil {
+			switch *ab.OnError {
+			case "continue":
+				cfg.Audit.OnError = AuditContinue
+			case "refuse":
+				cfg.Audit.OnError = AuditRefuse
+			default:
+				c.errorf(rangeOf(c.block("audit", 0), "on_error"), "Invalid on_error",
+					"on_error must be \"continue\" or \"refuse\", not %q.", *ab.OnError)
 			}
 		}
 	}

@@ -88,8 +88,13 @@ func TestLoadContractExample(t *testing.T) {
 	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || len(cfg.Policy.AllowUsers) != 0 {
 		t.Fatalf("policy %+v", cfg.Policy)
 	}
-	if cfg.Audit.File != "/var/log/ftpsgate/audit.log" || cfg.Timeouts != DefaultTimeouts() {
+	if cfg.Audit.File != "/var/log/ftpsgate/audit.log" || cfg.Audit.OnError != AuditContinue || cfg.Timeouts != DefaultTimeouts() {
 		t.Fatalf("audit %+v timeouts %+v", cfg.Audit, cfg.Timeouts)
+	}
+	refuse := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `file = "/var/log/ftpsgate/audit.log"`,
+		`file = "/var/log/ftpsgate/audit.log"`+"\n  on_error = \"refuse\"", 1)
+	if cfg, diags := Parse([]byte(refuse), "ftpsgate.hcl"); diags.HasErrors() || cfg.Audit.OnError != AuditRefuse {
+		t.Fatalf("on_error = \"refuse\": %v", diags)
 	}
 }
 
@@ -239,6 +244,9 @@ func TestDiagnostics(t *testing.T) {
 		}, 23, "Unsuitable value type"},
 		{"bad pattern", func(s string) string { return strings.Replace(s, `allow_users    = []`, `allow_users    = ["a["]`, 1) }, 25, "Invalid policy"},
 		{"bad duration", func(s string) string { return s + "timeouts {\n  idle = \"forever\"\n}\n" }, 31, "Invalid duration"},
+		{"bad audit on_error", func(s string) string {
+			return strings.Replace(s, `file = "/var/log/ftpsgate/audit.log"`, "file = \"/var/log/ftpsgate/audit.log\"\n  on_error = \"ignore\"", 1)
+		}, 29, "Invalid on_error"},
 		{"small line limit", func(s string) string { return s + "limits {\n  max_line = 10\n}\n" }, 31, "Invalid limit"},
 		{"bad CIDR", func(s string) string {
 			return strings.Replace(s, `public_address = "203.0.113.10"`, `public_address = "203.0.113.10"`+"\n  allow_cidrs = [\"10.0.0.0/33\"]", 1)
