@@ -1,14 +1,15 @@
 package rewrite
 
 import (
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
 )
 
 // What a transfer's preliminary reply (125 or 150) says about the transfer.
-// The servers word it differently; these are their exact lines, recorded by
-// the proxy package's TestServersAnnounceSizes:
+// The servers word it differently; these are their exact lines, as the
+// proxy package's TestServersAnnounceSizes reads them from the servers:
 //
 //	vsftpd:    150 Opening BINARY mode data connection for f.bin (3000000 bytes).
 //	ProFTPD:   150 Opening BINARY mode data connection for f.bin (3000000 bytes)
@@ -20,9 +21,13 @@ import (
 //	pure-ftpd: 150-FILE: pureftpd.6b1158d7.08.0000
 //	           150 Accepted data connection
 
-// announcedSize is a "(N bytes)" closing a line: the file name, which comes
-// before it, cannot forge it.
-var announcedSize = regexp.MustCompile(`\((\d+) bytes\)\.?$`)
+// announcedBytes is a "(N bytes)" closing a line (vsftpd, ProFTPD): the
+// file name, which comes before it, cannot forge it.
+var announcedBytes = regexp.MustCompile(`\((\d+) bytes\)\.?$`)
+
+// announcedKbytes is pure-ftpd's "N.N kbytes to download": what remains of
+// the file (after REST too), in KiB rounded to one decimal.
+var announcedKbytes = regexp.MustCompile(`^(\d+)\.(\d) kbytes to download$`)
 
 // preliminary reports whether r opens a data transfer.
 func preliminary(r *Reply) bool { return r != nil && (r.Code == 125 || r.Code == 150) }
@@ -35,40 +40,52 @@ func lineText(code int, line string) string {
 	return line
 }
 
-// AnnouncedSize is the size in bytes a transfer's 125 or 150 reply
-// announces, as vsftpd and ProFTPD do for RETR ("… (3000000 bytes)", at
-// the end of a line), and whether it names one. pure-ftpd's "2929.7 kbytes
-// to download" is not a byte count and is not taken.
-func AnnouncedSize(r *Reply) (int64, bool) {
-	if !preliminary(r) {
-		return 0, false
-	}
-	for i := len(r.Lines) - 1; i >= 0; i-- {
-		m := announcedSize.FindStringSubmatch(lineText(r.Code, r.Lines[i]))
-		if m == nil {
-			continue
-		}
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		return n, true
-	}
-	return 0, false
+// Size is the size of a transfer as its preliminary reply announced it:
+// Bytes, give or take Slack (0 for a count of bytes; 53 for pure-ftpd's
+// kbytes, which are rounded to a tenth of a KiB).
+type Size struct {
+	Bytes, Slack int64
 }
 
-// ExpectedBytes is how many bytes a download whose 150 announced
-// announced bytes, restarted at offset (REST), should carry: at least
-// least, at most most. Without an offset both are announced. After REST
+// AnnouncedSize is the size a transfer's 125 or 150 reply announces, and
+// whether it announces one: vsftpd's and ProFTPD's "… (3000000 bytes)" at
+// the end of a line, or pure-ftpd's "2929.7 kbytes to download".
+func AnnouncedSize(r *Reply) (Size, bool) {
+	if !preliminary(r) {
+		return Size{}, false
+	}
+	for i := len(r.Lines) - 1; i >= 0; i-- {
+		t := lineText(r.Code, r.Lines[i])
+		if m := announcedBytes.FindStringSubmatch(t); m != nil {
+			n, err := strconv.ParseInt(m[1], 10, 64)
+			if err != nil {
+				return Size{}, false
+			}
+			return Size{Bytes: n}, true
+		}
+		if m := announcedKbytes.FindStringSubmatch(t); m != nil {
+			k, err := strconv.ParseInt(m[1]+m[2], 10, 64) // tenths of a KiB
+			if err != nil || k > math.MaxInt64/1024 {
+				return Size{}, false
+			}
+			return Size{Bytes: k * 1024 / 10, Slack: 53}, true
+		}
+	}
+	return Size{}, false
+}
+
+// Expected is how many bytes a download announced as s, restarted at
+// offset (REST), should carry: at least least, at most most. After REST
 // the servers differ, and the proxy cannot tell them apart: vsftpd
 // announces the whole file (3000000 after REST 1000, then sends 2999000),
-// ProFTPD what it will send (2999000). Fewer than least bytes is a
+// ProFTPD and pure-ftpd what they will send. Fewer than least bytes is a
 // short transfer; more than most, a file that grew while it was read.
-func ExpectedBytes(announced, offset int64) (least, most int64) {
-	if offset <= 0 {
-		return announced, announced
+func (s Size) Expected(offset int64) (least, most int64) {
+	least, most = s.Bytes-s.Slack, s.Bytes+s.Slack
+	if offset > 0 {
+		least -= offset
 	}
-	return max(announced-offset, 0), announced
+	return max(least, 0), most
 }
 
 // STOUName is the name a server gave the file of a STOU, from its

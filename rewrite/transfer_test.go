@@ -2,6 +2,7 @@ package rewrite
 
 import (
 	"bufio"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -21,33 +22,38 @@ func reply(t *testing.T, wire string) *Reply {
 func TestAnnouncedSize(t *testing.T) {
 	for _, tc := range []struct {
 		name, wire string
-		size       int64
+		size       Size
 		ok         bool
 	}{
-		{"vsftpd", "150 Opening BINARY mode data connection for f.bin (3000000 bytes).\r\n", 3000000, true},
-		{"vsftpd after REST 1000", "150 Opening BINARY mode data connection for f.bin (3000000 bytes).\r\n", 3000000, true},
-		{"ProFTPD", "150 Opening BINARY mode data connection for f.bin (3000000 bytes)\r\n", 3000000, true},
-		{"ProFTPD after REST 1000", "150 Opening BINARY mode data connection for f.bin (2999000 bytes)\r\n", 2999000, true},
-		{"ProFTPD TYPE A", "150 Opening ASCII mode data connection for f.bin (3000000 bytes)\r\n", 3000000, true},
-		{"pure-ftpd: kbytes, not bytes", "150-Accepted data connection\r\n150 2929.7 kbytes to download\r\n", 0, false},
-		{"vsftpd LIST", "150 Here comes the directory listing.\r\n", 0, false},
-		{"ProFTPD LIST", "150 Opening BINARY mode data connection for file list\r\n", 0, false},
-		{"vsftpd STOR", "150 Ok to send data.\r\n", 0, false},
-		{"125", "125 Data connection already open; transfer starting (12 bytes)\r\n", 12, true},
-		{"empty file", "150 Opening BINARY mode data connection for e (0 bytes).\r\n", 0, true},
+		{"vsftpd", "150 Opening BINARY mode data connection for f.bin (3000000 bytes).\r\n", Size{3000000, 0}, true},
+		{"vsftpd after REST 1000", "150 Opening BINARY mode data connection for f.bin (3000000 bytes).\r\n", Size{3000000, 0}, true},
+		{"ProFTPD", "150 Opening BINARY mode data connection for f.bin (3000000 bytes)\r\n", Size{3000000, 0}, true},
+		{"ProFTPD after REST 1000", "150 Opening BINARY mode data connection for f.bin (2999000 bytes)\r\n", Size{2999000, 0}, true},
+		{"ProFTPD TYPE A", "150 Opening ASCII mode data connection for f.bin (3000000 bytes)\r\n", Size{3000000, 0}, true},
+		{"pure-ftpd", "150-Accepted data connection\r\n150 2929.7 kbytes to download\r\n", Size{3000012, 53}, true},
+		{"pure-ftpd after REST 1000", "150-Accepted data connection\r\n150 2928.7 kbytes to download\r\n", Size{2998988, 53}, true},
+		{"pure-ftpd, a small file", "150-Accepted data connection\r\n150 0.0 kbytes to download\r\n", Size{0, 53}, true},
+		{"vsftpd LIST", "150 Here comes the directory listing.\r\n", Size{}, false},
+		{"ProFTPD LIST", "150 Opening BINARY mode data connection for file list\r\n", Size{}, false},
+		{"pure-ftpd LIST", "150 Accepted data connection\r\n", Size{}, false},
+		{"vsftpd STOR", "150 Ok to send data.\r\n", Size{}, false},
+		{"125", "125 Data connection already open; transfer starting (12 bytes)\r\n", Size{12, 0}, true},
+		{"empty file", "150 Opening BINARY mode data connection for e (0 bytes).\r\n", Size{0, 0}, true},
 		// Hostile and odd replies.
-		{"a file named to forge a size", "150 Opening BINARY mode data connection for x (5 bytes) (3000000 bytes).\r\n", 3000000, true},
-		{"a forged size alone in the name", "150 Opening BINARY mode data connection for x (5 bytes) now\r\n", 0, false},
-		{"not a preliminary reply", "226 Transfer complete (3000000 bytes)\r\n", 0, false},
-		{"overflow", "150 for f (99999999999999999999 bytes)\r\n", 0, false},
-		{"negative", "150 for f (-5 bytes)\r\n", 0, false},
-		{"no number", "150 for f ( bytes)\r\n", 0, false},
-		{"multi-line, size on the first line", "150-for f (7 bytes)\r\n150 go\r\n", 7, true},
+		{"a file named to forge a size", "150 Opening BINARY mode data connection for x (5 bytes) (3000000 bytes).\r\n", Size{3000000, 0}, true},
+		{"a forged size alone in the name", "150 Opening BINARY mode data connection for x (5 bytes) now\r\n", Size{}, false},
+		{"kbytes inside other text", "150 Opening x 1.0 kbytes to download\r\n", Size{}, false},
+		{"not a preliminary reply", "226 Transfer complete (3000000 bytes)\r\n", Size{}, false},
+		{"overflow", "150 for f (99999999999999999999 bytes)\r\n", Size{}, false},
+		{"kbytes overflow", "150 99999999999999999.9 kbytes to download\r\n", Size{}, false},
+		{"negative", "150 for f (-5 bytes)\r\n", Size{}, false},
+		{"no number", "150 for f ( bytes)\r\n", Size{}, false},
+		{"multi-line, size on the first line", "150-for f (7 bytes)\r\n150 go\r\n", Size{7, 0}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			size, ok := AnnouncedSize(reply(t, tc.wire))
 			if size != tc.size || ok != tc.ok {
-				t.Fatalf("AnnouncedSize = %d, %v; want %d, %v", size, ok, tc.size, tc.ok)
+				t.Fatalf("AnnouncedSize = %+v, %v; want %+v, %v", size, ok, tc.size, tc.ok)
 			}
 		})
 	}
@@ -56,20 +62,30 @@ func TestAnnouncedSize(t *testing.T) {
 	}
 }
 
-func TestExpectedBytes(t *testing.T) {
+func TestExpected(t *testing.T) {
 	for _, tc := range []struct {
-		announced, offset, least, most int64
+		size                Size
+		offset, least, most int64
 	}{
-		{3000000, 0, 3000000, 3000000},
-		{3000000, 1000, 2999000, 3000000}, // vsftpd sends 2999000, ProFTPD announces 2999000 and sends it
-		{2999000, 1000, 2998000, 2999000},
-		{100, 500, 0, 100}, // REST past the end
-		{0, 0, 0, 0},
-		{10, -1, 10, 10},
+		{Size{3000000, 0}, 0, 3000000, 3000000},
+		{Size{3000000, 0}, 1000, 2999000, 3000000}, // vsftpd sends 2999000; ProFTPD announces and sends 2999000
+		{Size{2999000, 0}, 1000, 2998000, 2999000},
+		{Size{3000012, 53}, 0, 2999959, 3000065},    // pure-ftpd's 2929.7 kbytes: 3000000
+		{Size{2998988, 53}, 1000, 2997935, 2999041}, // pure-ftpd's 2928.7 kbytes after REST 1000: 2999000
+		{Size{0, 53}, 0, 0, 53},
+		{Size{100, 0}, 500, 0, 100}, // REST past the end
+		{Size{10, 0}, -1, 10, 10},
 	} {
-		least, most := ExpectedBytes(tc.announced, tc.offset)
+		least, most := tc.size.Expected(tc.offset)
 		if least != tc.least || most != tc.most {
-			t.Errorf("ExpectedBytes(%d, %d) = %d, %d; want %d, %d", tc.announced, tc.offset, least, most, tc.least, tc.most)
+			t.Errorf("%+v.Expected(%d) = %d, %d; want %d, %d", tc.size, tc.offset, least, most, tc.least, tc.most)
+		}
+	}
+	// Every size pure-ftpd can announce in kbytes is within the range.
+	for n := int64(0); n < 200000; n += 7 {
+		s, ok := AnnouncedSize(NewReply(150, fmt.Sprintf("%.1f kbytes to download", float64(n)/1024)))
+		if least, most := s.Expected(0); !ok || n < least || n > most {
+			t.Fatalf("%d bytes announced as %+v: %d-%d", n, s, least, most)
 		}
 	}
 }
