@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -292,7 +294,35 @@ type backendData struct {
 	tcp  *net.TCPConn
 	conn net.Conn  // tcp, or the *tls.Conn over it
 	tls  *tls.Conn // nil toward a plain backend
-	dead bool      // closed
+	// end records whether the TLS stream's reader reached the TCP end
+	// (nil toward a plain backend).
+	end  *tcpEnd
+	dead bool // closed
+}
+
+// tcpEnd records whether reads on a connection reached the end of its TCP
+// stream: under TLS, (*tls.Conn).Read returns io.EOF both for a
+// close_notify and for a bare TCP FIN at a record boundary, and only the
+// latter reaches the TCP end (eofConn does the same on the client leg).
+type tcpEnd struct {
+	net.Conn
+	eof atomic.Bool
+}
+
+func (c *tcpEnd) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == io.EOF {
+		c.eof.Store(true)
+	}
+	return n, err
+}
+
+// closeNotified reports whether the backend ended its TLS data stream with
+// close_notify; it is meaningful once a read returned io.EOF. A bare FIN is
+// what a truncation on the path looks like: vsftpd, ProFTPD and pure-ftpd
+// all end their data connections with close_notify (TestBackendCloseNotify).
+func (bd *backendData) closeNotified() bool {
+	return bd.tls != nil && !bd.end.eof.Load()
 }
 
 // close resets the leg (TCP RST, so that a broken upload is never taken
@@ -329,7 +359,8 @@ func (s *session) openBackendData() (*backendData, error) {
 func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
 	bd := &backendData{tcp: c, conn: c}
 	if b.tlsConf != nil {
-		bd.tls = tls.Client(c, b.tlsConf)
+		bd.end = &tcpEnd{Conn: c}
+		bd.tls = tls.Client(bd.end, b.tlsConf)
 		bd.conn = bd.tls
 	}
 	return bd
@@ -458,7 +489,7 @@ func (s *session) connectBackendData(bd *backendData) error {
 			bd.mu.Lock()
 			bd.ln.Close()
 			bd.ln = nil
-			bd.tcp, bd.conn, bd.tls = wrapped.tcp, wrapped.conn, wrapped.tls
+			bd.tcp, bd.conn, bd.tls, bd.end = wrapped.tcp, wrapped.conn, wrapped.tls, wrapped.end
 			if bd.dead {
 				resetLeg(c)
 			}

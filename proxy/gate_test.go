@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -55,6 +56,9 @@ type gateOptions struct {
 	// backend is the HCL body of the backend block after its address;
 	// empty means tls = "none".
 	backend string
+	// dialBackend, if set, is the proxy's dialer toward the backend
+	// (control and data connections).
+	dialBackend func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -119,7 +123,8 @@ policy {
 	auditJSON := zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(g.auditBuf), zap.InfoLevel)
 	g.logs, g.audit = logs, auditObs
 
-	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, DialBackend: opt.dialBackend,
+		Audit: audit.New(zap.New(zapcore.NewTee(auditCore, auditJSON))).WithXferlog(g.xferlog)})
 	if err := g.srv.Start(); err != nil {
 		t.Fatal(err)
 	}

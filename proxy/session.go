@@ -87,6 +87,9 @@ type session struct {
 	be        *backendConn   // nil until the first USER
 	pending   *pendingData   // client data connection set up by PASV/EPSV, for the next transfer
 	active    netip.AddrPort // address given by PORT/EPRT, for the next transfer
+	// restOffset is the restart offset the backend accepted (REST), for
+	// the next transfer.
+	restOffset int64
 
 	// mu guards the fields below it; drain and kill run on other
 	// goroutines.
@@ -629,10 +632,15 @@ func (s *session) cmdQUIT(cmd rewrite.Command) error {
 // one gets 501. (REST STREAM's offsets are byte counts, RFC 3659 §5.)
 func (s *session) cmdREST(cmd rewrite.Command) error {
 	// Digits only: ParseInt alone would take a sign.
-	if _, err := strconv.ParseInt(cmd.Arg, 10, 64); err != nil || strings.Trim(cmd.Arg, "0123456789") != "" {
+	n, err := strconv.ParseInt(cmd.Arg, 10, 64)
+	if err != nil || strings.Trim(cmd.Arg, "0123456789") != "" {
 		return s.reply(cmd, 501, "REST needs a byte offset: a number from 0.")
 	}
-	return s.cmdForward(cmd)
+	rep, err := s.forward(cmd)
+	if err == nil && rep.Code == 350 {
+		s.restOffset = n // for the next transfer's size check
+	}
+	return err
 }
 
 // cmdTYPE forwards TYPE and notes whether transfers are now binary.
