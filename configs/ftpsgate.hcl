@@ -24,6 +24,10 @@ listener "ftps" {
   # session (a stranger cannot race the passive port). Turn off only for
   # clients that cannot resume (see the README).
   # require_session_reuse = true
+  # An upload under PROT P must end with the client's TLS close_notify; a bare
+  # FIN (a connection cut on the path) fails it with 426. "warn" accepts it
+  # with a warning, for clients known to close uncleanly.
+  # upload_close_notify = "require"
   # Client addresses served (empty: all) and refused, before TLS (421).
   # allow_cidrs = ["198.51.100.0/24", "2001:db8:42::/48"]
   # deny_cidrs  = []

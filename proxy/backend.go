@@ -318,9 +318,23 @@ type backendData struct {
 	mu   sync.Mutex
 	ln   *net.TCPListener // active mode, until the backend connected
 	tcp  *net.TCPConn
-	conn net.Conn  // an *eofConn over tcp, or the *tls.Conn over that
+	conn net.Conn  // raw, or the *tls.Conn over it
 	tls  *tls.Conn // nil toward a plain backend
-	dead bool      // closed
+	// raw is tcp as the relay and TLS see it: it measures progress and
+	// records whether reads reached the TCP end (eofConn).
+	raw  *eofConn
+	dead bool // closed
+}
+
+// closeNotified reports whether the backend ended its TLS data stream with
+// close_notify; it is meaningful once a read returned io.EOF. Under TLS,
+// (*tls.Conn).Read returns io.EOF both for a close_notify and for a bare
+// TCP FIN at a record boundary, and only the latter reaches the TCP end. A
+// bare FIN is what a truncation on the path looks like: vsftpd, ProFTPD
+// and pure-ftpd all end their data connections with close_notify
+// (TestBackendCloseNotify).
+func (bd *backendData) closeNotified() bool {
+	return bd.tls != nil && !bd.raw.sawTCPEOF()
 }
 
 // close resets the leg (TCP RST, so that a broken upload is never taken
@@ -357,7 +371,7 @@ func (s *session) openBackendData() (*backendData, error) {
 // where the relay measures its progress.
 func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
 	raw := &eofConn{Conn: c}
-	bd := &backendData{tcp: c, conn: raw}
+	bd := &backendData{tcp: c, conn: raw, raw: raw}
 	if b.tlsConf != nil {
 		bd.tls = tls.Client(raw, b.tlsConf)
 		bd.conn = bd.tls
@@ -501,7 +515,7 @@ func (s *session) connectBackendData(bd *backendData) error {
 			bd.mu.Lock()
 			bd.ln.Close()
 			bd.ln = nil
-			bd.tcp, bd.conn, bd.tls = wrapped.tcp, wrapped.conn, wrapped.tls
+			bd.tcp, bd.conn, bd.tls, bd.raw = wrapped.tcp, wrapped.conn, wrapped.tls, wrapped.raw
 			if bd.dead {
 				resetLeg(c)
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -480,11 +481,12 @@ func (s *session) ownAddrs() ([]netip.Addr, error) {
 type transfer struct {
 	verb, path, direction string
 	start                 time.Time
-	size                  int64        // announced by the 150 reply, else -1
+	announced             rewrite.Size // by the 150 reply, if sized
+	sized                 bool
+	offset                int64        // the restart offset (REST) the backend was given
 	bytes                 atomic.Int64 // relayed so far
-	binary                bool         // under TYPE I (for xferlog)
+	binary                bool         // under TYPE I (for xferlog, and the size check)
 	file                  bool         // a file, not a listing (for xferlog)
-	rest                  int64        // the REST offset the backend was given, or 0
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -609,8 +611,9 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return err
 	}
 	v := lookupVerb(cmd.Verb)
-	x := &transfer{verb: cmd.Verb, path: cmd.Arg, direction: v.data, file: v.xferlog, binary: s.binary, rest: rest,
-		start: time.Now(), size: transferSize(rep), stop: make(chan struct{}), done: make(chan struct{})}
+	x := &transfer{verb: cmd.Verb, path: transferPath(cmd, rep), direction: v.data, file: v.xferlog, binary: s.binary,
+		start: time.Now(), offset: rest, stop: make(chan struct{}), done: make(chan struct{})}
+	x.announced, x.sized = rewrite.AnnouncedSize(rep)
 	x.addLeg(bdata.close)
 	s.mu.Lock()
 	s.xfer = x
@@ -618,6 +621,26 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	s.wg.Add(1)
 	go s.runTransfer(x, p, bdata)
 	return nil
+}
+
+// transferPath is the file a transfer command names: its argument, or for
+// STOU the name the server chose, which its 150 reply gives ("150 FILE:
+// name", RFC 1123 §4.1.2.9).
+func transferPath(cmd rewrite.Command, rep *rewrite.Reply) string {
+	if cmd.Verb == "STOU" {
+		if name, ok := rewrite.STOUName(rep); ok {
+			return name
+		}
+	}
+	return cmd.Arg
+}
+
+// announcedBytes is the size the transfer's 150 reply announced, or -1.
+func (x *transfer) announcedBytes() int64 {
+	if !x.sized {
+		return -1
+	}
+	return x.announced.Bytes
 }
 
 // currentTransfer is the transfer in progress, or nil.
@@ -716,7 +739,8 @@ type outcome struct {
 	backendLost error          // the backend control connection failed
 	reply       *rewrite.Reply // what the client gets, when not final
 	result      string         // complete, failed, aborted
-	closeNotify bool
+	check       string         // the integrity check that failed, if any
+	closeNotify bool           // the client leg's TLS stream ended with close_notify
 	err         error
 }
 
@@ -765,10 +789,18 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 	if x.direction == "download" {
 		out.bytes, rerr = relay(cd.conn, bdata.conn, false, s.cfg.Timeouts.DataStall, &x.bytes)
 		s.bytesDown.Add(out.bytes)
+		if rerr == nil {
+			rerr = s.verifyDownload(x, bdata, out.bytes)
+		}
 	} else {
 		out.bytes, rerr = relay(bdata.conn, cd.conn, true, s.cfg.Timeouts.DataStall, &x.bytes)
 		s.bytesUp.Add(out.bytes)
-		out.closeNotify = cd.tls != nil && !cd.eof.sawTCPEOF()
+		// The relay read io.EOF, and not from the TCP stream: the
+		// client's close_notify.
+		out.closeNotify = rerr == nil && cd.tls != nil && !cd.eof.sawTCPEOF()
+		if rerr == nil {
+			rerr = s.verifyUpload(cd, out.closeNotify)
+		}
 	}
 	if rerr == nil {
 		// The source ended cleanly. For an upload the backend learns the
@@ -783,6 +815,7 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 	bdata.close()
 	out.err = rerr
 	out.result = "incomplete"
+	var ie *errIntegrity
 	switch {
 	case x.cancelled():
 		// By the client's ABOR, or by the session's end (the client
@@ -791,6 +824,11 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 			out.result = "aborted"
 		}
 		out.reply = rewrite.NewReply(426, "Transfer aborted.")
+	case errors.As(rerr, &ie):
+		out.check = ie.check
+		out.reply = rewrite.NewReply(426, ie.text)
+		s.log.Warn("transfer failed an integrity check", zap.String("verb", x.verb), zap.String("path", x.path),
+			zap.String("check", ie.check), zap.Int64("bytes", out.bytes), zap.Int64("announced", x.announcedBytes()), zap.Int64("offset", x.offset))
 	case isTimeout(rerr):
 		out.reply = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no progress for %s.", s.cfg.Timeouts.DataStall))
 	case errors.Is(rerr, errClientLeg):
@@ -798,9 +836,60 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 	default:
 		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the FTP server failed.")
 	}
-	s.log.Info("transfer failed", zap.String("verb", x.verb), zap.Int64("bytes", out.bytes), zap.Error(rerr))
+	if ie == nil {
+		s.log.Info("transfer failed", zap.String("verb", x.verb), zap.Int64("bytes", out.bytes), zap.Error(rerr))
+	}
 	s.readFinal(x, &out)
 	return out
+}
+
+// errIntegrity is a data stream that ended as if complete but failed a
+// check of its end or its length: the transfer is incomplete, and the
+// client is told so with 426.
+type errIntegrity struct {
+	check string // its name in the audit's "check" field
+	text  string // the 426 reply's text
+}
+
+func (e *errIntegrity) Error() string { return e.check + ": " + e.text }
+
+// verifyDownload checks a download whose source ended as if complete. An
+// FTPS backend's data must end with its close_notify: every server tested
+// sends one, and a bare FIN is how a cut on the path looks (issue 24). A
+// binary RETR must carry the bytes its 150 announced (vsftpd and ProFTPD
+// announce them, pure-ftpd to a tenth of a KiB; see rewrite.Size.Expected
+// for a restarted one); more is a file that grew while it was read, logged
+// but not data loss.
+func (s *session) verifyDownload(x *transfer, bdata *backendData, n int64) error {
+	if bdata.tls != nil && !bdata.closeNotified() {
+		return &errIntegrity{check: "backend_close_notify",
+			text: "Transfer aborted: the FTP server's data connection ended without TLS close_notify; the data may be truncated."}
+	}
+	if x.verb != "RETR" || !x.binary || !x.sized {
+		return nil // TYPE A may change the length; LIST and NLST announce none
+	}
+	least, most := x.announced.Expected(x.offset)
+	switch {
+	case n < least:
+		return &errIntegrity{check: "announced_size",
+			text: fmt.Sprintf("Transfer aborted: %d of the %d bytes the FTP server announced arrived.", n, least)}
+	case n > most:
+		s.log.Info("download longer than the FTP server announced; the file may have grown while it was read",
+			zap.String("path", x.path), zap.Int64("bytes", n), zap.Int64("announced", x.announced.Bytes))
+	}
+	return nil
+}
+
+// verifyUpload checks an upload whose client leg ended as if complete:
+// under PROT P it must have ended with the client's close_notify, unless
+// the listener's upload_close_notify is "warn" (vsftpd's
+// strict_ssl_read_eof is the model).
+func (s *session) verifyUpload(cd *clientData, closeNotify bool) error {
+	if cd.tls == nil || closeNotify || s.lcfg.UploadCloseNotify == config.WarnCloseNotify {
+		return nil
+	}
+	return &errIntegrity{check: "upload_close_notify",
+		text: "Transfer aborted: your data connection ended without TLS close_notify, so the upload may be truncated."}
 }
 
 // readFinal reads the backend's final reply to the transfer command, unless
@@ -834,6 +923,8 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 			if !s.closeClientLeg(out.client) {
 				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
 				out.result = "incomplete"
+			} else if x.direction == "download" {
+				out.closeNotify = out.client.tls != nil // ours, sent
 			}
 		} else {
 			resetLeg(out.client.tcp)
@@ -859,7 +950,8 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		zap.Duration("duration", d), zap.String("result", out.result), zap.Int("code", reply.Code))
 	s.audit.Transfer(audit.Transfer{
 		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
-		Result: out.result, CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
+		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
+		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
 		Resumed: out.client != nil && out.client.resumed,
 		Code:    reply.Code,
 		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary, File: x.file,

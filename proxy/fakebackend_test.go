@@ -15,8 +15,10 @@ import (
 )
 
 // scriptedBackend is an FTP server that misbehaves on purpose. It logs
-// anyone in; on RETR it sends content (or half of it, when half is set),
-// closes the data connection and replies retrReply. With pasvOnly it
+// anyone in; on RETR it says retr150 (if set; else "150 here it comes"),
+// sends content (or half of it, when half is set; its first send bytes,
+// when send is set), closes the data connection and replies retrReply.
+// It accepts any REST. With pasvOnly it
 // refuses EPSV and its 227 names a foreign host, 127.0.0.9 (loopback, where
 // nothing listens: a proxy that followed it would fail, and a test never
 // targets a non-loopback address).
@@ -24,7 +26,9 @@ type scriptedBackend struct {
 	ln        net.Listener
 	content   []byte
 	retrReply string
+	retr150   string
 	half      bool
+	send      int
 	pasvOnly  bool
 	// authReply, if set, is written as is in answer to AUTH.
 	authReply string
@@ -176,14 +180,21 @@ func (b *scriptedBackend) serve(c net.Conn) {
 				say("425 Use PASV or EPSV first.")
 				continue
 			}
-			say("150 here it comes")
+			if b.retr150 != "" {
+				say(b.retr150)
+			} else {
+				say("150 here it comes")
+			}
 			d, err := data.Accept()
 			if err != nil {
 				return
 			}
-			if b.half {
+			switch {
+			case b.half:
 				d.Write(b.content[:len(b.content)/2])
-			} else {
+			case b.send > 0:
+				d.Write(b.content[:b.send])
+			default:
 				d.Write(b.content)
 			}
 			d.Close()
@@ -195,6 +206,8 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			}
 			say("150 Here comes the directory listing.")
 			say("226 Directory send OK.")
+		case "REST":
+			say("350 Restart position accepted.")
 		case "QUIT":
 			say("221 bye")
 			return

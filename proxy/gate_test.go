@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -58,6 +59,9 @@ type gateOptions struct {
 	// audit replaces the observed audit stream (g.audit, g.auditBuf and
 	// g.xferlog stay empty), e.g. with audit.Open's files.
 	audit *audit.Logger
+	// dialBackend, if set, is the proxy's dialer toward the backend
+	// (control and data connections).
+	dialBackend func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // startGate starts ftpsgate in front of the backend at backendAddr.
@@ -146,7 +150,7 @@ policy {
 	if opt.audit != nil {
 		aud = opt.audit
 	}
-	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: aud})
+	g.srv = proxy.New(cfg, proxy.Options{Logger: log, CertCheckInterval: 100 * time.Millisecond, Audit: aud, DialBackend: opt.dialBackend})
 	t.Cleanup(func() { g.srv.Close() })
 	return g
 }

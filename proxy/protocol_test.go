@@ -168,46 +168,62 @@ func TestFinalReplyAfterData(t *testing.T) {
 }
 
 // TestUploadEnds: an upload that ends with close_notify is complete; one
-// that ends with a bare TCP FIN is still delivered, but logged and audited
-// as unverified.
+// that ends with a bare TCP FIN fails with 426 (its completeness cannot be
+// verified), and is audited so; with upload_close_notify = "warn" it is
+// delivered, but logged and audited as unverified.
 func TestUploadEnds(t *testing.T) {
-	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g := startGate(t, be.Addr, gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
-	c.Cmd(200, "TYPE I")
 	data := bytes.Repeat([]byte("x"), 100000)
+	for _, mode := range []string{"require", "warn"} {
+		t.Run(mode, func(t *testing.T) {
+			be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+			g := startGate(t, be.Addr, gateOptions{listenerExtra: fmt.Sprintf("upload_close_notify = %q", mode)})
+			c := ftptest.Dial(t, g.explicit)
+			c.AuthTLS(g.certs.ClientConfig())
+			c.Login(be.User, be.Password)
+			c.Cmd(200, "TYPE I")
 
-	d := c.DialData(c.EPSV())
-	c.Cmd(150, "STOR clean.bin")
-	if _, err := d.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	d.Close() // close_notify, then FIN
-	c.Expect(226)
+			d := c.DialData(c.EPSV())
+			c.Cmd(150, "STOR clean.bin")
+			if _, err := d.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			d.Close() // close_notify, then FIN
+			c.Expect(226)
 
-	d = c.DialData(c.EPSV())
-	c.Cmd(150, "STOR bare.bin")
-	if _, err := d.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	d.TCP.Close() // no close_notify
-	c.Expect(226)
-	c.Cmd(221, "QUIT")
+			d = c.DialData(c.EPSV())
+			c.Cmd(150, "STOR bare.bin")
+			if _, err := d.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			d.TCP.Close() // no close_notify
+			want := map[string]int{"require": 426, "warn": 226}[mode]
+			c.Expect(want)
+			c.Cmd(221, "QUIT")
 
-	for _, name := range []string{"clean.bin", "bare.bin"} {
-		got, err := os.ReadFile(filepath.Join(be.Root, name))
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("%s: %d bytes (%v)", name, len(got), err)
-		}
-	}
-	evs := g.eventsOf(t, "transfer")
-	if len(evs) != 2 || evs[0]["close_notify"] != true || evs[1]["close_notify"] != false {
-		t.Fatalf("transfer events %v", evs)
-	}
-	if !g.logged("upload ended without TLS close_notify: its completeness cannot be verified") {
-		t.Fatal("no warning for the unverified upload")
+			if got, err := os.ReadFile(filepath.Join(be.Root, "clean.bin")); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("clean.bin: %d bytes (%v)", len(got), err)
+			}
+			evs := g.eventsOf(t, "transfer")
+			if len(evs) != 2 || evs[0]["close_notify"] != true || evs[0]["result"] != "complete" || evs[1]["close_notify"] != false {
+				t.Fatalf("transfer events %v", evs)
+			}
+			switch mode {
+			case "require":
+				if evs[1]["result"] != "incomplete" || evs[1]["check"] != "upload_close_notify" {
+					t.Fatalf("bare upload: %v", evs[1])
+				}
+			case "warn":
+				if got, err := os.ReadFile(filepath.Join(be.Root, "bare.bin")); err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("bare.bin: %d bytes (%v)", len(got), err)
+				}
+				if evs[1]["result"] != "complete" || evs[1]["check"] != nil {
+					t.Fatalf("bare upload: %v", evs[1])
+				}
+				if !g.logged("upload ended without TLS close_notify: its completeness cannot be verified") {
+					t.Fatal("no warning for the unverified upload")
+				}
+			}
+		})
 	}
 }
 

@@ -6,14 +6,11 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/ftpsgate/ftpsgate/rewrite"
 )
 
 // sessionView is what the status page shows of a session. The session
@@ -92,7 +89,7 @@ func (s *Server) Status() Status {
 		}
 		if x := sess.currentTransfer(); x != nil {
 			ts := &TransferStatus{Verb: x.verb, Path: x.path, Direction: x.direction, Bytes: x.bytes.Load(),
-				Size: x.size, Elapsed: now.Sub(x.start).Round(time.Millisecond)}
+				Size: x.announcedBytes(), Elapsed: now.Sub(x.start).Round(time.Millisecond)}
 			if secs := now.Sub(x.start).Seconds(); secs > 0 {
 				ts.Rate = float64(ts.Bytes) / secs
 			}
@@ -113,25 +110,6 @@ func (s *Server) Status() Status {
 		return cmp.Or(cmp.Compare(a.Backend, b.Backend), cmp.Compare(a.Server, b.Server))
 	})
 	return st
-}
-
-// sizeIn150 finds "(N bytes)" in a 150 reply.
-var sizeIn150 = regexp.MustCompile(`\((\d+) bytes\)`)
-
-// transferSize is the size a 150 reply announces, or -1.
-func transferSize(rep *rewrite.Reply) int64 {
-	if rep == nil || rep.Code != 150 {
-		return -1
-	}
-	m := sizeIn150.FindStringSubmatch(rep.String())
-	if m == nil {
-		return -1
-	}
-	n, err := strconv.ParseInt(m[1], 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 //go:embed status.html

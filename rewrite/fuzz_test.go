@@ -58,6 +58,8 @@ func FuzzReadReply(f *testing.F) {
 		}
 		ParsePASV(rep)
 		ParseEPSV(rep)
+		AnnouncedSize(rep)
+		STOUName(rep)
 		ParseFEAT(rep).Merge([]string{"PBSZ"}, func(string) bool { return false }).Reply()
 	})
 }

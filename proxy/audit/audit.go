@@ -202,13 +202,24 @@ type Transfer struct {
 	Path      string
 	Bytes     int64
 	Duration  time.Duration
-	// Result is "complete"; "incomplete" when the data broke off (or the
-	// server reported an error after it), Bytes saying how far it came;
-	// "aborted" by the client's ABOR; "failed" when no data connection
-	// was made.
+	// Result is "complete"; "incomplete" when the data broke off, failed
+	// an integrity check (Check) or the server reported an error after
+	// it, Bytes saying how far it came; "aborted" by the client's ABOR;
+	// "failed" when no data connection was made.
 	Result string
-	// CloseNotify reports whether an upload's client leg ended with a TLS
-	// close_notify; false means its end could not be verified.
+	// Check names the integrity check an incomplete transfer failed:
+	// "upload_close_notify" (the client's upload ended without TLS
+	// close_notify), "backend_close_notify" (the FTPS backend's data
+	// ended without it), "announced_size" (fewer bytes than the server's
+	// 150 announced); "" when none failed.
+	Check string
+	// Announced is the size the server's 150 reply announced (-1: none),
+	// and Offset the restart offset (REST) the transfer began at.
+	Announced, Offset int64
+	// CloseNotify reports whether the client leg's TLS stream ended with
+	// a close_notify from the side that sent the data: the client's on
+	// an upload (false: its end was not verified), the proxy's on a
+	// download (false: the client was not told the data is whole).
 	CloseNotify bool
 	TLS         bool // the client leg was under TLS (PROT P)
 	// Resumed: the client leg's TLS session resumed the control
@@ -227,11 +238,21 @@ type Transfer struct {
 
 // Transfer records a finished transfer.
 func (s *Session) Transfer(t Transfer) {
-	fs := text(text(text(make([]zap.Field, 0, 11), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
+	fs := text(text(text(make([]zap.Field, 0, 14), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
 	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration))
 	fs = text(fs, "result", t.Result)
-	s.emit(EventTransfer, append(fs, zap.Bool("close_notify", t.CloseNotify),
-		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))...)
+	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
+		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
+	if t.Check != "" {
+		fs = text(fs, "check", t.Check)
+	}
+	if t.Announced >= 0 {
+		fs = append(fs, zap.Int64("announced_bytes", t.Announced))
+	}
+	if t.Offset > 0 {
+		fs = append(fs, zap.Int64("offset", t.Offset))
+	}
+	s.emit(EventTransfer, fs...)
 	writeXferlog(s.xferlog, t)
 }
 

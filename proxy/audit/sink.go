@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -265,9 +266,10 @@ func (s *sink) write(batch []byte, lines uint64) bool {
 		case <-t.C:
 		case <-s.stop:
 			t.Stop()
-			// Closing: a pipe whose reader is gone never comes back;
-			// anything else (a full disk) may, until the deadline.
-			if errors.Is(err, syscall.EPIPE) {
+			// Closing: a pipe whose reader is gone, or a file closed
+			// under the sink, never comes back; anything else (a full
+			// disk) may, until the deadline.
+			if errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrClosed) {
 				s.lost(lines)
 				return false
 			}

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,23 +49,32 @@ func TestSinkStalledReader(t *testing.T) {
 	opt.defaults()
 	s := newSink("audit", newTarget("pipe", w), opt)
 	go s.run()
-	defer s.close(t.Context())
+	defer func() { // bounded: a failed test must not wait on a stuck writer
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.close(ctx)
+	}()
 	defer w.Close()
 
-	const n = 1000
+	// Write until the pipe is full and the queue too: how soon that is
+	// depends on when the writer runs, so the loop lets it run now and
+	// then, and is bounded in lines and time.
 	pad := strings.Repeat("x", 1000)
 	start := time.Now()
-	for i := range n {
-		fmt.Fprintf(s, "%d %s\n", i, pad)
+	n := 0
+	for st := s.stats(); s.health() == nil || st.Queued != 16 || st.Dropped == 0; st = s.stats() {
+		if n == 100000 || time.Since(start) > 30*time.Second {
+			t.Fatalf("%d lines of 1 KiB in %s: the pipe never filled: %+v", n, time.Since(start), s.stats())
+		}
+		fmt.Fprintf(s, "%d %s\n", n, pad)
+		n++
+		if n%64 == 0 {
+			time.Sleep(time.Millisecond) // the writer's turn, bounded above
+		}
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("%d writes took %s: they block", n, d)
 	}
-	st := s.stats()
-	if st.Dropped == 0 || st.Queued != 16 {
-		t.Fatalf("a 64 KiB pipe and 16 lines of queue took %d lines of 1 KiB: %+v", n, st)
-	}
-	waitFor(t, "the stalled write to make the sink unhealthy", func() bool { return s.health() != nil })
 	if got := logs.FilterMessage("audit lines dropped").Len(); got != 1 {
 		t.Fatalf("%d log lines about drops, want 1 (rate-limited)", got)
 	}
@@ -90,10 +100,10 @@ func TestSinkStalledReader(t *testing.T) {
 	if err := s.health(); err != nil {
 		t.Fatalf("drained, but unhealthy: %v", err)
 	}
-	st = s.stats()
+	st := s.stats()
 	w.Close()
 	lines := <-got
-	if uint64(len(lines)) != st.Written || st.Written+st.Dropped != n {
+	if uint64(len(lines)) != st.Written || st.Written+st.Dropped != uint64(n) {
 		t.Fatalf("%d lines read, %+v", len(lines), st)
 	}
 	last := -1
@@ -111,7 +121,9 @@ func TestSinkStalledReader(t *testing.T) {
 // structured, and counted; the lines wait in the queue, and once space
 // returns they are all written, each whole.
 func TestFullDisk(t *testing.T) {
-	dir := ftptest.Tmpfs(t, 64<<10)
+	// Room, once the filler goes, for every line the loop below may queue
+	// (at most 2000 events of under 600 bytes each, in both files).
+	dir := ftptest.Tmpfs(t, 4<<20)
 	core, logs := observer.New(zap.DebugLevel)
 	auditPath, xferPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "xferlog")
 	l, files, err := Open(auditPath, xferPath, Options{Log: zap.New(core), ErrorLogInterval: time.Hour})

@@ -131,6 +131,35 @@ func (m BackendTLS) String() string {
 	return "invalid"
 }
 
+// UploadCloseNotify is what the end of an upload's TLS stream must be.
+// Go's TLS reader returns io.EOF both for a TLS close_notify and for a bare
+// TCP FIN at a record boundary; only close_notify proves the client sent
+// the whole file, and a FIN is what a truncation by anyone on the path
+// looks like.
+type UploadCloseNotify int
+
+const (
+	// RequireCloseNotify (the zero value and the default, as vsftpd's
+	// strict_ssl_read_eof): an upload under PROT P that ends without the
+	// client's close_notify fails with 426, and the backend's data
+	// connection is reset so that the server records a failed upload.
+	RequireCloseNotify UploadCloseNotify = iota
+	// WarnCloseNotify: such an upload is completed as it ended, with a
+	// warning in the log and "close_notify":false in the audit, for
+	// clients known to close uncleanly.
+	WarnCloseNotify
+)
+
+func (m UploadCloseNotify) String() string {
+	switch m {
+	case RequireCloseNotify:
+		return "require"
+	case WarnCloseNotify:
+		return "warn"
+	}
+	return "invalid"
+}
+
 // Listener is one front socket and what sessions on it do.
 type Listener struct {
 	Name string
@@ -160,6 +189,12 @@ type Listener struct {
 	// RequireSessionReuse refuses a PROT P data connection whose TLS
 	// session does not resume its control connection's.
 	RequireSessionReuse bool
+	// UploadCloseNotify is whether an upload under PROT P must end with
+	// the client's TLS close_notify (RequireCloseNotify, the zero value)
+	// or is completed after a bare FIN with a warning (WarnCloseNotify).
+	// Requiring it stops a truncated upload (a FIN injected or a
+	// connection cut on the path) from being reported complete.
+	UploadCloseNotify UploadCloseNotify
 	// AllowCIDRs and DenyCIDRs filter clients by address at connect.
 	AllowCIDRs, DenyCIDRs []netip.Prefix
 	// ProxyProtocol, if set, reads the PROXY protocol (v1 or v2) header
@@ -400,6 +435,7 @@ type listenerBlock struct {
 	TLSCipherSuites *[]string `hcl:"tls_cipher_suites"`
 	// RequireSessionReuse defaults to true.
 	RequireSessionReuse *bool               `hcl:"require_session_reuse"`
+	UploadCloseNotify   *string             `hcl:"upload_close_notify"` // "require" (the default) or "warn"
 	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
 	DenyCIDRs           *[]string           `hcl:"deny_cidrs"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
@@ -1074,6 +1110,16 @@ func (c *compiler) listener(lb listenerBlock, blk *hclsyntax.Block, cfg *Config)
 	l.ActiveAllowLocal = lb.ActiveAllowLocal != nil && *lb.ActiveAllowLocal
 	if err := checkHostPort(lb.Address, true); err != nil {
 		c.errorf(rangeOf(blk, "address"), "Invalid listener address", "%s", err)
+	}
+	if lb.UploadCloseNotify != nil {
+		switch *lb.UploadCloseNotify {
+		case "require":
+		case "warn":
+			l.UploadCloseNotify = WarnCloseNotify
+		default:
+			c.errorf(rangeOf(blk, "upload_close_notify"), "Invalid upload_close_notify",
+				"upload_close_notify must be \"require\" or \"warn\", not %q.", *lb.UploadCloseNotify)
+		}
 	}
 	if lb.TLS != nil {
 		switch *lb.TLS {

@@ -122,6 +122,22 @@ backend "b" { address = "127.0.0.1:21" }
 	if cfg.Listeners[0].ActiveAllowLocal || cfg.Limits != DefaultLimits() || cfg.Limits.MaxLingeringDataLegs != 256 {
 		t.Fatalf("defaults %+v %+v", cfg.Listeners[0], cfg.Limits)
 	}
+	// An upload must end with the client's close_notify.
+	if m := cfg.Listeners[0].UploadCloseNotify; m != RequireCloseNotify || m.String() != "require" {
+		t.Fatalf("upload_close_notify defaults to %v", m)
+	}
+	for _, v := range []struct {
+		hcl  string
+		want UploadCloseNotify
+	}{{"require", RequireCloseNotify}, {"warn", WarnCloseNotify}} {
+		cfg, diags := Parse([]byte(strings.Replace(src, `backend = "b"`+"\n}", fmt.Sprintf("backend = \"b\"\n  upload_close_notify = %q\n}", v.hcl), 1)), "min.hcl")
+		if diags.HasErrors() {
+			t.Fatal(diags.Error())
+		}
+		if got := cfg.Listeners[0].UploadCloseNotify; got != v.want || got.String() != v.hcl {
+			t.Fatalf("upload_close_notify = %q compiled to %v", v.hcl, got)
+		}
+	}
 }
 
 // TestBackendTLS: an FTPS backend's settings compile into its client
@@ -206,6 +222,9 @@ func TestDiagnostics(t *testing.T) {
 		{"public address not IPv4", func(s string) string { return strings.Replace(s, `"203.0.113.10"`, `"2001:db8::1"`, 1) }, 7, "Invalid public address"},
 		{"public address not an IP", func(s string) string { return strings.Replace(s, `"203.0.113.10"`, `"ftp.example.com"`, 1) }, 7, "Invalid public address"},
 		{"bad listen address", func(s string) string { return strings.Replace(s, `"0.0.0.0:21"`, `"0.0.0.0"`, 1) }, 2, "Invalid listener address"},
+		{"bad upload_close_notify", func(s string) string {
+			return strings.Replace(s, `backend        = "legacy"`, "backend        = \"legacy\"\n  upload_close_notify = \"ignore\"", 1)
+		}, 9, "Invalid upload_close_notify"},
 		{"missing certificate", func(s string) string { return strings.Replace(s, cert, "/nonexistent.pem", 1) }, 4, "Cannot load certificate"},
 		{"duplicate listener", func(s string) string { return strings.Replace(s, `"ftps-implicit"`, `"ftps"`, 1) }, 10, "Duplicate listener"},
 		{"bad backend TLS mode", func(s string) string { return strings.Replace(s, `tls     = "none"`, `tls     = "starttls"`, 1) }, 20, "Invalid backend TLS mode"},

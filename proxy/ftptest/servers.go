@@ -110,10 +110,23 @@ func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 	return nil
 }
 
+// PureFTPdOptions tune a pure-ftpd backend.
+type PureFTPdOptions struct {
+	// TLS makes it an FTPS server (explicit, AUTH TLS) with this
+	// certificate, TLS required on control and data connections (-Y 3).
+	TLS *Certs
+}
+
 // PureFTPd starts pure-ftpd (unpacked from Debian's package by test-deps)
 // on a free loopback port, with a virtual user of its own whose files
 // belong to the test account. It stops when the test ends.
 func PureFTPd(t testing.TB) *Server {
+	t.Helper()
+	return PureFTPdWith(t, PureFTPdOptions{})
+}
+
+// PureFTPdWith is PureFTPd with options.
+func PureFTPdWith(t testing.TB, opt PureFTPdOptions) *Server {
 	t.Helper()
 	RequireRoot(t)
 	bin := filepath.Join(PureFTPdRoot, "usr/sbin/pure-ftpd")
@@ -160,11 +173,18 @@ func PureFTPd(t testing.TB) *Server {
 			"-E", "-A", "-H", "-c", "200", "-C", "200", "-g", filepath.Join(dir, "pure-ftpd.pid"),
 			"-O", "clf:" + logFile,
 		}
+		if opt.TLS != nil {
+			args = append(args, "-Y", "3", "-2", opt.TLS.CertFile+","+opt.TLS.KeyFile)
+		}
 		if err := startDaemon(t, "pure-ftpd", func() error { return WaitGreeting(addr, startTimeout) }, bin, args...); err != nil {
 			lastErr = err
 			continue
 		}
-		return &Server{Name: "pure-ftpd", Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
+		name := "pure-ftpd"
+		if opt.TLS != nil {
+			name = "pure-ftpd-ftps"
+		}
+		return &Server{Name: name, Addr: addr, Root: root, User: user, Password: pass, Log: logFile}
 	}
 	t.Fatalf("pure-ftpd did not start: %v", lastErr)
 	return nil
