@@ -207,9 +207,15 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 		// from the balancer, when it forwards the passive ports too.
 		peer := addrPortOf(c.RemoteAddr())
 		if peer.Addr() != s.client.Addr() && (!s.tcpPeer.IsValid() || peer.Addr() != s.tcpPeer.Addr()) {
+			why := "data connection from " + peer.Addr().String()
+			if s.clientKey.Contains(peer.Addr().Unmap()) {
+				// Another address of the client's IPv6 prefix (a privacy
+				// address, or a neighbour): still not the client.
+				why += ", within the client's " + s.clientKey.String() + " but not its address"
+			}
 			s.log.Warn("data connection from a foreign address refused",
-				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()))
-			s.denied("data_peer", "", "data connection from "+peer.Addr().String())
+				zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.String("reason", why))
+			s.denied("data_peer", "", why)
 			resetLeg(c)
 			continue
 		}
