@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -63,11 +64,60 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage:
-  ftpsgate run -config FILE [-log-format json|console] [-log-level debug|info|warn|error]
-  ftpsgate validate -config FILE
+	fmt.Fprint(w, `ftpsgate: an FTPS-terminating reverse proxy for FTP.
+
+Usage:
+  ftpsgate run [-config] FILE [-log-format json|console] [-log-level debug|info|warn|error]
+      serve until SIGTERM or SIGINT; SIGHUP reloads FILE, SIGUSR1 reopens the audit files
+  ftpsgate validate [-config] FILE [-as-user USER]
+      check FILE as run would, and exit: 0 valid, 1 not
   ftpsgate version
+
+FILE defaults to `+defaultConfig+`. "ftpsgate run -h" lists a command's flags.
 `)
+}
+
+// defaultConfig is the configuration file when none is named.
+const defaultConfig = "/etc/ftpsgate/ftpsgate.hcl"
+
+// parseArgs parses a command's flags and its one optional positional
+// argument, the configuration file (also -config). It reports the file and
+// whether to go on; when not, code is the exit status (0 after -h).
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (path string, code int, ok bool) {
+	cfg := fs.String("config", defaultConfig, "configuration `file`")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ftpsgate %s [-config] FILE [flags]\n\nFlags:\n", fs.Name())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", 0, false
+		}
+		return "", 2, false
+	}
+	path = *cfg
+	switch rest := fs.Args(); {
+	case len(rest) > 1:
+		fmt.Fprintf(stderr, "ftpsgate %s: one configuration file, not %q\n", fs.Name(), rest)
+		return "", 2, false
+	case len(rest) == 1:
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+		if explicit && rest[0] != *cfg {
+			fmt.Fprintf(stderr, "ftpsgate %s: two configuration files: -config %s and %s\n", fs.Name(), *cfg, rest[0])
+			return "", 2, false
+		}
+		path = rest[0]
+	}
+	return path, 0, true
+}
+
+// plural is "1 listener", "2 listeners".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func versionString() string {
@@ -83,10 +133,12 @@ func versionString() string {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ftpsgate/ftpsgate.hcl", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	asUser := fs.String("as-user", "", "also check that `user` (the service's, e.g. the systemd unit's) can read the key and certificate files and write the audit files")
+	p, code, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return code
 	}
+	path := &p
 	cfg, diags := config.Load(*path)
 	writeDiags(stderr, *path, diags)
 	if diags.HasErrors() {
@@ -101,19 +153,34 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: error: %v\n%s: configuration is not valid\n", *path, err, *path)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: configuration is valid (%d listeners, %d backends)\n", *path, len(cfg.Listeners), len(cfg.Backends))
+	if *asUser != "" {
+		problems, err := checkAccess(cfg, *asUser)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: error: -as-user %s: %v\n", *path, *asUser, err)
+			return 2
+		}
+		for _, pr := range problems {
+			fmt.Fprintf(stderr, "%s: error: %s\n", *path, pr)
+		}
+		if len(problems) > 0 {
+			fmt.Fprintf(stderr, "%s: configuration is not valid for user %s\n", *path, *asUser)
+			return 1
+		}
+	}
+	fmt.Fprintf(stdout, "%s: configuration is valid (%s, %s)\n", *path, plural(len(cfg.Listeners), "listener"), plural(len(cfg.Backends), "backend"))
 	return 0
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ftpsgate/ftpsgate.hcl", "configuration `file`")
-	format := fs.String("log-format", "json", "diagnostic log format: json or console")
-	level := fs.String("log-level", "info", "diagnostic log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	format := fs.String("log-format", "json", "diagnostic log `format`: json or console")
+	level := fs.String("log-level", "info", "diagnostic log `level`: debug, info, warn or error")
+	p, code, ok := parseArgs(fs, args, stderr)
+	if !ok {
+		return code
 	}
+	path := &p
 	log, err := newLogger(*format, *level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "ftpsgate: %v\n", err)
@@ -122,8 +189,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer log.Sync()
 
 	cfg, diags := config.Load(*path)
-	writeDiags(stderr, *path, onlyErrors(diags))
-	logWarnings(log, *path, diags)
+	logDiags(log, *path, diags)
 	if diags.HasErrors() {
 		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
 		return 1
@@ -186,7 +252,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			continue
 		}
 		if sig == syscall.SIGHUP {
-			reload(log, srv, *path, stderr)
+			reload(log, srv, *path, cfg)
 			continue
 		}
 		sdNotify("STOPPING=1")
@@ -209,22 +275,25 @@ func cmdRun(args []string, stderr io.Writer) int {
 // before, on its old listeners and configuration. systemd hears RELOADING=1,
 // then READY=1 with a STATUS= line saying how the reload went. The audit
 // files and the admin listener are kept as they were at start.
-func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
+func reload(log *zap.Logger, srv *proxy.Server, path string, started *config.Config) {
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	status := "configuration reloaded at " + time.Now().Format(time.RFC3339)
 	defer func() { sdNotify("READY=1\nSTATUS=" + status) }()
 	cfg, diags := config.Load(path)
 	if diags.HasErrors() {
-		for _, d := range diags.Errs() {
-			log.Error("configuration reload refused", zap.String("config", path), zap.Error(d))
-		}
-		writeDiags(stderr, path, diags)
+		logDiags(log, path, onlyErrors(diags))
 		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path))
 		srv.ReloadFailed(diags)
 		status = "reload refused, running on the previous configuration: " + diags.Errs()[0].Error()
 		return
 	}
-	logWarnings(log, path, diags)
+	logDiags(log, path, diags)
+	if cfg.Admin != started.Admin || cfg.AdminPprof != started.AdminPprof || cfg.AdminAuth.BearerToken != started.AdminAuth.BearerToken ||
+		cfg.AdminAuth.BasicUser != started.AdminAuth.BasicUser || !bytes.Equal(cfg.AdminAuth.BasicHash, started.AdminAuth.BasicHash) ||
+		cfg.Audit.File != started.Audit.File || cfg.Audit.Xferlog != started.Audit.Xferlog {
+		log.Warn("the admin block and the audit files are read at start only: restart ftpsgate to apply their changes",
+			zap.String("config", path))
+	}
 	if err := srv.Reload(cfg); err != nil {
 		log.Error("configuration reload refused: running on the previous configuration", zap.String("config", path), zap.Error(err))
 		status = "reload refused, running on the previous configuration: " + err.Error()
@@ -236,7 +305,7 @@ func reload(log *zap.Logger, srv *proxy.Server, path string, stderr io.Writer) {
 func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	var lvl zapcore.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad -log-level %q", level)
+		return nil, fmt.Errorf("bad -log-level %q: want debug, info, warn or error", level)
 	}
 	ec := zap.NewProductionEncoderConfig()
 	ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
@@ -269,11 +338,15 @@ func writeDiags(w io.Writer, path string, diags hcl.Diagnostics) {
 // logWarnings logs each warning of diags (a valid configuration weaker
 // than it should be: a readable key, a CBC cipher suite, an open admin
 // listener) at warn level, where the service's journal keeps it.
-func logWarnings(log *zap.Logger, path string, diags hcl.Diagnostics) {
+// logDiags logs each diagnostic as one structured line: run's standard
+// error is the JSON log, and a plain line would break it.
+func logDiags(log *zap.Logger, path string, diags hcl.Diagnostics) {
 	for _, d := range diags {
+		loc, msg := diagText(path, d)
 		if d.Severity == hcl.DiagWarning {
-			loc, msg := diagText(path, d)
 			log.Warn("configuration warning: "+d.Summary, zap.String("at", loc), zap.String("detail", msg))
+		} else {
+			log.Error("configuration error: "+d.Summary, zap.String("at", loc), zap.String("detail", msg))
 		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,12 +109,13 @@ func TestValidateMissingFile(t *testing.T) {
 }
 
 func TestExampleConfigIsValidButForItsCertificate(t *testing.T) {
-	// configs/ftpsgate.hcl names certificate paths of a real install; all
-	// else in it must be valid.
+	// configs/ftpsgate.hcl names certificate paths and a log directory of
+	// a real install; all else in it must be valid.
 	var out, errOut bytes.Buffer
 	run([]string{"validate", "-config", "../../configs/ftpsgate.hcl"}, &out, &errOut)
 	for _, line := range strings.Split(errOut.String(), "\n") {
 		if line != "" && !strings.Contains(line, ": error: Cannot load certificate: ") &&
+			!strings.Contains(line, ": error: Missing audit directory: The directory of /var/log/ftpsgate/") &&
 			!strings.HasSuffix(line, ": configuration is not valid") {
 			t.Errorf("example config: %s\n%s", line, errOut.String())
 		}
@@ -426,4 +429,108 @@ func readGreeting(t *testing.T, addr string) string {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line)
+}
+
+// writeMinimalConfig writes a valid configuration with one listener whose
+// key and certificate are certs', and returns its path.
+func writeMinimalConfig(t *testing.T, certs *ftptest.Certs, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gate.hcl")
+	src := fmt.Sprintf(`listener "ftps" {
+  address       = "127.0.0.1:2121"
+  cert_file     = %q
+  key_file      = %q
+  passive_ports = "50000-50009"
+  backend       = "legacy"
+}
+backend "legacy" { address = "127.0.0.1:21" }
+%s`, certs.CertFile, certs.KeyFile, extra)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCLIConventions: the configuration may be named without -config, a
+// stray argument is refused rather than ignored, -h is help (exit 0), the
+// summary counts in words, and a bad log level lists the good ones.
+func TestCLIConventions(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	path := writeMinimalConfig(t, certs, "")
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		out, inErr string
+	}{
+		{[]string{"validate", path}, 0, path + ": configuration is valid (1 listener, 1 backend)", ""},
+		{[]string{"validate", "-config", path}, 0, "configuration is valid", ""},
+		{[]string{"validate", "-config", path, path}, 0, "configuration is valid", ""},
+		{[]string{"validate", "-config", path, "/other.hcl"}, 2, "", "two configuration files"},
+		{[]string{"validate", path, "extra"}, 2, "", "one configuration file"},
+		{[]string{"validate", "/nonexistent/gate.hcl"}, 1, "", "/nonexistent/gate.hcl"},
+		{[]string{"validate", "-h"}, 0, "", "-as-user"},
+		{[]string{"run", "-h"}, 0, "", "-log-level"},
+		{[]string{"run", "-log-level", "verbose", path}, 2, "", "want debug, info, warn or error"},
+		{[]string{"help"}, 0, "FILE defaults to /etc/ftpsgate/ftpsgate.hcl", ""},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.inErr) {
+			t.Errorf("%q: exit %d\nstdout %q\nstderr %q", tc.args, code, out.String(), errOut.String())
+		}
+	}
+}
+
+// TestValidateAsUser: a key only root can read (openssl's and certbot's
+// 0600) passes validate as root, but validate -as-user names the service
+// user who could not read it (systemd's DynamicUser, an unprivileged
+// account), and the directory it could not write the audit file in.
+func TestValidateAsUser(t *testing.T) {
+	ftptest.RequireRoot(t)
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	for _, f := range []string{certs.KeyFile, certs.CertFile} { // t.TempDir's are 0700
+		for d := filepath.Dir(f); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+	}
+	if err := os.Chmod(certs.KeyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(certs.CertFile, 0o644) // a certificate is public
+	logs := t.TempDir()             // root's, not writable by others
+	path := writeMinimalConfig(t, certs, fmt.Sprintf("audit {\n  file = %q\n}\n", filepath.Join(logs, "audit.log")))
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", path}, &out, &errOut); code != 0 {
+		t.Fatalf("as root: exit %d: %s", code, errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut)
+	msg := errOut.String()
+	if code != 1 || !strings.Contains(msg, "user nobody cannot read "+certs.KeyFile) ||
+		!strings.Contains(msg, "user nobody cannot create files in "+logs) || strings.Contains(msg, "cannot read "+certs.CertFile) {
+		t.Fatalf("exit %d:\n%s", code, msg)
+	}
+	// Given to the user's group, as the README says, it passes.
+	if err := os.Chown(certs.KeyFile, 0, groupOf(t, "nogroup")); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(certs.KeyFile, 0o640)
+	if err := os.Chmod(logs, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut); code != 0 {
+		t.Fatalf("key in nobody's group: exit %d:\n%s", code, errOut.String())
+	}
+}
+
+func groupOf(t *testing.T, name string) int {
+	t.Helper()
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(g.Gid)
+	return n
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -812,6 +813,17 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		if ab.File != nil {
 			cfg.Audit.File = *ab.File
 		}
+		for _, f := range []struct{ attr, path string }{{"file", cfg.Audit.File}, {"xferlog", cfg.Audit.Xferlog}} {
+			if f.path == "" || f.path == "-" {
+				continue
+			}
+			// run would fail to open the file: say so now. (The systemd
+			// unit creates /var/log/ftpsgate with LogsDirectory=.)
+			if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
+				c.errorf(rangeOf(c.block("audit", 0), f.attr), "Missing audit directory",
+					"The directory of %s (%s) does not exist: create it, writable by the user ftpsgate runs as.", f.path, filepath.Dir(f.path))
+			}
+		}
 		if ab.Xferlog != nil {
 			cfg.Audit.Xferlog = *ab.Xferlog
 			if *ab.Xferlog == "-" || *ab.Xferlog == "" {
@@ -904,6 +916,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		cfg.Bans.Safelist = c.cidrs(blk, "safelist", bb.Safelist)
 	}
 	cfg.Bans.IPv6Prefix = cfg.Limits.IPv6Prefix
+	c.checkSockets(fs, cfg)
 	return cfg
 }
 
@@ -1429,6 +1442,104 @@ func (c *compiler) checkOverlaps(cfg *Config) {
 			}
 		}
 	}
+}
+
+// socket is a host:port as the checks below compare them: a host of ""
+// (or 0.0.0.0, ::) takes every address.
+type socket struct {
+	host string
+	port uint16
+}
+
+func parseSocket(s string) (socket, bool) {
+	host, port, err := net.SplitHostPort(s)
+	p, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || perr != nil {
+		return socket{}, false
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.IsUnspecified() {
+			host = ""
+		} else {
+			host = a.Unmap().String()
+		}
+	}
+	return socket{host, uint16(p)}, true
+}
+
+// meets reports whether a socket bound at a and one at b would take the
+// same connections: same port, and the same host or a wildcard.
+func (a socket) meets(b socket) bool {
+	return a.port == b.port && a.port != 0 && (a.host == b.host || a.host == "" || b.host == "")
+}
+
+// checkSockets refuses what validate used to pass and run would then hit:
+// two listeners on one address, a control or admin port inside a passive
+// range, and a backend server that is the proxy's own listener (every
+// session would loop through the proxy until it runs out of sessions).
+func (c *compiler) checkSockets(fs *fileSchema, cfg *Config) {
+	type bound struct {
+		what string
+		s    socket
+		r    *hcl.Range
+	}
+	var binds []bound
+	for i, l := range cfg.Listeners {
+		if s, ok := parseSocket(l.Address); ok {
+			binds = append(binds, bound{fmt.Sprintf("listener %q", l.Name), s, rangeOf(c.block("listener", i), "address")})
+		}
+	}
+	if s, ok := parseSocket(cfg.Admin); ok && cfg.Admin != "" {
+		binds = append(binds, bound{"the admin listener", s, rangeOf(c.block("admin", 0), "address")})
+	}
+	for i, a := range binds {
+		for _, b := range binds[:i] {
+			if a.s.meets(b.s) {
+				c.errorf(a.r, "Address in use twice", "%s and %s both listen on port %d of the same address.", a.what, b.what, a.s.port)
+			}
+		}
+	}
+	for i, l := range cfg.Listeners {
+		lhost, ok := parseSocket(l.Address)
+		if !ok {
+			continue
+		}
+		for _, b := range binds {
+			if l.PassivePorts.First <= b.s.port && b.s.port <= l.PassivePorts.Last && (b.s.host == lhost.host || b.s.host == "" || lhost.host == "") {
+				c.errorf(rangeOf(c.block("listener", i), "passive_ports"), "Passive range takes a listening port",
+					"Listener %q's passive_ports %s include port %d, where %s listens.", l.Name, l.PassivePorts, b.s.port, b.what)
+			}
+		}
+	}
+	for i, bb := range fs.Backends {
+		b := cfg.Backends[bb.Name]
+		if b == nil {
+			continue
+		}
+		for _, addr := range b.Servers {
+			s, ok := parseSocket(addr)
+			if !ok {
+				continue
+			}
+			for _, l := range binds {
+				loop := l.s.port == s.port && (l.s.host == s.host || (l.s.host == "" && isLocalHost(s.host)))
+				if loop && l.what != "the admin listener" {
+					c.errorf(rangeOf(c.block("backend", i), ""), "Backend is the proxy itself",
+						"Backend %q's server %s is %s of this proxy: sessions would loop through it. Point it at the FTP server.", bb.Name, addr, l.what)
+				}
+			}
+		}
+	}
+}
+
+// isLocalHost reports whether host names this machine for certain:
+// loopback, or localhost.
+func isLocalHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 func (c *compiler) duration(blk *hclsyntax.Block, name string, v *string, dst *time.Duration) {

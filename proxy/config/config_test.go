@@ -66,7 +66,7 @@ policy {
   allow_users    = []
 }
 audit {
-  file = "/var/log/ftpsgate/audit.log"
+  file = "/tmp/ftpsgate-audit.log"
 }
 `
 
@@ -88,11 +88,11 @@ func TestLoadContractExample(t *testing.T) {
 	if !cfg.Policy.RequireTLS || !cfg.Policy.RequireProtP || len(cfg.Policy.AllowUsers) != 0 {
 		t.Fatalf("policy %+v", cfg.Policy)
 	}
-	if cfg.Audit.File != "/var/log/ftpsgate/audit.log" || cfg.Audit.OnError != AuditContinue || cfg.Timeouts != DefaultTimeouts() {
+	if cfg.Audit.File != "/tmp/ftpsgate-audit.log" || cfg.Audit.OnError != AuditContinue || cfg.Timeouts != DefaultTimeouts() {
 		t.Fatalf("audit %+v timeouts %+v", cfg.Audit, cfg.Timeouts)
 	}
-	refuse := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `file = "/var/log/ftpsgate/audit.log"`,
-		`file = "/var/log/ftpsgate/audit.log"`+"\n  on_error = \"refuse\"", 1)
+	refuse := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `file = "/tmp/ftpsgate-audit.log"`,
+		`file = "/tmp/ftpsgate-audit.log"`+"\n  on_error = \"refuse\"", 1)
 	if cfg, diags := Parse([]byte(refuse), "ftpsgate.hcl"); diags.HasErrors() || cfg.Audit.OnError != AuditRefuse {
 		t.Fatalf("on_error = \"refuse\": %v", diags)
 	}
@@ -264,7 +264,7 @@ func TestDiagnostics(t *testing.T) {
 		{"bad pattern", func(s string) string { return strings.Replace(s, `allow_users    = []`, `allow_users    = ["a["]`, 1) }, 25, "Invalid policy"},
 		{"bad duration", func(s string) string { return s + "timeouts {\n  idle = \"forever\"\n}\n" }, 31, "Invalid duration"},
 		{"bad audit on_error", func(s string) string {
-			return strings.Replace(s, `file = "/var/log/ftpsgate/audit.log"`, "file = \"/var/log/ftpsgate/audit.log\"\n  on_error = \"ignore\"", 1)
+			return strings.Replace(s, `file = "/tmp/ftpsgate-audit.log"`, "file = \"/tmp/ftpsgate-audit.log\"\n  on_error = \"ignore\"", 1)
 		}, 29, "Invalid on_error"},
 		{"small line limit", func(s string) string { return s + "limits {\n  max_line = 10\n}\n" }, 31, "Invalid limit"},
 		{"bad CIDR", func(s string) string {
@@ -333,6 +333,21 @@ func TestDiagnostics(t *testing.T) {
 				"\n  tls_min_version = \"1.3\"\n  tls_cipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]", 1)
 		}, 9, "Invalid tls_cipher_suites"},
 		{"negative lingering bound", func(s string) string { return s + "limits {\n  max_lingering_data_legs = -1\n}\n" }, 31, "Invalid limit"},
+		{"two listeners on one address", func(s string) string {
+			return strings.Replace(s, `address       = "[::]:990"`, `address       = "127.0.0.1:21"`, 1)
+		}, 11, "Address in use twice"},
+		{"passive range takes the admin port", func(s string) string {
+			return s + "admin {\n  address = \"127.0.0.1:50100\"\n}\n"
+		}, 6, "Passive range takes a listening port"},
+		{"passive range takes a control port", func(s string) string {
+			return strings.Replace(s, `address       = "[::]:990"`, `address       = "[::]:50990"`, 1)
+		}, 6, "Passive range takes a listening port"},
+		{"backend is the proxy itself", func(s string) string {
+			return strings.Replace(s, `address = "10.0.0.5:21"`, `address = "127.0.0.1:21"`, 1)
+		}, 18, "Backend is the proxy itself"},
+		{"missing audit directory", func(s string) string {
+			return strings.Replace(s, `file = "/tmp/ftpsgate-audit.log"`, `file = "/nonexistent/ftpsgate/audit.log"`, 1)
+		}, 28, "Missing audit directory"},
 		{"pprof without authentication", func(s string) string { return s + "admin {\n  pprof = true\n}\n" }, 31, "pprof needs authentication"},
 		{"missing token file", func(s string) string {
 			return s + "admin {\n  bearer_token_file = \"/nonexistent/token\"\n}\n"

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+)
+
+// checkAccess reports the files of cfg that user name could not use as
+// run needs them: the listeners' certificate and key files read, the audit
+// files' directories written. It judges by the files' owners, groups and
+// mode bits (and the directories on the way), as the kernel would for a
+// process of that user and its groups: "validate -as-user" run as root
+// then tells what the service's own start would hit, such as systemd's
+// DynamicUser meeting a root-owned key of mode 0600. ACLs and capabilities
+// are not read.
+func checkAccess(cfg *config.Config, name string) ([]string, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	var gids []int
+	ids, _ := u.GroupIds()
+	for _, g := range ids {
+		if n, err := strconv.Atoi(g); err == nil {
+			gids = append(gids, n)
+		}
+	}
+	var problems []string
+	seen := map[string]bool{}
+	need := func(path string, bit uint32, what string) {
+		if path == "" || seen[path] {
+			return
+		}
+		seen[path] = true
+		if err := mayAccess(path, uid, gids, bit); err != nil {
+			problems = append(problems, fmt.Sprintf("user %s cannot %s %s: %v", name, what, path, err))
+		}
+	}
+	for _, l := range cfg.Listeners {
+		need(l.CertFile, 4, "read")
+		need(l.KeyFile, 4, "read")
+	}
+	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
+		if f == "" || f == "-" {
+			continue
+		}
+		if _, err := os.Stat(f); err == nil {
+			need(f, 2, "write")
+		} else {
+			need(filepath.Dir(f), 2|1, "create files in")
+		}
+	}
+	return problems, nil
+}
+
+// mayAccess decides whether uid (in gids) has the access bits (4 read, 2
+// write, 1 execute) on path, and search (execute) on each directory above
+// it. Root may do anything but execute a file with no execute bit.
+func mayAccess(path string, uid int, gids []int, bits uint32) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if err := modeAllows(dir, uid, gids, 1); err != nil {
+			return fmt.Errorf("directory %s: %w", dir, err)
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	return modeAllows(abs, uid, gids, bits)
+}
+
+func modeAllows(path string, uid int, gids []int, bits uint32) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return err
+	}
+	if uid == 0 {
+		return nil
+	}
+	perm := st.Mode & 0o777
+	var have uint32
+	switch {
+	case int(st.Uid) == uid:
+		have = perm >> 6
+	case slices.Contains(gids, int(st.Gid)):
+		have = (perm >> 3) & 7
+	default:
+		have = perm & 7
+	}
+	if have&bits != bits {
+		return fmt.Errorf("mode %04o, owner %d, group %d", perm, st.Uid, st.Gid)
+	}
+	return nil
+}
