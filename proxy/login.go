@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 		s.srv.loginDelays.wait(s.refusedBackend, delayPass, start)
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.log.Info("login failed", zap.String("rule", d.Rule), zap.Int("code", 530))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule})
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.String()})
 		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 			return err
 		}
@@ -177,7 +178,7 @@ func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, err
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
 		s.be.close()
 		s.be = nil
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule})
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule, Client: s.client.String()})
 		return true, s.deny(cmd, d)
 	}
 	s.counted = key
@@ -198,16 +199,42 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
 			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code})
+			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code, Client: s.client.String()})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.uncount()
-		s.log.Info("login failed", zap.Int("code", rep.Code))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code})
+			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code, Client: s.client.String()})
+		if hint := misconfiguration(rep); hint != "" {
+			// The backend refuses every login this way: no guess was
+			// wrong, so no ban counts it; the operator must act.
+			s.log.Warn("login refused by the backend's configuration, not a wrong password", zap.Int("code", rep.Code),
+				zap.String("reply", rep.String()), zap.String("backend", s.be.cfg.Name), zap.String("hint", hint))
+			return nil
+		}
+		s.log.Info("login failed", zap.Int("code", rep.Code), zap.String("reply", rep.String()))
 		return s.loginFailed()
 	}
 	return nil
+}
+
+// misconfiguration recognises a backend's refusal of every login, which
+// says the proxy and the backend disagree rather than that a password was
+// wrong, and returns what to change; "" for anything else. Servers word
+// these differently and give them no code of their own, so their texts
+// are read (vsftpd: "Non-anonymous sessions must use encryption.", "This
+// FTP server is anonymous only."; ProFTPD: "SSL/TLS required on the
+// control channel"; pure-ftpd: "cleartext sessions … are not accepted").
+func misconfiguration(rep *rewrite.Reply) string {
+	text := strings.ToLower(rep.String())
+	switch {
+	case strings.Contains(text, "encryption"), strings.Contains(text, "ssl/tls required"),
+		strings.Contains(text, "tls required"), strings.Contains(text, "cleartext"):
+		return "the backend requires TLS: set the backend block's tls to \"explicit\" (or \"implicit\"), or turn TLS off on the backend"
+	case strings.Contains(text, "anonymous only"):
+		return "the backend takes anonymous logins only: enable local users on it"
+	}
+	return ""
 }
 
 // loginFailed counts a failed login from the client's address, and bans

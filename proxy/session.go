@@ -179,6 +179,7 @@ var (
 	errBackendLost    = errors.New("backend connection lost")
 	errBackendRefused = errors.New("backend unavailable")
 	errBanned         = errors.New("address banned after failed logins")
+	errClientHello    = errors.New("a TLS ClientHello on the plaintext port: an implicit-FTPS client on the explicit listener? It belongs on the implicit one (990)")
 	// errHandshake: the client's TLS handshake failed. It may already
 	// have sent or read TLS records, so no plaintext reply follows (a
 	// TLS scanner reads one as a 4xx/5xx after STARTTLS).
@@ -227,7 +228,7 @@ func (s *session) run() {
 
 	if s.lcfg.TLS == config.Implicit {
 		if err := s.startTLS(); err != nil {
-			how = "tls handshake failed"
+			how = s.end(err)
 			return
 		}
 	}
@@ -267,7 +268,12 @@ func (s *session) end(err error) string {
 	case errors.Is(err, errInjection):
 		rep = rewrite.NewReply(421, "Data pipelined after AUTH TLS refused; closing control connection.")
 	case errors.Is(err, errHandshake):
-		return "tls handshake failed" // logged by startTLS
+		return err.Error() // why, for the session's one closing log line
+	case errors.Is(err, errClientHello):
+		// A TLS client could not read a 421 in clear: it is closed, and
+		// the session's one closing log line says why.
+		s.denied("tls_on_plaintext_port", "", err.Error())
+		return err.Error()
 	case errors.Is(err, errBackendRefused):
 		be := &backendError{what: backendUnreachable}
 		errors.As(err, &be)
@@ -294,6 +300,14 @@ func (s *session) readCommand() (rewrite.Command, error) {
 	for {
 		if err := s.armReadDeadline(); err != nil {
 			return rewrite.Command{}, err
+		}
+		if s.tls == nil {
+			// A TLS client on the plaintext port (an implicit-FTPS client
+			// on the explicit listener) sends a ClientHello: no line of
+			// it is a command, and it waits for a ServerHello forever.
+			if b, err := s.r.Peek(1); err == nil && b[0] == tlsRecordHandshake {
+				return rewrite.Command{}, errClientHello
+			}
 		}
 		line, err := rewrite.ReadLine(s.r, s.cfg.Limits.MaxLine)
 		s.lastActive.Store(time.Now().UnixNano())
@@ -503,15 +517,22 @@ func (s *session) cmdAUTH(cmd rewrite.Command) error {
 
 // startTLS runs the server TLS handshake on the control connection.
 func (s *session) startTLS() error {
-	tc := tls.Server(s.raw, s.bind.control())
+	conf := s.bind.control()
+	var hello *tls.ClientHelloInfo
+	conf.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		hello = h
+		return nil, nil
+	}
+	first := &firstByte{Conn: s.raw}
+	tc := tls.Server(first, conf)
 	s.raw.SetDeadline(time.Now().Add(s.cfg.Timeouts.TLSHandshake))
 	err := tc.Handshake()
 	s.raw.SetDeadline(time.Time{})
 	if err != nil {
-		s.log.Info("TLS handshake failed", zap.Error(err))
-		s.denied("tls_handshake", "AUTH", err.Error())
+		why := handshakeDiagnosis(err, first, hello, s.lcfg.TLS, s.cfg.Timeouts.TLSHandshake)
+		s.denied("tls_handshake", "AUTH", why+": "+err.Error())
 		s.srv.metrics.tlsFailures.Inc()
-		return fmt.Errorf("%w: %w", errHandshake, err)
+		return fmt.Errorf("%w: %s (%w)", errHandshake, why, err)
 	}
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReaderSize(tc, controlBufferSize)
@@ -531,6 +552,67 @@ func (s *session) startTLS() error {
 	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
 	s.setView(func(v *sessionView) { v.TLS = tls.VersionName(cs.Version) })
 	return nil
+}
+
+// firstByte records the first byte a connection read (under a TLS
+// server: what the client sent first).
+type firstByte struct {
+	net.Conn
+	b    byte
+	seen bool
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	if n > 0 && !f.seen {
+		f.b, f.seen = p[0], true
+	}
+	return n, err
+}
+
+// tlsRecordHandshake is the first byte of a TLS handshake record, and so of
+// every ClientHello.
+const tlsRecordHandshake = 0x16
+
+// handshakeDiagnosis says, for an operator, why a client's TLS handshake
+// failed, from what the client sent (its first byte, its ClientHello) and
+// the error: crypto/tls's own words name the symptom, not the cause.
+func handshakeDiagnosis(err error, first *firstByte, hello *tls.ClientHelloInfo, mode config.TLSMode, timeout time.Duration) string {
+	switch {
+	case !first.seen && isTimeout(err) && mode == config.Implicit:
+		return fmt.Sprintf("the client sent nothing within %s: an explicit-FTPS (or plain FTP) client waiting for a 220 on the implicit-TLS listener?", timeout)
+	case !first.seen:
+		return "the client closed or sent nothing before the handshake"
+	case first.b != tlsRecordHandshake:
+		return fmt.Sprintf("the client sent plaintext (first byte %q), not a TLS ClientHello: an explicit-FTPS or plain FTP client on the implicit-TLS listener?", first.b)
+	case hello == nil:
+		return "the ClientHello was malformed or cut short"
+	}
+	var offered []string
+	modern := false
+	for _, v := range hello.SupportedVersions {
+		offered = append(offered, tls.VersionName(v))
+		modern = modern || v >= tls.VersionTLS12
+	}
+	if !modern {
+		return "the client offers only " + strings.Join(offered, ", ") + ", older than the listener's minimum (tls_min_version)"
+	}
+	// crypto/tls exposes no typed value for the alerts a peer sends, so
+	// its words are read here, for the log's explanation only.
+	switch e := err.Error(); {
+	case strings.Contains(e, "bad certificate"), strings.Contains(e, "unknown certificate authority"),
+		strings.Contains(e, "certificate expired"), strings.Contains(e, "certificate unknown"),
+		strings.Contains(e, "bad record MAC"):
+		// Under TLS 1.3 an OpenSSL client that rejects the certificate
+		// sends its alert under keys the server has moved past: Go
+		// reports a bad record MAC.
+		return "the client does not trust the certificate (its CA, name or dates): give the client the CA, or use a certificate for the name it connects to"
+	case strings.Contains(e, "no cipher suite supported"), strings.Contains(e, "handshake failure"):
+		return "no cipher suite in common: the client may need one outside the intermediate profile (tls_cipher_suites)"
+	case strings.Contains(e, "no application protocol"):
+		return "the client offered ALPN protocols but not \"ftp\" (a browser or another protocol sent to the FTP port: ALPACA)"
+	}
+	return "the handshake failed"
 }
 
 // cmdPBSZ: with TLS the buffer size is always 0 (RFC 4217 §8).

@@ -165,7 +165,7 @@ func (s *Session) Login(l Login) {
 	fs := text(text(make([]zap.Field, 0, 8), "user", l.User), "host", l.Host)
 	fs = text(fs, "result", result)
 	fs = text(text(text(fs, "backend", l.Backend), "backend_address", l.BackendAddress), "route", l.Route)
-	fs = text(fs, "reason", l.Reason)
+	fs = text(text(fs, "reason", l.Reason), "client", l.Client)
 	s.emit(EventLogin, append(fs, zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))...)
 }
 
@@ -183,6 +183,9 @@ type Login struct {
 	// refused it ("deny_users": the client was told only "Login
 	// incorrect."); "" when the backend answered.
 	Reason string
+	// Client is the client's address and port, so that one line says
+	// who, from where and with what result.
+	Client string
 }
 
 // Command records a client command; PASS and ACCT arguments are redacted.
@@ -240,7 +243,7 @@ type Transfer struct {
 func (s *Session) Transfer(t Transfer) {
 	fs := text(text(text(make([]zap.Field, 0, 14), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
 	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration))
-	fs = text(fs, "result", t.Result)
+	fs = text(text(text(fs, "result", t.Result), "user", t.User), "client", t.Client)
 	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
 	if t.Check != "" {

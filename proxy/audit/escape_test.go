@@ -208,10 +208,10 @@ func TestEveryEventField(t *testing.T) {
 	s := New(z).Session("s1")
 	s.Start(h, h, h, h)
 	s.TLS(h, h, h, h)
-	s.Login(Login{User: h, Host: h, Backend: h, BackendAddress: h, Route: h, Reason: h})
+	s.Login(Login{User: h, Host: h, Backend: h, BackendAddress: h, Route: h, Reason: h, Client: h})
 	s.Command(rewrite.Command{Verb: h, Arg: h})
 	s.Reply(h, 550)
-	s.Transfer(Transfer{Verb: h, Direction: h, Path: h, Result: h})
+	s.Transfer(Transfer{Verb: h, Direction: h, Path: h, Result: h, User: h, Client: h})
 	s.Ban(h, time.Unix(0, 0), 3)
 	s.PolicyDenied(h, h, h)
 	s.End(h, time.Second, h, 1, 2)
@@ -237,8 +237,8 @@ func TestEveryEventField(t *testing.T) {
 			}
 		}
 	}
-	if texts != 32 {
-		t.Fatalf("%d text fields logged escaped, want 32", texts)
+	if texts != 35 {
+		t.Fatalf("%d text fields logged escaped, want 35", texts)
 	}
 }
 
