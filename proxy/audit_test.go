@@ -67,7 +67,8 @@ func TestAuditFidelity(t *testing.T) {
 			}
 		case e["event"] == "transfer":
 			transfers++
-			if e["path"] != audit.Escape(name) || e["path_b64"] != b64 || e["result"] != "complete" {
+			// The full path: the file is in vsftpd's root, "/".
+			if e["path"] != audit.Escape("/"+name) || e["path_b64"] != base64.StdEncoding.EncodeToString([]byte("/"+name)) || e["result"] != "complete" {
 				t.Errorf("transfer event %v", e)
 			}
 		case e["event"] == "command" && e["arg_b64"] != nil:
@@ -93,7 +94,7 @@ func TestAuditFidelity(t *testing.T) {
 		t.Fatalf("xferlog %q", g.xferlog.Bytes())
 	}
 	f := strings.Fields(lines[0])
-	if len(f) != 18 || f[8] != `a\xff\u0085\u2028\x20b\\x\x1b.txt` || f[13] != be.User {
+	if len(f) != 18 || f[8] != `/a\xff\u0085\u2028\x20b\\x\x1b.txt` || f[13] != be.User {
 		t.Fatalf("xferlog line %q: %d fields", lines[0], len(f))
 	}
 }

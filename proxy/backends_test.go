@@ -137,7 +137,7 @@ func TestEveryBackend(t *testing.T) {
 			c.Cmd(257, "PWD")
 			c.Cmd(221, "QUIT")
 			for _, e := range g.eventsOf(t, "transfer") {
-				if e["result"] != "complete" && (e["result"] != "aborted" || e["path"] != "big.bin") {
+				if e["result"] != "complete" && (e["result"] != "aborted" || e["path"] != "/big.bin") {
 					t.Fatalf("transfer %v", e)
 				}
 			}

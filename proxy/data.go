@@ -569,6 +569,13 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	if p == nil && !active.IsValid() {
 		return s.reply(cmd, 425, "Use PASV, EPSV, PORT or EPRT first.")
 	}
+	v := lookupVerb(cmd.Verb)
+	if v.xferlog && (cmd.Verb == "STOU" || !strings.HasPrefix(cmd.Arg, "/")) {
+		if err := s.learnCWD(); err != nil { // for the transfer's full path
+			abandon()
+			return err
+		}
+	}
 	bdata, err := s.openBackendData()
 	if err != nil {
 		abandon()
@@ -616,8 +623,11 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		abandon()
 		return err
 	}
-	v := lookupVerb(cmd.Verb)
-	x := &transfer{verb: cmd.Verb, path: transferPath(cmd, rep), direction: v.data, file: v.xferlog, binary: s.binary,
+	name := transferPath(cmd, rep)
+	if v.xferlog {
+		name = s.fullPath(name)
+	}
+	x := &transfer{verb: cmd.Verb, path: name, direction: v.data, file: v.xferlog, binary: s.binary,
 		start: time.Now(), offset: rest, stop: make(chan struct{}), done: make(chan struct{})}
 	x.announced, x.sized = rewrite.AnnouncedSize(rep)
 	x.addLeg(bdata.close)

@@ -3,6 +3,9 @@ package proxy_test
 import (
 	"crypto/tls"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +94,40 @@ func TestBackendMisconfiguration(t *testing.T) {
 	logins := g.eventsOf(t, "login")
 	if len(logins) != 3 || !strings.HasPrefix(logins[0]["client"].(string), "127.0.0.1:") || logins[0]["user"] != be.User {
 		t.Fatalf("login events %v", logins)
+	}
+}
+
+// TestFullPaths: transfers are recorded by their full path on the server,
+// as vsftpd records them, whatever directory the client moved to and
+// however it named the file: the audit and xferlog say which file moved.
+func TestFullPaths(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	if err := os.Mkdir(filepath.Join(be.Root, "sub"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, be.Root, "top.txt", []byte("top\n"))
+	writeFile(t, filepath.Join(be.Root, "sub"), "inner.txt", []byte("inner\n"))
+	g := startGate(t, be.Addr, gateOptions{})
+	c := loginTo(t, g, be.User, be.Password)
+	retr(t, c, "top.txt")
+	c.Cmd(250, "CWD sub")
+	retr(t, c, "inner.txt")
+	c.Cmd(250, "CDUP")
+	retr(t, c, "sub/inner.txt")
+	c.Cmd(250, "XCWD /sub")
+	retr(t, c, "../top.txt")
+	retr(t, c, "/sub/inner.txt")
+	c.Cmd(221, "QUIT")
+	var got []string
+	for _, e := range g.eventsOf(t, "transfer") {
+		got = append(got, e["path"].(string))
+	}
+	want := []string{"/top.txt", "/sub/inner.txt", "/sub/inner.txt", "/top.txt", "/sub/inner.txt"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("transfer paths %q, want %q", got, want)
+	}
+	lines := strings.Split(strings.TrimSpace(string(g.xferlog.Bytes())), "\n")
+	if len(lines) != 5 || strings.Fields(lines[1])[8] != "/sub/inner.txt" {
+		t.Fatalf("xferlog %q", lines)
 	}
 }

@@ -386,18 +386,18 @@ func TestUploadCloseNotify(t *testing.T) {
 			c.Expect(426)
 			c.Cmd(221, "QUIT")
 
-			if e := g.transferEvent(t, "whole.bin"); e["result"] != "complete" || e["close_notify"] != true {
+			if e := g.transferEvent(t, "/whole.bin"); e["result"] != "complete" || e["close_notify"] != true {
 				t.Fatalf("whole upload: %v", e)
 			}
-			e := g.transferEvent(t, "cut.bin")
+			e := g.transferEvent(t, "/cut.bin")
 			if e["result"] != "incomplete" || e["check"] != "upload_close_notify" || e["close_notify"] != false ||
 				e["code"].(float64) != 426 || e["bytes"].(float64) >= float64(len(content)) {
 				t.Fatalf("cut upload: %v", e)
 			}
-			if e := g.transferEvent(t, "reset.bin"); e["result"] != "incomplete" || e["close_notify"] != false || e["check"] != nil {
+			if e := g.transferEvent(t, "/reset.bin"); e["result"] != "incomplete" || e["close_notify"] != false || e["check"] != nil {
 				t.Fatalf("reset upload: %v", e)
 			}
-			if s := g.xferlogStatus(t, "cut.bin"); s != "i" {
+			if s := g.xferlogStatus(t, "/cut.bin"); s != "i" {
 				t.Fatalf("xferlog says %q for the cut upload", s)
 			}
 			if fi, err := os.Stat(filepath.Join(be.Root, "cut.bin")); err == nil {
@@ -424,7 +424,7 @@ func TestUploadCloseNotify(t *testing.T) {
 		d.WriteAll(t, content)
 		c.Expect(226)
 		c.Cmd(221, "QUIT")
-		e := g.transferEvent(t, "cut.bin")
+		e := g.transferEvent(t, "/cut.bin")
 		if e["result"] != "complete" || e["close_notify"] != false || e["check"] != nil {
 			t.Fatalf("cut upload: %v", e)
 		}
@@ -502,7 +502,7 @@ func TestAnnouncedSize(t *testing.T) {
 				t.Fatalf("426 text %q", msg)
 			}
 			c.Cmd(221, "QUIT")
-			e := g.transferEvent(t, "f")
+			e := g.transferEvent(t, "f") // the scripted server answers no PWD: the name stays as sent
 			if e["result"] != tc.result || e["bytes"].(float64) != float64(tc.send) ||
 				e["announced_bytes"].(float64) != float64(tc.announced) || (tc.check == "") != (e["check"] == nil) ||
 				tc.check != "" && e["check"] != tc.check || tc.rest > 0 && e["offset"].(float64) != float64(tc.rest) {
@@ -546,10 +546,10 @@ func TestSTOUPath(t *testing.T) {
 				t.Fatalf("files on the server: %v (%v)", ents, err)
 			}
 			name := ents[0].Name()
-			if e := g.transferEvent(t, name); e["result"] != "complete" || e["verb"] != "STOU" {
+			if e := g.transferEvent(t, "/"+name); e["result"] != "complete" || e["verb"] != "STOU" {
 				t.Fatalf("transfer event %v", e)
 			}
-			if s := g.xferlogStatus(t, name); s != "c" {
+			if s := g.xferlogStatus(t, "/"+name); s != "c" {
 				t.Fatalf("xferlog status %q", s)
 			}
 		})

@@ -308,7 +308,7 @@ func TestXferlog(t *testing.T) {
 		t.Fatalf("want 3 xferlog lines, got %q", lines)
 	}
 	for i, want := range []struct{ size, name, typ, dir string }{
-		{"123457", "x.bin", "b", "i"}, {"123457", "x.bin", "b", "o"}, {"", "t.txt", "a", "o"},
+		{"123457", "/x.bin", "b", "i"}, {"123457", "/x.bin", "b", "o"}, {"", "/t.txt", "a", "o"},
 	} {
 		f := strings.Fields(lines[i])
 		if len(f) != 18 {

@@ -36,7 +36,7 @@ func TestTransferUnderPressure(t *testing.T) {
 	}
 	h.Write(chunk)
 	c.Cmd(200, "NOOP")
-	if msg := c.Cmd(211, "STAT"); !strings.Contains(msg, "RETR big.bin") || !strings.Contains(msg, "bytes") {
+	if msg := c.Cmd(211, "STAT"); !strings.Contains(msg, "RETR /big.bin") || !strings.Contains(msg, "bytes") {
 		t.Fatalf("STAT during the transfer: %q", msg)
 	}
 	// Read slowly, past the idle timeout, with no command on the control

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -89,6 +90,10 @@ type session struct {
 	epsvAll        bool
 	badLines       int
 	rest           int64 // the offset of the last REST, for the next transfer command
+	// cwd is the backend's working directory, from its last 257 reply to
+	// PWD, or "" when not known (before one, and after a CWD): transfers
+	// are recorded by full path (fullPath).
+	cwd string
 	// unaudited is a command relayed as it is whose audit event waits
 	// until the backend has it (see dispatch); holding says it waits.
 	unaudited rewrite.Command
@@ -450,7 +455,11 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 		return s.deny(cmd, d)
 	}
 	if relayed {
-		return s.cmdForward(cmd)
+		rep, err := s.forward(cmd)
+		if err == nil && v != nil && v.after != nil {
+			v.after(s, rep)
+		}
+		return err
 	}
 	return v.handle(s, cmd)
 }
@@ -736,6 +745,52 @@ func (s *session) cmdREST(cmd rewrite.Command) error {
 	}
 	s.rest = n
 	return s.reply(cmd, 350, fmt.Sprintf("Restart position accepted (%d); send RETR or STOR.", n))
+}
+
+// notePWD takes the working directory from a 257 reply to PWD.
+func (s *session) notePWD(rep *rewrite.Reply) {
+	if dir, err := rewrite.ParsePWD(rep); err == nil && dir != "" {
+		s.cwd = dir
+	}
+}
+
+// noteCWD forgets the working directory once CWD or CDUP moved it: the
+// server resolves the path (symbolic links, its chroot) and the next
+// PWD says where it went.
+func (s *session) noteCWD(rep *rewrite.Reply) {
+	if rep.Positive() {
+		s.cwd = ""
+	}
+}
+
+// learnCWD asks the backend for its working directory when it is not
+// known, so that a transfer can be recorded by its full path (fullPath):
+// one round trip at the first file transfer of a session and after each
+// CWD. It must run before the transfer command (the backend's control
+// connection is the transfer's after it); a failure leaves it unknown.
+func (s *session) learnCWD() error {
+	if s.cwd != "" {
+		return nil
+	}
+	rep, err := s.be.roundTrip(rewrite.Command{Verb: "PWD"}, s.cfg.Timeouts.BackendReply)
+	if err != nil {
+		return err
+	}
+	s.notePWD(rep)
+	if s.cwd == "" {
+		s.log.Debug("no working directory from the backend; transfers keep their relative names", zap.String("reply", rep.String()))
+	}
+	return nil
+}
+
+// fullPath is name (a transfer's argument, or STOU's chosen name) as a
+// full path on the backend, as vsftpd logs it: joined to the working
+// directory when relative and that is known.
+func (s *session) fullPath(name string) string {
+	if name == "" || strings.HasPrefix(name, "/") || s.cwd == "" {
+		return name
+	}
+	return path.Join(s.cwd, name)
 }
 
 // cmdTYPE forwards TYPE and notes whether transfers are now binary.

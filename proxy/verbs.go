@@ -30,8 +30,10 @@ type verb struct {
 	class    policy.Class
 	classify func(arg string) (sub string, class policy.Class)
 	// handle answers the command. Nil relays it to the backend as
-	// parsed, and relays the backend's replies.
+	// parsed, and relays the backend's replies; after, if set, then sees
+	// the final reply the client got.
 	handle func(*session, rewrite.Command) error
+	after  func(*session, *rewrite.Reply)
 	// preLogin: allowed before USER, when there is no backend yet; other
 	// commands get 530 until then.
 	preLogin bool
@@ -99,9 +101,9 @@ var verbTable = []*verb{
 	{name: "APPE", class: policy.Write, handle: (*session).cmdTransfer, data: "upload", xferlog: true},
 
 	// Read: files are read, directories walked.
-	{name: "PWD", aliases: []string{"XPWD"}, class: policy.Read},
-	{name: "CWD", aliases: []string{"XCWD"}, class: policy.Read},
-	{name: "CDUP", aliases: []string{"XCUP"}, class: policy.Read},
+	{name: "PWD", aliases: []string{"XPWD"}, class: policy.Read, after: (*session).notePWD},
+	{name: "CWD", aliases: []string{"XCWD"}, class: policy.Read, after: (*session).noteCWD},
+	{name: "CDUP", aliases: []string{"XCUP"}, class: policy.Read, after: (*session).noteCWD},
 	{name: "SIZE", class: policy.Read},
 	{name: "MDTM", classify: classifyMDTM},
 	{name: "MLST", class: policy.Read},
