@@ -12,8 +12,8 @@
 # remove an FTP server the machine already runs: the three are unpacked
 # from Debian's packages into /opt/ftpsgate-test instead (apt-get download,
 # dpkg -x), never installed, and their shared libraries, which conflict
-# with nothing, are installed as packages. Every apt-get install runs with
-# --no-remove: a conflict fails here, loudly, instead of removing anything.
+# with nothing, are installed as packages, always with --no-remove: a
+# conflict fails here, loudly, instead of removing anything.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
