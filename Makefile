@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build test test-deps unit fuzz-smoke fuzz demo bench bench-quick vet clean
+.PHONY: all build test test-deps unit fuzz-smoke fuzz demo demo-check bench bench-quick vet clean
 
 all: build
 
@@ -12,8 +12,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ftpsgate ./cmd/ftpsgate
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ftpsload ./cmd/ftpsload
 
-# Installs what the tests need (Debian packages, pure-ftpd, an FTP-only
-# account), then runs every test with the race detector, then each fuzz
+# Installs what the tests need (Debian packages; vsftpd, pure-ftpd and
+# ProFTPD unpacked, never installed; an FTP-only account), then runs every test with the race detector, then each fuzz
 # target for a few seconds.
 test: test-deps vet
 	$(GO) test -race -count=1 -timeout 40m ./...
@@ -40,8 +40,14 @@ fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m
 
 # Runs ftpsgate in front of a real vsftpd on loopback; Ctrl-C stops both.
+# The vsftpd is the copy test-deps unpacked: an FTP server installed on the
+# machine is neither used nor removed.
 demo: build test-deps
 	./scripts/demo.sh
+
+# What make demo sets up, and its self-check, then stops (CI runs it).
+demo-check: build test-deps
+	./scripts/demo.sh --check
 
 # ftpsgate against vsftpd's own FTPS, plain FTP, ProFTPD mod_proxy and the
 # Go TLS ceiling, in one run on loopback (needs root; under 10 minutes on 2

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# make demo: a real vsftpd (plain FTP) on loopback, ftpsgate in front of it
-# with a fresh self-signed certificate, and the commands to try it.
-# Ctrl-C stops both and removes everything the demo made.
+# make demo: a real vsftpd (plain FTP; the copy test-deps unpacked, never
+# the machine's own) on loopback, ftpsgate in front of it with a fresh
+# self-signed certificate, and the commands to try it. Ctrl-C stops both and
+# removes everything the demo made.
+#
+# demo.sh --check (make demo-check, run by CI) sets up the same, runs the
+# self-check, stops and removes everything, and exits non-zero if any step
+# failed. Its ports are free ones chosen at run time unless set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-BACKEND_PORT=${BACKEND_PORT:-2121}
-EXPLICIT_PORT=${EXPLICIT_PORT:-2021}
-IMPLICIT_PORT=${IMPLICIT_PORT:-2990}
 
 die() { echo "demo: $*" >&2; exit 1; }
 pids=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+
+check=no
+case "${1:-}" in
+--check) check=yes ;;
+"") ;;
+*) die "usage: $0 [--check]" ;;
+esac
+defaults=(2121 2021 2990)
+if [ "$check" = yes ]; then
+	ports=$(free_ports 3) || die "no free ports"
+	read -ra defaults <<<"$ports"
+fi
+BACKEND_PORT=${BACKEND_PORT:-${defaults[0]}}
+EXPLICIT_PORT=${EXPLICIT_PORT:-${defaults[1]}}
+IMPLICIT_PORT=${IMPLICIT_PORT:-${defaults[2]}}
 [ "$(id -u)" = 0 ] || die "vsftpd logs users in by switching to their account, which needs root: run sudo make demo"
 [ -x bin/ftpsgate ] || die "bin/ftpsgate missing: run make build"
 for p in "$BACKEND_PORT" "$EXPLICIT_PORT" "$IMPLICIT_PORT"; do
@@ -25,15 +41,23 @@ PASSWORD=$(account_password)
 
 work=$(mktemp -d /tmp/ftpsgate-demo.XXXXXX)
 chmod 755 "$work"
+# cleanup STATUS: Ctrl-C is the demo's normal end (0); a failed step keeps
+# its status and shows the servers' logs before they are removed.
 cleanup() {
 	trap - INT TERM EXIT
 	stop_pids
+	if [ "$1" != 0 ]; then
+		for log in "$work"/vsftpd.log "$work"/ftpsgate.log; do
+			[ -s "$log" ] && { echo "demo: ${log##*/}:"; tail -n 40 "$log"; } >&2
+		done
+	fi
 	rm -rf "$work"
 	echo
 	echo "demo: stopped, $work removed"
-	exit 0
+	exit "$1"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup 0' INT TERM
+trap 'cleanup $?' EXIT
 
 start_vsftpd "$work" "$BACKEND_PORT"
 echo "Hello from the FTP server behind ftpsgate." >"$work/root/hello.txt"
@@ -67,7 +91,7 @@ EOF
 
 setsid bin/ftpsgate run -config "$work/ftpsgate.hcl" -log-format console 2>"$work/ftpsgate.log" &
 pids+=($!)
-wait_greeting "$EXPLICIT_PORT" || { cat "$work/ftpsgate.log"; die "ftpsgate did not start"; }
+wait_greeting "$EXPLICIT_PORT" || die "ftpsgate did not start"
 
 # Python's stock FTP_TLS never resumes the control connection's TLS session
 # on data connections, which ftpsgate requires: the README's subclass does.
@@ -92,8 +116,12 @@ PY
 
 # A self-check, so the commands below are known to work.
 curl -sS --ssl-reqd --cacert "$work/tls.crt" "ftp://$ACCOUNT:$PASSWORD@127.0.0.1:$EXPLICIT_PORT/hello.txt" >/dev/null ||
-	die "self-check failed; see $work/ftpsgate.log"
-python3 "$work/ftplib_demo.py" >/dev/null || die "ftplib self-check failed; see $work/ftpsgate.log"
+	die "curl self-check failed"
+python3 "$work/ftplib_demo.py" >/dev/null || die "ftplib self-check failed"
+if [ "$check" = yes ]; then
+	echo "demo: self-check passed: curl and ftplib logged in through ftpsgate (127.0.0.1:$EXPLICIT_PORT) to vsftpd ($VSFTPD_ROOT)"
+	exit 0
+fi
 
 U="$ACCOUNT:$PASSWORD"
 cat <<EOF

@@ -1,5 +1,5 @@
-# Shared by demo.sh and bench.sh: a vsftpd (and ProFTPD) on
-# loopback serving a directory to the test account, a self-signed
+# Shared by demo.sh and bench.sh: a vsftpd (and ProFTPD), unpacked by
+# test-deps, on loopback serving a directory to the test account, a self-signed
 # certificate, readiness checks, free ports and stopping what was started.
 # The caller defines die() and an array pids, and sources this file.
 
@@ -58,17 +58,23 @@ wait_greeting() {
 	return 1
 }
 
+# The FTP servers, unpacked by test-deps (never the machine's own, whose
+# packages the scripts neither install nor remove).
+VSFTPD_ROOT=/opt/ftpsgate-test/vsftpd
+PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
+
 # server_wrapper: when set, start_vsftpd and start_proftpd run the server
 # under this command (make bench: ftpsload reap, to count its CPU time).
 server_wrapper=()
 
-# start_vsftpd DIR PORT [LINE…]: plain FTP on 127.0.0.1:PORT serving
-# DIR/root, logging to DIR/vsftpd.log (DIR/vsftpd-PORT.log when more
-# lines, such as ssl_enable=YES, are added to its configuration); waits for
-# its greeting.
+# start_vsftpd DIR PORT [LINE…]: vsftpd (unpacked by test-deps), plain FTP
+# on 127.0.0.1:PORT serving DIR/root, logging to DIR/vsftpd.log
+# (DIR/vsftpd-PORT.log when more lines, such as ssl_enable=YES, are added to
+# its configuration); waits for its greeting.
 start_vsftpd() {
 	local dir=$1 port=$2 conf=$1/vsftpd.conf log=$1/vsftpd.log
 	shift 2
+	[ -x "$VSFTPD_ROOT/usr/sbin/vsftpd" ] || die "vsftpd not found in $VSFTPD_ROOT: run make test-deps"
 	if [ $# -gt 0 ]; then conf=$dir/vsftpd-$port.conf log=$dir/vsftpd-$port.log; fi
 	mkdir -p "$dir/root" "$dir/empty"
 	chown "$ACCOUNT" "$dir/root"
@@ -91,12 +97,10 @@ start_vsftpd() {
 		vsftpd_log_file=$log
 	CONF
 	printf '%s\n' "$@" >>"$conf"
-	setsid "${server_wrapper[@]}" vsftpd "$conf" &
+	setsid "${server_wrapper[@]}" "$VSFTPD_ROOT/usr/sbin/vsftpd" "$conf" &
 	pids+=($!)
 	wait_greeting "$port" || die "vsftpd did not start; see $log"
 }
-
-PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
 
 # start_proftpd DIR PORT [LINE…]: ProFTPD (unpacked by test-deps) on
 # 127.0.0.1:PORT with DIR/proftpd-PORT.conf, logging the account in from a
@@ -106,6 +110,7 @@ PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
 start_proftpd() {
 	local dir=$1 port=$2 passwd
 	shift 2
+	[ -x "$PROFTPD_ROOT/usr/sbin/proftpd" ] || die "ProFTPD not found in $PROFTPD_ROOT: run make test-deps"
 	mkdir -p "$dir/root" "$dir/proxy-tables-$port"
 	chown "$ACCOUNT" "$dir/root"
 	passwd=$dir/proftpd.passwd

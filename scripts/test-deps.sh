@@ -1,16 +1,24 @@
 #!/bin/sh
 # Installs what ftpsgate's tests, demo and benchmark need on a Debian
-# machine, when it is missing: FTP servers (vsftpd from Debian's package;
-# pure-ftpd, and ProFTPD with mod_tls and, for make bench, mod_proxy,
-# unpacked from Debian's packages, since all three conflict), FTP clients
-# (curl, lftp, Python 3), HAProxy for the scale-out test, Chromium for the
-# status page's test, testssl.sh for the TLS scan of the listeners,
-# Prometheus to scrape the admin listener with credentials, and a system
-# account the FTP servers log in as.
+# machine, when it is missing: FTP servers (vsftpd; pure-ftpd; ProFTPD with
+# mod_tls and, for make bench, mod_proxy), FTP clients (curl, lftp,
+# Python 3), HAProxy for the scale-out test, Chromium for the status page's
+# test, testssl.sh for the TLS scan of the listeners, Prometheus to scrape
+# the admin listener with credentials, and a system account the FTP servers
+# log in as.
+#
+# It never removes a package. The FTP servers' Debian packages conflict
+# with each other (each provides ftp-server), so installing one would
+# remove an FTP server the machine already runs: the three are unpacked
+# from Debian's packages into /opt/ftpsgate-test instead (apt-get download,
+# dpkg -x), never installed, and their shared libraries, which conflict
+# with nothing, are installed as packages, always with --no-remove: a
+# conflict fails here, loudly, instead of removing anything.
 #
 # Idempotent: a second run changes nothing. Needs root for what is missing.
 set -eu
 
+VSFTPD_ROOT=/opt/ftpsgate-test/vsftpd
 PUREFTPD_ROOT=/opt/ftpsgate-test/pure-ftpd
 PROFTPD_ROOT=/opt/ftpsgate-test/proftpd
 PROFTPD_PKGS="proftpd-core proftpd-mod-crypto proftpd-mod-proxy"
@@ -18,15 +26,18 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus; do
+for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
-# pure-ftpd's and ProFTPD's shared libraries, for the unpacked binaries.
-for pkg in libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 libmemcachedutil2 \
-	libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0; do
+# The unpacked servers' shared libraries (vsftpd: libwrap0 libpam0g libssl3
+# libcap2, and pam_unix from libpam-modules; then pure-ftpd's and ProFTPD's).
+for pkg in libwrap0 libpam-modules libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 \
+	libmemcachedutil2 libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
+need_vsftpd=no
+[ -x "$VSFTPD_ROOT/usr/sbin/vsftpd" ] || need_vsftpd=yes
 need_pureftpd=no
 [ -x "$PUREFTPD_ROOT/usr/sbin/pure-ftpd" ] || need_pureftpd=yes
 need_proftpd=no
@@ -35,50 +46,54 @@ need_proftpd=no
 need_account=no
 getent passwd "$ACCOUNT" >/dev/null 2>&1 && [ -s "$STATE/password" ] && [ -f /etc/pam.d/$ACCOUNT ] || need_account=yes
 
-if [ -z "$missing" ] && [ "$need_pureftpd" = no ] && [ "$need_proftpd" = no ] && [ "$need_account" = no ]; then
+if [ -z "$missing" ] && [ "$need_vsftpd" = no ] && [ "$need_pureftpd" = no ] && [ "$need_proftpd" = no ] && [ "$need_account" = no ]; then
 	echo "test-deps: everything is in place"
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-	echo "test-deps: missing:${missing:- } $( [ $need_pureftpd = yes ] && echo pure-ftpd ) $( [ $need_proftpd = yes ] && echo proftpd ) $( [ $need_account = yes ] && echo "account $ACCOUNT" )" >&2
+	echo "test-deps: missing:${missing:- } $( [ $need_vsftpd = yes ] && echo vsftpd ) $( [ $need_pureftpd = yes ] && echo pure-ftpd ) $( [ $need_proftpd = yes ] && echo proftpd ) $( [ $need_account = yes ] && echo "account $ACCOUNT" )" >&2
 	echo "test-deps: run as root (sudo make test-deps) to install them" >&2
 	exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-if [ -n "$missing" ] || [ "$need_pureftpd" = yes ] || [ "$need_proftpd" = yes ]; then
+if [ -n "$missing" ] || [ "$need_vsftpd" = yes ] || [ "$need_pureftpd" = yes ] || [ "$need_proftpd" = yes ]; then
 	echo "test-deps: apt-get update"
 	apt-get update -qq
 fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
-	# Debian starts vsftpd on port 21 and Prometheus on 9090 after install
-	# where an init system runs; the tests never use those instances.
+	# Debian starts Prometheus on 9090 after install where an init system
+	# runs; the tests never use that instance.
 	apt-get install -y -qq --no-remove --no-install-recommends $missing >/dev/null
 fi
-if [ "$need_pureftpd" = yes ]; then
-	echo "test-deps: unpacking pure-ftpd into $PUREFTPD_ROOT"
-	tmp=$(mktemp -d)
-	(cd "$tmp" && apt-get download -qq pure-ftpd 2>/dev/null) || { echo "test-deps: apt-get download pure-ftpd failed" >&2; exit 1; }
-	mkdir -p "$PUREFTPD_ROOT"
-	dpkg -x "$tmp"/pure-ftpd_*.deb "$PUREFTPD_ROOT"
-	rm -rf "$tmp"
-fi
-if [ "$need_proftpd" = yes ]; then
-	echo "test-deps: unpacking $PROFTPD_PKGS into $PROFTPD_ROOT"
+# unpack ROOT PACKAGE…: the packages' files under ROOT, without installing
+# them (no maintainer scripts, no conflicts, nothing removed).
+unpack() {
+	root=$1
+	shift
+	echo "test-deps: unpacking $* into $root"
 	tmp=$(mktemp -d)
 	chmod 755 "$tmp" # apt-get download as _apt
-	(cd "$tmp" && apt-get download -qq $PROFTPD_PKGS 2>/dev/null) || { echo "test-deps: apt-get download $PROFTPD_PKGS failed" >&2; exit 1; }
-	mkdir -p "$PROFTPD_ROOT"
-	for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$PROFTPD_ROOT"; done
+	if ! (cd "$tmp" && apt-get download -qq "$@" 2>"$tmp/stderr"); then
+		cat "$tmp/stderr" >&2
+		echo "test-deps: apt-get download $* failed" >&2
+		exit 1
+	fi
+	mkdir -p "$root"
+	for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$root"; done
 	rm -rf "$tmp"
-fi
+}
+[ "$need_vsftpd" = no ] || unpack "$VSFTPD_ROOT" vsftpd
+[ "$need_pureftpd" = no ] || unpack "$PUREFTPD_ROOT" pure-ftpd
+[ "$need_proftpd" = no ] || unpack "$PROFTPD_ROOT" $PROFTPD_PKGS
 if [ "$need_account" = yes ]; then
 	echo "test-deps: preparing account $ACCOUNT (no shell, no home, FTP only)"
 	getent passwd "$ACCOUNT" >/dev/null 2>&1 ||
 		useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin "$ACCOUNT"
-	# A PAM service of its own: Debian's "vsftpd" service requires a login
-	# shell (pam_shells), which this account must not have.
+	# A PAM service of its own: the unpacked vsftpd brings none, and
+	# Debian's "vsftpd" service requires a login shell (pam_shells), which
+	# this account must not have.
 	cat >/etc/pam.d/$ACCOUNT <<-EOF
 		auth     required pam_unix.so
 		account  required pam_unix.so

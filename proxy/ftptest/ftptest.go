@@ -5,9 +5,11 @@
 // is ever skipped silently.
 //
 // The machine is prepared by scripts/test-deps.sh (make test-deps): Debian
-// packages, pure-ftpd and ProFTPD unpacked under PureFTPdRoot and
-// ProFTPDRoot (their packages conflict with vsftpd's), and the system account
-// Account whose password is in PasswordFile.
+// packages, vsftpd, pure-ftpd and ProFTPD unpacked under VsftpdRoot,
+// PureFTPdRoot and ProFTPDRoot (their packages conflict with each other, and
+// installing one would remove an FTP server the machine runs), and the
+// system account Account whose password is in PasswordFile. A system-wide
+// FTP server, if any, is never started.
 package ftptest
 
 import (
@@ -35,6 +37,7 @@ const (
 	Account      = "ftpsgate-test"
 	PasswordFile = "/var/lib/ftpsgate-test/password"
 	PAMService   = "ftpsgate-test"
+	VsftpdRoot   = "/opt/ftpsgate-test/vsftpd"
 	PureFTPdRoot = "/opt/ftpsgate-test/pure-ftpd"
 	ProFTPDRoot  = "/opt/ftpsgate-test/proftpd"
 )

@@ -43,12 +43,17 @@ type VsftpdOptions struct {
 	IPv6 bool
 }
 
-// Vsftpd starts Debian's vsftpd on a free loopback port, serving a fresh
-// directory to the test account. It stops when the test ends.
+// Vsftpd starts vsftpd (unpacked from Debian's package by test-deps; never
+// a system-wide vsftpd, so every machine tests the same binary) on a free
+// loopback port, serving a fresh directory to the test account. It stops
+// when the test ends.
 func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 	t.Helper()
 	RequireRoot(t)
-	bin := Tool(t, "vsftpd")
+	bin := filepath.Join(VsftpdRoot, "usr/sbin/vsftpd")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("vsftpd not found at %s: %s", bin, setupHint)
+	}
 	user, pass := Credentials(t)
 	dir := TempDir(t)
 	root := filepath.Join(dir, "root")
