@@ -121,6 +121,9 @@ func TestFullPaths(t *testing.T) {
 	var got []string
 	for _, e := range g.eventsOf(t, "transfer") {
 		got = append(got, e["path"].(string))
+		if _, ms := e["duration_ms"].(float64); !ms || e["duration"] != nil || e["user"] != be.User || e["client"] != "127.0.0.1" {
+			t.Fatalf("transfer event %v: want duration_ms, user and client", e)
+		}
 	}
 	want := []string{"/top.txt", "/sub/inner.txt", "/sub/inner.txt", "/top.txt", "/sub/inner.txt"}
 	if !slices.Equal(got, want) {

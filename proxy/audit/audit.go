@@ -242,7 +242,7 @@ type Transfer struct {
 // Transfer records a finished transfer.
 func (s *Session) Transfer(t Transfer) {
 	fs := text(text(text(make([]zap.Field, 0, 14), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
-	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Duration("duration", t.Duration))
+	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Int64("duration_ms", t.Duration.Milliseconds()))
 	fs = text(text(text(fs, "result", t.Result), "user", t.User), "client", t.Client)
 	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
@@ -274,7 +274,7 @@ func (s *Session) PolicyDenied(rule, verb, reason string) {
 
 // End records the end of the session.
 func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytesUp int64) {
-	fs := append(text(make([]zap.Field, 0, 5), "user", user), zap.Duration("duration", d))
+	fs := append(text(make([]zap.Field, 0, 5), "user", user), zap.Int64("duration_ms", d.Milliseconds()))
 	s.emit(EventSessionEnd, append(text(fs, "reason", how),
 		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))...)
 }
