@@ -45,6 +45,14 @@ listener "ftps" {
   # (when the client's address is one of those). Off, a local client could
   # aim the proxy at local services.
   # active_allow_local = false
+  # Behind a load balancer that sends the PROXY protocol (HAProxy
+  # send-proxy, AWS NLB): the client's address comes from its header, which
+  # is required from these balancers and believed from no one else.
+  # proxy_protocol {
+  #   trusted_cidrs  = ["10.0.0.0/24"]
+  #   header_timeout = "5s"
+  #   allow_direct   = false  # true: also serve clients that connect directly
+  # }
 }
 
 listener "ftps-implicit" {
@@ -81,6 +89,16 @@ backend "legacy" {
   # tls_min_version = "1.2"
   # tls_max_version = "1.3"
   # insecure_skip_verify = false  # true: no verification (logged at start)
+  # How the proxy opens the backend's data connections: "passive" (EPSV,
+  # then PASV) or "active" (EPRT, then PORT: the backend connects back).
+  # data_mode = "passive"
+  # Pass a client's HOST (RFC 7151) on, for servers with virtual hosts.
+  # send_host = false
+  # Start each control connection with a PROXY header naming the client,
+  # for servers that read it: "v1", "v2" or "none"; with v2, TLVs can say
+  # what the client's TLS was.
+  # proxy_protocol      = "none"
+  # proxy_protocol_tlvs = false
 }
 
 policy {
@@ -121,6 +139,11 @@ policy {
 #   users   = ["backup-*"]
 #   backend = "vault"
 # }
+# route "partner" {
+#   hosts   = ["ftp.partner.example.com"]  # the client's HOST
+#   sni     = ["ftp.partner.example.com"]  # the client's TLS SNI
+#   backend = "vault"
+# }
 
 audit {
   # JSON lines, one per session fact; "-" for stdout; omit for none.
@@ -140,8 +163,9 @@ timeouts {
   idle           = "5m"  # control connection with no command (transfers count as activity)
   passive_accept = "30s" # wait for the client's data connection
   data_stall     = "2m"  # a transfer with no bytes moved on either leg
-  backend_dial   = "10s" # connecting to the backend, control or data
-  backend_reply  = "60s" # waiting for the backend's reply to a command
+  backend_dial     = "10s" # connecting to the backend, control or data
+  backend_greeting = "10s" # a new backend connection, up to its 220
+  backend_reply    = "60s" # waiting for the backend's reply to a command
 }
 
 # The admin HTTP listener: /metrics, /status, /status.json, /healthz,
@@ -162,9 +186,23 @@ limits {
   # Longest command line accepted; longer ones get 500, and the third bad
   # line closes the session.
   max_line = 4096
+  # Sessions of the whole proxy, and from one client (address, or IPv6
+  # prefix); one more gets 421. 0: no bound.
+  max_sessions        = 1000
+  max_sessions_per_ip = 50
   # IPv6 clients count by this prefix for max_sessions_per_ip and bans.
   # ipv6_prefix = 64
   # Client data connections kept open (up to 10 s) after a transfer until
   # the client closes its end, in the whole proxy; past it they close at once.
   # max_lingering_data_legs = 256
+}
+
+# Failed logins (a wrong password, or a name the policy refuses) from one
+# client within window ban it for duration; 0 failures turns bans off.
+bans {
+  failures = 10
+  window   = "10m"
+  duration = "15m"
+  # Never banned: your office, your monitoring.
+  safelist = []
 }
