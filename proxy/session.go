@@ -489,13 +489,9 @@ func (s *session) denied(rule, verb, reason string) {
 func (s *session) deny(cmd rewrite.Command, d *policy.Denial) error {
 	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.Int("code", d.Code))
 	s.denied(d.Rule, cmd.Verb, d.Text)
-	if err := s.reply(cmd, d.Code, d.Text); err != nil {
-		return err
-	}
-	if d.Rule == policy.RuleAllowUsers || d.Rule == policy.RuleDenyUsers {
-		return s.loginFailed() // guessing user names is failing logins
-	}
-	return nil
+	// A name refused by allow_users or deny_users never comes here: it is
+	// answered as a wrong password, and counted at PASS (login.go).
+	return s.reply(cmd, d.Code, d.Text)
 }
 
 // ---- commands the proxy answers itself ----
