@@ -70,9 +70,11 @@ type Server struct {
 	lingering atomic.Int64
 
 	// poolMu guards pools: the live state of each backend of the
-	// configuration in force.
+	// configuration in force; and queues: each backend's queue, by name,
+	// kept across reloads (queue.go).
 	poolMu sync.Mutex
 	pools  map[*config.Backend]*pool
+	queues map[string]*backendQueue
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -417,6 +419,21 @@ func (s *Server) poolFor(b *config.Backend) *pool {
 	s.poolMu.Lock()
 	defer s.poolMu.Unlock()
 	return s.pools[b]
+}
+
+// queueFor is the queue of the backend named name, made on first use.
+func (s *Server) queueFor(name string) *backendQueue {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	q := s.queues[name]
+	if q == nil {
+		if s.queues == nil {
+			s.queues = map[string]*backendQueue{}
+		}
+		q = newBackendQueue(name)
+		s.queues[name] = q
+	}
+	return q
 }
 
 // closePools stops every health check.
