@@ -719,7 +719,7 @@ backend "sturdy" {
 	if got, want := cfg.Backends["fragile"].Limits, (BackendLimits{MaxSessions: 95, QueueTimeout: 20 * time.Second, MaxDials: 4}); got != want {
 		t.Fatalf("fragile: %+v, want %+v", got, want)
 	}
-	if got, want := cfg.Backends["sturdy"].Limits, (BackendLimits{QueueTimeout: 30 * time.Second, MaxDials: 8, Retries: 2}); got != want || got != DefaultBackendLimits() {
+	if got, want := cfg.Backends["sturdy"].Limits, (BackendLimits{QueueTimeout: 30 * time.Second, MaxDials: 16, Retries: 2}); got != want || got != DefaultBackendLimits() {
 		t.Fatalf("defaults: %+v, want %+v", got, want)
 	}
 	for _, tt := range []struct {
