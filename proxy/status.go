@@ -20,8 +20,9 @@ type sessionView struct {
 	User, TLS, Backend, Server string
 }
 
-// Status is a snapshot of the live sessions and of each backend's
-// servers, for the status page (/status) and its JSON (/status.json).
+// Status is a snapshot of the live sessions, of each backend's servers
+// and of each backend's queue, for the status page (/status) and its JSON
+// (/status.json).
 type Status struct {
 	Time     time.Time       `json:"time"`
 	Sessions []SessionStatus `json:"sessions"`
