@@ -79,6 +79,18 @@ backend "legacy" {
   #   rise     = 2
   #   fall     = 3
   # }
+  # Shield a fragile server from bursts; each bound applies to each server.
+  # Sessions at once (0: no bound; set it a little below the server's own
+  # cap, e.g. 95 for pure-ftpd -c 100): past it a login waits in a queue,
+  # first come first served, up to queue_timeout (then 421 Server busy).
+  # max_sessions  = 0
+  # queue_timeout = "30s"
+  # Connections being set up at once (dial to greeting), so that a burst
+  # never overflows a short listen backlog (pure-ftpd's is -c/8 + 3).
+  # max_dials     = 16
+  # Tries again after a refused, reset or closed connection or a 421
+  # greeting, with a short jittered backoff, before the next server.
+  # retries       = 2
   # "none": plain FTP toward the backend. "explicit": the proxy sends
   # AUTH TLS, PBSZ 0 and PROT P; "implicit": TLS from the first byte.
   tls = "none"

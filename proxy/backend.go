@@ -2,15 +2,19 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
@@ -38,8 +42,10 @@ type backendConn struct {
 	noEPSV bool
 	// noEPRT: likewise for EPRT and PORT (data_mode = "active").
 	noEPRT bool
-	// server is the pool member this connection counts against.
+	// server is the pool member this connection counts against, and
+	// queue the backend's queue, where its session slot is given back.
 	server    *poolServer
+	queue     *backendQueue
 	closeOnce sync.Once
 }
 
@@ -75,8 +81,11 @@ func (s *session) proxyTLVs() []proxyproto.TLV {
 
 // connectBackend connects the session to b: to one of its servers, in the
 // order its pool gives for user (a balance's choice first, servers marked
-// down last). A server that fails is marked and the next one tried; only
-// when every one has failed does the session end, with 421.
+// down last). Each server is taken within b's limits: the login waits in
+// b's queue for a server with room (waitTurn), then connects to it,
+// trying again after a fast failure (connectRetrying). A server that
+// fails is marked and the next one taken; only when every one has failed
+// does the session end, with 421.
 func (s *session) connectBackend(b *config.Backend, user string) (*backendConn, error) {
 	p := s.srv.poolFor(b)
 	var order []*poolServer
@@ -87,44 +96,294 @@ func (s *session) connectBackend(b *config.Backend, user string) (*backendConn, 
 			order = append(order, &poolServer{addr: a})
 		}
 	}
+	q := s.srv.queueFor(b.Name)
 	var err error
-	for i, ps := range order {
+	for first := true; len(order) > 0; first = false {
+		ps, werr := s.waitTurn(q, b, order)
+		if werr != nil {
+			return nil, werr
+		}
+		if !first {
+			s.log.Info("trying the backend's next server", zap.String("backend", b.Name), zap.String("server", ps.addr))
+		}
+		order = slices.DeleteFunc(order, func(o *poolServer) bool { return o == ps })
 		var be *backendConn
-		if be, err = s.connectServer(b, ps.addr); err == nil {
+		be, err = s.connectRetrying(b, ps.addr)
+		q.dialed(ps.addr)
+		if err == nil {
 			ps.sessions.Add(1)
-			be.server = ps
+			be.server, be.queue = ps, q
 			if p != nil {
 				p.served(ps)
 			}
 			return be, nil
 		}
-		if p != nil {
+		q.release(ps.addr)
+		var bErr *backendError
+		if p != nil && !(errors.As(err, &bErr) && bErr.cause == causeBusy) { // busy is not down
 			p.failed(ps, err)
-		}
-		if i+1 < len(order) {
-			s.log.Info("trying the backend's next server", zap.String("backend", b.Name), zap.String("server", order[i+1].addr))
 		}
 	}
 	return nil, err
 }
 
+// waitTurn takes a server of order (the first with room, in that order)
+// from q, within b's limits: at once when nobody waits before the login
+// and one has room, else after a wait in line. It returns the server with
+// a session slot and a dial slot held (given back by q.release and
+// q.dialed). While the login waits, the session stays responsive
+// (watchClient): the client's QUIT (errQueueQuit), its hang-up, the login
+// timeout and the server's shutdown end the wait, and a wait longer than
+// queue_timeout ends with a backendError whose reply is "421 Server busy:
+// N sessions waiting, try again later." Leaving the line frees the
+// login's place.
+func (s *session) waitTurn(q *backendQueue, b *config.Backend, order []*poolServer) (*poolServer, error) {
+	w := &waiter{limits: b.Limits, servers: order, since: time.Now()}
+	q.enter(w)
+	observe := func(result string) {
+		s.srv.metrics.queueWait.WithLabelValues(b.Name, result).Observe(time.Since(w.since).Seconds())
+	}
+	// A place freed by a session the server's shutdown just closed must
+	// not start a login the shutdown would close again at once.
+	granted := func(ps *poolServer) (*poolServer, error) {
+		if s.srv.shuttingDown() {
+			q.dialed(ps.addr)
+			q.release(ps.addr)
+			observe("left")
+			return nil, errDraining
+		}
+		observe("served")
+		return ps, nil
+	}
+	select {
+	case ps := <-w.grant:
+		return granted(ps)
+	default:
+	}
+	s.log.Debug("backend at its limits; login queued", zap.String("backend", b.Name), zap.Int("waiting", q.waitingCount()))
+	s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, "queued" })
+	defer s.setView(func(v *sessionView) { v.Backend, v.Server = "", "" }) // cmdUSER names the server taken
+	timer := time.NewTimer(b.Limits.QueueTimeout)
+	defer timer.Stop()
+	gone, stop := s.watchClient()
+	var err error
+	select {
+	case ps := <-w.grant:
+		stop()
+		return granted(ps)
+	case <-timer.C:
+	case err = <-gone:
+	}
+	stop()
+	waiting := q.waitingCount()
+	if ps := q.leave(w); ps != nil { // granted as the wait ended
+		if err == nil {
+			return granted(ps)
+		}
+		q.dialed(ps.addr)
+		q.release(ps.addr)
+	}
+	if err != nil {
+		observe("left")
+		s.log.Info("login left the backend's queue", zap.String("backend", b.Name),
+			zap.Duration("waited", time.Since(w.since)), zap.Error(err))
+		return nil, err
+	}
+	observe("timeout")
+	s.log.Warn("login waited past the backend's queue_timeout; refused as busy", zap.String("backend", b.Name),
+		zap.Duration("queue_timeout", b.Limits.QueueTimeout), zap.Int("waiting", waiting))
+	noun := "sessions"
+	if waiting == 1 {
+		noun = "session"
+	}
+	return nil, &backendError{backend: b.Name, cause: causeQueue,
+		what: fmt.Sprintf("Server busy: %d %s waiting", waiting, noun),
+		err:  fmt.Errorf("no server of the backend within max_sessions and max_dials for %s", b.Limits.QueueTimeout)}
+}
+
+// errQueueQuit: the client sent QUIT while its login waited in a
+// backend's queue. The USER gets 530 and the QUIT its 221 (cmdUSER).
+var errQueueQuit = errors.New("QUIT while waiting in the backend's queue")
+
+// watchClient watches the client's control connection while the session
+// goroutine waits in a backend's queue and reads nothing. gone receives
+// why the wait must end: the client sent QUIT (errQueueQuit) or closed
+// the connection, the login (or idle) timeout passed, the server drains
+// or kills the session, or the client's address was banned (the reasons
+// readCommand would find). Other commands the client sends are left for
+// readCommand, as is the QUIT. stop ends the watch and returns once the
+// watching goroutine has ended.
+func (s *session) watchClient() (gone <-chan error, stop func()) {
+	ch := make(chan error, 1)
+	done, quit := make(chan struct{}), make(chan struct{})
+	var stopped bool // under s.mu
+	// arm sets the read deadline of readCommand, unless stop came first.
+	arm := func() (bool, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if stopped {
+			return false, nil
+		}
+		return true, s.armReadDeadlineLocked()
+	}
+	halted := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return stopped
+	}
+	go func() {
+		defer close(done)
+		scanned, lineStart := 0, 0 // bytes of s.r's buffer looked at; where the last partial line starts
+		for {
+			ok, err := arm()
+			if !ok {
+				return
+			}
+			if err == nil {
+				if scanned >= s.r.Size() {
+					// A buffer full of lines, none a QUIT: the client
+					// pipelines; nothing more can be seen before
+					// readCommand reads.
+					<-quit
+					return
+				}
+				_, err = s.r.Peek(scanned + 1) // until the client sends more, or a deadline
+			}
+			if halted() {
+				return
+			}
+			if isTimeout(err) {
+				if err = s.timeoutReason(); err == nil {
+					continue
+				}
+			}
+			if err != nil {
+				ch <- err
+				return
+			}
+			buf, _ := s.r.Peek(s.r.Buffered())
+			for i := scanned; i < len(buf); i++ {
+				if buf[i] != '\n' {
+					continue
+				}
+				line := bytes.TrimSuffix(buf[lineStart:i], []byte("\r"))
+				if cmd, err := rewrite.ParseCommand(line); err == nil && cmd.Verb == "QUIT" {
+					ch <- errQueueQuit
+					return
+				}
+				lineStart = i + 1
+			}
+			scanned = len(buf)
+		}
+	}()
+	return ch, func() {
+		s.mu.Lock()
+		stopped = true
+		s.raw.SetReadDeadline(time.Now()) // wakes Peek
+		s.mu.Unlock()
+		close(quit)
+		<-done
+	}
+}
+
+// connectRetrying is connectServer, tried again after a fast failure
+// (backendError.retryable: refused, reset, closed before the greeting, a
+// 421 greeting) up to b's retries times, each after a jittered backoff:
+// a server that is only busy for a moment (a burst, a session process not
+// yet reaped) then takes the session.
+func (s *session) connectRetrying(b *config.Backend, addr string) (*backendConn, error) {
+	for attempt := 0; ; attempt++ {
+		be, err := s.connectServer(b, addr)
+		var bErr *backendError
+		if err == nil || attempt >= b.Limits.Retries || !errors.As(err, &bErr) || !bErr.retryable() {
+			return be, err
+		}
+		d := retryBackoff(attempt)
+		s.srv.metrics.backendRetries.WithLabelValues(b.Name, bErr.cause).Inc()
+		s.log.Info("retrying the backend server", zap.String("backend", b.Name), zap.String("address", addr),
+			zap.String("cause", bErr.cause), zap.Int("retry", attempt+1), zap.Duration("backoff", d))
+		time.Sleep(d)
+	}
+}
+
+// retryBackoff is the wait before retry attempt+1: 100 ms, doubling,
+// at most 1 s, each drawn from half to one and a half times that, so that
+// the logins of a burst do not come back together.
+func retryBackoff(attempt int) time.Duration {
+	d := min(100*time.Millisecond<<attempt, time.Second)
+	return d/2 + rand.N(d)
+}
+
 // backendError says why a backend server could not take a session; what
 // is the end of the 421 the client gets when no server could
-// ("Service not available: " + what).
+// ("Service not available: " + what), and cause is the kind of failure,
+// for the retry decision and the metrics.
 type backendError struct {
 	backend, what string
+	cause         string
 	err           error
 }
 
 func (e *backendError) Error() string   { return e.what + ": " + e.err.Error() }
 func (e *backendError) Unwrap() []error { return []error{errBackendRefused, e.err} }
 
+// retryable reports whether the failure was fast and may pass: the server
+// is there but refused, reset or closed, or said it was busy.
+func (e *backendError) retryable() bool {
+	switch e.cause {
+	case causeRefused, causeReset, causeClosed, causeBusy:
+		return true
+	}
+	return false
+}
+
+// reply is the client's 421 text.
+func (e *backendError) reply() string {
+	if e.cause == causeQueue {
+		return e.what + ", try again later."
+	}
+	return "Service not available: " + e.what + "; try again later."
+}
+
 // What the client is told.
 const (
 	backendUnreachable = "the FTP server cannot be reached"
+	backendRefused     = "the FTP server refused the connection"
+	backendReset       = "the FTP server reset the connection"
+	backendClosed      = "the FTP server closed the connection before its greeting"
 	backendSilent      = "the FTP server did not answer"
 	backendRefusedTLS  = "TLS with the FTP server failed"
 )
+
+// Why a connection to a backend server failed (backendError.cause, the
+// label of ftpsgate_backend_retries_total).
+const (
+	causeRefused = "refused" // the dial was refused
+	causeReset   = "reset"   // reset before the greeting
+	causeClosed  = "closed"  // closed before the greeting
+	causeBusy    = "busy"    // a 421 greeting
+	causeTimeout = "timeout" // no connection, greeting or reply in time
+	causeTLS     = "tls"     // TLS toward an FTPS backend failed
+	causeOther   = "other"
+	// causeQueue: the login waited in the backend's queue past
+	// queue_timeout; no server was tried.
+	causeQueue = "queue_timeout"
+)
+
+// failureCause classifies a connection's error.
+func failureCause(err error) string {
+	switch {
+	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
+		return causeTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return causeRefused
+	case errors.Is(err, syscall.ECONNRESET):
+		return causeReset
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return causeClosed
+	}
+	return causeOther
+}
 
 // connectServer dials one server of b and reads its greeting, all within
 // timeouts.backend_greeting; toward an FTPS backend it also secures the
@@ -143,7 +402,14 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 	if err != nil {
 		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		s.log.Warn("backend dial failed", zap.String("backend", b.Name), zap.String("address", addr), zap.Error(err))
-		return nil, &backendError{b.Name, backendUnreachable, err}
+		cause, what := failureCause(err), backendUnreachable
+		switch cause {
+		case causeRefused:
+			what = backendRefused
+		case causeReset:
+			what = backendReset
+		}
+		return nil, &backendError{backend: b.Name, what: what, cause: cause, err: err}
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
@@ -153,16 +419,33 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		be.tlsConf = serverTLS(b, addr)
 		be.tlsConf.ClientSessionCache = &sessionCache{}
 	}
+	// greeted: the 220 came; bound is how long the step under way may
+	// take: the greeting's bound until then, a reply's after.
+	greeted, bound := false, t.BackendGreeting
 	// fail ends the attempt; what is the client's explanation, unless the
-	// backend ran out of time (then it did not answer).
+	// backend ran out of time (then it did not answer within bound), or
+	// reset or closed the connection before its greeting. Only those
+	// failures before the greeting are retried (connectRetrying): after
+	// it, the server is there and refused what followed.
 	fail := func(msg, what string, err error) (*backendConn, error) {
 		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
 		c.Close()
 		s.log.Warn(msg, zap.String("backend", b.Name), zap.Stringer("address", be.remote), zap.Error(err))
-		if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
-			what = backendSilent
+		cause := failureCause(err)
+		switch {
+		case cause == causeTimeout:
+			what = fmt.Sprintf("%s within %s", backendSilent, bound)
+		case greeted && (cause == causeReset || cause == causeClosed):
+			cause = causeOther
+		case cause == causeReset:
+			what = backendReset
+		case cause == causeClosed:
+			what = backendClosed
 		}
-		return nil, &backendError{b.Name, what, fmt.Errorf("%s: %w", msg, err)}
+		if what == backendRefusedTLS {
+			cause = causeTLS
+		}
+		return nil, &backendError{backend: b.Name, what: what, cause: cause, err: fmt.Errorf("%s: %w", msg, err)}
 	}
 	if b.ProxyProtocol != 0 {
 		// The client's address, for servers that log or judge it (ProFTPD
@@ -198,8 +481,19 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		return fail("backend greeting not received", backendUnreachable, err)
 	}
 	if greet.Code != 220 {
-		return fail("backend refused the connection", backendUnreachable, fmt.Errorf("greeting %q", greet.String()))
+		c.Close()
+		s.srv.metrics.backendFailures.WithLabelValues(b.Name).Inc()
+		s.log.Warn("backend refused the connection", zap.String("backend", b.Name), zap.Stringer("address", be.remote),
+			zap.String("greeting", greet.String()))
+		// Its own words, which say why (pure-ftpd: "421 100 users (the
+		// maximum) are already logged in, sorry").
+		cause, what := causeOther, fmt.Sprintf("the FTP server refused the session: %q", replyText(greet))
+		if greet.Code == 421 {
+			cause, what = causeBusy, fmt.Sprintf("the FTP server is busy: %q", replyText(greet))
+		}
+		return nil, &backendError{backend: b.Name, what: what, cause: cause, err: fmt.Errorf("greeting %q", greet.String())}
 	}
+	greeted, bound = true, t.BackendReply
 	if b.SendHost && s.host != "" {
 		// RFC 7151 §3: HOST before AUTH, so that the server can choose
 		// the virtual host's certificate.
@@ -234,6 +528,27 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 	s.log.Debug("backend connected", zap.String("backend", b.Name), zap.Stringer("address", be.remote),
 		zap.Stringer("tls", b.TLS), zap.Duration("took", time.Since(start)), zap.String("greeting", greet.String()))
 	return be, nil
+}
+
+// replyText is the text of a backend's reply for the client's own reply:
+// its first line after the code, printable ASCII only, at most 160 bytes.
+func replyText(rep *rewrite.Reply) string {
+	line := rep.Lines[0]
+	if len(line) > 4 {
+		line = line[4:]
+	} else {
+		line = ""
+	}
+	line = strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' || r == '"' {
+			return -1
+		}
+		return r
+	}, line)
+	if len(line) > 160 {
+		line = line[:160]
+	}
+	return strings.TrimSpace(line)
 }
 
 // authTLS upgrades the control connection with AUTH TLS (RFC 4217 §4).
@@ -273,6 +588,9 @@ func (b *backendConn) close() {
 	b.closeOnce.Do(func() {
 		if b.server != nil {
 			b.server.sessions.Add(-1)
+		}
+		if b.queue != nil {
+			b.queue.release(b.server.addr)
 		}
 	})
 }

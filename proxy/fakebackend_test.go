@@ -367,7 +367,7 @@ func TestBackendNeverGreets(t *testing.T) {
 		t.Fatalf("the 421 took %s", d)
 	}
 	evs := g.eventsOf(t, "backend_unavailable")
-	if len(evs) != 1 || evs[0]["backend"] != "legacy" || evs[0]["what"] != "the FTP server did not answer" {
+	if len(evs) != 1 || evs[0]["backend"] != "legacy" || evs[0]["what"] != "the FTP server did not answer within 10s" {
 		t.Fatalf("backend_unavailable events %v", evs)
 	}
 

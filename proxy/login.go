@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -68,6 +69,11 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 	connected := s.be == nil
 	if s.be == nil {
 		be, err := s.connectBackend(b, cmd.Arg)
+		if errors.Is(err, errQueueQuit) {
+			// Every command gets its reply, in order: this one, then
+			// the QUIT that readCommand reads next.
+			return s.reply(cmd, 530, "Login abandoned: QUIT received while waiting for the FTP server.")
+		}
 		if err != nil {
 			return err
 		}

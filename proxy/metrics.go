@@ -34,6 +34,8 @@ type metrics struct {
 	backendDial     *prometheus.HistogramVec
 	backendFailures *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
+	backendRetries  *prometheus.CounterVec
+	queueWait       *prometheus.HistogramVec
 	bans            prometheus.Counter
 	// The last reload's outcome, as Prometheus reports its own.
 	reloadOK      prometheus.Gauge
@@ -72,6 +74,12 @@ func newMetrics(s *Server) *metrics {
 	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_server_up",
 		Help: "1 while a backend server is taken as up (health checks, failed connections), else 0."},
 		[]string{"backend", "server"})
+	m.backendRetries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_retries_total",
+		Help: "Connections to a backend server tried again after a fast failure, by cause: refused, reset, closed (before the greeting), busy (a 421 greeting)."},
+		[]string{"backend", "cause"})
+	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_queue_wait_seconds",
+		Help:    "Time logins waited for a backend server within max_sessions and max_dials, by result: served, timeout (421 Server busy), left (the client quit or closed, the login timed out, shutdown).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}, []string{"backend", "result"})
 	m.bans = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "bans_total",
 		Help: "Client addresses banned after failed logins."})
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "config_last_reload_successful",
@@ -96,7 +104,8 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
-		m.backendUp, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports, newAuditCollector(s.audit),
+		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
+		newAuditCollector(s.audit), &queueCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -140,6 +149,39 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped), st.Sink)
 		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(st.Queued), st.Sink)
 		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, healthy, st.Sink)
+	}
+}
+
+// queueCollector reads the backends' queues at each scrape: the sessions
+// each server holds and the connections being set up toward it (what
+// max_sessions and max_dials bound), and the logins waiting, by backend.
+type queueCollector struct{ s *Server }
+
+var (
+	descBackendSessions = prometheus.NewDesc("ftpsgate_backend_sessions",
+		"Sessions a backend server holds, counted from the dial until the backend connection closes (what max_sessions bounds).",
+		[]string{"backend", "server"}, nil)
+	descBackendDials = prometheus.NewDesc("ftpsgate_backend_dials_in_flight",
+		"Connections to a backend server being set up: dial, TLS, greeting (what max_dials bounds).",
+		[]string{"backend", "server"}, nil)
+	descQueueWaiting = prometheus.NewDesc("ftpsgate_backend_queue_waiting",
+		"Logins waiting for a backend server within max_sessions and max_dials.", []string{"backend"}, nil)
+)
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descBackendSessions
+	ch <- descBackendDials
+	ch <- descQueueWaiting
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	servers, queues := c.s.backendLoad(time.Now())
+	for _, q := range queues {
+		ch <- prometheus.MustNewConstMetric(descQueueWaiting, prometheus.GaugeValue, float64(q.Waiting), q.Backend)
+	}
+	for _, b := range servers {
+		ch <- prometheus.MustNewConstMetric(descBackendSessions, prometheus.GaugeValue, float64(b.Held), b.Backend, b.Server)
+		ch <- prometheus.MustNewConstMetric(descBackendDials, prometheus.GaugeValue, float64(b.Dialing), b.Backend, b.Server)
 	}
 }
 

@@ -293,7 +293,8 @@ func TestAbort(t *testing.T) {
 }
 
 // TestBackendUnavailable: a backend that is down, or refuses with its
-// greeting, gets the client a 421 and a log line.
+// greeting, gets the client a 421 that says which (the backend's own words
+// for a 421 greeting) and a log line, after the retries.
 func TestBackendUnavailable(t *testing.T) {
 	dead := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
 	refusing, err := net.Listen("tcp", "127.0.0.1:0")
@@ -311,20 +312,20 @@ func TestBackendUnavailable(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for _, tc := range []struct{ name, addr, log string }{
-		{"down", dead, "backend dial failed"},
-		{"refusing", refusing.Addr().String(), "backend refused the connection"},
+	for _, tc := range []struct{ name, addr, log, text string }{
+		{"down", dead, "backend dial failed", "Service not available: the FTP server refused the connection; try again later."},
+		{"refusing", refusing.Addr().String(), "backend refused the connection",
+			`Service not available: the FTP server is busy: "Too many connections (8) from this IP"; try again later.`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := startGate(t, tc.addr, gateOptions{})
 			c := ftptest.Dial(t, g.explicit)
 			c.AuthTLS(g.certs.ClientConfig())
-			msg := c.Cmd(421, "USER someone")
-			if !strings.Contains(msg, "cannot be reached") {
-				t.Fatalf("421 text %q", msg)
+			if msg := c.Cmd(421, "USER someone"); msg != tc.text {
+				t.Fatalf("421 text %q, want %q", msg, tc.text)
 			}
-			if !g.logged(tc.log) {
-				t.Fatalf("no %q log line", tc.log)
+			if n := g.logs.FilterMessage(tc.log).Len(); n != 3 {
+				t.Fatalf("%d %q log lines, want 3 (two retries)", n, tc.log)
 			}
 		})
 	}

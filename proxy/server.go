@@ -70,9 +70,11 @@ type Server struct {
 	lingering atomic.Int64
 
 	// poolMu guards pools: the live state of each backend of the
-	// configuration in force.
+	// configuration in force; and queues: each backend's queue, by name,
+	// kept across reloads (queue.go).
 	poolMu sync.Mutex
 	pools  map[*config.Backend]*pool
+	queues map[string]*backendQueue
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -419,6 +421,21 @@ func (s *Server) poolFor(b *config.Backend) *pool {
 	return s.pools[b]
 }
 
+// queueFor is the queue of the backend named name, made on first use.
+func (s *Server) queueFor(name string) *backendQueue {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	q := s.queues[name]
+	if q == nil {
+		if s.queues == nil {
+			s.queues = map[string]*backendQueue{}
+		}
+		q = newBackendQueue(name)
+		s.queues[name] = q
+	}
+	return q
+}
+
 // closePools stops every health check.
 func (s *Server) closePools() {
 	s.poolMu.Lock()
@@ -646,6 +663,13 @@ func (s *Server) admit(sess *session) *policy.Denial {
 		return &policy.Denial{Rule: "max_sessions_per_ip", Code: 421, Text: "Too many connections from your address."}
 	}
 	return nil
+}
+
+// shuttingDown reports whether Shutdown (or Close) was called.
+func (s *Server) shuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // Shutdown stops accepting, answers idle sessions 421 and closes them, and

@@ -282,7 +282,7 @@ func (s *session) end(err error) string {
 	case errors.Is(err, errBackendRefused):
 		be := &backendError{what: backendUnreachable}
 		errors.As(err, &be)
-		rep = rewrite.NewReply(421, "Service not available: "+be.what+"; try again later.")
+		rep = rewrite.NewReply(421, be.reply())
 		s.audit.BackendUnavailable(be.backend, be.what, err.Error())
 	case errors.Is(err, errBackendLost) && isTimeout(err):
 		rep = rewrite.NewReply(421, fmt.Sprintf("Service not available: the FTP server did not answer within %s.", s.cfg.Timeouts.BackendReply))
@@ -354,6 +354,11 @@ func (s *session) readCommand() (rewrite.Command, error) {
 func (s *session) armReadDeadline() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.armReadDeadlineLocked()
+}
+
+// armReadDeadlineLocked is armReadDeadline under mu.
+func (s *session) armReadDeadlineLocked() error {
 	if s.killed {
 		return net.ErrClosed
 	}

@@ -20,12 +20,14 @@ type sessionView struct {
 	User, TLS, Backend, Server string
 }
 
-// Status is a snapshot of the live sessions and of each backend's
-// servers, for the status page (/status) and its JSON (/status.json).
+// Status is a snapshot of the live sessions, of each backend's servers
+// and of each backend's queue, for the status page (/status) and its JSON
+// (/status.json).
 type Status struct {
 	Time     time.Time       `json:"time"`
 	Sessions []SessionStatus `json:"sessions"`
 	Backends []BackendStatus `json:"backends"`
+	Queues   []QueueStatus   `json:"queues"`
 }
 
 // SessionStatus is one live session.
@@ -63,12 +65,26 @@ func (t *TransferStatus) Percent() int {
 	return int(min(100, t.Bytes*100/t.Size))
 }
 
-// BackendStatus is one server of a backend.
+// BackendStatus is one server of a backend. Sessions counts the
+// sessions connected to it; Held those plus the ones dialling, what
+// MaxSessions (0: no bound) bounds; Dialing the connections being set up.
 type BackendStatus struct {
-	Backend  string `json:"backend"`
-	Server   string `json:"server"`
-	Up       bool   `json:"up"`
-	Sessions int64  `json:"sessions"`
+	Backend     string `json:"backend"`
+	Server      string `json:"server"`
+	Up          bool   `json:"up"`
+	Sessions    int64  `json:"sessions"`
+	Held        int    `json:"held"`
+	Dialing     int    `json:"dialing"`
+	MaxSessions int    `json:"max_sessions"`
+}
+
+// QueueStatus is one backend's queue: the logins waiting for a server
+// within its limits, and how long the first in line has waited.
+type QueueStatus struct {
+	Backend      string        `json:"backend"`
+	Waiting      int           `json:"waiting"`
+	LongestWait  time.Duration `json:"longest_wait_ns"`
+	QueueTimeout time.Duration `json:"queue_timeout_ns"`
 }
 
 // Status takes the snapshot.
@@ -99,17 +115,40 @@ func (s *Server) Status() Status {
 		st.Sessions = append(st.Sessions, ss)
 	}
 	slices.SortFunc(st.Sessions, func(a, b SessionStatus) int { return a.Started.Compare(b.Started) })
+	st.Backends, st.Queues = s.backendLoad(now)
+	return st
+}
+
+// backendLoad is the state of every backend of the configuration in
+// force: each server's, and each queue's, sorted by name.
+func (s *Server) backendLoad(now time.Time) ([]BackendStatus, []QueueStatus) {
 	s.poolMu.Lock()
+	pools := make([]*pool, 0, len(s.pools))
 	for _, p := range s.pools {
-		for _, ps := range p.servers {
-			st.Backends = append(st.Backends, BackendStatus{Backend: p.b.Name, Server: ps.addr, Up: ps.up.Load(), Sessions: ps.sessions.Load()})
-		}
+		pools = append(pools, p)
 	}
 	s.poolMu.Unlock()
-	slices.SortFunc(st.Backends, func(a, b BackendStatus) int {
+	var servers []BackendStatus
+	var queues []QueueStatus
+	for _, p := range pools {
+		q := s.queueFor(p.b.Name)
+		loads, waiting, first := q.snapshot()
+		qs := QueueStatus{Backend: p.b.Name, Waiting: waiting, QueueTimeout: p.b.Limits.QueueTimeout}
+		if waiting > 0 {
+			qs.LongestWait = now.Sub(first).Round(time.Second)
+		}
+		queues = append(queues, qs)
+		for _, ps := range p.servers {
+			l := loads[ps.addr]
+			servers = append(servers, BackendStatus{Backend: p.b.Name, Server: ps.addr, Up: ps.up.Load(),
+				Sessions: ps.sessions.Load(), Held: l.sessions, Dialing: l.dials, MaxSessions: p.b.Limits.MaxSessions})
+		}
+	}
+	slices.SortFunc(servers, func(a, b BackendStatus) int {
 		return cmp.Or(cmp.Compare(a.Backend, b.Backend), cmp.Compare(a.Server, b.Server))
 	})
-	return st
+	slices.SortFunc(queues, func(a, b QueueStatus) int { return cmp.Compare(a.Backend, b.Backend) })
+	return servers, queues
 }
 
 //go:embed status.html

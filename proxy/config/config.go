@@ -270,6 +270,57 @@ type Backend struct {
 	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
 	// instead of the proxy connecting to it (EPSV/PASV, the default).
 	ActiveData bool
+	// Limits shield the backend's servers from bursts: sessions and
+	// connection setups at once, a queue for logins past them, retries.
+	Limits BackendLimits
+}
+
+// BackendLimits pace and bound the connections to each server of a
+// backend, so that a server that breaks under a burst (pure-ftpd refuses
+// past its -c bound, 100 by default, and its listen backlog is
+// -c/8 + 3) sees an orderly stream, and the clients only a delay. Each
+// bound applies to each server: in a pool, to every member alike.
+type BackendLimits struct {
+	// MaxSessions bounds the sessions each server holds at once, counted
+	// from the proxy's dial until the session's backend connection
+	// closes. Past it a login waits in the backend's queue, first come
+	// first served, for a server with room, instead of dialling. 0 (the
+	// default): no bound. Set it a little below the server's own limit,
+	// which also counts health checks and connections from elsewhere.
+	MaxSessions int
+	// QueueTimeout bounds a login's wait in the queue (for a session or
+	// a dial); past it the client gets "421 Server busy: N sessions
+	// waiting, try again later." Default 30 s: less than clients wait for
+	// a reply (FileZilla and curl: 20 s to a few minutes), and the login
+	// timeout ends any wait too.
+	QueueTimeout time.Duration
+	// MaxDials bounds each server's connections being set up at once
+	// (dial, implicit TLS, greeting, AUTH TLS), so that a burst of logins
+	// never overflows a short listen backlog: connections past a full
+	// backlog wait in the kernel for seconds, and their clients for a
+	// greeting that does not come in time. Default 16: connections the
+	// server has already accepted count too, so its backlog holds fewer;
+	// 100 logins at once against pure-ftpd's backlog of 15 lose none
+	// paced so, and about 40 unpaced. At least 1. A higher bound costs
+	// nothing while the server greets quickly; set it lower for a server
+	// with a shorter backlog, higher for a distant one (a server D
+	// seconds from dial to greeting takes at most MaxDials/D sessions a
+	// second).
+	MaxDials int
+	// Retries is how many more times a connection to a server is tried
+	// when it fails fast: the dial refused or reset, the connection
+	// closed before the greeting, or a 421 greeting (busy). Each retry
+	// waits a short jittered backoff (about 100 ms, then 200 ms…). Only
+	// then is the pool's next server tried, and only when none is left
+	// does the client get 421, naming the cause. A server that does not
+	// greet within timeouts.backend_greeting is not retried. Default 2;
+	// 0 turns retries off.
+	Retries int
+}
+
+// DefaultBackendLimits are a backend's limits when its block names none.
+func DefaultBackendLimits() BackendLimits {
+	return BackendLimits{QueueTimeout: 30 * time.Second, MaxDials: 16, Retries: 2}
 }
 
 // Audit says where audit events go.
@@ -465,6 +516,10 @@ type backendBlock struct {
 	SendHost           *bool             `hcl:"send_host"`
 	ProxyProtocol      *string           `hcl:"proxy_protocol"`
 	ProxyProtocolTLVs  *bool             `hcl:"proxy_protocol_tlvs"`
+	MaxSessions        *int              `hcl:"max_sessions"`
+	QueueTimeout       *string           `hcl:"queue_timeout"`
+	MaxDials           *int              `hcl:"max_dials"`
+	Retries            *int              `hcl:"retries"`
 }
 
 type healthCheckBlock struct {
@@ -704,6 +759,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 					"data_mode must be \"passive\" or \"active\", not %q.", *bb.DataMode)
 			}
 		}
+		c.backendLimits(bb, blk, b)
 		cfg.Backends[bb.Name] = b
 	}
 
@@ -854,6 +910,14 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.duration(blk, "backend_greeting", tb.BackendGreeting, &t.BackendGreeting)
 		c.duration(blk, "backend_reply", tb.BackendReply, &t.BackendReply)
 	}
+	for i, bb := range fs.Backends {
+		if b := cfg.Backends[bb.Name]; b != nil && bb.QueueTimeout != nil && b.Limits.QueueTimeout >= cfg.Timeouts.Login {
+			c.warnf(rangeOf(c.block("backend", i), "queue_timeout"), "Queue timeout past the login timeout",
+				"Backend %q: queue_timeout (%s) is not less than timeouts.login (%s), which ends every wait first: "+
+					"clients would be told 421 Login timeout, not that the server is busy.",
+				bb.Name, b.Limits.QueueTimeout, cfg.Timeouts.Login)
+		}
+	}
 	if lb := fs.Limits; lb != nil {
 		blk := c.block("limits", 0)
 		if lb.MaxLine != nil {
@@ -985,6 +1049,33 @@ func (c *compiler) servers(bb backendBlock, blk *hclsyntax.Block, b *Backend) {
 		}
 		b.HealthCheck = hc
 	}
+}
+
+// backendLimits compiles max_sessions, queue_timeout, max_dials and
+// retries.
+func (c *compiler) backendLimits(bb backendBlock, blk *hclsyntax.Block, b *Backend) {
+	b.Limits = DefaultBackendLimits()
+	l := &b.Limits
+	for _, n := range []struct {
+		name     string
+		v        *int
+		min, max int
+		dst      *int
+		what     string
+	}{
+		{"max_sessions", bb.MaxSessions, 0, 1 << 20, &l.MaxSessions, "0 (no bound) to 1048576"},
+		{"max_dials", bb.MaxDials, 1, 1 << 16, &l.MaxDials, "1 to 65536"},
+		{"retries", bb.Retries, 0, 10, &l.Retries, "0 (none) to 10"},
+	} {
+		if n.v == nil {
+			continue
+		}
+		if *n.v < n.min || *n.v > n.max {
+			c.errorf(rangeOf(blk, n.name), "Invalid backend limit", "%s must be from %s, not %d.", n.name, n.what, *n.v)
+		}
+		*n.dst = *n.v
+	}
+	c.duration(blk, "queue_timeout", bb.QueueTimeout, &l.QueueTimeout)
 }
 
 // backendTLS compiles a backend's TLS settings; they are refused on a

@@ -702,3 +702,72 @@ func TestDataConnectionKnobs(t *testing.T) {
 		t.Fatalf("listeners %+v %+v, limits %+v", cfg.Listeners[0], cfg.Listeners[1], cfg.Limits)
 	}
 }
+
+// TestBackendLimits: max_sessions, queue_timeout, max_dials and retries
+// compile per backend, with their defaults when unset; values out of
+// range are refused at their line, and a queue_timeout the login timeout
+// always ends first is a warning.
+func TestBackendLimits(t *testing.T) {
+	cert, key := testCert(t)
+	listener := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "fragile"
+}
+`, cert, key)
+	cfg, diags := Parse([]byte(listener+`backend "fragile" {
+  address       = "10.0.0.5:21"
+  max_sessions  = 95
+  queue_timeout = "20s"
+  max_dials     = 4
+  retries       = 0
+}
+backend "sturdy" {
+  address = "10.0.0.6:21"
+}
+`), "limits.hcl")
+	if diags.HasErrors() || len(diags) != 0 {
+		t.Fatal(diags.Error())
+	}
+	if got, want := cfg.Backends["fragile"].Limits, (BackendLimits{MaxSessions: 95, QueueTimeout: 20 * time.Second, MaxDials: 4}); got != want {
+		t.Fatalf("fragile: %+v, want %+v", got, want)
+	}
+	if got, want := cfg.Backends["sturdy"].Limits, (BackendLimits{QueueTimeout: 30 * time.Second, MaxDials: 16, Retries: 2}); got != want || got != DefaultBackendLimits() {
+		t.Fatalf("defaults: %+v, want %+v", got, want)
+	}
+	for _, tt := range []struct {
+		name, attr string
+		summary    string
+	}{
+		{"negative max_sessions", "max_sessions = -1", "Invalid backend limit"},
+		{"max_dials 0", "max_dials = 0", "Invalid backend limit"},
+		{"too many retries", "retries = 11", "Invalid backend limit"},
+		{"negative retries", "retries = -1", "Invalid backend limit"},
+		{"bad queue_timeout", `queue_timeout = "soon"`, "Invalid duration"},
+		{"zero queue_timeout", `queue_timeout = "0s"`, "Invalid duration"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := listener + "backend \"fragile\" {\n  address = \"10.0.0.5:21\"\n  " + tt.attr + "\n}\n"
+			_, diags := Parse([]byte(src), "limits.hcl")
+			if !diags.HasErrors() {
+				t.Fatalf("accepted:\n%s", src)
+			}
+			if d := diags[0]; d.Summary != tt.summary || d.Subject == nil || d.Subject.Start.Line != 10 {
+				t.Fatalf("got %q at %v, want %q at line 10", d.Summary, d.Subject, tt.summary)
+			}
+		})
+	}
+	src := listener + `backend "fragile" {
+  address       = "10.0.0.5:21"
+  queue_timeout = "2m"
+}
+`
+	cfg, diags = Parse([]byte(src), "limits.hcl")
+	if cfg == nil || len(diags) != 1 || diags[0].Severity != hcl.DiagWarning ||
+		diags[0].Summary != "Queue timeout past the login timeout" || diags[0].Subject.Start.Line != 10 ||
+		!strings.Contains(diags[0].Detail, "timeouts.login (1m0s)") {
+		t.Fatalf("want one warning at line 10, got %v", diags)
+	}
+}

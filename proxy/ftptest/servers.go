@@ -2,6 +2,7 @@ package ftptest
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -120,6 +121,10 @@ type PureFTPdOptions struct {
 	// TLS makes it an FTPS server (explicit, AUTH TLS) with this
 	// certificate, TLS required on control and data connections (-Y 3).
 	TLS *Certs
+	// MaxClients is its bound on simultaneous clients, in all and from
+	// one address (-c and -C); past it pure-ftpd greets with "421 N users
+	// (the maximum) are already logged in" and hangs up. 0 means 200.
+	MaxClients int
 }
 
 // PureFTPd starts pure-ftpd (unpacked from Debian's package by test-deps)
@@ -173,9 +178,10 @@ func PureFTPdWith(t testing.TB, opt PureFTPdOptions) *Server {
 	for try := 0; try < 5; try++ {
 		port := FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
+		clients := strconv.Itoa(cmp.Or(opt.MaxClients, 200))
 		args := []string{
 			"-S", "127.0.0.1," + strconv.Itoa(port), "-l", "puredb:" + pdb,
-			"-E", "-A", "-H", "-c", "200", "-C", "200", "-g", filepath.Join(dir, "pure-ftpd.pid"),
+			"-E", "-A", "-H", "-c", clients, "-C", clients, "-g", filepath.Join(dir, "pure-ftpd.pid"),
 			"-O", "clf:" + logFile,
 		}
 		if opt.TLS != nil {
