@@ -225,7 +225,11 @@ type Transfer struct {
 	// Resumed: the client leg's TLS session resumed the control
 	// connection's (the data connection is bound to this session).
 	Resumed bool
-	Code    int // final reply code sent to the client
+	// ResumedFrom is the id of the session whose TLS session the client
+	// leg resumed, when it was a sibling's (another open session of the
+	// same client address and user), not this one's; else "".
+	ResumedFrom string
+	Code        int // final reply code sent to the client
 	// For xferlog: the client's address (no port), the user, and whether
 	// the transfer was in TYPE I (binary) rather than TYPE A.
 	Client string
@@ -243,6 +247,9 @@ func (s *Session) Transfer(t Transfer) {
 	fs = text(fs, "result", t.Result)
 	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
+	if t.ResumedFrom != "" {
+		fs = text(fs, "data_tls_resumed_from", t.ResumedFrom)
+	}
 	if t.Check != "" {
 		fs = text(fs, "check", t.Check)
 	}
