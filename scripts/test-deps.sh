@@ -3,8 +3,9 @@
 # machine, when it is missing: FTP servers (vsftpd from Debian's package;
 # pure-ftpd, and ProFTPD with mod_tls and, for make bench, mod_proxy,
 # unpacked from Debian's packages, since all three conflict), FTP clients
-# (curl, lftp, Python 3), HAProxy for the scale-out test, Chromium for the
-# status page's test, testssl.sh for the TLS scan of the listeners,
+# (curl, lftp, wget, Python 3, rclone, and a JDK with Apache Commons Net
+# for the small FTPSClient the tests compile), HAProxy for the scale-out
+# test, Chromium for the status page's test, testssl.sh for the TLS scan of the listeners,
 # Prometheus to scrape the admin listener with credentials, and a system
 # account the FTP servers log in as.
 #
@@ -18,13 +19,15 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus; do
+for tool in vsftpd:vsftpd curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
+	wget:wget rclone:rclone javac:default-jdk-headless; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
-# pure-ftpd's and ProFTPD's shared libraries, for the unpacked binaries.
+# pure-ftpd's and ProFTPD's shared libraries, for the unpacked binaries;
+# Apache Commons Net, for the Java FTPS client.
 for pkg in libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 libmemcachedutil2 \
-	libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0; do
+	libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0 libcommons-net-java; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 need_pureftpd=no
