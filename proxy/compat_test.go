@@ -132,7 +132,21 @@ ftps.quit()
 		if got := curl("-T", up, ftpURL("ftp", be.User, be.Password, g.explicit, "curl-up.bin")); got != "curl: (25) Failed FTP upload: 522" {
 			t.Fatalf("upload: %q", got)
 		}
+		if got := curl(ftpURL("ftp", be.User, be.Password, g.explicit, "")); got != "curl: (19) RETR response: 522" {
+			t.Fatalf("listing: %q", got)
+		}
+		if got := curl("-v", "-o", filepath.Join(dir, "curl.down"), ftpURL("ftp", be.User, be.Password, g.explicit, "f.txt")); !strings.Contains(got, "\n< "+reuse) {
+			t.Fatalf("curl -v does not show the 522's text:\n%s", got)
+		}
 		noByte(t, "curl-up.bin")
+	})
+
+	t.Run("wget --no-ftps-resume-ssl", func(t *testing.T) {
+		_, errOut, err := ftptest.RunErr(ftptest.ClientTimeout, "", ftptest.Tool(t, "wget"), "--tries=1", "--no-ftps-resume-ssl",
+			"--ca-certificate="+g.certs.CAFile, "-O", filepath.Join(dir, "wget.down"), ftpURL("ftps", be.User, be.Password, g.explicit, "f.txt"))
+		if err == nil || !strings.Contains(errOut, "Data transfer aborted.") {
+			t.Fatalf("wget: %v\n%s", err, errOut)
+		}
 	})
 
 	t.Run("Commons Net FTPSClient", func(t *testing.T) {
