@@ -20,9 +20,10 @@ listener "ftps" {
   # for a named old client; validate warns while one is listed. TLS 1.3
   # suites are always on and cannot be chosen.
   # tls_cipher_suites = ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"]
-  # PROT P data connections must resume their own control connection's TLS
-  # session (a stranger cannot race the passive port). Turn off only for
-  # clients that cannot resume (see the README).
+  # PROT P data connections must resume the TLS session of their control
+  # connection, or of another session of the same address and user (a
+  # stranger cannot race the passive port). Turn off only for clients that
+  # cannot resume (the README's compatibility matrix lists them).
   # require_session_reuse = true
   # An upload under PROT P must end with the client's TLS close_notify; a bare
   # FIN (a connection cut on the path) fails it with 426. "warn" accepts it

@@ -129,9 +129,10 @@ func TestActiveModeAttacks(t *testing.T) {
 		t.Fatalf("active download: %q, %v", got, err)
 	}
 	c.Expect(226)
+	// Refused as in passive mode: no data, a close_notify, then 522.
 	fresh := g.certs.ClientConfig()
-	if got, err := activeGet(fresh); err == nil || len(got) > 0 {
-		t.Fatalf("a fresh TLS session was served in active mode: %q, %v", got, err)
+	if got, err := activeGet(fresh); err != nil || len(got) > 0 {
+		t.Fatalf("a fresh TLS session in active mode: %q, %v; want no data and a clean end", got, err)
 	}
 	if msg := c.Expect(522); !strings.Contains(msg, "session reuse required") {
 		t.Fatalf("522 text %q", msg)

@@ -37,6 +37,9 @@ type pendingData struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the accept goroutine ends
 	active bool          // set up by PORT or EPRT
+	// hello, in passive mode under PROT P, is closed when a ClientHello
+	// from the client's address arrives (see earlyRefusal).
+	hello chan struct{}
 }
 
 // timedOut is the error of a transfer whose data connection did not come
@@ -53,6 +56,10 @@ func (p *pendingData) timedOut(d time.Duration) error {
 type dataResult struct {
 	conn *clientData
 	err  error
+	// refused, with an *errNotResumed err, is the refused connection,
+	// still open for refuseData: its handshake completed and nothing
+	// was sent on it.
+	refused *clientData
 }
 
 // clientData is the client leg of a transfer.
@@ -61,8 +68,10 @@ type clientData struct {
 	eof  *eofConn     // tcp, recording a TCP-level EOF
 	conn net.Conn     // eof, or the *tls.Conn over it
 	tls  *tls.Conn    // nil when the leg is clear
-	// resumed: the TLS session resumed the control connection's.
+	// resumed: the TLS session resumed the control connection's, or a
+	// sibling session's (sibling: that session's id; see tlsBinding).
 	resumed bool
+	sibling string
 }
 
 // cmdPassive answers PASV and EPSV: it opens a listener on one of the
@@ -136,10 +145,14 @@ func epsvProto(a netip.Addr) string {
 // listenData starts the goroutine that accepts the client's data
 // connection on ln.
 func (s *session) listenData(ln *dataport.Listener, useTLS bool) *pendingData {
-	return s.startPending(func(ctx context.Context) dataResult {
+	hello := make(chan struct{})
+	var once sync.Once
+	p := s.startPending(func(ctx context.Context) dataResult {
 		defer ln.Close()
-		return s.acceptData(ctx, ln, useTLS)
+		return s.acceptData(ctx, ln, useTLS, func() { once.Do(func() { close(hello) }) })
 	})
+	p.hello = hello
+	return p
 }
 
 // startPending runs get in a goroutine of the session; its result is the
@@ -180,21 +193,29 @@ var errTooManyAttempts = errors.New("too many data connection attempts")
 // (a stray byte, a port scan, a stranger behind the same NAT) neither
 // closes the port nor holds it: it is logged and audited, and the wait
 // goes on until the transfer's passive-accept deadline (issue 14, item 8).
-// When a TLS client is refused (its session is not bound, or its handshake
-// failed after its ClientHello), the port takes new connections for
-// refusalGrace more, in case that one raced the client's own; then, if no
-// handshake still running succeeds, that refusal is the result.
-func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool) dataResult {
+// A TLS client whose session is not bound (*errNotResumed) closes the
+// port at once: it is, in all but name, the client itself, which waits
+// on that connection for the transfer's reply (refuseData tells it why).
+// Handshakes already running may still win; then it is reset. When a TLS
+// handshake fails after its ClientHello, the port takes new connections
+// for refusalGrace more, in case that one raced the client's own; then,
+// if no handshake still running succeeds, that failure is the result.
+//
+// onHello is called when a ClientHello arrives on a connection from the
+// client's address.
+func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS bool, onHello func()) dataResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex // guards the three below
-		won     *clientData
-		refused error // the first refusal of a TLS client from the client's address
-		running int   // handshakes in progress
+		wg         sync.WaitGroup
+		mu         sync.Mutex // guards the five below
+		won        *clientData
+		notResumed *clientData // the first connection refused for its TLS session, open
+		nrErr      error       // and its *errNotResumed
+		refused    error       // the first failed handshake of a TLS client from the client's address
+		running    int         // handshakes in progress
 	)
 	var err error
 	for attempts := 0; ; {
@@ -221,7 +242,7 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 		}
 		if !useTLS {
 			ln.Close() // one connection per PASV; the port is free again
-			cd, err := s.secureClientData(ctx, c, false)
+			cd, err := s.secureClientData(ctx, c, false, nil)
 			return dataResult{conn: cd, err: err}
 		}
 		mu.Lock()
@@ -241,7 +262,7 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cd, err := s.secureClientData(ctx, c, true)
+			cd, err := s.secureClientData(ctx, c, true, onHello)
 			mu.Lock()
 			defer mu.Unlock()
 			running--
@@ -253,16 +274,22 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 				cancel() // the port closes, and the other handshakes end
 			case err == nil: // another won meanwhile
 				resetLeg(cd.tcp)
-			case ctx.Err() != nil: // abandoned
 			case errors.As(err, &nr): // logged and audited by secureClientData
+				if notResumed != nil || won != nil || ctx.Err() != nil {
+					resetLeg(cd.tcp)
+					break
+				}
+				notResumed, nrErr = cd, err
+				ln.Close() // no newcomer; the handshakes running go on
+			case ctx.Err() != nil: // abandoned
 			case errors.As(err, &he):
 				s.log.Warn("data connection handshake failed; the passive port stays open",
 					zap.Stringer("from", peer), zap.Uint16("port", ln.Port()), zap.Bool("tls_client", he.hello), zap.Error(err))
 				s.denied("data_handshake", "", err.Error())
-			}
-			if err != nil && ctx.Err() == nil && refused == nil && (nr != nil || (he != nil && he.hello)) {
-				refused = err
-				ln.SetDeadline(time.Now().Add(refusalGrace))
+				if he.hello && refused == nil {
+					refused = err
+					ln.SetDeadline(time.Now().Add(refusalGrace))
+				}
 			}
 		}()
 		if attempts == maxDataAttempts {
@@ -277,7 +304,12 @@ func (s *session) acceptData(ctx context.Context, ln *dataport.Listener, useTLS 
 	wg.Wait() // the handshakes still running may yet win
 	switch {
 	case won != nil:
+		if notResumed != nil {
+			resetLeg(notResumed.tcp) // a stranger's, after all
+		}
 		return dataResult{conn: won}
+	case notResumed != nil:
+		return dataResult{err: nrErr, refused: notResumed}
 	case refused != nil:
 		return dataResult{err: refused}
 	case ctx.Err() != nil:
@@ -301,13 +333,17 @@ func (e *errDataHandshake) Unwrap() error { return e.err }
 // secureClientData makes c the client leg of a transfer: under PROT P it
 // runs the TLS handshake (the proxy is the TLS server in either data mode,
 // RFC 4217 §7) and refuses, with *errNotResumed, a session that does not
-// resume the control connection's (tlsBinding) when the listener requires
-// it; a failed handshake is an *errDataHandshake. The client may start its
-// handshake only once it has seen the transfer's 150 reply (Python's ftplib
-// does), so its first byte may take as long as the passive accept and the
-// handshake together; from that byte on, the handshake has the
-// tls_handshake timeout. On error c is closed.
-func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS bool) (*clientData, error) {
+// resume the control connection's or a sibling's (tlsBinding) when the
+// listener requires it; a failed handshake is an *errDataHandshake. The
+// client may start its handshake only once it has seen the transfer's 150
+// reply (Python's ftplib does), so its first byte may take as long as the
+// passive accept and the handshake together; from that byte on, the
+// handshake has the tls_handshake timeout. With *errNotResumed the
+// connection is returned as well, open, with nothing sent on it: the
+// caller resets it or refuses it cleanly (refuseData). On any other error
+// c is closed. onHello, if not nil, is called when the ClientHello
+// arrives.
+func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS bool, onHello func()) (*clientData, error) {
 	cd := &clientData{tcp: c, eof: &eofConn{Conn: c}}
 	cd.conn = cd.eof
 	if !useTLS {
@@ -316,8 +352,10 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 	t := s.cfg.Timeouts
 	c.SetDeadline(time.Now().Add(t.PassiveAccept + t.TLSHandshake))
 	cd.eof.firstRead = func() { c.SetDeadline(time.Now().Add(t.TLSHandshake)) }
-	var h dataHandshake
-	cd.tls = tls.Server(cd.eof, s.bind.data(&h))
+	h := dataHandshake{onHello: onHello, waiting: func(sibling string) {
+		s.log.Debug("data connection waits for the login of the session whose TLS ticket it resumes", zap.String("sibling", sibling))
+	}}
+	cd.tls = tls.Server(cd.eof, s.bind.data(&h, ctx.Done()))
 	cd.conn = cd.tls
 	err := cd.tls.HandshakeContext(ctx)
 	cd.eof.firstRead = nil
@@ -327,24 +365,89 @@ func (s *session) secureClientData(ctx context.Context, c *net.TCPConn, useTLS b
 		return nil, &errDataHandshake{err: err, hello: h.hello}
 	}
 	cd.resumed = cd.tls.ConnectionState().DidResume // only bound tickets resume
+	if cd.resumed && h.sibling != "" {
+		cd.sibling = h.sibling
+		s.log.Info("data connection resumed the TLS session of a sibling session (same client address and user)",
+			zap.String("sibling", h.sibling))
+	}
 	if cd.resumed || !s.lcfg.RequireSessionReuse {
 		if !cd.resumed {
 			s.log.Info("data connection did not resume the control TLS session; accepted (require_session_reuse = false)",
-				zap.Bool("foreign_ticket", h.foreign))
+				zap.Bool("foreign_ticket", h.foreign != notForeign))
 		}
 		return cd, nil
 	}
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	s.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
 	s.denied("session_reuse", "", nr.Error())
-	resetLeg(c)
-	return nil, nr
+	return cd, nr
+}
+
+// refusedUploadLimit bounds what the client of a refused upload may send
+// before its connection is reset instead of closed (refuseData).
+const refusedUploadLimit = 64 << 20
+
+// refuseData ends the client's data connection refused for its TLS
+// session (522) so that the client's error is the transfer command's 522,
+// not a reset on the data connection, which clients report first and
+// without the reason (Python's ftplib raised BrokenPipeError, and read the
+// 522 as the reply to its next command; issue 15, item 4). Nothing but our
+// close_notify is sent on it. A download's client reads an empty stream
+// ended by close_notify, then the 522. An upload's client writes at once,
+// and a closed connection would fail its write: what it sends is read and
+// discarded, never forwarded, until it closes its side (at most
+// refusedUploadLimit bytes, each read within the stall deadline; past
+// that the connection is reset); then it gets close_notify and the 522.
+func (s *session) refuseData(x *transfer, cd *clientData) {
+	x.addLeg(func() { resetLeg(cd.tcp) }) // ABOR, or the session's end
+	if x.direction == "upload" {
+		cd.eof.progress(s.cfg.Timeouts.DataStall)
+		n, err := io.Copy(io.Discard, io.LimitReader(cd.conn, refusedUploadLimit+1))
+		cd.eof.progress(0)
+		if err != nil || n > refusedUploadLimit || x.cancelled() {
+			s.log.Info("refused upload's data connection reset", zap.Int64("discarded", n), zap.Error(err))
+			resetLeg(cd.tcp)
+			return
+		}
+		s.log.Debug("refused upload's data discarded", zap.Int64("bytes", n))
+	}
+	s.closeClientLeg(cd)
 }
 
 // refusalGrace is how long a passive port goes on taking connections
-// after refusing a TLS client from the client's address: the client's own
-// connection may still come; if not, the transfer fails with the refusal.
+// after the TLS handshake of a client from the client's address failed:
+// the client's own connection may still come; if not, the transfer fails
+// with that failure.
 const refusalGrace = 3 * time.Second
+
+// earlyRefusal returns the refusal of the client's data connection for
+// its TLS session when it is known before the transfer command goes to
+// the backend: clients that start their data connection's TLS handshake
+// as soon as they connect (curl) have finished it by then, and read the
+// 522 as the command's reply. If a handshake has begun, it waits for the
+// outcome, at most d. Any other result stays for the transfer.
+func (p *pendingData) earlyRefusal(d time.Duration) (dataResult, bool) {
+	var r dataResult
+	select {
+	case r = <-p.ready:
+	case <-p.hello: // nil in active mode: never
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case r = <-p.ready:
+		case <-t.C:
+			return dataResult{}, false
+		}
+	default:
+		return dataResult{}, false
+	}
+	var nr *errNotResumed
+	if errors.As(r.err, &nr) && r.refused != nil {
+		return r, true
+	}
+	p.ready <- r // the one result, back in its buffer
+	return dataResult{}, false
+}
 
 // close stops waiting and closes any connection that arrived.
 func (p *pendingData) close() {
@@ -354,6 +457,9 @@ func (p *pendingData) close() {
 	case r := <-p.ready:
 		if r.conn != nil {
 			r.conn.tcp.Close()
+		}
+		if r.refused != nil {
+			resetLeg(r.refused.tcp)
 		}
 	default:
 	}
@@ -374,10 +480,13 @@ func (s *session) connectData(ctx context.Context, ap netip.AddrPort, useTLS boo
 	c, err := d.DialContext(dctx, "tcp", ap.String())
 	var cd *clientData
 	if err == nil {
-		cd, err = s.secureClientData(ctx, c.(*net.TCPConn), useTLS)
+		cd, err = s.secureClientData(ctx, c.(*net.TCPConn), useTLS, nil)
 	}
 	var nr *errNotResumed
-	if err != nil && ctx.Err() == nil && !errors.As(err, &nr) {
+	if errors.As(err, &nr) {
+		return dataResult{err: err, refused: cd}
+	}
+	if err != nil && ctx.Err() == nil {
 		// The reply says the same whatever the target did (refused,
 		// reset, silence, a banner that is not TLS): different texts
 		// would make PORT and EPRT a port scanner (issue 24, item 10).
@@ -569,6 +678,12 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	if p == nil && !active.IsValid() {
 		return s.reply(cmd, 425, "Use PASV, EPSV, PORT or EPRT first.")
 	}
+	if p != nil {
+		if r, ok := p.earlyRefusal(s.cfg.Timeouts.TLSHandshake); ok {
+			p.close()
+			return s.refuseEarly(cmd, r)
+		}
+	}
 	v := lookupVerb(cmd.Verb)
 	if v.xferlog && (cmd.Verb == "STOU" || !strings.HasPrefix(cmd.Arg, "/")) {
 		if err := s.learnCWD(); err != nil { // for the transfer's full path
@@ -637,6 +752,24 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	s.wg.Add(1)
 	go s.runTransfer(x, p, bdata)
 	return nil
+}
+
+// refuseEarly answers a transfer command whose data connection was
+// already refused for its TLS session (earlyRefusal) with 522, without the
+// backend: it never sees the command, so no empty file is left behind an
+// upload. The data connection ends with close_notify.
+func (s *session) refuseEarly(cmd rewrite.Command, r dataResult) error {
+	var nr *errNotResumed
+	errors.As(r.err, &nr)
+	s.closeClientLeg(r.refused)
+	v := lookupVerb(cmd.Verb)
+	s.log.Info("client data connection failed", zap.String("verb", cmd.Verb), zap.Error(r.err))
+	s.audit.Transfer(audit.Transfer{
+		Verb: cmd.Verb, Direction: v.data, Path: cmd.Arg, Result: "failed", Announced: -1, Code: 522,
+		Client: s.client.Addr().String(), User: s.user, Binary: s.binary, File: v.xferlog,
+	})
+	s.srv.metrics.transfer(v.data, "failed", 0, 0)
+	return s.reply(cmd, 522, notResumedText(nr))
 }
 
 // transferPath is the file a transfer command names: its argument, or for
@@ -774,11 +907,12 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 		s.readFinal(x, &out)
 		return out
 	}
+	var refused *clientData
 	timer := time.NewTimer(s.cfg.Timeouts.PassiveAccept)
 	select {
 	case r := <-p.ready:
 		timer.Stop()
-		cd, out.err = r.conn, r.err
+		cd, out.err, refused = r.conn, r.err, r.refused
 	case <-timer.C:
 		out.err = p.timedOut(s.cfg.Timeouts.PassiveAccept)
 	case <-x.stop:
@@ -795,6 +929,9 @@ func (s *session) transferOutcome(x *transfer, p *pendingData, bdata *backendDat
 			out.reply = rewrite.NewReply(522, notResumedText(nr))
 		}
 		s.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(out.err))
+		if refused != nil {
+			s.refuseData(x, refused) // before the 522, which the client reads after its data connection ends
+		}
 		s.readFinal(x, &out)
 		return out
 	}
@@ -961,6 +1098,10 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 	}
 	// Logged and audited before the reply, so that whoever reads the
 	// audit after seeing the reply finds the transfer there.
+	var resumedFrom string
+	if out.client != nil {
+		resumedFrom = out.client.sibling
+	}
 	d := time.Since(x.start)
 	s.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
 		zap.Duration("duration", d), zap.String("result", out.result), zap.Int("code", reply.Code))
@@ -968,9 +1109,9 @@ func (s *session) finishTransfer(x *transfer, out outcome) {
 		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
 		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
 		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
-		Resumed: out.client != nil && out.client.resumed,
-		Code:    reply.Code,
-		Client:  s.client.Addr().String(), User: s.user, Binary: x.binary, File: x.file,
+		Resumed: out.client != nil && out.client.resumed, ResumedFrom: resumedFrom,
+		Code:   reply.Code,
+		Client: s.client.Addr().String(), User: s.user, Binary: x.binary, File: x.file,
 	})
 	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 	s.sendReply(x.verb, reply)
@@ -1220,11 +1361,16 @@ func legError(client bool, err error) error {
 // notResumedText is the reply to a transfer whose data connection was
 // refused for not resuming the control connection's TLS session.
 func notResumedText(e *errNotResumed) string {
-	switch {
-	case e.foreign:
-		return "Data connection refused: its TLS session belongs to another connection."
-	case e.idOnly:
-		return "Data connection refused: TLS session reuse required, and your client resumes TLS 1.2 sessions by ID only; use TLS 1.3."
+	switch e.foreign {
+	case ticketOfOtherAddress:
+		return "Data connection refused: its TLS session belongs to a connection from another address."
+	case ticketOfOtherUser:
+		return "Data connection refused: its TLS session belongs to another user's connection."
+	case ticketOfNoLogin:
+		return "Data connection refused: its TLS session belongs to a connection that is not logged in; resume this connection's TLS session."
+	}
+	if e.idOnly {
+		return "Data connection refused: TLS session reuse required, and your client offered no TLS 1.2 session ticket (this server cannot resume by session ID); allow TLS 1.3 (see ftpsgate's README)."
 	}
 	return "Data connection refused: TLS session reuse required; the data connection must resume the control connection's TLS session (see ftpsgate's README for your client)."
 }

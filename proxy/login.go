@@ -200,6 +200,7 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 		s.mu.Lock()
 		s.loggedIn = true
 		s.mu.Unlock()
+		s.bind.login(bindOwner{client: s.client.Addr(), user: s.cfg.Policy.Key(s.user), backend: s.be.cfg.Name})
 		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
 		s.setView(func(v *sessionView) { v.User = s.user })
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),

@@ -58,7 +58,10 @@ type Server struct {
 	sessions  map[*session]struct{}
 	perIP     map[netip.Prefix]int // sessions by client (policy.ClientKey)
 	users     map[string]int       // logged-in sessions by user name
-	draining  bool                 // Shutdown or Close was called
+	// bindings: the TLS binding of each session, by binding id, for
+	// data connections that resume a sibling session's ticket (tls.go).
+	bindings map[string]*tlsBinding
+	draining bool // Shutdown or Close was called
 
 	bans    *policy.Bans
 	metrics *metrics
@@ -160,6 +163,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		audit:    opt.Audit,
 		dial:     opt.DialBackend,
 		sessions: make(map[*session]struct{}),
+		bindings: make(map[string]*tlsBinding),
 		users:    make(map[string]int),
 		perIP:    make(map[netip.Prefix]int),
 		bans:     policy.NewBans(cfg.Bans),
@@ -611,6 +615,7 @@ func (s *Server) track(sess *session) bool {
 		return false
 	}
 	s.sessions[sess] = struct{}{}
+	s.bindings[string(sess.bind.id)] = sess.bind
 	s.perIP[sess.clientKey]++
 	return true
 }
@@ -618,11 +623,20 @@ func (s *Server) track(sess *session) bool {
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	delete(s.bindings, string(sess.bind.id))
 	k := sess.clientKey
 	if s.perIP[k]--; s.perIP[k] <= 0 {
 		delete(s.perIP, k)
 	}
 	s.mu.Unlock()
+}
+
+// binding returns the TLS binding of the tracked session whose binding id
+// is id, or nil.
+func (s *Server) binding(id []byte) *tlsBinding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bindings[string(id)]
 }
 
 // banSessions ends, with 421, every session of a client of the banned key

@@ -168,7 +168,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 	s.setHost("")
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
-	s.bind = newTLSBinding(fl.tlsConf, s.lcfg)
+	s.bind = newTLSBinding(fl.tlsConf, s.lcfg, s.id, srv.binding)
 	return s
 }
 
@@ -929,6 +929,7 @@ func (s *session) kill() {
 
 // close releases everything the session holds and records its end.
 func (s *session) close(how string) {
+	s.bind.release() // its tickets no longer resume on a sibling's data connections
 	if x := s.currentTransfer(); x != nil {
 		x.cancel()
 	}

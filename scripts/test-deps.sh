@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs what ftpsgate's tests, demo and benchmark need on a Debian
 # machine, when it is missing: FTP servers (vsftpd; pure-ftpd; ProFTPD with
-# mod_tls and, for make bench, mod_proxy), FTP clients (curl, lftp,
-# Python 3), HAProxy for the scale-out test, Chromium for the status page's
-# test, testssl.sh for the TLS scan of the listeners, Prometheus to scrape
-# the admin listener with credentials, and a system account the FTP servers
-# log in as.
+# mod_tls and, for make bench, mod_proxy), FTP clients (curl, lftp, wget,
+# Python 3, rclone, and a JDK with Apache Commons Net for the small
+# FTPSClient the tests compile), HAProxy for the scale-out test, Chromium
+# for the status page's test, testssl.sh for the TLS scan of the listeners,
+# Prometheus to scrape the admin listener with credentials, and a system
+# account the FTP servers log in as.
 #
 # It never removes a package. The FTP servers' Debian packages conflict
 # with each other (each provides ftp-server), so installing one would
@@ -26,14 +27,16 @@ ACCOUNT=ftpsgate-test
 STATE=/var/lib/ftpsgate-test
 
 missing=""
-for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus; do
+for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
+	wget:wget rclone:rclone javac:default-jdk-headless; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
 # The unpacked servers' shared libraries (vsftpd: libwrap0 libpam0g libssl3
-# libcap2, and pam_unix from libpam-modules; then pure-ftpd's and ProFTPD's).
+# libcap2, and pam_unix from libpam-modules; then pure-ftpd's and ProFTPD's);
+# Apache Commons Net, for the Java FTPS client.
 for pkg in libwrap0 libpam-modules libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 \
-	libmemcachedutil2 libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0; do
+	libmemcachedutil2 libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0 libcommons-net-java; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 need_vsftpd=no

@@ -228,7 +228,11 @@ type Transfer struct {
 	// Resumed: the client leg's TLS session resumed the control
 	// connection's (the data connection is bound to this session).
 	Resumed bool
-	Code    int // final reply code sent to the client
+	// ResumedFrom is the id of the session whose TLS session the client
+	// leg resumed, when it was a sibling's (another open session of the
+	// same client address and user), not this one's; else "".
+	ResumedFrom string
+	Code        int // final reply code sent to the client
 	// For xferlog: the client's address (no port), the user, and whether
 	// the transfer was in TYPE I (binary) rather than TYPE A.
 	Client string
@@ -246,6 +250,9 @@ func (s *Session) Transfer(t Transfer) {
 	fs = text(text(text(fs, "result", t.Result), "user", t.User), "client", t.Client)
 	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
+	if t.ResumedFrom != "" {
+		fs = text(fs, "data_tls_resumed_from", t.ResumedFrom)
+	}
 	if t.Check != "" {
 		fs = text(fs, "check", t.Check)
 	}

@@ -187,8 +187,14 @@ type Listener struct {
 	Backend *Backend
 	// Greeting is the text of the proxy's 220 reply.
 	Greeting string
-	// RequireSessionReuse refuses a PROT P data connection whose TLS
-	// session does not resume its control connection's.
+	// RequireSessionReuse refuses (522) a PROT P data connection whose
+	// TLS session does not resume its control connection's, or that of
+	// another session of the same client address and logged-in user (a
+	// client sharing one TLS session cache across its connections). It
+	// stops a stranger, even behind the client's own NAT address, from
+	// racing the passive port. False (vsftpd's require_ssl_reuse=NO)
+	// binds data connections to the client's address only, for clients
+	// that cannot resume (see the README's compatibility matrix).
 	RequireSessionReuse bool
 	// UploadCloseNotify is whether an upload under PROT P must end with
 	// the client's TLS close_notify (RequireCloseNotify, the zero value)

@@ -82,6 +82,13 @@ func DialImplicit(t testing.TB, addr string, conf *tls.Config) *Conn {
 	return c
 }
 
+// For makes c report its failures to t, a subtest that takes c over (to
+// run it in parallel with others, say), and returns c.
+func (c *Conn) For(t testing.TB) *Conn {
+	c.t = t
+	return c
+}
+
 // Send writes one command line.
 func (c *Conn) Send(line string) {
 	c.t.Helper()

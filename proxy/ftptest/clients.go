@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -94,4 +96,80 @@ func Python(t testing.TB, spec PythonSpec) *PythonResult {
 		t.Fatalf("ftplib driver output: %v\n%s", err, out)
 	}
 	return &res
+}
+
+//go:embed FtpsClient.java
+var javaClient []byte
+
+// CommonsNetJar is Debian's Apache Commons Net (libcommons-net-java).
+const CommonsNetJar = "/usr/share/java/commons-net.jar"
+
+// JavaSpec is what the Commons Net driver does: see FtpsClient.java.
+type JavaSpec struct {
+	Host     string
+	Port     int
+	CAFile   string
+	User     string
+	Password string
+	// Steps: "download:REMOTE", "upload:LOCAL:REMOTE" or "list".
+	Steps []string
+}
+
+// JavaResult is the Commons Net driver's output.
+type JavaResult struct {
+	Steps []struct {
+		Op     string `json:"op"`
+		OK     bool   `json:"ok"`
+		Reply  string `json:"reply"` // the last reply, after the step
+		Error  string `json:"error"` // the exception the step threw, if any
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	} `json:"steps"`
+	Quit string `json:"quit"`
+}
+
+// Java compiles the Apache Commons Net FTPSClient driver (javac) and runs
+// it with spec.
+func Java(t testing.TB, spec JavaSpec) *JavaResult {
+	t.Helper()
+	javac, java := Tool(t, "javac"), Tool(t, "java")
+	if _, err := os.Stat(CommonsNetJar); err != nil {
+		t.Fatalf("Apache Commons Net: %v: %s", err, setupHint)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "FtpsClient.java")
+	if err := os.WriteFile(src, javaClient, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	Run(t, ClientTimeout, "", javac, "-cp", CommonsNetJar, "-d", dir, src)
+	args := append([]string{"-cp", CommonsNetJar + ":" + dir, "FtpsClient",
+		spec.Host, strconv.Itoa(spec.Port), spec.User, spec.Password, spec.CAFile}, spec.Steps...)
+	out := Run(t, ClientTimeout, "", java, args...)
+	var res JavaResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("Commons Net driver output: %v\n%s", err, out)
+	}
+	return &res
+}
+
+// Rclone runs rclone with args, and a configuration from the environment
+// only (remotes as RCLONE_CONFIG_NAME_OPTION=value in env), trusting the
+// certificates in caFile alone (SSL_CERT_FILE). It returns rclone's
+// outputs and error.
+func Rclone(t testing.TB, caFile string, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	bin := Tool(t, "rclone")
+	conf := filepath.Join(t.TempDir(), "rclone.conf")
+	if err := os.WriteFile(conf, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envArgs := append([]string{"-i", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "SSL_CERT_FILE=" + caFile, "SSL_CERT_DIR=/nonexistent"}, env...)
+	envArgs = append(envArgs, bin, "--config", conf)
+	return RunErr(ClientTimeout, "", "env", append(envArgs, args...)...)
+}
+
+// RcloneObscure is password as rclone's configuration wants it.
+func RcloneObscure(t testing.TB, password string) string {
+	t.Helper()
+	return strings.TrimSpace(Run(t, time.Minute, "", Tool(t, "rclone"), "obscure", password))
 }
