@@ -451,16 +451,16 @@ func (s *session) connectServer(b *config.Backend, addr string) (*backendConn, e
 		// The client's address, for servers that log or judge it (ProFTPD
 		// with mod_proxy_protocol, SFTPGo…): first bytes on the wire,
 		// before TLS.
-		dst := s.local
-		if dst.Addr().Is4() != s.client.Addr().Is4() {
+		dst := s.client.local
+		if dst.Addr().Is4() != s.client.addr.Addr().Is4() {
 			// A header carries one family: an IPv6 client (from a PROXY
 			// header) reached an IPv4 address, or the reverse.
 			dst = netip.AddrPortFrom(netip.IPv6Unspecified(), dst.Port())
-			if s.client.Addr().Is4() {
+			if s.client.addr.Addr().Is4() {
 				dst = netip.AddrPortFrom(netip.IPv4Unspecified(), dst.Port())
 			}
 		}
-		h := proxyproto.HeaderProxyFromAddrs(b.ProxyProtocol, net.TCPAddrFromAddrPort(s.client), net.TCPAddrFromAddrPort(dst))
+		h := proxyproto.HeaderProxyFromAddrs(b.ProxyProtocol, net.TCPAddrFromAddrPort(s.client.addr), net.TCPAddrFromAddrPort(dst))
 		if b.ProxyProtocolTLVs {
 			if err := h.SetTLVs(s.proxyTLVs()); err != nil {
 				return fail("building the PROXY header's TLVs failed", backendUnreachable, err)

@@ -140,7 +140,7 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 		s.srv.loginDelays.wait(s.refusedBackend, delayPass, start)
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.log.Info("login failed", zap.String("rule", d.Rule), zap.Int("code", 530))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.String()})
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.addr.String()})
 		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 			return err
 		}
@@ -184,7 +184,7 @@ func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, err
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
 		s.be.close()
 		s.be = nil
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule, Client: s.client.String()})
+		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule, Client: s.client.addr.String()})
 		return true, s.deny(cmd, d)
 	}
 	s.counted = key
@@ -200,18 +200,18 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 		s.mu.Lock()
 		s.loggedIn = true
 		s.mu.Unlock()
-		s.bind.login(bindOwner{client: s.client.Addr(), user: s.cfg.Policy.Key(s.user), backend: s.be.cfg.Name})
+		s.bind.login(bindOwner{client: s.client.addr.Addr(), user: s.cfg.Policy.Key(s.user), backend: s.be.cfg.Name})
 		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
 		s.setView(func(v *sessionView) { v.User = s.user })
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
 			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code, Client: s.client.String()})
+			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code, Client: s.client.addr.String()})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.uncount()
 		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code, Client: s.client.String()})
+			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code, Client: s.client.addr.String()})
 		if hint := misconfiguration(rep); hint != "" {
 			// The backend refuses every login this way: no guess was
 			// wrong, so no ban counts it; the operator must act.
@@ -252,20 +252,20 @@ func misconfiguration(rep *rewrite.Reply) string {
 // before the ban.
 func (s *session) loginFailed() error {
 	now := time.Now()
-	until := s.srv.bans.Failure(s.client.Addr(), now)
+	until := s.srv.bans.Failure(s.client.addr.Addr(), now)
 	if until.IsZero() {
-		if s.srv.bans.Check(s.client.Addr(), now) != nil {
+		if s.srv.bans.Check(s.client.addr.Addr(), now) != nil {
 			s.log.Info("login failed from a banned address; closing")
 			return errBanned
 		}
 		return nil
 	}
-	key := s.srv.bans.Key(s.client.Addr())
+	key := s.srv.bans.Key(s.client.addr.Addr())
 	banned := key.String() // an IPv6 prefix, as 2001:db8:1:2::/64
 	if key.IsSingleIP() {
 		banned = key.Addr().String()
 	}
-	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
+	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.addr.Addr()),
 		zap.String("banned", banned), zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
 	s.audit.Ban(banned, until, s.cfg.Bans.Failures)
 	s.srv.metrics.bans.Inc()

@@ -195,10 +195,11 @@ func (m *metrics) reloaded(err error) {
 	m.reloadTime.SetToCurrentTime()
 }
 
-func (m *metrics) transfer(direction, result string, bytes int64, d time.Duration) {
-	m.transfers.WithLabelValues(direction, result).Inc()
-	m.transferBytes.WithLabelValues(direction).Add(float64(bytes))
-	m.transferSeconds.WithLabelValues(direction).Observe(d.Seconds())
+// transfer counts one transfer of bytes that took d.
+func (m *metrics) transfer(direction audit.Direction, result audit.Result, bytes int64, d time.Duration) {
+	m.transfers.WithLabelValues(string(direction), string(result)).Inc()
+	m.transferBytes.WithLabelValues(string(direction)).Add(float64(bytes))
+	m.transferSeconds.WithLabelValues(string(direction)).Observe(d.Seconds())
 }
 
 // AdminHandler serves /metrics (Prometheus text format), /status (the

@@ -616,7 +616,7 @@ func (s *Server) track(sess *session) bool {
 	}
 	s.sessions[sess] = struct{}{}
 	s.bindings[string(sess.bind.id)] = sess.bind
-	s.perIP[sess.clientKey]++
+	s.perIP[sess.client.key]++
 	return true
 }
 
@@ -624,7 +624,7 @@ func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	delete(s.bindings, string(sess.bind.id))
-	k := sess.clientKey
+	k := sess.client.key
 	if s.perIP[k]--; s.perIP[k] <= 0 {
 		delete(s.perIP, k)
 	}
@@ -646,7 +646,7 @@ func (s *Server) banSessions(key netip.Prefix, except *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sess := range s.sessions {
-		if sess != except && key.Contains(sess.client.Addr().Unmap()) {
+		if sess != except && key.Contains(sess.client.addr.Addr().Unmap()) {
 			sess.kick()
 		}
 	}
@@ -657,13 +657,13 @@ func (s *Server) banSessions(key netip.Prefix, except *session) {
 // are within their session limits, and, with audit.on_error = "refuse",
 // the audit stream can be written.
 func (s *Server) admit(sess *session) *policy.Denial {
-	if d := s.bans.Check(sess.client.Addr(), time.Now()); d != nil {
+	if d := s.bans.Check(sess.client.addr.Addr(), time.Now()); d != nil {
 		return d
 	}
 	s.mu.Lock()
 	l := s.cfg.Limits
 	refuse := s.cfg.Audit.OnError == config.AuditRefuse
-	total, fromA := len(s.sessions), s.perIP[sess.clientKey]
+	total, fromA := len(s.sessions), s.perIP[sess.client.key]
 	s.mu.Unlock()
 	// The sink logs why, rate-limited; the session logs the refusal.
 	if refuse && s.audit.Health() != nil {

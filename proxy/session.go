@@ -39,13 +39,12 @@ import (
 // session_end audit event.
 //
 // The session goroutine (run) owns the protocol state. A transfer runs in a
-// goroutine of its own (data.go) so that the session can read ABOR while
+// goroutine of its own (transfer.go) so that the session can read ABOR while
 // data flows; while it runs, the transfer owns the backend control
 // connection and the session waits for it before any other command.
 type session struct {
 	srv *Server
 	cfg *config.Config
-	lis *frontListener
 	// The configuration snapshots the session lives by, taken when it
 	// starts: a reload (SIGHUP) changes new sessions only.
 	lcfg  *config.Listener
@@ -61,14 +60,7 @@ type session struct {
 	tls    *tls.Conn   // nil until TLS is up
 	bind   *tlsBinding // ties data connections' TLS sessions to ctrl's
 	r      *bufio.Reader
-	client netip.AddrPort // the client's address
-	// clientKey is the block of addresses the client counts in for
-	// per-address limits: its address, or its IPv6 prefix.
-	clientKey netip.Prefix
-	// tcpPeer is the load balancer's address when a PROXY header named the
-	// client; data connections may come from it too (zero otherwise).
-	tcpPeer netip.AddrPort
-	local   netip.AddrPort // the address the client reached
+	client clientInfo
 
 	wmu sync.Mutex // serialises writes to ctrl
 
@@ -87,20 +79,15 @@ type session struct {
 	binary         bool   // TYPE I (or L 8) accepted by the backend; ASCII by default
 	counted        string // the user key (policy.Rules.Key) counted toward max_sessions_per_user
 	route          string // the route that chose the backend, if any
-	epsvAll        bool
 	badLines       int
-	rest           int64 // the offset of the last REST, for the next transfer command
-	// cwd is the backend's working directory, from its last 257 reply to
-	// PWD, or "" when not known (before one, and after a CWD): transfers
-	// are recorded by full path (fullPath).
-	cwd string
+	rest           int64       // the offset of the last REST, for the next transfer command
+	cwd            workDir     // the backend's, for transfers' full paths
+	data           dataChannel // what PASV, EPSV, PORT and EPRT set up
 	// unaudited is a command relayed as it is whose audit event waits
 	// until the backend has it (see dispatch); holding says it waits.
 	unaudited rewrite.Command
 	holding   bool
-	be        *backendConn   // nil until the first USER
-	pending   *pendingData   // client data connection set up by PASV/EPSV, for the next transfer
-	active    netip.AddrPort // address given by PORT/EPRT, for the next transfer
+	be        *backendConn // nil until the first USER
 
 	// mu guards the fields below it; drain and kill run on other
 	// goroutines.
@@ -144,32 +131,43 @@ const controlBufferSize = 512
 
 func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer netip.AddrPort) *session {
 	s := &session{
-		srv:     srv,
-		cfg:     srv.config(),
-		lcfg:    fl.config(),
-		ports:   fl.ports.Load(),
-		lis:     fl,
-		id:      newSessionID(),
-		start:   time.Now(),
-		raw:     c,
-		ctrl:    c,
-		prot:    'C',
-		client:  client,
-		tcpPeer: tcpPeer,
-		local:   addrPortOf(c.LocalAddr()),
+		srv:    srv,
+		cfg:    srv.config(),
+		lcfg:   fl.config(),
+		ports:  fl.ports.Load(),
+		id:     newSessionID(),
+		start:  time.Now(),
+		raw:    c,
+		ctrl:   c,
+		prot:   'C',
+		client: clientInfo{addr: client, tcpPeer: tcpPeer, local: addrPortOf(c.LocalAddr())},
 	}
-	s.clientKey = policy.ClientKey(client.Addr(), s.cfg.Limits.IPv6Prefix)
+	s.client.key = policy.ClientKey(client.Addr(), s.cfg.Limits.IPv6Prefix)
 	s.lastActive.Store(s.start.UnixNano())
 	if pc, ok := c.(*proxyproto.Conn); ok {
 		// Passive listeners bind the address this host was reached on,
 		// not the one the header names (the balancer's public address).
-		s.local = addrPortOf(pc.Raw().LocalAddr())
+		s.client.local = addrPortOf(pc.Raw().LocalAddr())
 	}
 	s.setHost("")
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
 	s.bind = newTLSBinding(fl.tlsConf, s.lcfg, s.id, srv.binding)
 	return s
+}
+
+// clientInfo is who a session's client is, for what connects on its
+// behalf: the backend's PROXY header and the checks of its data
+// connections.
+type clientInfo struct {
+	addr netip.AddrPort // the client's address (a trusted PROXY header's, behind a balancer)
+	// tcpPeer is the load balancer's address when a PROXY header named the
+	// client; data connections may come from it too (zero otherwise).
+	tcpPeer netip.AddrPort
+	// key is the block of addresses the client counts in for per-address
+	// limits and bans: its address, or its IPv6 prefix.
+	key   netip.Prefix
+	local netip.AddrPort // the address the client reached, on this host
 }
 
 // Errors that end a session. They are mapped to replies in one place,
@@ -210,12 +208,12 @@ func (s *session) run() {
 		s.close(how)
 	}()
 	var tcpPeer string
-	if s.tcpPeer.IsValid() {
-		tcpPeer = s.tcpPeer.String()
+	if s.client.tcpPeer.IsValid() {
+		tcpPeer = s.client.tcpPeer.String()
 	}
-	s.audit.Start(s.lcfg.Name, s.client.String(), s.local.String(), tcpPeer)
-	s.log.Debug("session started", zap.Stringer("local", s.local))
-	d := policy.Address(s.lcfg.AllowCIDRs, s.lcfg.DenyCIDRs, s.client.Addr())
+	s.audit.Start(s.lcfg.Name, s.client.addr.String(), s.client.local.String(), tcpPeer)
+	s.log.Debug("session started", zap.Stringer("local", s.client.local))
+	d := policy.Address(s.lcfg.AllowCIDRs, s.lcfg.DenyCIDRs, s.client.addr.Addr())
 	if d == nil {
 		d = s.srv.admit(s)
 	}
@@ -434,15 +432,16 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 	if hook := dispatchHook.Load(); hook != nil {
 		(*hook)(cmd)
 	}
-	if v != nil && v.name == "ABOR" && s.abortTransfer() {
+	x := s.currentTransfer()
+	if v != nil && v.name == "ABOR" && x.abort() {
 		return nil
 	}
 	if v != nil && v.duringTransfer {
-		if done, err := s.answerDuringTransfer(cmd); done {
-			return err
+		if rep := x.during(cmd); rep != nil {
+			return s.sendReply(cmd.Verb, rep)
 		}
 	}
-	s.waitTransfer() // RFC 959: commands after a transfer command wait for it
+	x.wait() // RFC 959: commands after a transfer command wait for it
 	if v == nil {
 		if d := s.cfg.Policy.Unknown(cmd.Verb); d != nil {
 			return s.deny(cmd, d)
@@ -462,7 +461,7 @@ func (s *session) dispatch(cmd rewrite.Command) error {
 	if relayed {
 		rep, err := s.forward(cmd)
 		if err == nil && v != nil && v.after != nil {
-			v.after(s, rep)
+			v.after(&s.cwd, rep)
 		}
 		return err
 	}
@@ -710,7 +709,7 @@ func (s *session) cmdHOST(cmd rewrite.Command) error {
 // for it.
 func (s *session) setHost(host string) {
 	s.host = host
-	s.base = s.srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client),
+	s.base = s.srv.log.With(zap.String("session", s.id), zap.Stringer("client", s.client.addr),
 		zap.String("listener", s.lcfg.Name))
 	if host != "" {
 		s.base = s.base.With(zap.String("host", host))
@@ -748,38 +747,43 @@ func (s *session) cmdREST(cmd rewrite.Command) error {
 	return s.reply(cmd, 350, fmt.Sprintf("Restart position accepted (%d); send RETR or STOR.", n))
 }
 
+// workDir is the backend's working directory as far as the session
+// knows it: from its last 257 reply to PWD, or "" when not known (before
+// one, and after a CWD). Transfers are recorded by full path (fullPath).
+type workDir struct{ dir string }
+
 // notePWD takes the working directory from a 257 reply to PWD.
-func (s *session) notePWD(rep *rewrite.Reply) {
+func (w *workDir) notePWD(rep *rewrite.Reply) {
 	if dir, err := rewrite.ParsePWD(rep); err == nil && dir != "" {
-		s.cwd = dir
+		w.dir = dir
 	}
 }
 
 // noteCWD forgets the working directory once CWD or CDUP moved it: the
 // server resolves the path (symbolic links, its chroot) and the next
 // PWD says where it went.
-func (s *session) noteCWD(rep *rewrite.Reply) {
+func (w *workDir) noteCWD(rep *rewrite.Reply) {
 	if rep.Positive() {
-		s.cwd = ""
+		w.dir = ""
 	}
 }
 
-// learnCWD asks the backend for its working directory when it is not
+// learn asks the backend be for its working directory when it is not
 // known, so that a transfer can be recorded by its full path (fullPath):
 // one round trip at the first file transfer of a session and after each
 // CWD. It must run before the transfer command (the backend's control
 // connection is the transfer's after it); a failure leaves it unknown.
-func (s *session) learnCWD() error {
-	if s.cwd != "" {
+func (w *workDir) learn(be *backendConn, timeout time.Duration, log *zap.Logger) error {
+	if w.dir != "" {
 		return nil
 	}
-	rep, err := s.be.roundTrip(rewrite.Command{Verb: "PWD"}, s.cfg.Timeouts.BackendReply)
+	rep, err := be.roundTrip(rewrite.Command{Verb: "PWD"}, timeout)
 	if err != nil {
 		return err
 	}
-	s.notePWD(rep)
-	if s.cwd == "" {
-		s.log.Debug("no working directory from the backend; transfers keep their relative names", zap.String("reply", rep.String()))
+	w.notePWD(rep)
+	if w.dir == "" {
+		log.Debug("no working directory from the backend; transfers keep their relative names", zap.String("reply", rep.String()))
 	}
 	return nil
 }
@@ -787,11 +791,11 @@ func (s *session) learnCWD() error {
 // fullPath is name (a transfer's argument, or STOU's chosen name) as a
 // full path on the backend, as vsftpd logs it: joined to the working
 // directory when relative and that is known.
-func (s *session) fullPath(name string) string {
-	if name == "" || strings.HasPrefix(name, "/") || s.cwd == "" {
+func (w *workDir) fullPath(name string) string {
+	if name == "" || strings.HasPrefix(name, "/") || w.dir == "" {
 		return name
 	}
-	return path.Join(s.cwd, name)
+	return path.Join(w.dir, name)
 }
 
 // cmdTYPE forwards TYPE and notes whether transfers are now binary.
@@ -936,7 +940,7 @@ func (s *session) close(how string) {
 	if s.be != nil {
 		s.be.close() // also ends a transfer's wait for its final reply
 	}
-	s.dropPendingData()
+	s.data.drop()
 	s.wg.Wait()
 	s.uncount()
 	s.wmu.Lock()
