@@ -215,7 +215,7 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	}
 	v := lookupVerb(cmd.Verb)
 	x := &transfer{verb: cmd.Verb, direction: v.data, file: v.xferlog, binary: s.binary, useTLS: s.prot == 'P',
-		s: s, be: s.be, client: p, log: s.log, timeouts: s.cfg.Timeouts, uploadEnd: s.lcfg.UploadCloseNotify,
+		s: s, be: s.be, dialer: s.dialer(), client: p, log: s.log, timeouts: s.cfg.Timeouts, uploadEnd: s.lcfg.UploadCloseNotify,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if cmd.Verb == "RETR" || cmd.Verb == "STOR" {
 		x.offset = s.rest // REST applies to these only (RFC 959 §4.1.3, RFC 3659 §5)
@@ -257,7 +257,7 @@ func (x *transfer) begin(cmd rewrite.Command, active netip.AddrPort) (bool, erro
 		}
 	}
 	var err error
-	x.backend, err = x.s.openBackendData()
+	x.backend, err = x.dialer.openData(x.be)
 	if err != nil {
 		abandon()
 		if errors.Is(err, errBackendLost) {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -68,7 +69,7 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 	}
 	connected := s.be == nil
 	if s.be == nil {
-		be, err := s.connectBackend(b, cmd.Arg)
+		be, err := s.dialer().connect(b, cmd.Arg, s)
 		if errors.Is(err, errQueueQuit) {
 			// Every command gets its reply, in order: this one, then
 			// the QUIT that readCommand reads next.
@@ -345,4 +346,85 @@ func (l *loginDelays) delay(backend string, k delayKind) time.Duration {
 // passed since start.
 func (l *loginDelays) wait(backend string, k delayKind, start time.Time) {
 	time.Sleep(time.Until(start.Add(l.delay(backend, k))))
+}
+
+// watchClient watches the client's control connection while the session
+// goroutine waits in a backend's queue and reads nothing. gone receives
+// why the wait must end: the client sent QUIT (errQueueQuit) or closed
+// the connection, the login (or idle) timeout passed, the server drains
+// or kills the session, or the client's address was banned (the reasons
+// readCommand would find). Other commands the client sends are left for
+// readCommand, as is the QUIT. stop ends the watch and returns once the
+// watching goroutine has ended.
+func (s *session) watchClient() (gone <-chan error, stop func()) {
+	ch := make(chan error, 1)
+	done, quit := make(chan struct{}), make(chan struct{})
+	var stopped bool // under s.mu
+	// arm sets the read deadline of readCommand, unless stop came first.
+	arm := func() (bool, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if stopped {
+			return false, nil
+		}
+		return true, s.armReadDeadlineLocked()
+	}
+	halted := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return stopped
+	}
+	go func() {
+		defer close(done)
+		scanned, lineStart := 0, 0 // bytes of s.r's buffer looked at; where the last partial line starts
+		for {
+			ok, err := arm()
+			if !ok {
+				return
+			}
+			if err == nil {
+				if scanned >= s.r.Size() {
+					// A buffer full of lines, none a QUIT: the client
+					// pipelines; nothing more can be seen before
+					// readCommand reads.
+					<-quit
+					return
+				}
+				_, err = s.r.Peek(scanned + 1) // until the client sends more, or a deadline
+			}
+			if halted() {
+				return
+			}
+			if isTimeout(err) {
+				if err = s.timeoutReason(); err == nil {
+					continue
+				}
+			}
+			if err != nil {
+				ch <- err
+				return
+			}
+			buf, _ := s.r.Peek(s.r.Buffered())
+			for i := scanned; i < len(buf); i++ {
+				if buf[i] != '\n' {
+					continue
+				}
+				line := bytes.TrimSuffix(buf[lineStart:i], []byte("\r"))
+				if cmd, err := rewrite.ParseCommand(line); err == nil && cmd.Verb == "QUIT" {
+					ch <- errQueueQuit
+					return
+				}
+				lineStart = i + 1
+			}
+			scanned = len(buf)
+		}
+	}()
+	return ch, func() {
+		s.mu.Lock()
+		stopped = true
+		s.raw.SetReadDeadline(time.Now()) // wakes Peek
+		s.mu.Unlock()
+		close(quit)
+		<-done
+	}
 }

@@ -222,8 +222,8 @@ func (p *pool) check(dial dialFunc, addr string) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(hc.Timeout))
-	if v := p.b.ProxyProtocol; v != 0 {
-		h := &proxyproto.Header{Version: v, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	if v := p.b.ProxyProtocol; v != config.NoProxyProtocol {
+		h := &proxyproto.Header{Version: byte(v), Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
 		if _, err := h.WriteTo(c); err != nil {
 			return fmt.Errorf("PROXY header: %w", err)
 		}

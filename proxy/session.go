@@ -170,6 +170,13 @@ type clientInfo struct {
 	local netip.AddrPort // the address the client reached, on this host
 }
 
+// dialer is what connects the session to its backend and opens its
+// transfers' backend legs, with what the session knows now.
+func (s *session) dialer() *backendDialer {
+	return &backendDialer{srv: s.srv, dial: s.srv.dial, metrics: s.srv.metrics, timeouts: s.cfg.Timeouts, log: s.log,
+		denied: s.denied, client: s.client, session: s.id, host: s.host, tls: s.tls}
+}
+
 // Errors that end a session. They are mapped to replies in one place,
 // endReply.
 var (

@@ -37,11 +37,12 @@ type transfer struct {
 	useTLS     bool         // PROT P: the client leg is under TLS
 
 	// What it runs with. s is the session, whose client it answers; be is
-	// the backend's control connection, the transfer's while it runs.
-	// client and backend are the data legs being set up, the transfer's
-	// from start on.
+	// the backend's control connection, the transfer's while it runs, and
+	// dialer opens the backend leg on it. client and backend are the data
+	// legs being set up, the transfer's from begin on.
 	s        *session
 	be       *backendConn
+	dialer   *backendDialer
 	client   *pendingData
 	backend  *backendData
 	log      *zap.Logger
@@ -185,7 +186,7 @@ type outcome struct {
 // reply.
 func (x *transfer) outcome() outcome {
 	// The backend's TLS handshake runs while the client connects.
-	if err := x.s.connectBackendData(x.backend); err != nil {
+	if err := x.dialer.connectData(x.be, x.backend); err != nil {
 		x.client.close()
 		x.backend.close()
 		x.log.Warn("backend data connection failed", zap.String("verb", x.verb), zap.Error(err))

@@ -132,6 +132,28 @@ func (m BackendTLS) String() string {
 	return "invalid"
 }
 
+// ProxyProtocolVersion is the version of the PROXY protocol header sent to
+// a backend; its value is the version's number, as go-proxyproto takes it.
+type ProxyProtocolVersion byte
+
+const (
+	NoProxyProtocol ProxyProtocolVersion = 0 // no header (the default)
+	ProxyProtocolV1 ProxyProtocolVersion = 1 // the text header
+	ProxyProtocolV2 ProxyProtocolVersion = 2 // the binary header, which may carry TLVs
+)
+
+func (v ProxyProtocolVersion) String() string {
+	switch v {
+	case NoProxyProtocol:
+		return "none"
+	case ProxyProtocolV1:
+		return "v1"
+	case ProxyProtocolV2:
+		return "v2"
+	}
+	return "invalid"
+}
+
 // UploadCloseNotify is what the end of an upload's TLS stream must be.
 // Go's TLS reader returns io.EOF both for a TLS close_notify and for a bare
 // TCP FIN at a record boundary; only close_notify proves the client sent
@@ -266,9 +288,9 @@ type Backend struct {
 	InsecureSkipVerify bool
 	// SendHost: a client's HOST (RFC 7151) is passed on to the backend.
 	SendHost bool
-	// ProxyProtocol is 1 or 2 to send a PROXY protocol header of that
-	// version on each control connection (the client's address); 0: none.
-	ProxyProtocol byte
+	// ProxyProtocol is the PROXY protocol header sent on each control
+	// connection (the client's address), if any.
+	ProxyProtocol ProxyProtocolVersion
 	// ProxyProtocolTLVs adds to a v2 header what the client's TLS
 	// session was: PP2_TYPE_SSL with its version and cipher, the SNI as
 	// PP2_TYPE_AUTHORITY, and the session id as PP2_TYPE_UNIQUE_ID.
@@ -739,9 +761,9 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		if bb.ProxyProtocol != nil {
 			switch *bb.ProxyProtocol {
 			case "v1":
-				b.ProxyProtocol = 1
+				b.ProxyProtocol = ProxyProtocolV1
 			case "v2":
-				b.ProxyProtocol = 2
+				b.ProxyProtocol = ProxyProtocolV2
 			case "none":
 			default:
 				c.errorf(rangeOf(blk, "proxy_protocol"), "Invalid proxy_protocol",
@@ -750,7 +772,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		}
 		if bb.ProxyProtocolTLVs != nil && *bb.ProxyProtocolTLVs {
 			b.ProxyProtocolTLVs = true
-			if b.ProxyProtocol != 2 {
+			if b.ProxyProtocol != ProxyProtocolV2 {
 				c.errorf(rangeOf(blk, "proxy_protocol_tlvs"), "Invalid proxy_protocol_tlvs",
 					"TLVs exist only in PROXY protocol v2: set proxy_protocol = \"v2\".")
 			}
