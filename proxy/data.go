@@ -334,7 +334,7 @@ func (x *transfer) refuseEarly(cmd rewrite.Command, r dataResult) error {
 	x.log.Info("client data connection failed", zap.String("verb", cmd.Verb), zap.Error(r.err))
 	s.audit.Transfer(audit.Transfer{
 		Verb: cmd.Verb, Direction: x.direction, Path: cmd.Arg, Result: audit.Failed, Announced: -1, Code: 522,
-		Client: s.client.addr.Addr().String(), User: s.user, Binary: x.binary, File: x.file,
+		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
 	})
 	s.srv.metrics.transfer(x.direction, audit.Failed, 0, 0)
 	return s.reply(cmd, 522, notResumedText(nr))
@@ -347,20 +347,16 @@ func (s *session) currentTransfer() *transfer {
 	return s.xfer
 }
 
-// backendLost records that the running transfer lost the backend's
-// control connection: the session cannot go on, and ends with err.
-func (s *session) backendLost(err error) {
-	s.mu.Lock()
-	s.fatal = err
-	s.mu.Unlock()
-}
-
 // transferEnded hands the session back from the transfer goroutine, after
-// its last reply.
-func (s *session) transferEnded() {
+// its last reply. lost, if not nil, is why the transfer lost the backend's
+// control connection: the session cannot go on, and ends with it.
+func (s *session) transferEnded(lost error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.xfer = nil
+	if lost != nil {
+		s.fatal = lost
+	}
 	if s.draining || s.fatal != nil || s.killed {
 		s.raw.SetReadDeadline(time.Now()) // let the session end now
 	} else {
@@ -377,5 +373,6 @@ func (s *session) cmdABOR(cmd rewrite.Command) error {
 	}
 	s.data.drop()
 	s.rest = 0
-	return s.cmdForward(cmd)
+	_, err := s.forward(cmd)
+	return err
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpsgate/ftpsgate/proxy"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -139,12 +138,12 @@ func TestSessionLimits(t *testing.T) {
 // stack and answered 421; the process and the other sessions go on.
 func TestPanicContained(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	defer proxy.SetDispatchHook(func(cmd rewrite.Command) {
+	g := startGate(t, be.Addr, gateOptions{})
+	defer g.srv.SetDispatchHook(func(cmd rewrite.Command) {
 		if cmd.Verb == "SITE" && cmd.Arg == "PANIC" {
 			panic("injected by TestPanicContained")
 		}
 	})()
-	g := startGate(t, be.Addr, gateOptions{})
 	other := ftptest.Dial(t, g.explicit)
 	other.AuthTLS(g.certs.ClientConfig())
 	other.Login(be.User, be.Password)

@@ -28,6 +28,7 @@ import (
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
+	"github.com/ftpsgate/ftpsgate/rewrite"
 )
 
 // Options are the seams of a Server. The zero value is usable.
@@ -78,6 +79,11 @@ type Server struct {
 	poolMu sync.Mutex
 	pools  map[*config.Backend]*pool
 	queues map[string]*backendQueue
+
+	// dispatchHook, when set (by tests only, see export_test.go), sees
+	// every command before it is handled: the tests make it panic to
+	// prove that a session's panic is contained.
+	dispatchHook atomic.Pointer[func(rewrite.Command)]
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown

@@ -49,6 +49,9 @@ type transfer struct {
 	timeouts config.Timeouts
 	// uploadEnd: the listener's upload_close_notify (verifyUpload).
 	uploadEnd config.UploadCloseNotify
+	// lost is why the backend's control connection was lost, if it was
+	// and the transfer was not cancelled: the session ends with it.
+	lost error
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -164,7 +167,7 @@ func (x *transfer) run() {
 			x.client.close()
 			x.s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
 		}
-		x.s.transferEnded()
+		x.s.transferEnded(x.lost)
 		close(x.done)
 	}()
 	x.finish(x.outcome())
@@ -352,7 +355,7 @@ func (x *transfer) finish(out outcome) {
 	}
 	if out.backendLost != nil && !x.cancelled() {
 		x.log.Warn("backend control connection lost during transfer", zap.Error(out.backendLost))
-		x.s.backendLost(out.backendLost) // the session cannot go on
+		x.lost = out.backendLost // the session cannot go on (transferEnded)
 	}
 	// Recorded before the reply, so that whoever reads the audit after
 	// seeing the reply finds the transfer there.
@@ -379,7 +382,7 @@ func (x *transfer) record(out outcome, code int) {
 		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
 		Resumed: out.client != nil && out.client.resumed, ResumedFrom: resumedFrom,
 		Code:   code,
-		Client: s.client.addr.Addr().String(), User: s.user, Binary: x.binary, File: x.file,
+		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
 	})
 	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 }

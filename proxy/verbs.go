@@ -66,8 +66,8 @@ var verbTable = []*verb{
 	{name: "ADAT", class: policy.Security, handle: refuse(502, "ADAT not supported (TLS needs no security data)."), preLogin: true},
 
 	// Session: the session itself; no file is touched.
-	{name: "USER", class: policy.Session, handle: (*session).cmdUSER, preLogin: true, essential: true},
-	{name: "PASS", class: policy.Session, handle: (*session).cmdPASS, preLogin: true, essential: true},
+	{name: "USER", class: policy.Session, handle: cmdUSER, preLogin: true, essential: true},
+	{name: "PASS", class: policy.Session, handle: cmdPASS, preLogin: true, essential: true},
 	{name: "HOST", class: policy.Session, handle: (*session).cmdHOST, preLogin: true, essential: true},
 	{name: "QUIT", class: policy.Session, handle: (*session).cmdQUIT, preLogin: true, essential: true},
 	{name: "NOOP", class: policy.Session, handle: (*session).cmdNOOP, preLogin: true, duringTransfer: true, essential: true},
