@@ -10,8 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ftpsgate/ftpsgate/rewrite"
 	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/rewrite"
 )
 
 // The backend leg of a transfer: opened by the session's backendDialer
@@ -137,7 +139,7 @@ func (d *backendDialer) openPassive(b *backendConn) (*net.TCPConn, error) {
 		why := fmt.Sprintf("the FTP server's %s reply names privileged port %d", verb, port)
 		d.log.Warn("backend passive port refused", zap.String("verb", verb), zap.Uint16("port", port),
 			zap.Stringer("backend", b.remote))
-		d.denied("backend_passive_port", "", why)
+		d.denied(policy.RuleBackendPassivePort, "", why)
 		return nil, errors.New(why)
 	}
 	addr := netip.AddrPortFrom(b.remote.Addr(), port)

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/dataport"
 )
@@ -258,7 +259,7 @@ func (d *dataConnector) acceptData(ctx context.Context, ln *dataport.Listener, u
 		if attempts == maxDataAttempts {
 			d.log.Warn("passive port closed after too many data connection attempts",
 				zap.Uint16("port", ln.Port()), zap.Int("attempts", attempts))
-			d.denied("data_handshake", "", errTooManyAttempts.Error())
+			d.denied(policy.RuleDataHandshake, "", errTooManyAttempts.Error())
 			ln.Close()
 			err = errTooManyAttempts
 			break
@@ -269,23 +270,21 @@ func (d *dataConnector) acceptData(ctx context.Context, ln *dataport.Listener, u
 }
 
 // foreign refuses (resets, logs and audits) a connection to a passive
-// port from anywhere but the client's address; it reports whether it
-// did. Behind a PROXY-protocol balancer the data connection may come from
-// the balancer, when it forwards the passive ports too.
+// port that policy.DataPeer refuses: from anywhere but the client's
+// address (or its PROXY-protocol balancer's); it reports whether it did.
 func (d *dataConnector) foreign(c *net.TCPConn, port uint16) bool {
 	peer := addrPortOf(c.RemoteAddr())
-	if peer.Addr() == d.client.addr.Addr() || (d.client.tcpPeer.IsValid() && peer.Addr() == d.client.tcpPeer.Addr()) {
-		return false
+	var balancer netip.Addr
+	if d.client.tcpPeer.IsValid() {
+		balancer = d.client.tcpPeer.Addr()
 	}
-	why := "data connection from " + peer.Addr().String()
-	if d.client.key.Contains(peer.Addr().Unmap()) {
-		// Another address of the client's IPv6 prefix (a privacy
-		// address, or a neighbour): still not the client.
-		why += ", within the client's " + d.client.key.String() + " but not its address"
+	refused, why := policy.DataPeer(peer.Addr(), d.client.addr.Addr(), balancer, d.client.key)
+	if !refused {
+		return false
 	}
 	d.log.Warn("data connection from a foreign address refused",
 		zap.Stringer("from", peer), zap.Uint16("port", port), zap.String("reason", why))
-	d.denied("data_peer", "", why)
+	d.denied(policy.RuleDataPeer, "", why)
 	resetLeg(c)
 	return true
 }
@@ -321,7 +320,7 @@ func (w *passiveWait) admit(c *net.TCPConn) bool {
 	if full {
 		w.d.log.Warn("data connection refused: too many TLS handshakes in progress on the passive port",
 			zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Uint16("port", w.ln.Port()), zap.Int("running", maxConcurrentAttempts))
-		w.d.denied("data_handshake", "", fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
+		w.d.denied(policy.RuleDataHandshake, "", fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
 		resetLeg(c)
 	}
 	return !full
@@ -354,7 +353,7 @@ func (w *passiveWait) handshake(c *net.TCPConn) {
 	case errors.As(err, &he):
 		w.d.log.Warn("data connection handshake failed; the passive port stays open",
 			zap.Stringer("from", peer), zap.Uint16("port", w.ln.Port()), zap.Bool("tls_client", he.hello), zap.Error(err))
-		w.d.denied("data_handshake", "", err.Error())
+		w.d.denied(policy.RuleDataHandshake, "", err.Error())
 		if he.hello && w.refused == nil {
 			w.refused = err
 			w.ln.SetDeadline(time.Now().Add(refusalGrace))
@@ -442,7 +441,7 @@ func (d *dataConnector) secureClientData(ctx context.Context, c *net.TCPConn, us
 	}
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	d.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
-	d.denied("session_reuse", "", nr.Error())
+	d.denied(policy.RuleSessionReuse, "", nr.Error())
 	return cd, nr
 }
 

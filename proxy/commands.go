@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/rewrite"
-	"go.uber.org/zap"
 )
 
 // The commands the proxy answers itself, but for login (login.go) and
@@ -34,7 +35,7 @@ func (s *session) cmdAUTH(cmd rewrite.Command) error {
 	// (CVE-2011-0411, CVE-2011-1575). Refuse it, never execute it.
 	if s.r.Buffered() > 0 {
 		s.log.Warn("plaintext pipelined after AUTH TLS; closing", zap.Int("bytes", s.r.Buffered()))
-		s.denied("starttls_injection", cmd.Verb, "data pipelined after AUTH")
+		s.denied(policy.RuleStartTLSInjection, cmd.Verb, "data pipelined after AUTH")
 		return errInjection
 	}
 	if err := s.reply(cmd, 234, "AUTH TLS successful; start the TLS handshake."); err != nil {
@@ -58,7 +59,7 @@ func (s *session) startTLS() error {
 	s.raw.SetDeadline(time.Time{})
 	if err != nil {
 		why := handshakeDiagnosis(err, first, hello, s.lcfg.TLS, s.cfg.Timeouts.TLSHandshake)
-		s.denied("tls_handshake", "AUTH", why+": "+err.Error())
+		s.denied(policy.RuleTLSHandshake, "AUTH", why+": "+err.Error())
 		s.srv.metrics.tlsFailures.Inc()
 		return fmt.Errorf("%w: %s (%w)", errHandshake, why, err)
 	}

@@ -7,9 +7,10 @@ import (
 	"net"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/rewrite"
-	"go.uber.org/zap"
 )
 
 // The control protocol: one command at a time is read (readCommand) and

@@ -3,8 +3,9 @@ package proxy
 import (
 	"fmt"
 
-	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
 // Transfer integrity: a data stream that ends as if complete is checked

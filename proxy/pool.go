@@ -256,3 +256,86 @@ func serverTLS(b *config.Backend, addr string) *tls.Config {
 	}
 	return conf
 }
+
+// ---- the pools of the configuration in force ----
+
+// setPools gives cfg's backends their pools and starts their health
+// checks. A server the previous pools knew (same backend name and address)
+// keeps its state. The previous pools stop speaking for their servers at
+// once; their checks end in the background (one may be waiting for its
+// timeout), and the gauges of servers no longer configured go with them.
+// Sessions that chose a server of an old pool keep it.
+func (s *Server) setPools(cfg *config.Config) {
+	pools := make(map[*config.Backend]*pool, len(cfg.Backends))
+	current := map[[2]string]bool{}
+	for _, b := range cfg.Backends {
+		for _, a := range b.Servers {
+			current[[2]string{b.Name, a}] = true
+		}
+	}
+	s.poolMu.Lock()
+	old := s.pools
+	prev := map[[2]string]*poolServer{}
+	for _, p := range old {
+		p.mu.Lock()
+		p.stopped = true // no gauge writes from here on
+		p.mu.Unlock()
+		for _, ps := range p.servers {
+			prev[[2]string{p.b.Name, ps.addr}] = ps
+		}
+	}
+	for _, b := range cfg.Backends {
+		p := newPool(b, s.log, s.metrics, prev)
+		p.start(s.dial)
+		pools[b] = p
+	}
+	s.pools = pools
+	s.poolMu.Unlock()
+	if len(old) > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for _, p := range old {
+				p.close()
+				for _, ps := range p.servers {
+					if !current[[2]string{p.b.Name, ps.addr}] {
+						s.metrics.backendUp.DeleteLabelValues(p.b.Name, ps.addr)
+					}
+				}
+			}
+		}()
+	}
+}
+
+// poolFor is b's pool, or nil when b belongs to a replaced configuration.
+func (s *Server) poolFor(b *config.Backend) *pool {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	return s.pools[b]
+}
+
+// queueFor is the queue of the backend named name, made on first use.
+func (s *Server) queueFor(name string) *backendQueue {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	q := s.queues[name]
+	if q == nil {
+		if s.queues == nil {
+			s.queues = map[string]*backendQueue{}
+		}
+		q = newBackendQueue(name)
+		s.queues[name] = q
+	}
+	return q
+}
+
+// closePools stops every health check.
+func (s *Server) closePools() {
+	s.poolMu.Lock()
+	old := s.pools
+	s.pools = nil
+	s.poolMu.Unlock()
+	for _, p := range old {
+		p.close()
+	}
+}

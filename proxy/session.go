@@ -279,7 +279,7 @@ func (s *session) end(err error) string {
 	case errors.Is(err, errClientHello):
 		// A TLS client could not read a 421 in clear: it is closed, and
 		// the session's one closing log line says why.
-		s.denied("tls_on_plaintext_port", "", err.Error())
+		s.denied(policy.RuleTLSOnPlaintextPort, "", err.Error())
 		return err.Error()
 	case errors.Is(err, errBackendRefused):
 		be := &backendError{what: backendUnreachable}
