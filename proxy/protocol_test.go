@@ -77,7 +77,7 @@ func TestSessionRules(t *testing.T) {
 			}
 		}
 		c.AuthTLS(conf)
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		post := c.Cmd(211, "FEAT")
 		// vsftpd's own features pass, merged with the proxy's.
 		for _, f := range []string{"SIZE", "MDTM", "REST STREAM", "AUTH TLS", "EPSV", "EPRT", "PBSZ", "PROT"} {
@@ -144,9 +144,7 @@ func TestFinalReplyAfterData(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 4096) // fits socket buffers
 	writeFile(t, be.Root, "f.bin", content)
 
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	for i := 0; i < 3; i++ {
 		addr := c.EPSV()
@@ -177,9 +175,7 @@ func TestUploadEnds(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 			g := startGate(t, be.Addr, gateOptions{listenerExtra: fmt.Sprintf("upload_close_notify = %q", mode)})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 
 			d := c.DialData(c.EPSV())
@@ -233,9 +229,7 @@ func TestPassivePortTheft(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
 	writeFile(t, be.Root, "secret.txt", []byte("the secret\n"))
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	addr := c.EPSV()
 
 	thief := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
@@ -271,9 +265,7 @@ func TestAbort(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
 	ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR big.bin")
@@ -366,7 +358,7 @@ func TestFrontTLS(t *testing.T) {
 			}
 			// The whole path works with this key type.
 			c := ftptest.DialImplicit(t, g.implicit, g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c.LoginProtP(be.User, be.Password)
 			c.Cmd(221, "QUIT")
 		})
 	}
@@ -377,9 +369,7 @@ func TestFrontTLS(t *testing.T) {
 func TestAuditNeverHoldsPassword(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(221, "QUIT")
 	c = ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
@@ -424,7 +414,7 @@ func TestAuditSequence(t *testing.T) {
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Cmd(530, "PWD") // before login: answered by the proxy
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(200, "NOOP")
 	c.Cmd(257, "PWD")
 	c.Cmd(200, "TYPE I")
@@ -467,9 +457,7 @@ func TestTimeouts(t *testing.T) {
   idle  = "1s"
   login = "2s"
 }`})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	start := time.Now()
 	if msg := c.Expect(421); !strings.Contains(msg, "Idle timeout") {
 		t.Fatalf("421 text %q", msg)
@@ -507,13 +495,9 @@ func TestShutdownDrains(t *testing.T) {
 	g := startGate(t, be.Addr, gateOptions{})
 	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "f.bin"), 8<<20)
 
-	idle := ftptest.Dial(t, g.explicit)
-	idle.AuthTLS(g.certs.ClientConfig())
-	idle.Login(be.User, be.Password)
+	idle := g.login(t, be.User, be.Password)
 
-	busy := ftptest.Dial(t, g.explicit)
-	busy.AuthTLS(g.certs.ClientConfig())
-	busy.Login(be.User, be.Password)
+	busy := g.login(t, be.User, be.Password)
 	busy.Cmd(200, "TYPE I")
 	d := busy.DialData(busy.EPSV())
 	busy.Cmd(150, "RETR f.bin")
@@ -558,9 +542,7 @@ func TestDataConnectionFailures(t *testing.T) {
   passive_accept = "1s"
 }`})
 	login := func() *ftptest.Conn {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		return c
 	}
 	a, b := login(), login()
@@ -600,9 +582,7 @@ func TestPassiveAddress(t *testing.T) {
 		{"203.0.113.10", "(203,0,113,10,"},
 	} {
 		g := startGate(t, be.Addr, gateOptions{public: tc.public})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		if msg := c.Cmd(227, "PASV"); !strings.Contains(msg, tc.want) {
 			t.Fatalf("public_address %q: 227 %q, want %s", tc.public, msg, tc.want)
 		}
