@@ -114,7 +114,7 @@ func (b *backendConn) close() {
 func (b *backendConn) send(cmd rewrite.Command) error {
 	b.raw.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := b.conn.Write(cmd.Wire()); err != nil {
-		return fmt.Errorf("%w: sending %s: %v", errBackendLost, cmd.Verb, err)
+		return fmt.Errorf("%w: sending %s: %w", errBackendLost, cmd.Verb, err)
 	}
 	return nil
 }

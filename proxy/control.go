@@ -291,74 +291,105 @@ func (s *session) send(verb string, rep *rewrite.Reply) error {
 // readCommand, as is the QUIT. stop ends the watch and returns once the
 // watching goroutine has ended.
 func (s *session) watchClient() (gone <-chan error, stop func()) {
-	ch := make(chan error, 1)
-	done, quit := make(chan struct{}), make(chan struct{})
-	var stopped bool // under s.mu
-	// arm sets the read deadline of readCommand, unless stop came first.
-	arm := func() (bool, error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if stopped {
-			return false, nil
+	w := &clientWatch{s: s, gone: make(chan error, 1), done: make(chan struct{}), quit: make(chan struct{})}
+	go w.run()
+	return w.gone, w.stop
+}
+
+// clientWatch is one watch of session.watchClient.
+type clientWatch struct {
+	s    *session
+	gone chan error    // receives why the wait must end, once
+	done chan struct{} // closed when run ends
+	quit chan struct{} // closed by stop
+	// stopped, under s.mu: stop was called; run sets no more deadlines.
+	stopped bool
+}
+
+// run is the watching goroutine: it waits for what the client sends, or
+// for a deadline (the reasons readCommand would find), and looks for a
+// QUIT among the complete lines the session's reader holds.
+func (w *clientWatch) run() {
+	defer close(w.done)
+	r := w.s.r
+	scanned, lineStart := 0, 0 // bytes of r's buffer looked at; where the last partial line starts
+	for {
+		ok, err := w.arm()
+		if !ok {
+			return
 		}
-		return true, s.armReadDeadlineLocked()
-	}
-	halted := func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return stopped
-	}
-	go func() {
-		defer close(done)
-		scanned, lineStart := 0, 0 // bytes of s.r's buffer looked at; where the last partial line starts
-		for {
-			ok, err := arm()
-			if !ok {
+		if err == nil {
+			if scanned >= r.Size() {
+				// A buffer full of lines, none a QUIT: the client
+				// pipelines; nothing more can be seen before
+				// readCommand reads.
+				<-w.quit
 				return
 			}
-			if err == nil {
-				if scanned >= s.r.Size() {
-					// A buffer full of lines, none a QUIT: the client
-					// pipelines; nothing more can be seen before
-					// readCommand reads.
-					<-quit
-					return
-				}
-				_, err = s.r.Peek(scanned + 1) // until the client sends more, or a deadline
-			}
-			if halted() {
-				return
-			}
-			if isTimeout(err) {
-				if err = s.timeoutReason(); err == nil {
-					continue
-				}
-			}
-			if err != nil {
-				ch <- err
-				return
-			}
-			buf, _ := s.r.Peek(s.r.Buffered())
-			for i := scanned; i < len(buf); i++ {
-				if buf[i] != '\n' {
-					continue
-				}
-				line := bytes.TrimSuffix(buf[lineStart:i], []byte("\r"))
-				if cmd, err := rewrite.ParseCommand(line); err == nil && cmd.Verb == "QUIT" {
-					ch <- errQueueQuit
-					return
-				}
-				lineStart = i + 1
-			}
-			scanned = len(buf)
+			_, err = r.Peek(scanned + 1) // until the client sends more, or a deadline
 		}
-	}()
-	return ch, func() {
-		s.mu.Lock()
-		stopped = true
-		s.raw.SetReadDeadline(time.Now()) // wakes Peek
-		s.mu.Unlock()
-		close(quit)
-		<-done
+		if w.halted() {
+			return
+		}
+		if isTimeout(err) {
+			if err = w.s.timeoutReason(); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			w.gone <- err
+			return
+		}
+		buf, _ := r.Peek(r.Buffered())
+		var quit bool
+		if quit, lineStart = sawQUIT(buf, scanned, lineStart); quit {
+			w.gone <- errQueueQuit
+			return
+		}
+		scanned = len(buf)
 	}
+}
+
+// sawQUIT reports whether a complete line of buf after from is a QUIT;
+// lineStart is where the line that from is in starts, and the returned
+// one where the last partial line starts.
+func sawQUIT(buf []byte, from, lineStart int) (bool, int) {
+	for i := from; i < len(buf); i++ {
+		if buf[i] != '\n' {
+			continue
+		}
+		line := bytes.TrimSuffix(buf[lineStart:i], []byte("\r"))
+		if cmd, err := rewrite.ParseCommand(line); err == nil && cmd.Verb == "QUIT" {
+			return true, lineStart
+		}
+		lineStart = i + 1
+	}
+	return false, lineStart
+}
+
+// arm sets the read deadline of readCommand, unless stop came first.
+func (w *clientWatch) arm() (bool, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if w.stopped {
+		return false, nil
+	}
+	return true, w.s.armReadDeadlineLocked()
+}
+
+// halted reports whether stop was called.
+func (w *clientWatch) halted() bool {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.stopped
+}
+
+// stop ends the watch and returns once run has ended.
+func (w *clientWatch) stop() {
+	w.s.mu.Lock()
+	w.stopped = true
+	w.s.raw.SetReadDeadline(time.Now()) // wakes Peek
+	w.s.mu.Unlock()
+	close(w.quit)
+	<-w.done
 }

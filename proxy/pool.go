@@ -170,31 +170,36 @@ func (p *pool) start(dial dialFunc) {
 	}
 	for _, ps := range p.servers {
 		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			ok, bad := 0, 0
-			t := time.NewTicker(hc.Interval)
-			defer t.Stop()
-			for {
-				err := p.check(dial, ps.addr)
-				if err == nil {
-					ok, bad = ok+1, 0
-					if ok >= hc.Rise {
-						p.setUp(ps, true, nil)
-					}
-				} else {
-					ok, bad = 0, bad+1
-					if bad >= hc.Fall {
-						p.setUp(ps, false, err)
-					}
-				}
-				select {
-				case <-p.stop:
-					return
-				case <-t.C:
-				}
+		go p.healthCheck(dial, ps)
+	}
+}
+
+// healthCheck is the goroutine that checks ps every interval until the
+// pool closes: rise successes in a row mark it up, fall failures down.
+func (p *pool) healthCheck(dial dialFunc, ps *poolServer) {
+	defer p.wg.Done()
+	hc := p.b.HealthCheck
+	ok, bad := 0, 0
+	t := time.NewTicker(hc.Interval)
+	defer t.Stop()
+	for {
+		err := p.check(dial, ps.addr)
+		if err == nil {
+			ok, bad = ok+1, 0
+			if ok >= hc.Rise {
+				p.setUp(ps, true, nil)
 			}
-		}()
+		} else {
+			ok, bad = 0, bad+1
+			if bad >= hc.Fall {
+				p.setUp(ps, false, err)
+			}
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -293,17 +298,22 @@ func (s *Server) setPools(cfg *config.Config) {
 	s.poolMu.Unlock()
 	if len(old) > 0 {
 		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			for _, p := range old {
-				p.close()
-				for _, ps := range p.servers {
-					if !current[[2]string{p.b.Name, ps.addr}] {
-						s.metrics.backendUp.DeleteLabelValues(p.b.Name, ps.addr)
-					}
-				}
+		go s.retirePools(old, current)
+	}
+}
+
+// retirePools is the goroutine that stops the health checks of replaced
+// pools (one may be waiting for its timeout) and drops the gauges of
+// servers no longer configured (current: by backend name and address).
+func (s *Server) retirePools(old map[*config.Backend]*pool, current map[[2]string]bool) {
+	defer s.wg.Done()
+	for _, p := range old {
+		p.close()
+		for _, ps := range p.servers {
+			if !current[[2]string{p.b.Name, ps.addr}] {
+				s.metrics.backendUp.DeleteLabelValues(p.b.Name, ps.addr)
 			}
-		}()
+		}
 	}
 }
 

@@ -50,13 +50,13 @@ type Options struct {
 
 // Server runs the listeners of one configuration and their sessions.
 type Server struct {
-	cfg   *config.Config
 	log   *zap.Logger
 	audit *audit.Logger
 	dial  func(ctx context.Context, network, address string) (net.Conn, error)
 
-	// mu guards the fields below it.
+	// mu guards cfg and the fields after it, up to draining.
 	mu        sync.Mutex
+	cfg       *config.Config // the configuration new sessions take (Reload replaces it)
 	listeners []*frontListener
 	sessions  map[*session]struct{}
 	perIP     map[netip.Prefix]int // sessions by client (policy.ClientKey)
@@ -66,6 +66,7 @@ type Server struct {
 	bindings map[string]*tlsBinding
 	draining bool // Shutdown or Close was called
 
+	// Safe for concurrent use, or set once by New.
 	bans    *policy.Bans
 	metrics *metrics
 	// loginDelays: how long backends take to answer logins, mimicked
@@ -373,10 +374,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
+	go closeWhenDone(&s.wg, done)
 	defer s.closePools()
 	select {
 	case <-done:
@@ -401,6 +399,12 @@ func (s *Server) Close() error {
 		return err
 	}
 	return nil
+}
+
+// closeWhenDone is a goroutine that closes done once wg's count is zero.
+func closeWhenDone(wg *sync.WaitGroup, done chan struct{}) {
+	wg.Wait()
+	close(done)
 }
 
 // newSessionID returns 16 hex digits from crypto/rand.
