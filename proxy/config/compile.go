@@ -1,3 +1,9 @@
+// Package config loads ftpsgate's HCL configuration into an immutable
+// runtime snapshot, or reports every problem it finds with its file and line.
+//
+// The snapshot's types are in types.go, every default in defaults.go, the
+// file's shape (gohcl structs) in schema.go; Parse decodes the file and
+// compiles it block by block (compile*.go).
 package config
 
 import (
