@@ -60,8 +60,8 @@ results=$work/results.jsonl
 
 # Backends and baselines.
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
-	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY < <(free_ports 13)
-[ -n "$RELAY" ] || die "no free ports"
+	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD < <(free_ports 14)
+[ -n "$GATE_SHIELD" ] || die "no free ports"
 # reaped START…: a start_* function of lib.sh (or mod_proxy) with its
 # server under ftpsload reap. vsftpd's session processes can orphan their
 # child, whose CPU time is then lost to init; the reaper adopts them. The
@@ -119,6 +119,7 @@ mp_responder_pid=$proftpd_pid
 
 # ftpsgate NAME LISTENER:BACKEND…: an ftpsgate with one listener per pair,
 # limits raised for the load (the defaults allow 50 sessions per address).
+# $backend_extra, if set, is more HCL for each backend block.
 ftpsgate() {
 	local name=$1 conf=$work/$1.hcl ports=51000 first
 	shift
@@ -135,6 +136,7 @@ ftpsgate() {
 			}
 			backend "b${pair#*:}" {
 			  address = "127.0.0.1:${pair#*:}"
+			  ${backend_extra:-}
 			}
 		EOF
 		ports=$((ports + 1000))
@@ -155,6 +157,10 @@ ftpsgate() {
 }
 ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD"
 main_gate=$gate_pid
+# The same in front of ProFTPD with the backend's shield set (issue 27):
+# a session bound the load never reaches, so that the row shows what the
+# queue's bookkeeping costs against the defaults' paced dials alone.
+backend_extra="max_sessions = 10000" ftpsgate shield "$GATE_SHIELD:$PROFTPD"
 
 load() { bin/ftpsload "$@" -user "$ACCOUNT" -password-file "$work/password" -ca "$work/tls.crt" >>"$results"; }
 # The transfer paths, each LABEL|TLS FLAG|PORT|PROXY PID|SERVER PID (the
@@ -254,6 +260,7 @@ ceiling -test "$PAR × $PAR_SIZE down" -dir down -size "$PAR_SIZE" -streams "$PA
 echo "bench: 3. session setup, 32 clients, $SETUP_TIME each"
 setup() { load setup -clients 32 -duration "$SETUP_TIME" -tls "$@"; }
 setup -test "setup, ProFTPD user file" -label ftpsgate -addr "127.0.0.1:$GATE_PROFTPD"
+setup -test "setup, ProFTPD user file" -label "ftpsgate, max_sessions set" -addr "127.0.0.1:$GATE_SHIELD"
 setup -test "setup, ProFTPD user file" -label "ProFTPD FTPS" -addr "127.0.0.1:$PROFTPD_TLS"
 setup -test "setup, ProFTPD user file" -label "plain FTP direct" -addr "127.0.0.1:$PROFTPD" -tls=false
 setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PROFTPD"

@@ -387,10 +387,22 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil || strings.TrimSpace(out+errOut) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s%s", err, out, errOut)
 	}
-	for _, want := range []string{"Type=notify", "DynamicUser=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "ProtectSystem=strict"} {
+	for _, want := range []string{"Type=notify", "User=ftpsgate", "Group=ftpsgate", "LogsDirectory=ftpsgate",
+		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "ProtectSystem=strict"} {
 		if !bytes.Contains(unit, []byte(want)) {
 			t.Errorf("the unit lacks %s", want)
 		}
+	}
+	// The user it runs as, from deploy/ftpsgate.sysusers, in a root of
+	// the test's own.
+	sysusers := ftptest.Tool(t, "systemd-sysusers")
+	root := t.TempDir()
+	os.Mkdir(filepath.Join(root, "etc"), 0o755)
+	conf, _ := filepath.Abs("../../deploy/ftpsgate.sysusers")
+	ftptest.Run(t, time.Minute, "", sysusers, "--root="+root, conf)
+	if passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd")); !bytes.Contains(passwd, []byte("ftpsgate:x:")) ||
+		!bytes.Contains(passwd, []byte(":/usr/sbin/nologin")) {
+		t.Fatalf("sysusers made %q", passwd)
 	}
 }
 

@@ -67,6 +67,11 @@ type failure struct {
 // maxBatch bounds the bytes one write takes from the queue.
 const maxBatch = 64 << 10
 
+// gatherDelay is how long the writer lets lines gather after the first
+// one before it writes them all at once (Sync's lines are written at
+// once). The lines keep the time they were logged.
+const gatherDelay = time.Millisecond
+
 // Backoff between tries of a failing write.
 const (
 	minBackoff = 20 * time.Millisecond
@@ -213,6 +218,20 @@ func (s *sink) run() {
 			take(it)
 		case <-s.stop:
 			stopping = true
+		}
+		if !stopping && len(waiters) == 0 {
+			// Gather: the lines that come meanwhile join this write.
+			// While the writer sleeps rather than waits on the queue, a
+			// session queueing a line wakes no one: one wake-up and one
+			// write per gatherDelay instead of two per command, which
+			// the command round trip would pay for on a busy machine.
+			t := time.NewTimer(gatherDelay)
+			select {
+			case <-t.C:
+			case <-s.stop:
+				t.Stop()
+				stopping = true
+			}
 		}
 	more:
 		for stopping || len(batch) < maxBatch {
