@@ -139,7 +139,7 @@ func (d *backendDialer) openPassive(b *backendConn) (*net.TCPConn, error) {
 		why := fmt.Sprintf("the FTP server's %s reply names privileged port %d", verb, port)
 		d.log.Warn("backend passive port refused", zap.String("verb", verb), zap.Uint16("port", port),
 			zap.Stringer("backend", b.remote))
-		d.denied(policy.RuleBackendPassivePort, "", why)
+		d.denied(policy.RuleBackendPassivePort, verb, why)
 		return nil, errors.New(why)
 	}
 	addr := netip.AddrPortFrom(b.remote.Addr(), port)

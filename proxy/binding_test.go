@@ -89,6 +89,9 @@ func TestDataSessionBinding(t *testing.T) {
 	for _, e := range denied {
 		if e["rule"] == "session_reuse" {
 			reuse = append(reuse, e["reason"].(string))
+			if e["verb"] != "EPSV" { // the command that set the data connection up
+				t.Errorf("session_reuse denial audited under verb %q, want EPSV", e["verb"])
+			}
 		}
 	}
 	if len(reuse) != 4 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -48,6 +49,38 @@ type pendingData struct {
 	// hello, in passive mode under PROT P, is closed when a ClientHello
 	// from the client's address arrives (see earlyRefusal).
 	hello chan struct{}
+	// passive, in passive mode, is the port the client was told to
+	// connect to.
+	passive passivePort
+}
+
+// passivePort is what a 227 or 229 told the client, and where the proxy
+// waits: the fields of the diagnostic log's lines about it.
+type passivePort struct {
+	verb string // PASV or EPSV
+	// advertised: the address a 227 gives (public_address, or the
+	// address the client reached); a 229 gives only the port, and the
+	// client uses the address it reached.
+	advertised netip.Addr
+	port       uint16
+	local      netip.Addr // the address the proxy listens on
+}
+
+func (pp passivePort) fields() []zap.Field {
+	f := []zap.Field{zap.String("verb", pp.verb), zap.Uint16("advertised_port", pp.port),
+		zap.Stringer("listening", netip.AddrPortFrom(pp.local, pp.port))}
+	if pp.verb == "PASV" {
+		f = append(f, zap.Stringer("advertised_address", pp.advertised))
+	}
+	return f
+}
+
+// where is where the client was told to connect, for a reply's text.
+func (pp passivePort) where() string {
+	if pp.verb == "PASV" {
+		return netip.AddrPortFrom(pp.advertised, pp.port).String()
+	}
+	return "port " + strconv.Itoa(int(pp.port))
 }
 
 // dataResult is the client's data connection, or why there is none.
@@ -79,7 +112,18 @@ func (p *pendingData) timedOut(d time.Duration) error {
 	if p.active {
 		return errActiveData
 	}
-	return fmt.Errorf("no data connection from the client within %s", d)
+	return &errNoDataConn{where: p.passive.where(), after: d}
+}
+
+// errNoDataConn: the client did not connect to the passive port it was
+// told within the passive-accept timeout.
+type errNoDataConn struct {
+	where string // passivePort.where
+	after time.Duration
+}
+
+func (e *errNoDataConn) Error() string {
+	return fmt.Sprintf("no data connection to %s within %s", e.where, e.after)
 }
 
 // earlyRefusal returns the refusal of the client's data connection for
@@ -149,6 +193,8 @@ type dataConnector struct {
 	// wg is the session's: the session waits for these goroutines
 	// before it ends.
 	wg *sync.WaitGroup
+	// verb: the command its refusals are audited under (session.dataConnector).
+	verb string
 }
 
 // listenData starts the goroutine that accepts the client's data
@@ -259,7 +305,7 @@ func (d *dataConnector) acceptData(ctx context.Context, ln *dataport.Listener, u
 		if attempts == maxDataAttempts {
 			d.log.Warn("passive port closed after too many data connection attempts",
 				zap.Uint16("port", ln.Port()), zap.Int("attempts", attempts))
-			d.denied(policy.RuleDataHandshake, "", errTooManyAttempts.Error())
+			d.denied(policy.RuleDataHandshake, d.verb, errTooManyAttempts.Error())
 			ln.Close()
 			err = errTooManyAttempts
 			break
@@ -284,7 +330,7 @@ func (d *dataConnector) foreign(c *net.TCPConn, port uint16) bool {
 	}
 	d.log.Warn("data connection from a foreign address refused",
 		zap.Stringer("from", peer), zap.Uint16("port", port), zap.String("reason", why))
-	d.denied(policy.RuleDataPeer, "", why)
+	d.denied(policy.RuleDataPeer, d.verb, why)
 	resetLeg(c)
 	return true
 }
@@ -320,7 +366,7 @@ func (w *passiveWait) admit(c *net.TCPConn) bool {
 	if full {
 		w.d.log.Warn("data connection refused: too many TLS handshakes in progress on the passive port",
 			zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Uint16("port", w.ln.Port()), zap.Int("running", maxConcurrentAttempts))
-		w.d.denied(policy.RuleDataHandshake, "", fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
+		w.d.denied(policy.RuleDataHandshake, w.d.verb, fmt.Sprintf("%d data connection handshakes in progress already", maxConcurrentAttempts))
 		resetLeg(c)
 	}
 	return !full
@@ -353,7 +399,7 @@ func (w *passiveWait) handshake(c *net.TCPConn) {
 	case errors.As(err, &he):
 		w.d.log.Warn("data connection handshake failed; the passive port stays open",
 			zap.Stringer("from", peer), zap.Uint16("port", w.ln.Port()), zap.Bool("tls_client", he.hello), zap.Error(err))
-		w.d.denied(policy.RuleDataHandshake, "", err.Error())
+		w.d.denied(policy.RuleDataHandshake, w.d.verb, err.Error())
 		if he.hello && w.refused == nil {
 			w.refused = err
 			w.ln.SetDeadline(time.Now().Add(refusalGrace))
@@ -441,7 +487,7 @@ func (d *dataConnector) secureClientData(ctx context.Context, c *net.TCPConn, us
 	}
 	nr := &errNotResumed{foreign: h.foreign, idOnly: h.idOnly}
 	d.log.Warn("data connection refused", zap.Stringer("from", addrPortOf(c.RemoteAddr())), zap.Error(nr))
-	d.denied(policy.RuleSessionReuse, "", nr.Error())
+	d.denied(policy.RuleSessionReuse, d.verb, nr.Error())
 	return cd, nr
 }
 

@@ -26,6 +26,9 @@ type dataChannel struct {
 	pending *pendingData   // the client data connection set up by PASV/EPSV
 	active  netip.AddrPort // the address given by PORT/EPRT
 	epsvAll bool           // EPSV ALL: only EPSV from now on (RFC 2428 §4)
+	// told: a 227 or 229 of this session has been logged at info level;
+	// the later ones are logged at debug level.
+	told bool
 }
 
 // take hands the next transfer what was set up, and forgets it.
@@ -44,10 +47,12 @@ func (d *dataChannel) drop() {
 }
 
 // dataConnector is what sets up the session's client data connections,
-// checked against the session as it is now (logged in).
-func (s *session) dataConnector() *dataConnector {
+// checked against the session as it is now (logged in); verb is the
+// command that set the connection up (PASV, EPSV) or, in active mode, the
+// transfer command that dials it: refusals are audited under it.
+func (s *session) dataConnector(verb string) *dataConnector {
 	return &dataConnector{client: s.client, timeouts: s.cfg.Timeouts, requireReuse: s.lcfg.RequireSessionReuse,
-		bind: s.bind, log: s.log, denied: s.denied, wg: &s.wg}
+		bind: s.bind, log: s.log, denied: s.denied, wg: &s.wg, verb: verb}
 }
 
 // cmdPassive answers PASV and EPSV: it opens a listener on one of the
@@ -89,15 +94,32 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 		s.log.Warn("no passive port", zap.Error(err), zap.Int("in_use", s.ports.InUse()))
 		return s.reply(cmd, 425, "No data port available; try again later.")
 	}
-	s.data.pending = s.dataConnector().listenData(ln, s.prot == 'P')
+	p := s.dataConnector(cmd.Verb).listenData(ln, s.prot == 'P')
+	p.passive = passivePort{verb: cmd.Verb, advertised: advertise, port: ln.Port(), local: local}
+	s.data.pending = p
+	s.logPassive(p.passive)
+	rep := rewrite.EPSVReply(ln.Port())
 	if cmd.Verb == "PASV" {
-		rep, err := rewrite.PASVReply(netip.AddrPortFrom(advertise, ln.Port()))
-		if err != nil { // unreachable: advertise is IPv4
+		if rep, err = rewrite.PASVReply(netip.AddrPortFrom(advertise, ln.Port())); err != nil { // unreachable: advertise is IPv4
 			return err
 		}
-		return s.sendReply(cmd.Verb, rep)
 	}
-	return s.sendReply(cmd.Verb, rewrite.EPSVReply(ln.Port()))
+	return s.sendReply(cmd.Verb, rep)
+}
+
+// logPassive logs the address and port a 227 or 229 tells the client to
+// connect to, and where the proxy listens for it: behind NAT or a firewall
+// the two differ, and a client that never connects shows only as a 425
+// (transfer.awaitClient logs the same fields then). The first of a session
+// is logged at info level, the others at debug level.
+func (s *session) logPassive(pp passivePort) {
+	level := zap.DebugLevel
+	if !s.data.told {
+		s.data.told, level = true, zap.InfoLevel
+	}
+	if ce := s.log.Check(level, "passive data port offered"); ce != nil {
+		ce.Write(pp.fields()...)
+	}
 }
 
 // dataRefused answers a command that sets up a data connection before
@@ -294,7 +316,7 @@ func (x *transfer) begin(cmd rewrite.Command, active netip.AddrPort) (bool, erro
 		return false, x.s.sendReply(cmd.Verb, first)
 	}
 	if active.IsValid() {
-		x.client = x.s.dataConnector().dialData(active, x.useTLS)
+		x.client = x.s.dataConnector(x.verb).dialData(active, x.useTLS)
 	}
 	if err := x.s.sendReply(cmd.Verb, first); err != nil {
 		abandon()

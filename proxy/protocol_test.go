@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -546,7 +547,7 @@ func TestDataConnectionFailures(t *testing.T) {
 		return c
 	}
 	a, b := login(), login()
-	a.EPSV() // takes the only port
+	epsvAddr := a.EPSV() // takes the only port
 	if msg := b.Cmd(425, "EPSV"); !strings.Contains(msg, "No data port available") {
 		t.Fatalf("425 text %q", msg)
 	}
@@ -554,13 +555,26 @@ func TestDataConnectionFailures(t *testing.T) {
 		t.Fatal("no log line for the exhausted range")
 	}
 
-	// a never connects: 150, then 425 once passive_accept has passed.
+	// a never connects: 150, then 425 once passive_accept has passed. The
+	// reply and the log line say which port waited; the log line also
+	// where the proxy listened (issue 23: NAT problems are otherwise
+	// invisible).
 	a.Cmd(150, "RETR f.txt")
-	if msg := a.Expect(425); !strings.Contains(msg, "Cannot open data connection") {
+	if msg := a.Expect(425); !strings.Contains(msg, "Cannot open data connection: no data connection to port "+strconv.Itoa(port(t, epsvAddr))) {
 		t.Fatalf("425 text %q", msg)
 	}
-	if !g.logged("client data connection failed") {
-		t.Fatal("no log line for the missing data connection")
+	waited := g.logs.FilterMessage("no data connection from the client to the passive port it was given").All()
+	if len(waited) != 1 {
+		t.Fatalf("%d log lines for the missing data connection, want 1", len(waited))
+	}
+	f := waited[0].ContextMap()
+	if f["verb"] != "EPSV" || f["transfer"] != "RETR" || f["advertised_port"] != uint16(port(t, epsvAddr)) ||
+		f["listening"] != "127.0.0.1:"+strconv.Itoa(port(t, epsvAddr)) || f["hint"] == nil {
+		t.Fatalf("log line fields %v", f)
+	}
+	offered := g.logs.FilterMessage("passive data port offered").All()
+	if len(offered) == 0 || offered[0].ContextMap()["advertised_port"] != uint16(port(t, epsvAddr)) {
+		t.Fatalf("no log line with the port EPSV offered: %v", offered)
 	}
 	// The port is free again and both sessions go on.
 	addr := b.EPSV()
@@ -577,14 +591,25 @@ func TestDataConnectionFailures(t *testing.T) {
 // address the client reached; EPSV ALL then refuses PASV (RFC 2428 §4).
 func TestPassiveAddress(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	for _, tc := range []struct{ public, want string }{
-		{"", "(127,0,0,1,"},
-		{"203.0.113.10", "(203,0,113,10,"},
+	for _, tc := range []struct{ public, want, logged string }{
+		{"", "(127,0,0,1,", "127.0.0.1"},
+		{"203.0.113.10", "(203,0,113,10,", "203.0.113.10"},
 	} {
 		g := startGate(t, be.Addr, gateOptions{public: tc.public})
 		c := g.login(t, be.User, be.Password)
 		if msg := c.Cmd(227, "PASV"); !strings.Contains(msg, tc.want) {
 			t.Fatalf("public_address %q: 227 %q, want %s", tc.public, msg, tc.want)
+		}
+		// The diagnostic log says what the 227 advertised, and where the
+		// proxy listens: they differ behind NAT.
+		offered := g.logs.FilterMessage("passive data port offered").All()
+		if len(offered) != 1 {
+			t.Fatalf("%d log lines for the 227, want 1", len(offered))
+		}
+		f := offered[0].ContextMap()
+		if f["advertised_address"] != tc.logged || f["verb"] != "PASV" ||
+			!strings.HasPrefix(fmt.Sprint(f["listening"]), "127.0.0.1:") {
+			t.Fatalf("public_address %q: log line fields %v", tc.public, f)
 		}
 		c.Cmd(200, "EPSV ALL")
 		c.Cmd(503, "PASV")

@@ -243,7 +243,17 @@ func (x *transfer) awaitClient() (*clientData, outcome) {
 	if errors.As(err, &nr) {
 		out.reply = rewrite.NewReply(522, notResumedText(nr))
 	}
-	x.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(err))
+	var none *errNoDataConn
+	if errors.As(err, &none) {
+		// Behind NAT or a firewall, the usual cause: the advertised
+		// address is not the one clients reach, or the port is not
+		// forwarded to this host.
+		x.log.Warn("no data connection from the client to the passive port it was given",
+			append(x.client.passive.fields(), zap.String("transfer", x.verb), zap.Duration("waited", none.after),
+				zap.String("hint", "check that public_address is the address clients reach and that passive_ports are forwarded to the listening address"))...)
+	} else {
+		x.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(err))
+	}
 	if refused != nil {
 		x.refuseData(refused) // before the 522, which the client reads after its data connection ends
 	}
