@@ -30,9 +30,18 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-# Unit tests only: no root, no FTP servers.
+# Unit tests only: no root, no FTP servers. In proxy/, the tests that need
+# neither: the command dispatch and the failures the scripted backend
+# plays (fakebackend_test.go), and the internal tests.
+UNIT_PROXY_TESTS = TestDispatchWithoutRoot TestDispatchReadOnly TestBackendFailsMidDownload TestBackendPASVForeignAddress \
+	TestHostileBackend TestBackendUnavailable TestAnnouncedSize TestHandshakeDiagnosis TestSiblingSessionTickets \
+	TestUserNameSpellings TestPlaintextHostForgotten TestBansByIPv6Prefix TestCheckConfigVerbs \
+	TestSessionCache TestTicketOwner TestPoolOrder TestStickyUser TestPoolsAcrossReload TestBackendQueue \
+	TestEOFConnCoalesces TestRelayCoalescesTLSRecords TestReadHeld
+space := $() $()
 unit:
 	$(GO) test -count=1 ./rewrite/... ./policy/... ./proxy/config/... ./proxy/dataport/...
+	$(GO) test -count=1 -run '^($(subst $(space),|,$(strip $(UNIT_PROXY_TESTS))))$$' ./proxy/
 
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCommand$$' -fuzztime $(FUZZTIME) ./rewrite/
@@ -64,5 +73,7 @@ bench: build test-deps
 bench-quick: build test-deps
 	QUICK=1 ./scripts/bench.sh
 
+# What the builds and make bench-quick leave; results/ holds the last
+# make bench run, which is kept under version control.
 clean:
-	rm -rf bin results
+	rm -rf bin results/quick

@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path"
@@ -178,28 +179,68 @@ func isVerb(v string) bool {
 	return v != "" && len(v) <= 8 && strings.Trim(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == ""
 }
 
-// Validate reports the first malformed rule.
-func (r *Rules) Validate() error {
+// A Problem is a rule of Rules that is malformed, or that another rule
+// always overrides (Unreachable).
+type Problem struct {
+	// Attr is the rule's attribute in the policy block: allow_users,
+	// deny_commands, max_sessions_per_user…
+	Attr        string
+	Unreachable bool
+	// Detail says what is wrong, in a sentence for the operator.
+	Detail string
+}
+
+func (p Problem) Error() string { return p.Detail }
+
+// Problems lists every problem of the rules, in the order of the policy
+// block's attributes: malformed user patterns (the first of each list),
+// malformed command entries (each), a verb both allowed and denied, an
+// allowed user name that deny_users refuses, and a negative session bound.
+// The configuration reports each at its attribute; no other place judges
+// the rules.
+func (r *Rules) Problems() []Problem {
 	type named struct {
 		name string
 		list []string
 	}
+	var out []Problem
 	for _, l := range []named{{"allow_users", r.AllowUsers}, {"deny_users", r.DenyUsers}, {"read_only_users", r.ReadOnlyUsers}} {
 		if err := ValidPatterns(l.list); err != nil {
-			return fmt.Errorf("%s: %w", l.name, err)
+			out = append(out, Problem{Attr: l.name, Detail: l.name + ": " + err.Error()})
 		}
 	}
 	for _, l := range []named{{"allow_commands", r.AllowCommands}, {"deny_commands", r.DenyCommands}, {"read_only_commands", r.ReadOnlyCommands}} {
 		for _, v := range l.list {
 			if err := ValidCommandEntry(v); err != nil {
-				return fmt.Errorf("%s: %w", l.name, err)
+				out = append(out, Problem{Attr: l.name, Detail: l.name + ": " + err.Error()})
 			}
 		}
 	}
-	if r.MaxSessionsPerUser < 0 {
-		return fmt.Errorf("max_sessions_per_user must be 0 (no bound) or more")
+	for _, v := range r.AllowCommands {
+		if slices.Contains(r.DenyCommands, v) {
+			out = append(out, Problem{Attr: "allow_commands", Unreachable: true,
+				Detail: fmt.Sprintf("%s is in both allow_commands and deny_commands; deny_commands wins.", v)})
+		}
 	}
-	return nil
+	for _, u := range r.AllowUsers {
+		if ok, _ := path.Match(u, u); ok && slices.ContainsFunc(r.DenyUsers, func(d string) bool { m, _ := path.Match(d, u); return m }) {
+			out = append(out, Problem{Attr: "allow_users", Unreachable: true,
+				Detail: fmt.Sprintf("allow_users names %q, which deny_users refuses; deny_users wins.", u)})
+		}
+	}
+	if r.MaxSessionsPerUser < 0 {
+		out = append(out, Problem{Attr: "max_sessions_per_user", Detail: "max_sessions_per_user must be 0 (no bound) or more."})
+	}
+	return out
+}
+
+// Validate reports every problem of the rules (Problems), joined, or nil.
+func (r *Rules) Validate() error {
+	var errs []error
+	for _, p := range r.Problems() {
+		errs = append(errs, p)
+	}
+	return errors.Join(errs...)
 }
 
 // ValidPatterns reports the first malformed glob pattern of list.

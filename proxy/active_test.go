@@ -77,7 +77,7 @@ func TestActiveModeAttacks(t *testing.T) {
 	c := ftptest.Dial(t, g.explicit)
 	c.Cmd(530, "PORT 127,0,0,1,156,64") // before login
 	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	for _, tc := range []struct {
 		line string
 		code int
@@ -223,9 +223,7 @@ func TestActiveModeLocalTargets(t *testing.T) {
 		}
 	}()
 	g := startGate(t, be.Addr, gateOptions{policy: "require_prot_p = false"})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	for _, line := range []string{
 		fmt.Sprintf("PORT 127,0,0,1,%d,%d", p>>8, p&0xFF),
 		fmt.Sprintf("EPRT |1|127.0.0.1|%d|", p),
@@ -274,9 +272,7 @@ func TestActiveModeFailuresLookAlike(t *testing.T) {
   passive_accept = "2s"
   tls_handshake  = "2s"
 }`})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	// serve starts a service on loopback that answers each connection
 	// with answer; it returns its port.
 	serve := func(answer func(net.Conn)) int {

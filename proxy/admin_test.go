@@ -95,9 +95,7 @@ func TestAdminAuth(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{extra: adminConfig(t, "127.0.0.1:9100")})
 	addr, _ := serveAdmin(t, g.srv)
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	defer c.Cmd(221, "QUIT")
 
 	bearer := "Bearer " + adminToken
@@ -262,7 +260,7 @@ scrape_configs:
     static_configs: [{targets: [%q]}]
 `, tokenFile, addr, passFile, addr, addr)), 0o600)
 	web := fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
-	var out syncBuffer
+	var out ftptest.SyncBuffer
 	cmd := exec.Command(bin, "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+web, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -32,9 +32,7 @@ func TestAuditFidelity(t *testing.T) {
 	name := "a\xff\u0085\u2028 b\\x\x1b.txt"
 	writeFile(t, be.Root, name, []byte("hostile name\n"))
 
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
 	c.SendRaw([]byte("RETR " + name + "\r\n"))
@@ -109,9 +107,7 @@ func admin(g *gate, path string) (int, string) {
 // upload logs in on a new session, stores name and quits.
 func upload(t *testing.T, g *gate, be *ftptest.Server, name string) {
 	t.Helper()
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "STOR %s", name)
@@ -237,9 +233,7 @@ func TestAuditFullDisk(t *testing.T) {
 	t.Run("refuse", func(t *testing.T) {
 		g, aud, dir, auditPath, xferPath := fullDiskGate(t, be, "refuse")
 		writeFile(t, be.Root, "big.bin", bytes.Repeat([]byte("x"), 1<<20))
-		running := ftptest.Dial(t, g.explicit)
-		running.AuthTLS(g.certs.ClientConfig())
-		running.Login(be.User, be.Password)
+		running := g.login(t, be.User, be.Password)
 		running.Cmd(200, "TYPE I")
 		if err := aud.Sync(); err != nil {
 			t.Fatal(err)

@@ -89,9 +89,7 @@ func TestEveryBackend(t *testing.T) {
 					exact.WriteString("\r\n\r\r\n\n")
 				}
 			}
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 			d := c.DialData(c.EPSV())
 			c.Cmd(150, "STOR exact.bin")

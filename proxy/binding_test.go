@@ -35,7 +35,7 @@ func TestDataSessionBinding(t *testing.T) {
 		login := func(t *testing.T, src string, conf *tls.Config) *ftptest.Conn {
 			c := ftptest.DialFrom(t, src, g.explicit)
 			c.AuthTLS(conf)
-			c.Login(be.User, be.Password)
+			c.LoginProtP(be.User, be.Password)
 			return c
 		}
 		fetch := func(t *testing.T, c *ftptest.Conn) {
@@ -89,6 +89,9 @@ func TestDataSessionBinding(t *testing.T) {
 	for _, e := range denied {
 		if e["rule"] == "session_reuse" {
 			reuse = append(reuse, e["reason"].(string))
+			if e["verb"] != "EPSV" { // the command that set the data connection up
+				t.Errorf("session_reuse denial audited under verb %q, want EPSV", e["verb"])
+			}
 		}
 	}
 	if len(reuse) != 4 {
@@ -167,7 +170,7 @@ route "other" {
 			}
 			login := func(src, user string) (*ftptest.Conn, string) {
 				c, id := open(src)
-				c.Login(user, "pw")
+				c.LoginProtP(user, "pw")
 				return c, id
 			}
 			fetched := func(c *ftptest.Conn, id, from string) {
@@ -227,7 +230,7 @@ route "other" {
 				// is another account.
 				o, _ := open("127.0.0.1")
 				o.Cmd(220, "HOST other.example")
-				o.Login("alice", "pw")
+				o.LoginProtP("alice", "pw")
 				refused(a, "another user's")
 
 				// A sibling still logging in: the handshake waits for it.
@@ -297,7 +300,7 @@ func TestSharedSessionCacheParallel(t *testing.T) {
 	for range sessions {
 		c := ftptest.Dial(t, g.explicit)
 		c.AuthTLS(shared)
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		conns = append(conns, c)
 	}
 	t.Run("transfers", func(t *testing.T) {
@@ -347,9 +350,7 @@ func TestSessionReuseOptional(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "f.txt", []byte("data\n"))
 	g := startGate(t, be.Addr, gateOptions{listenerExtra: "require_session_reuse = false"})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	fresh := g.certs.ClientConfig()
 	fresh.ClientSessionCache = nil
 	addr := c.EPSV()

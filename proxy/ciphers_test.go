@@ -75,7 +75,7 @@ func TestCipherSuites(t *testing.T) {
 		// The data leg: its TLS configuration is the control one's.
 		c := ftptest.Dial(t, g.explicit)
 		c.AuthTLS(gcm)
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		d := c.DialDataTLS(c.EPSV(), cbcOnly(g))
 		if err := d.Conn.(*tls.Conn).Handshake(); err == nil {
 			t.Error("a data connection offering only CBC suites was served")
@@ -103,7 +103,7 @@ func TestCipherSuites(t *testing.T) {
 		// resuming the control connection's CBC session.
 		c := ftptest.Dial(t, g.explicit)
 		c.AuthTLS(cbcOnly(g))
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		d := c.DialData(c.EPSV())
 		c.Cmd(150, "RETR f.txt")
 		if got := string(ftptest.ReadAll(t, d)); got != "cipher suites\n" {

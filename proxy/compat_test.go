@@ -90,9 +90,7 @@ ftps.quit()
 	})
 
 	t.Run("Go client without a session cache", func(t *testing.T) {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		fresh := g.certs.ClientConfig()
 		fresh.ClientSessionCache = nil
 		d := c.DialDataTLS(c.EPSV(), fresh)
@@ -171,9 +169,7 @@ ftps.quit()
 		// client's bytes arriving after the close would meet a reset,
 		// and its write would fail before it reads the 522.
 		g := startGate(t, be.Addr, gateOptions{extra: "limits {\n  max_lingering_data_legs = 0\n}"})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		fresh := g.certs.ClientConfig()
 		fresh.ClientSessionCache = nil
 		d := c.DialDataTLS(c.EPSV(), fresh)
@@ -199,9 +195,7 @@ ftps.quit()
 		// and in time without progress (data_stall): past either, its
 		// connection is reset, and the 522 still comes.
 		g := startGate(t, be.Addr, gateOptions{extra: "timeouts {\n  data_stall = \"1s\"\n}"})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		fresh := g.certs.ClientConfig()
 		fresh.ClientSessionCache = nil
 

@@ -32,9 +32,7 @@ func TestPassivePortSurvivesBadHandshakes(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "f.txt", []byte("the real data\n"))
 	g := startGate(t, be.Addr, gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	dial := func(addr string) net.Conn {
 		t.Helper()
 		// From the client's own address, as the FTP client's are.
@@ -219,9 +217,7 @@ func TestDataStallCountsBytes(t *testing.T) {
   data_stall = "1s"
 }`})
 	login := func() *ftptest.Conn {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		c.Cmd(200, "TYPE I")
 		return c
 	}
@@ -299,9 +295,7 @@ func TestLingeringDataLegsBounded(t *testing.T) {
 	const sessions, each = 3, 10
 	var ctrls []*ftptest.Conn
 	for range sessions {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		ctrls = append(ctrls, c)
 	}
 	before, start := fds(), time.Now()

@@ -108,7 +108,7 @@ func TestFullPaths(t *testing.T) {
 	writeFile(t, be.Root, "top.txt", []byte("top\n"))
 	writeFile(t, filepath.Join(be.Root, "sub"), "inner.txt", []byte("inner\n"))
 	g := startGate(t, be.Addr, gateOptions{})
-	c := loginTo(t, g, be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	retr(t, c, "top.txt")
 	c.Cmd(250, "CWD sub")
 	retr(t, c, "inner.txt")

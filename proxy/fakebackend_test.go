@@ -224,9 +224,7 @@ func TestBackendFailsMidDownload(t *testing.T) {
 	content := bytes.Repeat([]byte("z"), 200000)
 	be := startScriptedBackend(t, &scriptedBackend{content: content, half: true, retrReply: "451 Local error: disk read failed"})
 	g := startGate(t, be.ln.Addr().String(), gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login("anyone", "secret")
+	c := g.login(t, "anyone", "secret")
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR f")
 	d.SetDeadline(time.Now().Add(30 * time.Second))
@@ -258,9 +256,7 @@ func TestClientVanishesMidTransfer(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
 	ftptest.RandomFile(t, be.Root+"/big.bin", 64<<20)
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR big.bin")
 	if _, err := io.ReadFull(d, make([]byte, 1<<20)); err != nil {
@@ -294,9 +290,7 @@ func TestBackendPASVForeignAddress(t *testing.T) {
 	content := []byte("all of it\n")
 	be := startScriptedBackend(t, &scriptedBackend{content: content, pasvOnly: true, retrReply: "226 done"})
 	g := startGate(t, be.ln.Addr().String(), gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login("anyone", "secret")
+	c := g.login(t, "anyone", "secret")
 	for i := 0; i < 2; i++ { // the second transfer goes straight to PASV
 		d := c.DialData(c.EPSV())
 		c.Cmd(150, "RETR f")
@@ -375,7 +369,7 @@ func TestBackendNeverGreets(t *testing.T) {
 	pool := startGate(t, "", gateOptions{servers: []string{mute.ln.Addr().String(), be.Addr}})
 	for i := 0; i < 2; i++ { // round robin: one of the two starts with the mute server
 		start = time.Now()
-		c = loginTo(t, pool, be.User, be.Password)
+		c = pool.login(t, be.User, be.Password)
 		if d := time.Since(start); d > 12*time.Second {
 			t.Fatalf("the login took %s", d)
 		}
@@ -415,9 +409,7 @@ func TestBackendPrivilegedPassivePort(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startScriptedBackend(t, &scriptedBackend{passivePort: p, pasvOnly: tc.pasvOnly})
 			g := startGate(t, be.ln.Addr().String(), gateOptions{})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login("anyone", "secret")
+			c := g.login(t, "anyone", "secret")
 			d := c.DialData(c.EPSV())
 			c.Send("LIST")
 			code, msg := c.Read()

@@ -28,9 +28,7 @@ func TestFTPSBackends(t *testing.T) {
   tls_min_version = %q
   tls_max_version = %q`, mode, beCerts.CAFile, version, version)})
 				dir := t.TempDir()
-				c := ftptest.Dial(t, g.explicit)
-				c.AuthTLS(g.certs.ClientConfig())
-				c.Login(be.User, be.Password)
+				c := g.login(t, be.User, be.Password)
 				c.Cmd(200, "TYPE I")
 				sums := map[string]string{}
 				for i := 0; i < 4; i++ {
@@ -126,9 +124,7 @@ func TestFTPSBackendRefusals(t *testing.T) {
 		if !g.logged("backend certificate not verified (insecure_skip_verify)") {
 			t.Fatal("no warning at start")
 		}
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		c.Cmd(221, "QUIT")
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,9 +35,9 @@ type gate struct {
 	certs    *ftptest.Certs
 	logs     *observer.ObservedLogs // diagnostic log
 	audit    *observer.ObservedLogs // audit events
-	auditBuf *syncBuffer
-	xferlog  *syncBuffer // xferlog lines
-	src      string      // the configuration's HCL
+	auditBuf *ftptest.SyncBuffer
+	xferlog  *ftptest.SyncBuffer // xferlog lines
+	src      string              // the configuration's HCL
 }
 
 type gateOptions struct {
@@ -138,7 +137,7 @@ policy {
 	if diags.HasErrors() {
 		t.Fatalf("config: %s\n%s", diags.Error(), src)
 	}
-	g := &gate{cfg: cfg, certs: certs, auditBuf: &syncBuffer{}, xferlog: &syncBuffer{}, src: src}
+	g := &gate{cfg: cfg, certs: certs, auditBuf: &ftptest.SyncBuffer{}, xferlog: &ftptest.SyncBuffer{}, src: src}
 
 	logCore, logs := observer.New(zap.DebugLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), logCore))
@@ -182,6 +181,16 @@ func port(t testing.TB, addr string) int {
 	return n
 }
 
+// login opens a session through the gate's explicit listener: AUTH TLS,
+// then USER, PASS, PBSZ 0 and PROT P.
+func (g *gate) login(t testing.TB, user, pass string) *ftptest.Conn {
+	t.Helper()
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.LoginProtP(user, pass)
+	return c
+}
+
 // auditEvents parses the audit stream written so far.
 func (g *gate) auditEvents(t testing.TB) []map[string]any {
 	t.Helper()
@@ -211,24 +220,6 @@ func (g *gate) eventsOf(t testing.TB, event string) []map[string]any {
 // logged reports whether the diagnostic log has an entry with message msg.
 func (g *gate) logged(msg string) bool {
 	return g.logs.FilterMessage(msg).Len() > 0
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
 }
 
 // ftpURL is the URL of path through the listener at addr.

@@ -25,7 +25,7 @@ func TestHOST(t *testing.T) {
 	}
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Cmd(220, "HOST ftp.example.com") // after AUTH: allowed, the last one counts
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(503, "HOST other.example.com")
 	c.Cmd(221, "QUIT")
 	logins := g.eventsOf(t, "login")
@@ -51,7 +51,7 @@ func TestHOST(t *testing.T) {
 		c := ftptest.Dial(t, g.explicit)
 		c.AuthTLS(g.certs.ClientConfig())
 		c.Cmd(220, "HOST 127.0.0.1") // ProFTPD's default server answers to its address
-		c.Login(pro.User, pro.Password)
+		c.LoginProtP(pro.User, pro.Password)
 		c.Cmd(221, "QUIT")
 		log, err := os.ReadFile(pro.Log)
 		if err != nil || !strings.Contains(string(log), "HOST 127.0.0.1 220") {

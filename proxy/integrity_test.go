@@ -269,9 +269,7 @@ func TestBackendCloseNotify(t *testing.T) {
 			d := newCutDialer(t, be.Addr)
 			g := startGate(t, be.Addr, gateOptions{dialBackend: d.dial,
 				backend: fmt.Sprintf("tls = \"explicit\"\n  ca_file = %q", beCerts.CAFile)})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 
 			// Whole: the server's close_notify ends each stream.
@@ -359,9 +357,7 @@ func TestUploadCloseNotify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			be := ftptest.Vsftpd(t, tc.opt)
 			g := startGate(t, be.Addr, gateOptions{backend: tc.backend})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 
 			d := c.DialData(c.EPSV())
@@ -415,9 +411,7 @@ func TestUploadCloseNotify(t *testing.T) {
 	t.Run("warn", func(t *testing.T) {
 		be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 		g := startGate(t, be.Addr, gateOptions{listenerExtra: `upload_close_notify = "warn"`})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		c.Cmd(200, "TYPE I")
 		d := c.DialData(cutClientData(t, c.EPSV(), 20))
 		c.Cmd(150, "STOR cut.bin")
@@ -482,9 +476,7 @@ func TestAnnouncedSize(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startScriptedBackend(t, &scriptedBackend{content: content, send: tc.send, retrReply: "226 Transfer complete.", retr150: tc.reply})
 			g := startGate(t, be.ln.Addr().String(), gateOptions{})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login("anyone", "secret")
+			c := g.login(t, "anyone", "secret")
 			c.Cmd(200, "TYPE %s", tc.typ)
 			d := c.DialData(c.EPSV())
 			if tc.rest > 0 {
@@ -532,9 +524,7 @@ func TestSTOUPath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			be := tc.start(t)
 			g := startGate(t, be.Addr, gateOptions{})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 			d := c.DialData(c.EPSV())
 			c.Cmd(150, "STOU")

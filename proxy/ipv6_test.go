@@ -25,9 +25,7 @@ func TestIPv6Clients(t *testing.T) {
 	sum := ftptest.RandomFile(t, local, 1<<20+7)
 
 	t.Run("protocol", func(t *testing.T) {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		if msg := c.Cmd(425, "PASV"); !strings.Contains(msg, "EPSV") {
 			t.Fatalf("PASV over IPv6: %q", msg)
 		}

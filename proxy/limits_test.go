@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpsgate/ftpsgate/proxy"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -16,16 +15,11 @@ import (
 // the first line the proxy sends.
 func greetingFrom(t *testing.T, src, addr string) string {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	got, err := ftptest.Greeting(src, addr, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("greeting from %s: %q, %v", addr, got, err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	buf := make([]byte, 300)
-	n, _ := c.Read(buf)
-	return string(buf[:n])
+	return got
 }
 
 // TestBans: failed logins from one address within the window ban it: the
@@ -139,19 +133,15 @@ func TestSessionLimits(t *testing.T) {
 // stack and answered 421; the process and the other sessions go on.
 func TestPanicContained(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	defer proxy.SetDispatchHook(func(cmd rewrite.Command) {
+	g := startGate(t, be.Addr, gateOptions{})
+	defer g.srv.SetDispatchHook(func(cmd rewrite.Command) {
 		if cmd.Verb == "SITE" && cmd.Arg == "PANIC" {
 			panic("injected by TestPanicContained")
 		}
 	})()
-	g := startGate(t, be.Addr, gateOptions{})
-	other := ftptest.Dial(t, g.explicit)
-	other.AuthTLS(g.certs.ClientConfig())
-	other.Login(be.User, be.Password)
+	other := g.login(t, be.User, be.Password)
 
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	if msg := c.Cmd(421, "SITE PANIC"); !strings.Contains(msg, "Internal error") {
 		t.Fatalf("421 text %q", msg)
 	}
@@ -173,9 +163,7 @@ func TestPanicContained(t *testing.T) {
 func TestBadREST(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	for _, arg := range []string{"-1", "abc", "1e9", "99999999999999999999", "9223372036854775808", "+5", ""} {
 		c.Cmd(501, "REST %s", arg)
 	}
@@ -212,7 +200,7 @@ timeouts {
 	}
 	start := time.Now()
 	c := ftptest.DialImplicit(t, g.implicit, g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(257, "PWD")
 	c.Cmd(221, "QUIT")
 	if d := time.Since(start); d > 10*time.Second {
@@ -272,8 +260,6 @@ func TestClientGarbage(t *testing.T) {
 			t.Fatalf("last reply %d, want 421", last)
 		}
 	})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(221, "QUIT")
 }

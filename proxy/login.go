@@ -32,9 +32,34 @@ const (
 	textLoginIncorrect   = "Login incorrect."
 )
 
-// cmdUSER applies the login policy, connects the backend on the first
+// A login is the session's USER and PASS and their accounting: the name
+// the client gave, the route that chose its backend, its place under
+// max_sessions_per_user, and the policy's refusal of its name. The
+// session goroutine owns it; whether the session has logged in, which
+// other goroutines read, is the session's (loggedIn, under its mu).
+type login struct {
+	s        *session
+	user     string
+	route    string // the route that chose the backend, if any
+	readOnly bool   // the logged-in user may not change files
+	// counted is the user key (policy.Rules.Key) counted toward
+	// max_sessions_per_user.
+	counted string
+	// refused is the policy's refusal of user, answered as a wrong
+	// password would be; refusedBackend is the backend whose delays that
+	// answer mimics.
+	refused        *policy.Denial
+	refusedBackend string
+}
+
+// cmdUSER and cmdPASS are the verb table's handlers of USER and PASS.
+func cmdUSER(s *session, cmd rewrite.Command) error { return s.login.handleUSER(cmd) }
+func cmdPASS(s *session, cmd rewrite.Command) error { return s.login.handlePASS(cmd) }
+
+// handleUSER applies the login policy, connects the backend on the first
 // USER, and forwards the command.
-func (s *session) cmdUSER(cmd rewrite.Command) error {
+func (l *login) handleUSER(cmd rewrite.Command) error {
+	s := l.s
 	start := time.Now()
 	if d := policy.UserName(cmd.Arg); d != nil {
 		return s.deny(cmd, d)
@@ -44,19 +69,19 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 		// user who logged in; a new user needs a new session.
 		return s.reply(cmd, 503, "Already logged in; reconnect to log in as another user.")
 	}
-	s.refused = nil
+	l.refused = nil
 	d := s.cfg.Policy.Login(cmd.Arg, s.tls != nil)
 	if d != nil && d.Rule == policy.RuleRequireTLS {
 		return s.deny(cmd, d)
 	}
-	b, route := s.chooseBackend(cmd.Arg)
+	b, route := l.chooseBackend(cmd.Arg)
 	if d != nil {
-		return s.refuseName(cmd, d, b, start)
+		return l.refuseName(cmd, d, b, start)
 	}
 	key := s.cfg.Policy.Key(cmd.Arg)
 	// Checked again, and counted, at the backend's 230; this early check
 	// spares the backend a password when the user is already at its bound.
-	if d := s.cfg.Policy.Sessions(s.srv.userSessions(key, 0)); d != nil && s.counted != key {
+	if d := s.cfg.Policy.Sessions(s.srv.userSessions(key, 0)); d != nil && l.counted != key {
 		return s.deny(cmd, d)
 	}
 	if s.be != nil && s.be.cfg != b {
@@ -68,7 +93,7 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 	}
 	connected := s.be == nil
 	if s.be == nil {
-		be, err := s.connectBackend(b, cmd.Arg)
+		be, err := s.dialer().connect(b, cmd.Arg, s)
 		if errors.Is(err, errQueueQuit) {
 			// Every command gets its reply, in order: this one, then
 			// the QUIT that readCommand reads next.
@@ -80,38 +105,40 @@ func (s *session) cmdUSER(cmd rewrite.Command) error {
 		s.be = be
 		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	}
-	s.route = route
-	s.uncount()
-	s.user, s.readOnly = cmd.Arg, false
+	l.route = route
+	l.uncount()
+	l.user, l.readOnly = cmd.Arg, false
 	s.log = s.base.With(zap.String("user", cmd.Arg))
 	rep, err := s.forwardChecked(cmd, func(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
 		if rep.Code == 331 {
 			s.srv.loginDelays.add(b.Name, delayUser(connected), time.Since(start))
 			return true, s.reply(cmd, 331, textPasswordRequired)
 		}
-		return s.admitLogin(cmd, rep) // 230: logged in without a password
+		return l.admit(cmd, rep) // 230: logged in without a password
 	})
 	if err != nil || rep == nil {
 		return err
 	}
-	return s.loginResult(rep)
+	return l.result(rep)
 }
 
 // refuseName answers USER for a name the policy refuses as the backend b
 // would answer a name it knows: 331 after about as long as b takes. PASS
-// then gets 530 (cmdPASS).
-func (s *session) refuseName(cmd rewrite.Command, d *policy.Denial, b *config.Backend, start time.Time) error {
+// then gets 530 (handlePASS).
+func (l *login) refuseName(cmd rewrite.Command, d *policy.Denial, b *config.Backend, start time.Time) error {
+	s := l.s
 	s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.String("user", cmd.Arg))
 	s.denied(d.Rule, cmd.Verb, "user "+cmd.Arg+": answered as a wrong password")
-	s.uncount()
-	s.user, s.readOnly, s.refused, s.refusedBackend = cmd.Arg, false, d, b.Name
+	l.uncount()
+	l.user, l.readOnly, l.refused, l.refusedBackend = cmd.Arg, false, d, b.Name
 	s.srv.loginDelays.wait(b.Name, delayUser(s.be == nil), start)
 	return s.reply(cmd, 331, textPasswordRequired)
 }
 
 // chooseBackend applies the route blocks to the session (user, HOST, TLS
 // SNI); without a match the listener's backend serves it.
-func (s *session) chooseBackend(user string) (*config.Backend, string) {
+func (l *login) chooseBackend(user string) (*config.Backend, string) {
+	s := l.s
 	var sni string
 	if s.tls != nil {
 		sni = s.tls.ConnectionState().ServerName
@@ -123,33 +150,35 @@ func (s *session) chooseBackend(user string) (*config.Backend, string) {
 }
 
 // uncount gives back the session's place under max_sessions_per_user.
-func (s *session) uncount() {
-	if s.counted != "" {
-		s.srv.userSessions(s.counted, -1)
-		s.counted = ""
+func (l *login) uncount() {
+	s := l.s
+	if l.counted != "" {
+		s.srv.userSessions(l.counted, -1)
+		l.counted = ""
 	}
 }
 
-// cmdPASS forwards the password; the audit stream never sees it. After a
+// handlePASS forwards the password; the audit stream never sees it. After a
 // name the policy refused, it answers 530 itself, as late as the backend
 // answers a wrong password.
-func (s *session) cmdPASS(cmd rewrite.Command) error {
+func (l *login) handlePASS(cmd rewrite.Command) error {
+	s := l.s
 	start := time.Now()
-	if d := s.refused; d != nil {
-		s.refused = nil
-		s.srv.loginDelays.wait(s.refusedBackend, delayPass, start)
+	if d := l.refused; d != nil {
+		l.refused = nil
+		s.srv.loginDelays.wait(l.refusedBackend, delayPass, start)
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
 		s.log.Info("login failed", zap.String("rule", d.Rule), zap.Int("code", 530))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.String()})
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.addr.String()})
 		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 			return err
 		}
-		return s.loginFailed()
+		return l.failed()
 	}
-	if s.be == nil || s.user == "" {
+	if s.be == nil || l.user == "" {
 		return s.reply(cmd, 503, "Login with USER first.")
 	}
-	if d := s.cfg.Policy.Login(s.user, s.tls != nil); d != nil {
+	if d := s.cfg.Policy.Login(l.user, s.tls != nil); d != nil {
 		return s.deny(cmd, d)
 	}
 	backend := s.be.cfg.Name
@@ -160,58 +189,60 @@ func (s *session) cmdPASS(cmd rewrite.Command) error {
 			if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 				return true, err
 			}
-			return true, s.loginResult(rep)
+			return true, l.result(rep)
 		}
-		return s.admitLogin(cmd, rep)
+		return l.admit(cmd, rep)
 	})
 	if err != nil || rep == nil {
 		return err
 	}
-	return s.loginResult(rep)
+	return l.result(rep)
 }
 
-// admitLogin counts a backend's 230 toward max_sessions_per_user before it
+// admit counts a backend's 230 toward max_sessions_per_user before it
 // is relayed. Over the bound (two logins raced past USER) the backend
 // session is ended and the client gets 530 instead: the reply is handled.
-func (s *session) admitLogin(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
-	if rep.Code != 230 || s.counted != "" {
+func (l *login) admit(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
+	s := l.s
+	if rep.Code != 230 || l.counted != "" {
 		return false, nil
 	}
-	key := s.cfg.Policy.Key(s.user)
+	key := s.cfg.Policy.Key(l.user)
 	held := s.srv.userSessions(key, +1)
 	if d := s.cfg.Policy.Sessions(held - 1); d != nil {
 		s.srv.userSessions(key, -1)
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
 		s.be.close()
 		s.be = nil
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Route: s.route, Code: d.Code, Reason: d.Rule, Client: s.client.String()})
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: d.Code, Reason: d.Rule, Client: s.client.addr.String()})
 		return true, s.deny(cmd, d)
 	}
-	s.counted = key
+	l.counted = key
 	return false, nil
 }
 
-// loginResult records the backend's answer to USER or PASS. A failure
-// counts toward a ban of the client's address (loginFailed).
-func (s *session) loginResult(rep *rewrite.Reply) error {
+// result records the backend's answer to USER or PASS. A failure
+// counts toward a ban of the client's address (failed).
+func (l *login) result(rep *rewrite.Reply) error {
+	s := l.s
 	switch {
 	case rep.Code == 230:
 		s.srv.metrics.logins.WithLabelValues("success").Inc()
 		s.mu.Lock()
 		s.loggedIn = true
 		s.mu.Unlock()
-		s.bind.login(bindOwner{client: s.client.Addr(), user: s.cfg.Policy.Key(s.user), backend: s.be.cfg.Name})
-		s.readOnly = s.cfg.Policy.ReadOnly(s.user)
-		s.setView(func(v *sessionView) { v.User = s.user })
+		s.bind.login(bindOwner{client: s.client.addr.Addr(), user: s.cfg.Policy.Key(l.user), backend: s.be.cfg.Name})
+		l.readOnly = s.cfg.Policy.ReadOnly(l.user)
+		s.setView(func(v *sessionView) { v.User = l.user })
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
-			zap.String("route", s.route), zap.Bool("read_only", s.readOnly))
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, ReadOnly: s.readOnly, Code: rep.Code, Client: s.client.String()})
+			zap.String("route", l.route), zap.Bool("read_only", l.readOnly))
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code, Client: s.client.addr.String()})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues("failure").Inc()
-		s.uncount()
-		s.audit.Login(audit.Login{User: s.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: s.route, Code: rep.Code, Client: s.client.String()})
+		l.uncount()
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: s.be.cfg.Name,
+			BackendAddress: s.be.remote.String(), Route: l.route, Code: rep.Code, Client: s.client.addr.String()})
 		if hint := misconfiguration(rep); hint != "" {
 			// The backend refuses every login this way: no guess was
 			// wrong, so no ban counts it; the operator must act.
@@ -220,9 +251,39 @@ func (s *session) loginResult(rep *rewrite.Reply) error {
 			return nil
 		}
 		s.log.Info("login failed", zap.Int("code", rep.Code), zap.String("reply", rep.String()))
-		return s.loginFailed()
+		return l.failed()
 	}
 	return nil
+}
+
+// failed counts a failed login from the client's address, and bans
+// the address (its IPv6 prefix) when the count reaches the bans block's
+// bound. The failure that starts a ban ends this session and every other
+// session from the address that has not logged in (errBanned, 421); so
+// does a failure from an address already banned, whose session was opened
+// before the ban.
+func (l *login) failed() error {
+	s := l.s
+	now := time.Now()
+	until := s.srv.bans.Failure(s.client.addr.Addr(), now)
+	if until.IsZero() {
+		if s.srv.bans.Check(s.client.addr.Addr(), now) != nil {
+			s.log.Info("login failed from a banned address; closing")
+			return errBanned
+		}
+		return nil
+	}
+	key := s.srv.bans.Key(s.client.addr.Addr())
+	banned := key.String() // an IPv6 prefix, as 2001:db8:1:2::/64
+	if key.IsSingleIP() {
+		banned = key.Addr().String()
+	}
+	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.addr.Addr()),
+		zap.String("banned", banned), zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
+	s.audit.Ban(banned, until, s.cfg.Bans.Failures)
+	s.srv.metrics.bans.Inc()
+	s.srv.banSessions(key, s)
+	return errBanned
 }
 
 // misconfiguration recognises a backend's refusal of every login, which
@@ -242,35 +303,6 @@ func misconfiguration(rep *rewrite.Reply) string {
 		return "the backend takes anonymous logins only: enable local users on it"
 	}
 	return ""
-}
-
-// loginFailed counts a failed login from the client's address, and bans
-// the address (its IPv6 prefix) when the count reaches the bans block's
-// bound. The failure that starts a ban ends this session and every other
-// session from the address that has not logged in (errBanned, 421); so
-// does a failure from an address already banned, whose session was opened
-// before the ban.
-func (s *session) loginFailed() error {
-	now := time.Now()
-	until := s.srv.bans.Failure(s.client.Addr(), now)
-	if until.IsZero() {
-		if s.srv.bans.Check(s.client.Addr(), now) != nil {
-			s.log.Info("login failed from a banned address; closing")
-			return errBanned
-		}
-		return nil
-	}
-	key := s.srv.bans.Key(s.client.Addr())
-	banned := key.String() // an IPv6 prefix, as 2001:db8:1:2::/64
-	if key.IsSingleIP() {
-		banned = key.Addr().String()
-	}
-	s.log.Warn("address banned after failed logins", zap.Stringer("address", s.client.Addr()),
-		zap.String("banned", banned), zap.Time("until", until), zap.Int("failures", s.cfg.Bans.Failures))
-	s.audit.Ban(banned, until, s.cfg.Bans.Failures)
-	s.srv.metrics.bans.Inc()
-	s.srv.banSessions(key, s)
-	return errBanned
 }
 
 // ---- mimicking the backend's delays ----

@@ -1,17 +1,12 @@
 package proxy
 
 import (
-	"net/http"
-	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
-	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
 // metrics are the server's Prometheus collectors, on a registry of its own
@@ -195,64 +190,9 @@ func (m *metrics) reloaded(err error) {
 	m.reloadTime.SetToCurrentTime()
 }
 
-func (m *metrics) transfer(direction, result string, bytes int64, d time.Duration) {
-	m.transfers.WithLabelValues(direction, result).Inc()
-	m.transferBytes.WithLabelValues(direction).Add(float64(bytes))
-	m.transferSeconds.WithLabelValues(direction).Observe(d.Seconds())
-}
-
-// AdminHandler serves /metrics (Prometheus text format), /status (the
-// status page: live sessions and transfers, backend servers; its data as
-// /status.json), /healthz (200
-// while the process runs) and /readyz (200 while the listeners accept,
-// 503 before Start and once shutting down, and, with audit.on_error =
-// "refuse", while the audit stream cannot be written, the reason in the
-// body; with "continue" it stays 200 and its body says the audit is
-// degraded, since sessions are served); with admin { pprof = true },
-// also Go's CPU, heap and goroutine profiles under /debug/pprof/.
-//
-// With admin credentials configured, every path but /healthz and /readyz
-// requires them (kubelet probes carry none, and those two answer only
-// "ok" and "ready"). On a loopback admin address every request must name
-// a loopback host (adminGuard.host). The configuration is read once.
-func (s *Server) AdminHandler() http.Handler {
-	cfg := s.config()
-	g := newAdminGuard(cfg, s.log)
-	auth := g.authenticated
-	mux := http.NewServeMux()
-	if cfg.AdminPprof {
-		mux.Handle("GET /debug/pprof/", auth(http.HandlerFunc(pprof.Index)))
-		mux.Handle("GET /debug/pprof/profile", auth(http.HandlerFunc(pprof.Profile)))
-		mux.Handle("GET /debug/pprof/symbol", auth(http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("GET /debug/pprof/trace", auth(http.HandlerFunc(pprof.Trace)))
-	}
-	mux.Handle("GET /metrics", auth(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
-	mux.Handle("GET /status", auth(http.HandlerFunc(s.serveStatus)))
-	mux.Handle("GET /status.json", auth(http.HandlerFunc(s.serveStatusJSON)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		ready := len(s.listeners) > 0 && !s.draining
-		refuse := s.cfg.Audit.OnError == config.AuditRefuse
-		s.mu.Unlock()
-		if !ready {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := s.audit.Health(); err != nil {
-			// One line: the reasons may be several, joined by newlines.
-			why := strings.ReplaceAll(err.Error(), "\n", "; ")
-			if refuse {
-				http.Error(w, "not ready: new sessions are refused: the audit stream cannot be written: "+why,
-					http.StatusServiceUnavailable)
-				return
-			}
-			w.Write([]byte("ready\naudit degraded (on_error = continue): " + why + "\n"))
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	return g.host(mux)
+// transfer counts one transfer of bytes that took d.
+func (m *metrics) transfer(direction audit.Direction, result audit.Result, bytes int64, d time.Duration) {
+	m.transfers.WithLabelValues(string(direction), string(result)).Inc()
+	m.transferBytes.WithLabelValues(string(direction)).Add(float64(bytes))
+	m.transferSeconds.WithLabelValues(string(direction)).Observe(d.Seconds())
 }

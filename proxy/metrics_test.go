@@ -28,9 +28,7 @@ func TestMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR m.txt")
 	ftptest.ReadAll(t, d)

@@ -12,9 +12,7 @@ import (
 func TestOnePendingListener(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{ports: 5, listenerExtra: allowLocal})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	for i := 0; i < 20; i++ { // four times the range
 		c.EPSV()
 		if n := g.srv.PassivePortsInUse("ftps"); n != 1 {

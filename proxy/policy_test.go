@@ -75,9 +75,7 @@ func TestUserRules(t *testing.T) {
 		if err == nil {
 			t.Fatal("lftp removed a file as a read-only user")
 		}
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		for _, line := range []string{"DELE report.txt", "MKD x", "XMKD x", "RMD dir", "RNFR report.txt", "SITE CHMOD 777 report.txt",
 			"STOR x", "APPE report.txt", "STOU"} {
 			c.Cmd(550, "%s", line)
@@ -108,9 +106,7 @@ func TestCommandRules(t *testing.T) {
 	writeFile(t, be.Root, "f.txt", []byte("f\n"))
 	t.Run("deny_commands", func(t *testing.T) {
 		g := startGate(t, be.Addr, gateOptions{policy: `deny_commands = ["DELE", "site"]`})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		c.Cmd(502, "DELE f.txt")
 		c.Cmd(502, "SITE CHMOD 600 f.txt")
 		c.Cmd(502, "site chmod 600 f.txt") // verbs are case-insensitive
@@ -124,9 +120,7 @@ func TestCommandRules(t *testing.T) {
 		g := startGate(t, be.Addr, gateOptions{policy: `allow_commands = ["EPSV", "PASV", "TYPE", "PWD", "CWD", "SIZE", "RETR", "REST", "MDTM"]`})
 		out := filepath.Join(t.TempDir(), "f.txt")
 		ftptest.Curl(t, "--ssl-reqd", "--cacert", g.certs.CAFile, "-o", out, ftpURL("ftp", be.User, be.Password, g.explicit, "f.txt"))
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		c.Cmd(502, "MKD newdir")
 		c.Cmd(502, "LIST")
 		c.Cmd(257, "PWD")
@@ -168,9 +162,7 @@ func TestAddressRules(t *testing.T) {
 		}
 	}
 	// The allowed address is served as usual.
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(221, "QUIT")
 	if got := strings.Join(g.deniedRules(t), ","); got != "deny_cidrs,deny_cidrs,allow_cidrs,allow_cidrs" {
 		t.Fatalf("policy_denied rules %s", got)
@@ -216,14 +208,12 @@ route "vault-by-sni" {
 	noSNI.ServerName = "127.0.0.1"
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(noSNI)
-	c.Login(main.User, main.Password)
+	c.LoginProtP(main.User, main.Password)
 	if got := where(c); got != "main" {
 		t.Fatalf("default route: %s", got)
 	}
 	// SNI "localhost" and the user: the vault.
-	c = ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(main.User, main.Password)
+	c = g.login(t, main.User, main.Password)
 	if got := where(c); got != "vault" {
 		t.Fatalf("SNI route: %s", got)
 	}
@@ -231,7 +221,7 @@ route "vault-by-sni" {
 	c = ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Cmd(220, "HOST eu.Partner.example")
-	c.Login(partner.User, partner.Password)
+	c.LoginProtP(partner.User, partner.Password)
 	if got := where(c); got != "partner" {
 		t.Fatalf("HOST route: %s", got)
 	}
@@ -293,9 +283,7 @@ func TestXferlog(t *testing.T) {
 	ftptest.Curl(t, append(args, "-T", local, ftpURL("ftp", be.User, be.Password, g.explicit, "x.bin"))...)
 	ftptest.Curl(t, append(args, "-o", filepath.Join(dir, "down"), ftpURL("ftp", be.User, be.Password, g.explicit, "x.bin"))...)
 	ftptest.Curl(t, append(args, ftpURL("ftp", be.User, be.Password, g.explicit, "/"))...) // LIST: not in xferlog
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	writeFile(t, be.Root, "t.txt", []byte("a\nb\n"))
 	d := c.DialData(c.EPSV()) // TYPE A: vsftpd's default and RFC 959's
 	c.Cmd(150, "RETR t.txt")

@@ -170,31 +170,36 @@ func (p *pool) start(dial dialFunc) {
 	}
 	for _, ps := range p.servers {
 		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			ok, bad := 0, 0
-			t := time.NewTicker(hc.Interval)
-			defer t.Stop()
-			for {
-				err := p.check(dial, ps.addr)
-				if err == nil {
-					ok, bad = ok+1, 0
-					if ok >= hc.Rise {
-						p.setUp(ps, true, nil)
-					}
-				} else {
-					ok, bad = 0, bad+1
-					if bad >= hc.Fall {
-						p.setUp(ps, false, err)
-					}
-				}
-				select {
-				case <-p.stop:
-					return
-				case <-t.C:
-				}
+		go p.healthCheck(dial, ps)
+	}
+}
+
+// healthCheck is the goroutine that checks ps every interval until the
+// pool closes: rise successes in a row mark it up, fall failures down.
+func (p *pool) healthCheck(dial dialFunc, ps *poolServer) {
+	defer p.wg.Done()
+	hc := p.b.HealthCheck
+	ok, bad := 0, 0
+	t := time.NewTicker(hc.Interval)
+	defer t.Stop()
+	for {
+		err := p.check(dial, ps.addr)
+		if err == nil {
+			ok, bad = ok+1, 0
+			if ok >= hc.Rise {
+				p.setUp(ps, true, nil)
 			}
-		}()
+		} else {
+			ok, bad = 0, bad+1
+			if bad >= hc.Fall {
+				p.setUp(ps, false, err)
+			}
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -222,8 +227,8 @@ func (p *pool) check(dial dialFunc, addr string) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(hc.Timeout))
-	if v := p.b.ProxyProtocol; v != 0 {
-		h := &proxyproto.Header{Version: v, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	if v := p.b.ProxyProtocol; v != config.NoProxyProtocol {
+		h := &proxyproto.Header{Version: byte(v), Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
 		if _, err := h.WriteTo(c); err != nil {
 			return fmt.Errorf("PROXY header: %w", err)
 		}
@@ -255,4 +260,92 @@ func serverTLS(b *config.Backend, addr string) *tls.Config {
 		conf.ServerName, _, _ = net.SplitHostPort(addr)
 	}
 	return conf
+}
+
+// ---- the pools of the configuration in force ----
+
+// setPools gives cfg's backends their pools and starts their health
+// checks. A server the previous pools knew (same backend name and address)
+// keeps its state. The previous pools stop speaking for their servers at
+// once; their checks end in the background (one may be waiting for its
+// timeout), and the gauges of servers no longer configured go with them.
+// Sessions that chose a server of an old pool keep it.
+func (s *Server) setPools(cfg *config.Config) {
+	pools := make(map[*config.Backend]*pool, len(cfg.Backends))
+	current := map[[2]string]bool{}
+	for _, b := range cfg.Backends {
+		for _, a := range b.Servers {
+			current[[2]string{b.Name, a}] = true
+		}
+	}
+	s.poolMu.Lock()
+	old := s.pools
+	prev := map[[2]string]*poolServer{}
+	for _, p := range old {
+		p.mu.Lock()
+		p.stopped = true // no gauge writes from here on
+		p.mu.Unlock()
+		for _, ps := range p.servers {
+			prev[[2]string{p.b.Name, ps.addr}] = ps
+		}
+	}
+	for _, b := range cfg.Backends {
+		p := newPool(b, s.log, s.metrics, prev)
+		p.start(s.dial)
+		pools[b] = p
+	}
+	s.pools = pools
+	s.poolMu.Unlock()
+	if len(old) > 0 {
+		s.wg.Add(1)
+		go s.retirePools(old, current)
+	}
+}
+
+// retirePools is the goroutine that stops the health checks of replaced
+// pools (one may be waiting for its timeout) and drops the gauges of
+// servers no longer configured (current: by backend name and address).
+func (s *Server) retirePools(old map[*config.Backend]*pool, current map[[2]string]bool) {
+	defer s.wg.Done()
+	for _, p := range old {
+		p.close()
+		for _, ps := range p.servers {
+			if !current[[2]string{p.b.Name, ps.addr}] {
+				s.metrics.backendUp.DeleteLabelValues(p.b.Name, ps.addr)
+			}
+		}
+	}
+}
+
+// poolFor is b's pool, or nil when b belongs to a replaced configuration.
+func (s *Server) poolFor(b *config.Backend) *pool {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	return s.pools[b]
+}
+
+// queueFor is the queue of the backend named name, made on first use.
+func (s *Server) queueFor(name string) *backendQueue {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	q := s.queues[name]
+	if q == nil {
+		if s.queues == nil {
+			s.queues = map[string]*backendQueue{}
+		}
+		q = newBackendQueue(name)
+		s.queues[name] = q
+	}
+	return q
+}
+
+// closePools stops every health check.
+func (s *Server) closePools() {
+	s.poolMu.Lock()
+	old := s.pools
+	s.pools = nil
+	s.poolMu.Unlock()
+	for _, p := range old {
+		p.close()
+	}
 }

@@ -31,9 +31,7 @@ func poolServers(t *testing.T) (a, b *ftptest.Server) {
 // serves it. The session stays open.
 func who(t *testing.T, g *gate, be *ftptest.Server) (string, *ftptest.Conn) {
 	t.Helper()
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR who.txt")
 	got := string(ftptest.ReadAll(t, d))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,7 +78,7 @@ func TestSessionRules(t *testing.T) {
 			}
 		}
 		c.AuthTLS(conf)
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		post := c.Cmd(211, "FEAT")
 		// vsftpd's own features pass, merged with the proxy's.
 		for _, f := range []string{"SIZE", "MDTM", "REST STREAM", "AUTH TLS", "EPSV", "EPRT", "PBSZ", "PROT"} {
@@ -144,9 +145,7 @@ func TestFinalReplyAfterData(t *testing.T) {
 	content := bytes.Repeat([]byte("0123456789abcdef"), 4096) // fits socket buffers
 	writeFile(t, be.Root, "f.bin", content)
 
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	for i := 0; i < 3; i++ {
 		addr := c.EPSV()
@@ -177,9 +176,7 @@ func TestUploadEnds(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 			g := startGate(t, be.Addr, gateOptions{listenerExtra: fmt.Sprintf("upload_close_notify = %q", mode)})
-			c := ftptest.Dial(t, g.explicit)
-			c.AuthTLS(g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 
 			d := c.DialData(c.EPSV())
@@ -233,9 +230,7 @@ func TestPassivePortTheft(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
 	writeFile(t, be.Root, "secret.txt", []byte("the secret\n"))
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	addr := c.EPSV()
 
 	thief := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
@@ -271,9 +266,7 @@ func TestAbort(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
 	ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR big.bin")
@@ -366,7 +359,7 @@ func TestFrontTLS(t *testing.T) {
 			}
 			// The whole path works with this key type.
 			c := ftptest.DialImplicit(t, g.implicit, g.certs.ClientConfig())
-			c.Login(be.User, be.Password)
+			c.LoginProtP(be.User, be.Password)
 			c.Cmd(221, "QUIT")
 		})
 	}
@@ -377,9 +370,7 @@ func TestFrontTLS(t *testing.T) {
 func TestAuditNeverHoldsPassword(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(221, "QUIT")
 	c = ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
@@ -424,7 +415,7 @@ func TestAuditSequence(t *testing.T) {
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Cmd(530, "PWD") // before login: answered by the proxy
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(200, "NOOP")
 	c.Cmd(257, "PWD")
 	c.Cmd(200, "TYPE I")
@@ -467,9 +458,7 @@ func TestTimeouts(t *testing.T) {
   idle  = "1s"
   login = "2s"
 }`})
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	start := time.Now()
 	if msg := c.Expect(421); !strings.Contains(msg, "Idle timeout") {
 		t.Fatalf("421 text %q", msg)
@@ -507,13 +496,9 @@ func TestShutdownDrains(t *testing.T) {
 	g := startGate(t, be.Addr, gateOptions{})
 	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "f.bin"), 8<<20)
 
-	idle := ftptest.Dial(t, g.explicit)
-	idle.AuthTLS(g.certs.ClientConfig())
-	idle.Login(be.User, be.Password)
+	idle := g.login(t, be.User, be.Password)
 
-	busy := ftptest.Dial(t, g.explicit)
-	busy.AuthTLS(g.certs.ClientConfig())
-	busy.Login(be.User, be.Password)
+	busy := g.login(t, be.User, be.Password)
 	busy.Cmd(200, "TYPE I")
 	d := busy.DialData(busy.EPSV())
 	busy.Cmd(150, "RETR f.bin")
@@ -558,13 +543,11 @@ func TestDataConnectionFailures(t *testing.T) {
   passive_accept = "1s"
 }`})
 	login := func() *ftptest.Conn {
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		return c
 	}
 	a, b := login(), login()
-	a.EPSV() // takes the only port
+	epsvAddr := a.EPSV() // takes the only port
 	if msg := b.Cmd(425, "EPSV"); !strings.Contains(msg, "No data port available") {
 		t.Fatalf("425 text %q", msg)
 	}
@@ -572,13 +555,26 @@ func TestDataConnectionFailures(t *testing.T) {
 		t.Fatal("no log line for the exhausted range")
 	}
 
-	// a never connects: 150, then 425 once passive_accept has passed.
+	// a never connects: 150, then 425 once passive_accept has passed. The
+	// reply and the log line say which port waited; the log line also
+	// where the proxy listened (issue 23: NAT problems are otherwise
+	// invisible).
 	a.Cmd(150, "RETR f.txt")
-	if msg := a.Expect(425); !strings.Contains(msg, "Cannot open data connection") {
+	if msg := a.Expect(425); !strings.Contains(msg, "Cannot open data connection: no data connection to port "+strconv.Itoa(port(t, epsvAddr))) {
 		t.Fatalf("425 text %q", msg)
 	}
-	if !g.logged("client data connection failed") {
-		t.Fatal("no log line for the missing data connection")
+	waited := g.logs.FilterMessage("no data connection from the client to the passive port it was given").All()
+	if len(waited) != 1 {
+		t.Fatalf("%d log lines for the missing data connection, want 1", len(waited))
+	}
+	f := waited[0].ContextMap()
+	if f["verb"] != "EPSV" || f["transfer"] != "RETR" || f["advertised_port"] != uint16(port(t, epsvAddr)) ||
+		f["listening"] != "127.0.0.1:"+strconv.Itoa(port(t, epsvAddr)) || f["hint"] == nil {
+		t.Fatalf("log line fields %v", f)
+	}
+	offered := g.logs.FilterMessage("passive data port offered").All()
+	if len(offered) == 0 || offered[0].ContextMap()["advertised_port"] != uint16(port(t, epsvAddr)) {
+		t.Fatalf("no log line with the port EPSV offered: %v", offered)
 	}
 	// The port is free again and both sessions go on.
 	addr := b.EPSV()
@@ -595,16 +591,25 @@ func TestDataConnectionFailures(t *testing.T) {
 // address the client reached; EPSV ALL then refuses PASV (RFC 2428 §4).
 func TestPassiveAddress(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	for _, tc := range []struct{ public, want string }{
-		{"", "(127,0,0,1,"},
-		{"203.0.113.10", "(203,0,113,10,"},
+	for _, tc := range []struct{ public, want, logged string }{
+		{"", "(127,0,0,1,", "127.0.0.1"},
+		{"203.0.113.10", "(203,0,113,10,", "203.0.113.10"},
 	} {
 		g := startGate(t, be.Addr, gateOptions{public: tc.public})
-		c := ftptest.Dial(t, g.explicit)
-		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		if msg := c.Cmd(227, "PASV"); !strings.Contains(msg, tc.want) {
 			t.Fatalf("public_address %q: 227 %q, want %s", tc.public, msg, tc.want)
+		}
+		// The diagnostic log says what the 227 advertised, and where the
+		// proxy listens: they differ behind NAT.
+		offered := g.logs.FilterMessage("passive data port offered").All()
+		if len(offered) != 1 {
+			t.Fatalf("%d log lines for the 227, want 1", len(offered))
+		}
+		f := offered[0].ContextMap()
+		if f["advertised_address"] != tc.logged || f["verb"] != "PASV" ||
+			!strings.HasPrefix(fmt.Sprint(f["listening"]), "127.0.0.1:") {
+			t.Fatalf("public_address %q: log line fields %v", tc.public, f)
 		}
 		c.Cmd(200, "EPSV ALL")
 		c.Cmd(503, "PASV")

@@ -58,7 +58,7 @@ func TestProxyProtocolIn(t *testing.T) {
 		raw := dialWithHeader(t, "127.0.0.1", g.explicit, tc.v, tc.client)
 		c := ftptest.Wrap(t, raw)
 		c.AuthTLS(g.certs.ClientConfig())
-		c.Login(be.User, be.Password)
+		c.LoginProtP(be.User, be.Password)
 		writeFile(t, be.Root, "f.txt", []byte("through the balancer\n"))
 		d := c.DialData(c.EPSV()) // from 127.0.0.1: the balancer forwarding the passive port
 		c.Cmd(150, "RETR f.txt")
@@ -100,7 +100,7 @@ func TestProxyProtocolIn(t *testing.T) {
   }`})
 	c := ftptest.DialFrom(t, "127.0.0.2", g2.explicit)
 	c.AuthTLS(g2.certs.ClientConfig())
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(221, "QUIT")
 	spoof := dialWithHeader(t, "127.0.0.2", g2.explicit, 1, "198.51.100.9:1")
 	spoof.SetDeadline(time.Now().Add(30 * time.Second))
@@ -195,7 +195,7 @@ func TestProxyProtocolOut(t *testing.T) {
 			viaLB := ftptest.Wrap(t, dialWithHeader(t, "127.0.0.1", g.explicit, 2, "198.51.100.7:40001"))
 			for _, c := range []*ftptest.Conn{direct, viaLB} {
 				c.AuthTLS(g.certs.ClientConfig())
-				c.Login(be.User, be.Password)
+				c.LoginProtP(be.User, be.Password)
 				d := c.DialData(c.EPSV())
 				c.Cmd(150, "RETR f.txt")
 				if got := string(ftptest.ReadAll(t, d)); got != "proxied twice\n" {
@@ -233,7 +233,7 @@ func TestProxyProtocolTLVs(t *testing.T) {
 	conf.MinVersion, conf.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
 	conf.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}
 	c.AuthTLS(conf)
-	c.Login(be.User, be.Password)
+	c.LoginProtP(be.User, be.Password)
 	c.Cmd(221, "QUIT")
 	hs := front.received()
 	if len(hs) != 1 || hs[0].Version != 2 {

@@ -27,9 +27,7 @@ func TestReload(t *testing.T) {
 	writeFile(t, be.Root, "small.txt", []byte("after the reload\n"))
 	g := startGate(t, be.Addr, gateOptions{})
 
-	old := ftptest.Dial(t, g.explicit)
-	old.AuthTLS(g.certs.ClientConfig())
-	old.Login(be.User, be.Password)
+	old := g.login(t, be.User, be.Password)
 	old.Cmd(200, "TYPE I")
 	d := old.DialData(old.EPSV())
 	old.Cmd(150, "RETR big.bin")
@@ -167,7 +165,7 @@ func TestReloadAllOrNothing(t *testing.T) {
 	}
 	served := func() {
 		t.Helper()
-		c := loginTo(t, g, be.User, be.Password)
+		c := g.login(t, be.User, be.Password)
 		if got := string(retr(t, c, "f.txt")); got != "still served\n" {
 			t.Fatalf("download %q", got)
 		}

@@ -123,7 +123,7 @@ func download(tb testing.TB, g *gate, user, pass, name, sum string, before func(
 	if before != nil {
 		before()
 	}
-	c.Login(user, pass)
+	c.LoginProtP(user, pass)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
 	c.Cmd(150, "RETR %s", name)
@@ -455,7 +455,7 @@ func TestBackendRetries(t *testing.T) {
 				g := startGate(t, addr, opt)
 				retries := fmt.Sprintf(`ftpsgate_backend_retries_total{backend="legacy",cause=%q} 2`, tc.cause)
 				if failing == 2 {
-					c := loginTo(t, g, be.User, be.Password)
+					c := g.login(t, be.User, be.Password)
 					c.Cmd(257, "PWD")
 					c.Cmd(221, "QUIT")
 					if m := metric(t, g, retries[:strings.LastIndex(retries, " ")]); m != retries {
@@ -489,7 +489,7 @@ func TestBackendRetries(t *testing.T) {
 		})
 		g := startGate(t, "", gateOptions{servers: []string{full.addr(), be.Addr}})
 		for range 2 { // round robin: one of the two starts with the busy server
-			c := loginTo(t, g, be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(257, "PWD")
 			c.Cmd(221, "QUIT")
 		}
@@ -511,7 +511,7 @@ func TestQueueTimeout(t *testing.T) {
 	be := ftptest.PureFTPd(t)
 	g := startGate(t, be.Addr, gateOptions{backend: `max_sessions = 1
   queue_timeout = "3s"`})
-	held := loginTo(t, g, be.User, be.Password)
+	held := g.login(t, be.User, be.Password)
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	start := time.Now()
@@ -540,7 +540,7 @@ func TestQueueTimeout(t *testing.T) {
 	}
 	held.Cmd(257, "PWD") // the proxy serves on
 	held.Cmd(221, "QUIT")
-	c = loginTo(t, g, be.User, be.Password)
+	c = g.login(t, be.User, be.Password)
 	c.Cmd(257, "PWD")
 	c.Cmd(221, "QUIT")
 }
@@ -559,7 +559,7 @@ func TestQueueStaysResponsive(t *testing.T) {
 }`})
 	admin := httptest.NewServer(g.srv.AdminHandler())
 	defer admin.Close()
-	held := loginTo(t, g, be.User, be.Password)
+	held := g.login(t, be.User, be.Password)
 	queued := func() *ftptest.Conn {
 		t.Helper()
 		c := ftptest.Dial(t, g.explicit)
@@ -637,7 +637,7 @@ func TestQueueLoginTimeout(t *testing.T) {
 	g := startGate(t, be.Addr, gateOptions{backend: `max_sessions = 1`, extra: `timeouts {
   login = "3s"
 }`})
-	held := loginTo(t, g, be.User, be.Password)
+	held := g.login(t, be.User, be.Password)
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	c.Send("USER " + be.User)

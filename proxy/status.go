@@ -98,13 +98,13 @@ func (s *Server) Status() Status {
 	}
 	s.mu.Unlock()
 	for _, sess := range sessions {
-		ss := SessionStatus{ID: sess.id, Listener: sess.lcfg.Name, Client: sess.client.String(), Started: sess.start,
+		ss := SessionStatus{ID: sess.id, Listener: sess.lcfg.Name, Client: sess.client.addr.String(), Started: sess.start,
 			Idle: now.Sub(time.Unix(0, sess.lastActive.Load())).Round(time.Second)}
 		if v := sess.view.Load(); v != nil {
 			ss.User, ss.TLS, ss.Backend, ss.Server = v.User, v.TLS, v.Backend, v.Server
 		}
 		if x := sess.currentTransfer(); x != nil {
-			ts := &TransferStatus{Verb: x.verb, Path: x.path, Direction: x.direction, Bytes: x.bytes.Load(),
+			ts := &TransferStatus{Verb: x.verb, Path: x.path, Direction: string(x.direction), Bytes: x.bytes.Load(),
 				Size: x.announcedBytes(), Elapsed: now.Sub(x.start).Round(time.Millisecond)}
 			if secs := now.Sub(x.start).Seconds(); secs > 0 {
 				ts.Rate = float64(ts.Bytes) / secs

@@ -6,11 +6,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
-	"io"
-	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,147 +40,6 @@ func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 		// keys rotated by crypto/tls.
 	}
 }
-
-// eofConn is the raw connection under every data leg, client and backend,
-// clear or TLS. It records whether its reader reached the end of the TCP
-// stream: under TLS, (*tls.Conn).Read returns io.EOF both for a
-// close_notify alert and for a TCP FIN at a record boundary; a close_notify
-// is read without the TCP stream ending, so "TLS said EOF and TCP did not"
-// means the peer ended the stream with close_notify, and an upload's end is
-// verified.
-//
-// It also coalesces: between hold and flush, the TLS records written to it
-// (crypto/tls writes each record with its own write) are gathered into one
-// write, so a 64 KiB chunk leaves as one TCP send instead of four or more.
-// On loopback and fast links that per-send cost, not the cipher, bounded
-// downloads (see the relay).
-//
-// And it measures a transfer's progress in bytes (see progress): the stall
-// deadline lives here, below TLS, because a TLS record or a chunk may take
-// longer than the deadline to cross a slow link while bytes keep moving,
-// and a *tls.Conn whose write hits a deadline is broken for good.
-type eofConn struct {
-	net.Conn
-	eof  atomic.Bool
-	out  []byte // non-nil between hold and flush; used by one goroutine
-	werr error  // a failed coalesced write, reported by flush and later writes
-
-	// stall, while positive, is the progress deadline of every read and
-	// write; readBy is a read deadline set through the connection
-	// meanwhile (readHeld's "do not wait"), which applies when it comes
-	// first. Used by one goroutine, the relay's.
-	stall  time.Duration
-	readBy time.Time
-	// firstRead, if set, runs once, after the first read that returned
-	// data (a data connection's handshake deadline starts there).
-	firstRead func()
-}
-
-// progress makes reads and writes fail only when stall passes with no
-// byte moved, however long a whole read or write takes: each read gets a
-// fresh deadline, and a write that times out after moving some bytes goes
-// on with a fresh one. A reader that stops is thus cut after between stall
-// and twice stall (the kernel accepts bytes into its buffer in steps).
-// Zero turns it off; deadlines are then the caller's again.
-func (c *eofConn) progress(stall time.Duration) {
-	c.stall, c.readBy = stall, time.Time{}
-}
-
-// SetReadDeadline sets the read deadline; while progress is on, it is
-// applied at the next read, with the stall deadline.
-func (c *eofConn) SetReadDeadline(t time.Time) error {
-	if c.stall > 0 {
-		c.readBy = t
-		return nil
-	}
-	return c.Conn.SetReadDeadline(t)
-}
-
-// hold starts gathering writes into buf (its capacity is the limit; more
-// is written through).
-func (c *eofConn) hold(buf []byte) { c.out = buf[:0] }
-
-func (c *eofConn) Write(p []byte) (int, error) {
-	if c.werr != nil {
-		return 0, c.werr
-	}
-	if c.out == nil {
-		return c.write(p)
-	}
-	if len(c.out)+len(p) > cap(c.out) {
-		if err := c.send(); err != nil {
-			return 0, err
-		}
-		if len(p) > cap(c.out) {
-			return c.write(p)
-		}
-	}
-	c.out = append(c.out, p...)
-	return len(p), nil
-}
-
-// write writes p to the connection, under the progress deadline if on.
-func (c *eofConn) write(p []byte) (int, error) {
-	if c.stall <= 0 {
-		return c.Conn.Write(p)
-	}
-	n := 0
-	for {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
-		m, err := c.Conn.Write(p[n:])
-		n += m
-		// A timeout after some bytes moved is a slow reader, not a
-		// stalled one.
-		if err == nil || m == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return n, err
-		}
-	}
-}
-
-// send writes what was gathered; after a failed write it only reports it.
-func (c *eofConn) send() error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if len(c.out) > 0 {
-		if _, err := c.write(c.out); err != nil {
-			c.werr = err
-			return err
-		}
-		c.out = c.out[:0]
-	}
-	return nil
-}
-
-// flush writes what was gathered and stops gathering.
-func (c *eofConn) flush() error {
-	err := c.send()
-	c.out = nil
-	return err
-}
-
-func (c *eofConn) Read(p []byte) (int, error) {
-	if c.stall > 0 {
-		d := time.Now().Add(c.stall)
-		if !c.readBy.IsZero() && c.readBy.Before(d) {
-			d = c.readBy
-		}
-		c.Conn.SetReadDeadline(d)
-	}
-	n, err := c.Conn.Read(p)
-	if n > 0 && c.firstRead != nil {
-		f := c.firstRead
-		c.firstRead = nil
-		f()
-	}
-	if err == io.EOF {
-		c.eof.Store(true)
-	}
-	return n, err
-}
-
-// sawTCPEOF reports whether the TCP stream ended.
-func (c *eofConn) sawTCPEOF() bool { return c.eof.Load() }
 
 // ---- binding data connections to their control connection ----
 
@@ -529,4 +384,21 @@ func (e *errNotResumed) Error() string {
 			"the client offered no session ticket under TLS 1.2 (resumption by session ID is not supported)"
 	}
 	return "the data connection's TLS session does not resume the control connection's"
+}
+
+// notResumedText is the reply to a transfer whose data connection was
+// refused for not resuming the control connection's TLS session.
+func notResumedText(e *errNotResumed) string {
+	switch e.foreign {
+	case ticketOfOtherAddress:
+		return "Data connection refused: its TLS session belongs to a connection from another address."
+	case ticketOfOtherUser:
+		return "Data connection refused: its TLS session belongs to another user's connection."
+	case ticketOfNoLogin:
+		return "Data connection refused: its TLS session belongs to a connection that is not logged in; resume this connection's TLS session."
+	}
+	if e.idOnly {
+		return "Data connection refused: TLS session reuse required, and your client offered no TLS 1.2 session ticket (this server cannot resume by session ID); allow TLS 1.3 (see ftpsgate's README)."
+	}
+	return "Data connection refused: TLS session reuse required; the data connection must resume the control connection's TLS session (see ftpsgate's README for your client)."
 }

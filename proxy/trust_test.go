@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,15 +21,6 @@ import (
 // server's alias or extension is another's bypass. Each test first shows
 // the command does what the attacker wants when the policy allows it, so
 // that the refusal it then checks is the policy's.
-
-// loginTo opens a session through the gate's explicit listener and logs in.
-func loginTo(t *testing.T, g *gate, user, pass string) *ftptest.Conn {
-	t.Helper()
-	c := ftptest.Dial(t, g.explicit)
-	c.AuthTLS(g.certs.ClientConfig())
-	c.Login(user, pass)
-	return c
-}
 
 // retr downloads name through c (EPSV, TYPE as set).
 func retr(t *testing.T, c *ftptest.Conn, name string) []byte {
@@ -52,13 +44,13 @@ func TestReadOnlyCannotWrite(t *testing.T) {
 		ftptest.Chown(t, filepath.Join(be.Root, "g.txt"))
 		// Allowed, the command works: the attack is real.
 		open := startGate(t, be.Addr, gateOptions{})
-		c := loginTo(t, open, be.User, be.Password)
+		c := open.login(t, be.User, be.Password)
 		c.Cmd(200, "CHMOD 600 g.txt")
 		if fi, _ := os.Stat(filepath.Join(be.Root, "g.txt")); fi.Mode().Perm() != 0o600 {
 			t.Fatalf("pure-ftpd's CHMOD did not work (mode %v): the test proves nothing", fi.Mode())
 		}
 		ro := startGate(t, be.Addr, gateOptions{policy: fmt.Sprintf(`read_only_users = [%q]`, be.User)})
-		c = loginTo(t, ro, be.User, be.Password)
+		c = ro.login(t, be.User, be.Password)
 		c.Cmd(550, "CHMOD 777 f.txt")
 		c.Cmd(550, "chmod 777 f.txt")
 		c.Cmd(550, "SITE CHMOD 777 f.txt")
@@ -78,14 +70,14 @@ func TestReadOnlyCannotWrite(t *testing.T) {
 			ftptest.Chown(t, filepath.Join(be.Root, n))
 		}
 		open := startGate(t, be.Addr, gateOptions{})
-		c := loginTo(t, open, be.User, be.Password)
+		c := open.login(t, be.User, be.Password)
 		c.Cmd(213, "MDTM 20000101000000 g.txt")
 		if fi, _ := os.Stat(filepath.Join(be.Root, "g.txt")); fi.ModTime().Year() != 2000 {
 			t.Fatalf("vsftpd's MDTM did not set the time (%v): the test proves nothing", fi.ModTime())
 		}
 		before, _ := os.Stat(filepath.Join(be.Root, "f.txt"))
 		ro := startGate(t, be.Addr, gateOptions{policy: fmt.Sprintf(`read_only_users = [%q]`, be.User)})
-		c = loginTo(t, ro, be.User, be.Password)
+		c = ro.login(t, be.User, be.Password)
 		c.Cmd(550, "MDTM 20000101000000 f.txt")
 		c.Cmd(550, "MDTM 20000101000000.123 f.txt")
 		c.Cmd(550, "MDTM  20000101000000 f.txt")
@@ -101,7 +93,7 @@ func TestReadOnlyCannotWrite(t *testing.T) {
 		be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 		writeFile(t, be.Root, "f.txt", []byte("x\n"))
 		ro := startGate(t, be.Addr, gateOptions{policy: fmt.Sprintf("read_only_users = [%q]\n  unknown_commands = \"relay\"", be.User)})
-		c := loginTo(t, ro, be.User, be.Password)
+		c := ro.login(t, be.User, be.Password)
 		for _, line := range []string{"XMKD d", "XRMD d", "MFMT 20000101000000 f.txt", "SITE UTIME f.txt 20000101000000",
 			"SITE SYMLINK f.txt l", "SITE CPFR f.txt", "SITE NEWTHING f.txt", "SITE", "RMDA d", "ALLO 10", "XYZZY f.txt"} {
 			c.Cmd(550, "%s", line)
@@ -121,11 +113,11 @@ func TestDenyCommandsAliases(t *testing.T) {
 			t.Fatal(err)
 		}
 		open := startGate(t, be.Addr, gateOptions{})
-		c := loginTo(t, open, be.User, be.Password)
+		c := open.login(t, be.User, be.Password)
 		c.Cmd(257, "XMKD proof") // the alias works on vsftpd
 		c.Cmd(250, "XRMD proof")
 		g := startGate(t, be.Addr, gateOptions{policy: `deny_commands = ["MKD", "RMD", "SITE", "MDTM"]`})
-		c = loginTo(t, g, be.User, be.Password)
+		c = g.login(t, be.User, be.Password)
 		if feat := c.Cmd(211, "FEAT"); strings.Contains(feat, "MDTM") || !strings.Contains(feat, "SIZE") {
 			t.Fatalf("FEAT should drop the denied MDTM and keep SIZE: %q", feat)
 		}
@@ -152,7 +144,7 @@ func TestDenyCommandsAliases(t *testing.T) {
 		ftptest.Chown(t, filepath.Join(be.Root, "f.txt"))
 		for _, rules := range []string{`["SITE"]`, `["SITE CHMOD"]`, `["CHMOD"]`} {
 			g := startGate(t, be.Addr, gateOptions{policy: "deny_commands = " + rules})
-			c := loginTo(t, g, be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(502, "CHMOD 600 f.txt")
 			c.Cmd(502, "SITE CHMOD 600 f.txt")
 			c.Cmd(221, "QUIT")
@@ -169,7 +161,7 @@ func TestDenyCommandsAliases(t *testing.T) {
 func TestUnknownVerbs(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{})
-	c := loginTo(t, g, be.User, be.Password)
+	c := g.login(t, be.User, be.Password)
 	c.Cmd(502, "LPSV")
 	c.Cmd(502, "XYZZY")
 	c.Cmd(221, "QUIT")
@@ -181,7 +173,7 @@ func TestUnknownVerbs(t *testing.T) {
 		t.Fatalf("policy_denied %v", got)
 	}
 	relay := startGate(t, be.Addr, gateOptions{policy: `unknown_commands = "relay"`})
-	c = loginTo(t, relay, be.User, be.Password)
+	c = relay.login(t, be.User, be.Password)
 	c.Cmd(500, "XYZZY") // vsftpd's own answer
 	c.Cmd(221, "QUIT")
 }
@@ -355,8 +347,8 @@ func TestBanReachesOpenSessions(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Extra: []string{"delay_failed_login=0"}})
 	g := startGate(t, be.Addr, gateOptions{extra: "bans {\n  failures = 3\n  window = \"1m\"\n  duration = \"1m\"\n}"})
 	conf := g.certs.ClientConfig()
-	busy := loginTo(t, g, be.User, be.Password) // logged in before the ban
-	early := ftptest.Dial(t, g.explicit)        // open, not logged in
+	busy := g.login(t, be.User, be.Password) // logged in before the ban
+	early := ftptest.Dial(t, g.explicit)     // open, not logged in
 	early.AuthTLS(conf)
 	guesser := ftptest.Dial(t, g.explicit) // another, to guess on after the ban
 	guesser.AuthTLS(conf)
@@ -386,7 +378,12 @@ func TestBanReachesOpenSessions(t *testing.T) {
 // greetingCode connects to addr and returns the code of the first reply.
 func greetingCode(t *testing.T, addr string) int {
 	t.Helper()
-	return firstCode(t, dialTCP(t, addr))
+	got, err := ftptest.Greeting("", addr, 30*time.Second)
+	code, cerr := strconv.Atoi(got[:min(3, len(got))])
+	if err != nil || cerr != nil {
+		t.Fatalf("greeting from %s: %q, %v", addr, got, err)
+	}
+	return code
 }
 
 // firstCode reads the first reply on c and returns its code.
@@ -461,7 +458,7 @@ func TestRESTHeldUntilItsTransfer(t *testing.T) {
 		t.Run(be.Name, func(t *testing.T) {
 			writeFile(t, be.Root, "f.bin", content)
 			g := startGate(t, be.Addr, gateOptions{})
-			c := loginTo(t, g, be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 
 			c.Cmd(350, "REST 1000000")
@@ -485,7 +482,7 @@ func TestRESTHeldUntilItsTransfer(t *testing.T) {
 		})
 		t.Run(be.Name+" read-only", func(t *testing.T) {
 			g := startGate(t, be.Addr, gateOptions{policy: fmt.Sprintf(`read_only_users = [%q]`, be.User)})
-			c := loginTo(t, g, be.User, be.Password)
+			c := g.login(t, be.User, be.Password)
 			c.Cmd(200, "TYPE I")
 			c.Cmd(350, "REST 500")
 			c.EPSV()

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -31,9 +32,10 @@ type verb struct {
 	classify func(arg string) (sub string, class policy.Class)
 	// handle answers the command. Nil relays it to the backend as
 	// parsed, and relays the backend's replies; after, if set, then sees
-	// the final reply the client got.
+	// the final reply the client got, to follow the backend's working
+	// directory.
 	handle func(*session, rewrite.Command) error
-	after  func(*session, *rewrite.Reply)
+	after  func(*workDir, *rewrite.Reply)
 	// preLogin: allowed before USER, when there is no backend yet; other
 	// commands get 530 until then.
 	preLogin bool
@@ -44,10 +46,9 @@ type verb struct {
 	// essential: no session works without it; command rules never apply
 	// and deny_commands may not name it.
 	essential bool
-	// data is the direction of the data a transfer command moves:
-	// "download" or "upload"; "" for commands that open no data
-	// connection.
-	data string
+	// data is the direction of the data a transfer command moves; ""
+	// for commands that open no data connection.
+	data audit.Direction
 	// xferlog: its transfers are file transfers, which xferlog records
 	// (listings are not).
 	xferlog bool
@@ -65,8 +66,8 @@ var verbTable = []*verb{
 	{name: "ADAT", class: policy.Security, handle: refuse(502, "ADAT not supported (TLS needs no security data)."), preLogin: true},
 
 	// Session: the session itself; no file is touched.
-	{name: "USER", class: policy.Session, handle: (*session).cmdUSER, preLogin: true, essential: true},
-	{name: "PASS", class: policy.Session, handle: (*session).cmdPASS, preLogin: true, essential: true},
+	{name: "USER", class: policy.Session, handle: cmdUSER, preLogin: true, essential: true},
+	{name: "PASS", class: policy.Session, handle: cmdPASS, preLogin: true, essential: true},
 	{name: "HOST", class: policy.Session, handle: (*session).cmdHOST, preLogin: true, essential: true},
 	{name: "QUIT", class: policy.Session, handle: (*session).cmdQUIT, preLogin: true, essential: true},
 	{name: "NOOP", class: policy.Session, handle: (*session).cmdNOOP, preLogin: true, duringTransfer: true, essential: true},
@@ -92,18 +93,18 @@ var verbTable = []*verb{
 	{name: "REST", class: policy.Data, handle: (*session).cmdREST},
 	{name: "ABOR", class: policy.Data, handle: (*session).cmdABOR, preLogin: true, essential: true},
 	// Transfer commands: data flows through the proxy.
-	{name: "RETR", class: policy.Read, handle: (*session).cmdTransfer, data: "download", xferlog: true},
-	{name: "LIST", class: policy.List, handle: (*session).cmdTransfer, data: "download"},
-	{name: "NLST", class: policy.List, handle: (*session).cmdTransfer, data: "download"},
-	{name: "MLSD", class: policy.List, handle: (*session).cmdTransfer, data: "download"},
-	{name: "STOR", class: policy.Write, handle: (*session).cmdTransfer, data: "upload", xferlog: true},
-	{name: "STOU", class: policy.Write, handle: (*session).cmdTransfer, data: "upload", xferlog: true},
-	{name: "APPE", class: policy.Write, handle: (*session).cmdTransfer, data: "upload", xferlog: true},
+	{name: "RETR", class: policy.Read, handle: (*session).cmdTransfer, data: audit.Download, xferlog: true},
+	{name: "LIST", class: policy.List, handle: (*session).cmdTransfer, data: audit.Download},
+	{name: "NLST", class: policy.List, handle: (*session).cmdTransfer, data: audit.Download},
+	{name: "MLSD", class: policy.List, handle: (*session).cmdTransfer, data: audit.Download},
+	{name: "STOR", class: policy.Write, handle: (*session).cmdTransfer, data: audit.Upload, xferlog: true},
+	{name: "STOU", class: policy.Write, handle: (*session).cmdTransfer, data: audit.Upload, xferlog: true},
+	{name: "APPE", class: policy.Write, handle: (*session).cmdTransfer, data: audit.Upload, xferlog: true},
 
 	// Read: files are read, directories walked.
-	{name: "PWD", aliases: []string{"XPWD"}, class: policy.Read, after: (*session).notePWD},
-	{name: "CWD", aliases: []string{"XCWD"}, class: policy.Read, after: (*session).noteCWD},
-	{name: "CDUP", aliases: []string{"XCUP"}, class: policy.Read, after: (*session).noteCWD},
+	{name: "PWD", aliases: []string{"XPWD"}, class: policy.Read, after: (*workDir).notePWD},
+	{name: "CWD", aliases: []string{"XCWD"}, class: policy.Read, after: (*workDir).noteCWD},
+	{name: "CDUP", aliases: []string{"XCUP"}, class: policy.Read, after: (*workDir).noteCWD},
 	{name: "SIZE", class: policy.Read},
 	{name: "MDTM", classify: classifyMDTM},
 	{name: "MLST", class: policy.Read},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,7 +65,7 @@ func gateBinary(t *testing.T) string {
 type gateProcess struct {
 	cmd        *exec.Cmd
 	done       chan int // its exit status, once it has exited
-	stderr     *syncWriter
+	stderr     *ftptest.SyncBuffer
 	addr       string // the explicit listener
 	admin      string // the admin listener
 	cfg        string // the configuration file
@@ -83,7 +82,7 @@ func startGateProcess(t *testing.T, w *os.File, auditHCL string) *gateProcess {
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	dir := t.TempDir()
 	greeting := "ftpsgate audit test " + filepath.Base(dir)
-	g := &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &syncWriter{w: &strings.Builder{}}}
+	g := &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &ftptest.SyncBuffer{}}
 	for try := 0; ; try++ {
 		if try == 5 {
 			t.Fatalf("ftpsgate never served on a free port:\n%s", g.stderr.String())
@@ -197,17 +196,6 @@ func (g *gateProcess) waitReadyz(t *testing.T, code int, want string) {
 	}
 }
 
-// greeting connects and returns the first reply line, within timeout.
-func greeting(addr string, timeout time.Duration) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	return bufio.NewReader(c).ReadString('\n')
-}
-
 // logLines are the diagnostic log's JSON lines with message msg.
 func logLines(t *testing.T, stderr, msg string) []map[string]any {
 	t.Helper()
@@ -239,7 +227,7 @@ func TestAuditStdoutReaderGone(t *testing.T) {
 	r.Close()
 
 	for i := range 5 {
-		if got, err := greeting(g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
+		if got, err := ftptest.Greeting("", g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
 			g.fatal(t, fmt.Sprintf("session %d after the reader left: %q, %v", i, got, err))
 		}
 	}
@@ -261,7 +249,7 @@ func TestAuditStdoutReaderGone(t *testing.T) {
 		t.Fatalf("/metrics:\n%s", body)
 	}
 	g.waitReadyz(t, 200, "audit degraded")
-	if got, err := greeting(g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
+	if got, err := ftptest.Greeting("", g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
 		t.Fatalf("a session after the errors: %q, %v", got, err)
 	}
 	if n := strings.Count(g.stderr.String(), "write error"); n != 0 {
@@ -293,7 +281,7 @@ func TestAuditStdoutStalled(t *testing.T) {
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {
-			got, err := greeting(g.addr, 10*time.Second)
+			got, err := ftptest.Greeting("", g.addr, 10*time.Second)
 			if err == nil && !strings.HasPrefix(got, "220 ") {
 				err = fmt.Errorf("greeting %q", got)
 			}
@@ -326,7 +314,7 @@ func TestAuditStdoutStalled(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the log, bounded by deadline
 	}
 	g.waitReadyz(t, 503, "new sessions are refused")
-	if got, err := greeting(g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "421 ") {
+	if got, err := ftptest.Greeting("", g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "421 ") {
 		t.Fatalf("a new session with the audit stalled: %q, %v; want 421", got, err)
 	}
 
@@ -341,7 +329,7 @@ func TestAuditStdoutStalled(t *testing.T) {
 		lines <- got
 	}()
 	g.waitReadyz(t, 200, "ready\n")
-	if got, err := greeting(g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
+	if got, err := ftptest.Greeting("", g.addr, 30*time.Second); err != nil || !strings.HasPrefix(got, "220 ") {
 		t.Fatalf("a new session once the reader reads: %q, %v", got, err)
 	}
 	g.stop(t)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -184,7 +182,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 			}
 		}
 	}
-	logs := &syncWriter{w: &bytes.Buffer{}}
+	logs := &ftptest.SyncBuffer{}
 	done := make(chan int, 1)
 	for try := 0; ; try++ {
 		if try == 5 {
@@ -350,44 +348,22 @@ func waitOwnGreeting(addr, greeting string, done chan int) bool {
 			return false
 		default:
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.TrimSpace(line) == "220 "+greeting {
-				return true
+		line, _ := ftptest.Greeting("", addr, 5*time.Second)
+		if strings.TrimSpace(line) == "220 "+greeting {
+			return true
+		}
+		if line != "" {
+			// Another server holds the port, so run cannot bind it:
+			// wait for its exit before trying another port.
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
 			}
-			if line != "" {
-				// Another server holds the port, so run cannot bind it:
-				// wait for its exit before trying another port.
-				select {
-				case <-done:
-				case <-time.After(30 * time.Second):
-				}
-				return false
-			}
+			return false
 		}
 		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by deadline
 	}
 	return false
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprint(s.w)
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // TestSystemdUnit: the unit in deploy/ passes systemd-analyze verify
@@ -430,16 +406,13 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// readGreeting returns the first line addr sends.
+// readGreeting returns the first line addr sends, without its line end.
 func readGreeting(t *testing.T, addr string) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	line, err := ftptest.Greeting("", addr, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("greeting from %s: %q, %v", addr, line, err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	line, _ := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimSpace(line)
 }
 

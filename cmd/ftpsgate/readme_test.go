@@ -125,7 +125,7 @@ func TestReadmeFiveMinutePath(t *testing.T) {
 			"/etc/ftpsgate", etc, "/var/log/ftpsgate", logs))
 		// ... and run, as the unit's ExecStart does.
 		greeting := "ftpsgate ready"
-		logOut := &syncWriter{w: &strings.Builder{}}
+		logOut := &ftptest.SyncBuffer{}
 		done := make(chan int, 1)
 		go func() { done <- run([]string{"run", "-config", cfgPath, "-log-level", "warn"}, logOut, logOut) }()
 		if !waitOwnGreeting(fmt.Sprintf("127.0.0.1:%d", explicit), greeting, done) {

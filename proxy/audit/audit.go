@@ -198,18 +198,44 @@ func (s *Session) Reply(verb string, code int) {
 	s.emit(EventReply, append(text(make([]zap.Field, 0, 2), "verb", verb), zap.Int("code", code))...)
 }
 
+// Direction is which way a transfer's data goes. The same values name it
+// in the audit stream, in xferlog (as "o" and "i") and in the metrics'
+// direction label.
+type Direction string
+
+const (
+	Download Direction = "download" // from the FTP server to the client
+	Upload   Direction = "upload"   // from the client to the FTP server
+)
+
+// Result is how a transfer ended, in the audit stream, in xferlog (as "c"
+// for Complete, "i" for the rest) and in the metrics' result label.
+type Result string
+
+const (
+	// Complete: every byte arrived, and the server said so.
+	Complete Result = "complete"
+	// Incomplete: the data broke off, failed an integrity check, or the
+	// server reported an error after it.
+	Incomplete Result = "incomplete"
+	// Aborted by the client's ABOR.
+	Aborted Result = "aborted"
+	// Failed: no data connection was made.
+	Failed Result = "failed"
+)
+
 // Transfer is one data transfer's outcome.
 type Transfer struct {
 	Verb      string // RETR, STOR, LIST…
-	Direction string // "download" (to the client) or "upload"
+	Direction Direction
 	Path      string
 	Bytes     int64
 	Duration  time.Duration
-	// Result is "complete"; "incomplete" when the data broke off, failed
-	// an integrity check (Check) or the server reported an error after
-	// it, Bytes saying how far it came; "aborted" by the client's ABOR;
-	// "failed" when no data connection was made.
-	Result string
+	// Result is Complete; Incomplete when the data broke off, failed an
+	// integrity check (Check) or the server reported an error after it,
+	// Bytes saying how far it came; Aborted by the client's ABOR; Failed
+	// when no data connection was made.
+	Result Result
 	// Check names the integrity check an incomplete transfer failed:
 	// "upload_close_notify" (the client's upload ended without TLS
 	// close_notify), "backend_close_notify" (the FTPS backend's data
@@ -245,9 +271,9 @@ type Transfer struct {
 
 // Transfer records a finished transfer.
 func (s *Session) Transfer(t Transfer) {
-	fs := text(text(text(make([]zap.Field, 0, 14), "verb", t.Verb), "direction", t.Direction), "path", t.Path)
+	fs := text(text(text(make([]zap.Field, 0, 14), "verb", t.Verb), "direction", string(t.Direction)), "path", t.Path)
 	fs = append(fs, zap.Int64("bytes", t.Bytes), zap.Int64("duration_ms", t.Duration.Milliseconds()))
-	fs = text(text(text(fs, "result", t.Result), "user", t.User), "client", t.Client)
+	fs = text(text(text(fs, "result", string(t.Result)), "user", t.User), "client", t.Client)
 	fs = append(fs, zap.Bool("close_notify", t.CloseNotify),
 		zap.Bool("data_tls", t.TLS), zap.Bool("data_tls_resumed", t.Resumed), zap.Int("code", t.Code))
 	if t.ResumedFrom != "" {

@@ -24,11 +24,11 @@ func XferlogLine(t Transfer, end time.Time) string {
 		typ = "b"
 	}
 	dir := "o"
-	if t.Direction == "upload" {
+	if t.Direction == Upload {
 		dir = "i"
 	}
 	status := "i"
-	if t.Result == "complete" {
+	if t.Result == Complete {
 		status = "c"
 	}
 	secs := int64(t.Duration.Round(time.Second) / time.Second)

@@ -771,3 +771,58 @@ backend "sturdy" {
 		t.Fatalf("want one warning at line 10, got %v", diags)
 	}
 }
+
+// TestDiagnosticsAfterDuplicateListener: a duplicate listener is skipped,
+// and the checks across listeners still name the right block's line (they
+// once looked blocks up by position, and a skipped one shifted them).
+func TestDiagnosticsAfterDuplicateListener(t *testing.T) {
+	cert, key := testCert(t)
+	listener := func(name, addr, ports string) string {
+		return fmt.Sprintf("listener %q {\n  address = %q\n  cert_file = %q\n  key_file = %q\n  passive_ports = %q\n  backend = \"b\"\n}\n",
+			name, addr, cert, key, ports)
+	}
+	// Each listener block is 7 lines: the third one's address is on line
+	// 16, its passive_ports on line 19.
+	src := listener("a", "127.0.0.1:2121", "50000-50999") + listener("a", "127.0.0.1:2122", "52000-52999") +
+		listener("c", "%s", "%s") + "backend \"b\" {\n  address = \"10.0.0.5:21\"\n}\n"
+	tests := []struct {
+		name, addr, ports, summary string
+		line                       int
+	}{
+		{"overlapping passive ranges", "127.0.0.1:2123", "50500-51999", "Overlapping passive ranges", 19},
+		{"address in use twice", "127.0.0.1:2121", "53000-53999", "Address in use twice", 16},
+		{"passive range takes the first listener's port", "127.0.0.1:2123", "2100-2200", "Passive range takes a listening port", 19},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, diags := Parse([]byte(fmt.Sprintf(src, tc.addr, tc.ports)), "gate.hcl")
+			var found bool
+			for _, d := range diags {
+				if d.Summary == tc.summary {
+					found = true
+					if d.Subject == nil || d.Subject.Start.Line != tc.line {
+						t.Fatalf("%q at %v, want line %d", d.Summary, d.Subject, tc.line)
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("no %q diagnostic in %s", tc.summary, diags.Error())
+			}
+		})
+	}
+}
+
+// TestXferlogDirectory: an xferlog in a directory that does not exist is
+// refused at its line, as the audit file is: run could not open it.
+func TestXferlogDirectory(t *testing.T) {
+	cert, key := testCert(t)
+	src := strings.Replace(fmt.Sprintf(validTmpl, cert, key), `file = "/tmp/ftpsgate-audit.log"`,
+		"file = \"/tmp/ftpsgate-audit.log\"\n  xferlog = \"/nonexistent/ftpsgate/xferlog\"", 1)
+	_, diags := Parse([]byte(src), "gate.hcl")
+	for _, d := range diags {
+		if d.Summary == "Missing audit directory" && d.Subject != nil && d.Subject.Start.Line == 29 {
+			return
+		}
+	}
+	t.Fatalf("no Missing audit directory at line 29 in %s", diags.Error())
+}

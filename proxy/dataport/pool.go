@@ -86,7 +86,7 @@ func (p *Pool) Listen(ip netip.Addr) (*Listener, error) {
 		}
 		return &Listener{TCPListener: l, pool: p, port: port}, nil
 	}
-	return nil, fmt.Errorf("%w: %d ports tried, last error: %v", ErrExhausted, maxTries, lastErr)
+	return nil, fmt.Errorf("%w: %d ports tried, last error: %w", ErrExhausted, maxTries, lastErr)
 }
 
 // reserve marks a random free port as used. It starts at a random offset

@@ -2,6 +2,7 @@ package ftptest
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -156,8 +158,9 @@ func (c *Conn) AuthTLS(conf *tls.Config) {
 	c.Ctrl, c.tp, c.TLS = tc, textproto.NewConn(tc), conf
 }
 
-// Login sends USER and PASS, PBSZ 0 and PROT P.
-func (c *Conn) Login(user, pass string) {
+// LoginProtP logs in with USER and PASS, then protects the data
+// connections: PBSZ 0 and PROT P.
+func (c *Conn) LoginProtP(user, pass string) {
 	c.t.Helper()
 	c.Cmd(331, "USER %s", user)
 	c.Cmd(230, "PASS %s", pass)
@@ -259,3 +262,44 @@ func (d *DataConn) WriteAll(t testing.TB, data []byte) {
 		t.Fatalf("close data: %v", err)
 	}
 }
+
+// Greeting connects to addr, from the local address src ("" for any), and
+// returns the first line the server sends, with its line end. timeout
+// bounds the connection and the read; an error is the dial's or the
+// read's (with what was read of the line).
+func Greeting(src, addr string, timeout time.Duration) (string, error) {
+	d := net.Dialer{Timeout: timeout}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
+// output of a process, or a log, that a test reads while it is written.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (s *SyncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string { return string(s.Bytes()) }

@@ -167,7 +167,7 @@ func waitGreeting(addr string, timeout time.Duration, conf *tls.Config) error {
 		last = err
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("no 220 greeting from %s within %s: %v", addr, timeout, last)
+	return fmt.Errorf("no 220 greeting from %s within %s: %w", addr, timeout, last)
 }
 
 // RandomFile writes size random bytes to path and returns their SHA-256.

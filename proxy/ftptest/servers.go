@@ -224,7 +224,7 @@ func startDaemon(t testing.TB, name string, wait func() error, bin string, args 
 	case err := <-exited:
 		exited <- err // for stop
 		stop()
-		return fmt.Errorf("%s exited at start (%v): %s", name, err, out.String())
+		return fmt.Errorf("%s exited at start (%w): %s", name, err, out.String())
 	case err := <-ready:
 		if err != nil {
 			stop()

@@ -1,0 +1,228 @@
+package config
+
+import "github.com/hashicorp/hcl/v2"
+
+// The file's shape, as gohcl decodes it. Optional attributes are
+// pointers (nil: not set, the default holds). Each block records where it
+// is (DefRange, its header) and where each attribute a diagnostic may
+// name is (…At, the attribute's value; zero when it is not set: the
+// diagnostic then names the block, see at).
+
+type fileSchema struct {
+	Listeners []listenerBlock `hcl:"listener,block"`
+	Backends  []backendBlock  `hcl:"backend,block"`
+	Policy    *policyBlock    `hcl:"policy,block"`
+	Routes    []routeBlock    `hcl:"route,block"`
+	Audit     *auditBlock     `hcl:"audit,block"`
+	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
+	Limits    *limitsBlock    `hcl:"limits,block"`
+	Bans      *bansBlock      `hcl:"bans,block"`
+	Admin     *adminBlock     `hcl:"admin,block"`
+}
+
+type listenerBlock struct {
+	Name            string    `hcl:"name,label"`
+	DefRange        hcl.Range `hcl:",def_range"`
+	Address         string    `hcl:"address"`
+	AddressAt       hcl.Range `hcl:"address,attr_value_range"`
+	TLS             *string   `hcl:"tls"`
+	TLSAt           hcl.Range `hcl:"tls,attr_value_range"`
+	CertFile        string    `hcl:"cert_file"`
+	CertFileAt      hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFile         string    `hcl:"key_file"`
+	KeyFileAt       hcl.Range `hcl:"key_file,attr_value_range"`
+	PassivePorts    string    `hcl:"passive_ports"`
+	PassivePortsAt  hcl.Range `hcl:"passive_ports,attr_value_range"`
+	PublicAddress   *string   `hcl:"public_address"`
+	PublicAddressAt hcl.Range `hcl:"public_address,attr_value_range"`
+	Backend         string    `hcl:"backend"`
+	BackendAt       hcl.Range `hcl:"backend,attr_value_range"`
+	Greeting        *string   `hcl:"greeting"`
+	GreetingAt      hcl.Range `hcl:"greeting,attr_value_range"`
+	TLSMinVersion   *string   `hcl:"tls_min_version"`
+	TLSMinVersionAt hcl.Range `hcl:"tls_min_version,attr_value_range"`
+	// TLSCipherSuites replaces DefaultCipherSuites, by Go's names.
+	TLSCipherSuites     *[]string           `hcl:"tls_cipher_suites"`
+	TLSCipherSuitesAt   hcl.Range           `hcl:"tls_cipher_suites,attr_value_range"`
+	RequireSessionReuse *bool               `hcl:"require_session_reuse"`
+	UploadCloseNotify   *string             `hcl:"upload_close_notify"` // "require" (the default) or "warn"
+	UploadCloseNotifyAt hcl.Range           `hcl:"upload_close_notify,attr_value_range"`
+	AllowCIDRs          *[]string           `hcl:"allow_cidrs"`
+	AllowCIDRsAt        hcl.Range           `hcl:"allow_cidrs,attr_value_range"`
+	DenyCIDRs           *[]string           `hcl:"deny_cidrs"`
+	DenyCIDRsAt         hcl.Range           `hcl:"deny_cidrs,attr_value_range"`
+	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
+	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
+}
+
+type proxyProtocolBlock struct {
+	DefRange        hcl.Range `hcl:",def_range"`
+	TrustedCIDRs    []string  `hcl:"trusted_cidrs"`
+	TrustedCIDRsAt  hcl.Range `hcl:"trusted_cidrs,attr_value_range"`
+	HeaderTimeout   *string   `hcl:"header_timeout"`
+	HeaderTimeoutAt hcl.Range `hcl:"header_timeout,attr_value_range"`
+	AllowDirect     *bool     `hcl:"allow_direct"`
+}
+
+type backendBlock struct {
+	Name                 string            `hcl:"name,label"`
+	DefRange             hcl.Range         `hcl:",def_range"`
+	Address              *string           `hcl:"address"`
+	AddressAt            hcl.Range         `hcl:"address,attr_value_range"`
+	Servers              []string          `hcl:"servers,optional"`
+	ServersAt            hcl.Range         `hcl:"servers,attr_value_range"`
+	Balance              *string           `hcl:"balance"`
+	BalanceAt            hcl.Range         `hcl:"balance,attr_value_range"`
+	HealthCheck          *healthCheckBlock `hcl:"health_check,block"`
+	TLS                  *string           `hcl:"tls"`
+	TLSAt                hcl.Range         `hcl:"tls,attr_value_range"`
+	CAFile               *string           `hcl:"ca_file"`
+	CAFileAt             hcl.Range         `hcl:"ca_file,attr_value_range"`
+	ServerName           *string           `hcl:"server_name"`
+	ServerNameAt         hcl.Range         `hcl:"server_name,attr_value_range"`
+	InsecureSkipVerify   *bool             `hcl:"insecure_skip_verify"`
+	InsecureSkipVerifyAt hcl.Range         `hcl:"insecure_skip_verify,attr_value_range"`
+	TLSMinVersion        *string           `hcl:"tls_min_version"`
+	TLSMinVersionAt      hcl.Range         `hcl:"tls_min_version,attr_value_range"`
+	TLSMaxVersion        *string           `hcl:"tls_max_version"`
+	TLSMaxVersionAt      hcl.Range         `hcl:"tls_max_version,attr_value_range"`
+	DataMode             *string           `hcl:"data_mode"`
+	DataModeAt           hcl.Range         `hcl:"data_mode,attr_value_range"`
+	SendHost             *bool             `hcl:"send_host"`
+	ProxyProtocol        *string           `hcl:"proxy_protocol"`
+	ProxyProtocolAt      hcl.Range         `hcl:"proxy_protocol,attr_value_range"`
+	ProxyProtocolTLVs    *bool             `hcl:"proxy_protocol_tlvs"`
+	ProxyProtocolTLVsAt  hcl.Range         `hcl:"proxy_protocol_tlvs,attr_value_range"`
+	MaxSessions          *int              `hcl:"max_sessions"`
+	MaxSessionsAt        hcl.Range         `hcl:"max_sessions,attr_value_range"`
+	QueueTimeout         *string           `hcl:"queue_timeout"`
+	QueueTimeoutAt       hcl.Range         `hcl:"queue_timeout,attr_value_range"`
+	MaxDials             *int              `hcl:"max_dials"`
+	MaxDialsAt           hcl.Range         `hcl:"max_dials,attr_value_range"`
+	Retries              *int              `hcl:"retries"`
+	RetriesAt            hcl.Range         `hcl:"retries,attr_value_range"`
+}
+
+type healthCheckBlock struct {
+	DefRange   hcl.Range `hcl:",def_range"`
+	Interval   *string   `hcl:"interval"`
+	IntervalAt hcl.Range `hcl:"interval,attr_value_range"`
+	Timeout    *string   `hcl:"timeout"`
+	TimeoutAt  hcl.Range `hcl:"timeout,attr_value_range"`
+	Rise       *int      `hcl:"rise"`
+	RiseAt     hcl.Range `hcl:"rise,attr_value_range"`
+	Fall       *int      `hcl:"fall"`
+	FallAt     hcl.Range `hcl:"fall,attr_value_range"`
+}
+
+type routeBlock struct {
+	Name      string    `hcl:"name,label"`
+	DefRange  hcl.Range `hcl:",def_range"`
+	Users     *[]string `hcl:"users"`
+	UsersAt   hcl.Range `hcl:"users,attr_value_range"`
+	Hosts     *[]string `hcl:"hosts"`
+	HostsAt   hcl.Range `hcl:"hosts,attr_value_range"`
+	SNI       *[]string `hcl:"sni"`
+	SNIAt     hcl.Range `hcl:"sni,attr_value_range"`
+	Backend   string    `hcl:"backend"`
+	BackendAt hcl.Range `hcl:"backend,attr_value_range"`
+}
+
+type policyBlock struct {
+	DefRange       hcl.Range `hcl:",def_range"`
+	RequireTLS     *bool     `hcl:"require_tls"`
+	RequireProtP   *bool     `hcl:"require_prot_p"`
+	AllowUsers     *[]string `hcl:"allow_users"`
+	AllowUsersAt   hcl.Range `hcl:"allow_users,attr_value_range"`
+	DenyUsers      *[]string `hcl:"deny_users"`
+	DenyUsersAt    hcl.Range `hcl:"deny_users,attr_value_range"`
+	ReadOnly       *[]string `hcl:"read_only_users"`
+	ReadOnlyAt     hcl.Range `hcl:"read_only_users,attr_value_range"`
+	AllowCmds      *[]string `hcl:"allow_commands"`
+	AllowCmdsAt    hcl.Range `hcl:"allow_commands,attr_value_range"`
+	DenyCmds       *[]string `hcl:"deny_commands"`
+	DenyCmdsAt     hcl.Range `hcl:"deny_commands,attr_value_range"`
+	ReadOnlyCmds   *[]string `hcl:"read_only_commands"`
+	ReadOnlyCmdsAt hcl.Range `hcl:"read_only_commands,attr_value_range"`
+	Unknown        *string   `hcl:"unknown_commands"`
+	UnknownAt      hcl.Range `hcl:"unknown_commands,attr_value_range"`
+	UserNames      *string   `hcl:"user_names"`
+	UserNamesAt    hcl.Range `hcl:"user_names,attr_value_range"`
+	MaxPerUser     *int      `hcl:"max_sessions_per_user"`
+	MaxPerUserAt   hcl.Range `hcl:"max_sessions_per_user,attr_value_range"`
+}
+
+type auditBlock struct {
+	DefRange  hcl.Range `hcl:",def_range"`
+	File      *string   `hcl:"file"`
+	FileAt    hcl.Range `hcl:"file,attr_value_range"`
+	Xferlog   *string   `hcl:"xferlog"`
+	XferlogAt hcl.Range `hcl:"xferlog,attr_value_range"`
+	OnError   *string   `hcl:"on_error"`
+	OnErrorAt hcl.Range `hcl:"on_error,attr_value_range"`
+}
+
+type timeoutsBlock struct {
+	DefRange          hcl.Range `hcl:",def_range"`
+	TLSHandshake      *string   `hcl:"tls_handshake"`
+	TLSHandshakeAt    hcl.Range `hcl:"tls_handshake,attr_value_range"`
+	Login             *string   `hcl:"login"`
+	LoginAt           hcl.Range `hcl:"login,attr_value_range"`
+	Idle              *string   `hcl:"idle"`
+	IdleAt            hcl.Range `hcl:"idle,attr_value_range"`
+	PassiveAccept     *string   `hcl:"passive_accept"`
+	PassiveAcceptAt   hcl.Range `hcl:"passive_accept,attr_value_range"`
+	DataStall         *string   `hcl:"data_stall"`
+	DataStallAt       hcl.Range `hcl:"data_stall,attr_value_range"`
+	BackendDial       *string   `hcl:"backend_dial"`
+	BackendDialAt     hcl.Range `hcl:"backend_dial,attr_value_range"`
+	BackendGreeting   *string   `hcl:"backend_greeting"`
+	BackendGreetingAt hcl.Range `hcl:"backend_greeting,attr_value_range"`
+	BackendReply      *string   `hcl:"backend_reply"`
+	BackendReplyAt    hcl.Range `hcl:"backend_reply,attr_value_range"`
+}
+
+type adminBlock struct {
+	DefRange          hcl.Range       `hcl:",def_range"`
+	Address           *string         `hcl:"address"`
+	AddressAt         hcl.Range       `hcl:"address,attr_value_range"`
+	Pprof             *bool           `hcl:"pprof"`
+	PprofAt           hcl.Range       `hcl:"pprof,attr_value_range"`
+	BearerTokenFile   *string         `hcl:"bearer_token_file"`
+	BearerTokenFileAt hcl.Range       `hcl:"bearer_token_file,attr_value_range"`
+	BasicAuth         *basicAuthBlock `hcl:"basic_auth,block"`
+}
+
+type basicAuthBlock struct {
+	DefRange       hcl.Range `hcl:",def_range"`
+	User           string    `hcl:"user"`
+	UserAt         hcl.Range `hcl:"user,attr_value_range"`
+	PasswordHash   string    `hcl:"password_hash"`
+	PasswordHashAt hcl.Range `hcl:"password_hash,attr_value_range"`
+}
+
+type bansBlock struct {
+	DefRange   hcl.Range `hcl:",def_range"`
+	Failures   *int      `hcl:"failures"`
+	FailuresAt hcl.Range `hcl:"failures,attr_value_range"`
+	Window     *string   `hcl:"window"`
+	WindowAt   hcl.Range `hcl:"window,attr_value_range"`
+	Duration   *string   `hcl:"duration"`
+	DurationAt hcl.Range `hcl:"duration,attr_value_range"`
+	Safelist   *[]string `hcl:"safelist"`
+	SafelistAt hcl.Range `hcl:"safelist,attr_value_range"`
+}
+
+type limitsBlock struct {
+	DefRange           hcl.Range `hcl:",def_range"`
+	MaxLine            *int      `hcl:"max_line"`
+	MaxLineAt          hcl.Range `hcl:"max_line,attr_value_range"`
+	MaxSessions        *int      `hcl:"max_sessions"`
+	MaxSessionsAt      hcl.Range `hcl:"max_sessions,attr_value_range"`
+	MaxSessionsPerIP   *int      `hcl:"max_sessions_per_ip"`
+	MaxSessionsPerIPAt hcl.Range `hcl:"max_sessions_per_ip,attr_value_range"`
+	IPv6Prefix         *int      `hcl:"ipv6_prefix"`
+	IPv6PrefixAt       hcl.Range `hcl:"ipv6_prefix,attr_value_range"`
+	MaxLingeringData   *int      `hcl:"max_lingering_data_legs"`
+	MaxLingeringDataAt hcl.Range `hcl:"max_lingering_data_legs,attr_value_range"`
+}

@@ -1,0 +1,421 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+)
+
+// Config is one validated configuration. It is never modified after Load
+// returns it: a reload builds a new one, and live sessions keep theirs.
+type Config struct {
+	// Listeners in the order of the file; names are unique.
+	Listeners []*Listener
+	// Backends by name.
+	Backends map[string]*Backend
+	Policy   policy.Rules
+	// Routes choose a session's backend by user, HOST and SNI, first
+	// match wins; no match: the listener's backend.
+	Routes   []policy.Route
+	Audit    Audit
+	Timeouts Timeouts
+	Limits   Limits
+	Bans     policy.BanRules
+	// Admin is the address of the admin HTTP listener (/metrics,
+	// /healthz, /readyz), or "" for none.
+	Admin string
+	// AdminPprof serves Go's profiles under /debug/pprof/ on the admin
+	// listener (off by default; read at start, not on reload). It
+	// requires AdminAuth: a heap profile holds memory contents.
+	AdminPprof bool
+	// AdminAuth is the credential the admin listener requires for
+	// everything but /healthz and /readyz; the zero value requires none.
+	// Read at start, not on reload.
+	AdminAuth AdminAuth
+}
+
+// AdminAuth is the admin listener's authentication, in the two forms
+// Prometheus can send (scrape_config authorization and basic_auth). Either
+// one configured credential is accepted.
+type AdminAuth struct {
+	// BearerToken, if not empty, is accepted as "Authorization: Bearer
+	// TOKEN". It is read from bearer_token_file.
+	BearerToken string
+	// BasicUser, if not empty, is accepted with HTTP basic authentication
+	// when the password matches BasicHash, a bcrypt hash.
+	BasicUser string
+	BasicHash []byte
+}
+
+// Enabled reports whether a credential is required.
+func (a AdminAuth) Enabled() bool { return a.BearerToken != "" || a.BasicUser != "" }
+
+// Balance is a pool's choice of server.
+type Balance string
+
+const (
+	RoundRobin Balance = "round_robin" // in turn
+	LeastConn  Balance = "least_conn"  // the one with fewest sessions
+	StickyUser Balance = "sticky_user" // by a hash of the user name
+)
+
+// HealthCheck is an active check of each server of a pool: a TCP
+// connection (with the backend's PROXY header, LOCAL, and its TLS for an
+// implicit one) that must read a 220 greeting within Timeout, every
+// Interval; Fall failures in a row mark a server down, Rise successes up.
+type HealthCheck struct {
+	Interval, Timeout time.Duration
+	Rise, Fall        int
+}
+
+// TLSMode is how a listener starts TLS.
+type TLSMode int
+
+const (
+	// Explicit FTPS (RFC 4217): a plaintext 220 greeting, then AUTH TLS.
+	Explicit TLSMode = iota + 1
+	// Implicit FTPS: TLS from the first byte (customarily port 990).
+	Implicit
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case Explicit:
+		return "explicit"
+	case Implicit:
+		return "implicit"
+	}
+	return "invalid"
+}
+
+// BackendTLS is how the proxy talks to a backend.
+type BackendTLS int
+
+const (
+	// BackendPlain is plain FTP toward the backend.
+	BackendPlain BackendTLS = iota + 1
+	// BackendExplicit: the proxy sends AUTH TLS, PBSZ 0 and PROT P.
+	BackendExplicit
+	// BackendImplicit: TLS from the first byte, control and data.
+	BackendImplicit
+)
+
+func (m BackendTLS) String() string {
+	switch m {
+	case BackendPlain:
+		return "none"
+	case BackendExplicit:
+		return "explicit"
+	case BackendImplicit:
+		return "implicit"
+	}
+	return "invalid"
+}
+
+// ProxyProtocolVersion is the version of the PROXY protocol header sent to
+// a backend; its value is the version's number, as go-proxyproto takes it.
+type ProxyProtocolVersion byte
+
+const (
+	NoProxyProtocol ProxyProtocolVersion = 0 // no header (the default)
+	ProxyProtocolV1 ProxyProtocolVersion = 1 // the text header
+	ProxyProtocolV2 ProxyProtocolVersion = 2 // the binary header, which may carry TLVs
+)
+
+func (v ProxyProtocolVersion) String() string {
+	switch v {
+	case NoProxyProtocol:
+		return "none"
+	case ProxyProtocolV1:
+		return "v1"
+	case ProxyProtocolV2:
+		return "v2"
+	}
+	return "invalid"
+}
+
+// UploadCloseNotify is what the end of an upload's TLS stream must be.
+// Go's TLS reader returns io.EOF both for a TLS close_notify and for a bare
+// TCP FIN at a record boundary; only close_notify proves the client sent
+// the whole file, and a FIN is what a truncation by anyone on the path
+// looks like.
+type UploadCloseNotify int
+
+const (
+	// RequireCloseNotify (the zero value and the default, as vsftpd's
+	// strict_ssl_read_eof): an upload under PROT P that ends without the
+	// client's close_notify fails with 426, and the backend's data
+	// connection is reset so that the server records a failed upload.
+	RequireCloseNotify UploadCloseNotify = iota
+	// WarnCloseNotify: such an upload is completed as it ended, with a
+	// warning in the log and "close_notify":false in the audit, for
+	// clients known to close uncleanly.
+	WarnCloseNotify
+)
+
+func (m UploadCloseNotify) String() string {
+	switch m {
+	case RequireCloseNotify:
+		return "require"
+	case WarnCloseNotify:
+		return "warn"
+	}
+	return "invalid"
+}
+
+// Listener is one front socket and what sessions on it do.
+type Listener struct {
+	Name string
+	// Address is the host:port to listen on, as given ("0.0.0.0:21").
+	Address string
+	TLS     TLSMode
+	// Certificate is the loaded key pair (RSA or ECDSA).
+	Certificate *tls.Certificate
+	// CertFile and KeyFile are where Certificate was read from; the
+	// server watches them and reloads the pair when they change.
+	CertFile, KeyFile string
+	// MinTLSVersion is tls.VersionTLS12 or tls.VersionTLS13.
+	MinTLSVersion uint16
+	// CipherSuites are the TLS 1.2 cipher suites the listener accepts,
+	// by default DefaultCipherSuites. TLS 1.3 suites are not
+	// configurable in Go: its three are AEAD and always on.
+	CipherSuites []uint16
+	// PassivePorts is the range the proxy's passive listeners use.
+	PassivePorts PortRange
+	// PublicAddress is advertised in 227 replies. If invalid (zero), the
+	// address the client reached is used.
+	PublicAddress netip.Addr
+	// Backend is where sessions go unless a later rule routes them.
+	Backend *Backend
+	// Greeting is the text of the proxy's 220 reply.
+	Greeting string
+	// RequireSessionReuse refuses (522) a PROT P data connection whose
+	// TLS session does not resume its control connection's, or that of
+	// another session of the same client address and logged-in user (a
+	// client sharing one TLS session cache across its connections). It
+	// stops a stranger, even behind the client's own NAT address, from
+	// racing the passive port. False (vsftpd's require_ssl_reuse=NO)
+	// binds data connections to the client's address only, for clients
+	// that cannot resume (see the README's compatibility matrix).
+	RequireSessionReuse bool
+	// UploadCloseNotify is whether an upload under PROT P must end with
+	// the client's TLS close_notify (RequireCloseNotify, the zero value)
+	// or is completed after a bare FIN with a warning (WarnCloseNotify).
+	// Requiring it stops a truncated upload (a FIN injected or a
+	// connection cut on the path) from being reported complete.
+	UploadCloseNotify UploadCloseNotify
+	// AllowCIDRs and DenyCIDRs filter clients by address at connect.
+	AllowCIDRs, DenyCIDRs []netip.Prefix
+	// ProxyProtocol, if set, reads the PROXY protocol (v1 or v2) header
+	// from trusted load balancers on control connections.
+	ProxyProtocol *ProxyProtocol
+	// ActiveAllowLocal lets PORT and EPRT name a loopback or unspecified
+	// address, an address of the proxy's host or one of a backend's.
+	// False (the default) refuses them: a client whose address is one of
+	// those (a local client, or one a trusted PROXY header names so)
+	// would otherwise aim the proxy's active data connections at services
+	// on the proxy's or a backend's host, and read its banners or write
+	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
+	ActiveAllowLocal bool
+}
+
+// ProxyProtocol is a listener's PROXY protocol policy.
+type ProxyProtocol struct {
+	// Trusted are the addresses of the load balancers; a connection from
+	// one of them must start with a PROXY header.
+	Trusted []netip.Prefix
+	// HeaderTimeout bounds the wait for the header.
+	HeaderTimeout time.Duration
+	// AllowDirect serves connections from other addresses as they are
+	// (a header they send is not honoured); otherwise they are closed.
+	AllowDirect bool
+}
+
+// PortRange is an inclusive range of TCP ports.
+type PortRange struct{ First, Last uint16 }
+
+// Len is the number of ports in the range.
+func (r PortRange) Len() int { return int(r.Last) - int(r.First) + 1 }
+
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.First, r.Last) }
+
+// Backend is an FTP server behind the proxy, or a pool of equivalent
+// ones.
+type Backend struct {
+	Name string
+	// Address is host:port of its control connection: the first of
+	// Servers, named in logs.
+	Address string
+	// Servers are the pool's members (Address alone for a single
+	// server), tried in the order Balance gives; a failed connection
+	// moves on to the next.
+	Servers []string
+	// Balance picks a session's first server: RoundRobin, LeastConn or
+	// StickyUser.
+	Balance Balance
+	// HealthCheck, if set, probes every server for a 220 greeting.
+	HealthCheck *HealthCheck
+	// ServerNameFromAddress: no server_name was set, so each server is
+	// verified under the host of its own address.
+	ServerNameFromAddress bool
+	TLS                   BackendTLS
+	// TLSConfig is the client configuration toward an FTPS backend (nil
+	// for a plain one): roots, server name, versions. Sessions clone it
+	// and add their own session cache.
+	TLSConfig *tls.Config
+	// InsecureSkipVerify: the backend's certificate is not verified, by
+	// the operator's explicit choice (logged as a warning at start).
+	InsecureSkipVerify bool
+	// SendHost: a client's HOST (RFC 7151) is passed on to the backend.
+	SendHost bool
+	// ProxyProtocol is the PROXY protocol header sent on each control
+	// connection (the client's address), if any.
+	ProxyProtocol ProxyProtocolVersion
+	// ProxyProtocolTLVs adds to a v2 header what the client's TLS
+	// session was: PP2_TYPE_SSL with its version and cipher, the SNI as
+	// PP2_TYPE_AUTHORITY, and the session id as PP2_TYPE_UNIQUE_ID.
+	ProxyProtocolTLVs bool
+	// ActiveData: the backend connects to the proxy for data (EPRT/PORT)
+	// instead of the proxy connecting to it (EPSV/PASV, the default).
+	ActiveData bool
+	// Limits shield the backend's servers from bursts: sessions and
+	// connection setups at once, a queue for logins past them, retries.
+	Limits BackendLimits
+}
+
+// BackendLimits pace and bound the connections to each server of a
+// backend, so that a server that breaks under a burst (pure-ftpd refuses
+// past its -c bound, 100 by default, and its listen backlog is
+// -c/8 + 3) sees an orderly stream, and the clients only a delay. Each
+// bound applies to each server: in a pool, to every member alike.
+type BackendLimits struct {
+	// MaxSessions bounds the sessions each server holds at once, counted
+	// from the proxy's dial until the session's backend connection
+	// closes. Past it a login waits in the backend's queue, first come
+	// first served, for a server with room, instead of dialling. 0 (the
+	// default): no bound. Set it a little below the server's own limit,
+	// which also counts health checks and connections from elsewhere.
+	MaxSessions int
+	// QueueTimeout bounds a login's wait in the queue (for a session or
+	// a dial); past it the client gets "421 Server busy: N sessions
+	// waiting, try again later." Default 30 s: less than clients wait for
+	// a reply (FileZilla and curl: 20 s to a few minutes), and the login
+	// timeout ends any wait too.
+	QueueTimeout time.Duration
+	// MaxDials bounds each server's connections being set up at once
+	// (dial, implicit TLS, greeting, AUTH TLS), so that a burst of logins
+	// never overflows a short listen backlog: connections past a full
+	// backlog wait in the kernel for seconds, and their clients for a
+	// greeting that does not come in time. Default 16: connections the
+	// server has already accepted count too, so its backlog holds fewer;
+	// 100 logins at once against pure-ftpd's backlog of 15 lose none
+	// paced so, and about 40 unpaced. At least 1. A higher bound costs
+	// nothing while the server greets quickly; set it lower for a server
+	// with a shorter backlog, higher for a distant one (a server D
+	// seconds from dial to greeting takes at most MaxDials/D sessions a
+	// second).
+	MaxDials int
+	// Retries is how many more times a connection to a server is tried
+	// when it fails fast: the dial refused or reset, the connection
+	// closed before the greeting, or a 421 greeting (busy). Each retry
+	// waits a short jittered backoff (about 100 ms, then 200 ms…). Only
+	// then is the pool's next server tried, and only when none is left
+	// does the client get 421, naming the cause. A server that does not
+	// greet within timeouts.backend_greeting is not retried. Default 2;
+	// 0 turns retries off.
+	Retries int
+}
+
+// Audit says where audit events go.
+type Audit struct {
+	// File is a path, "-" for stdout, or "" for no audit stream.
+	File string
+	// Xferlog is a path for classic wu-ftpd xferlog lines, or "".
+	Xferlog string
+	// OnError is what the proxy does while the audit stream cannot be
+	// written (full disk, a reader that went away or stopped reading).
+	// The zero value, AuditContinue, keeps serving. Taken on reload.
+	OnError AuditOnError
+}
+
+// AuditOnError is what the proxy does while the audit stream cannot be
+// written. Either way, audit writes never block a session: events that do
+// not fit the audit's queue are dropped and counted
+// (ftpsgate_audit_dropped_total), and every failure is logged.
+type AuditOnError int
+
+const (
+	// AuditContinue ("continue", the default) keeps serving: an outage
+	// of the log is not an outage of the service. /readyz stays 200 and
+	// says the audit is degraded.
+	AuditContinue AuditOnError = iota
+	// AuditRefuse ("refuse") fails closed, for sites where no transfer
+	// may go unaudited: while the audit cannot be written, new sessions
+	// get 421 and /readyz 503; sessions already running finish. Service
+	// resumes by itself once writes go through again. It stops a client
+	// that fills the log's disk (or a reader that stalls) from working
+	// unaudited afterwards, at the price of availability.
+	AuditRefuse
+)
+
+func (m AuditOnError) String() string {
+	switch m {
+	case AuditContinue:
+		return "continue"
+	case AuditRefuse:
+		return "refuse"
+	}
+	return "invalid"
+}
+
+// Timeouts bound every phase of a session. Each is positive after Load.
+type Timeouts struct {
+	// TLSHandshake bounds a client's TLS handshake, on control and data.
+	TLSHandshake time.Duration
+	// Login bounds the time from connect to a successful login.
+	Login time.Duration
+	// Idle closes a control connection with no command for this long
+	// (a transfer in progress counts as activity).
+	Idle time.Duration
+	// PassiveAccept bounds the wait for the client's data connection.
+	PassiveAccept time.Duration
+	// DataStall aborts a transfer when neither leg moves for this long.
+	DataStall time.Duration
+	// BackendDial bounds a connection to the backend, control or data.
+	BackendDial time.Duration
+	// BackendGreeting bounds a new backend control connection up to its
+	// 220: the connection, the TLS handshake of an implicit backend and
+	// the greeting. Short (10 s), so that the client hears the proxy's
+	// 421 (or is moved to the pool's next server) before it gives up:
+	// FileZilla waits 20 s, curl less.
+	BackendGreeting time.Duration
+	// BackendReply bounds the wait for a backend's reply to a command.
+	BackendReply time.Duration
+}
+
+// Limits bound what clients may take.
+type Limits struct {
+	// MaxLine is the longest command line accepted, in bytes.
+	MaxLine int
+	// MaxSessions bounds the sessions of the whole server, and
+	// MaxSessionsPerIP those from one client (policy.ClientKey: an IPv4
+	// address, or an IPv6 /IPv6Prefix); 0: no bound.
+	MaxSessions      int
+	MaxSessionsPerIP int
+	// IPv6Prefix is how many leading bits of an IPv6 address make one
+	// client, for MaxSessionsPerIP and for bans (policy.BanRules has the
+	// same value): 64 by default, since a host holds a whole /64; 128
+	// counts each address.
+	IPv6Prefix int
+	// MaxLingeringDataLegs bounds, for the whole server, the client data
+	// connections kept open after a successful transfer until the client
+	// closes its end (at most 10 s each), so that the proxy's close never
+	// destroys data the client has yet to read. Past the bound a leg is
+	// closed at once. It stops clients that never close their data
+	// connections from exhausting the proxy's file descriptors. 0: no leg
+	// lingers.
+	MaxLingeringDataLegs int
+}

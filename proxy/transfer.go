@@ -1,0 +1,507 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// A transfer is one transfer command (RETR, STOR, LIST…) from the backend
+// leg's setup to the final reply. The session makes it (newTransfer) and
+// starts it (start): the backend leg, the command, the backend's 150;
+// from then on it runs in a goroutine of its own (run), owning the
+// backend's control connection and both data legs, while the session
+// reads on, for ABOR. It answers the transfer command, and an ABOR that
+// claimed it, then hands the session back (session.transferEnded).
+type transfer struct {
+	verb, path string
+	direction  audit.Direction
+	start      time.Time
+	announced  rewrite.Size // by the 150 reply, if sized
+	sized      bool
+	offset     int64        // the restart offset (REST) the backend was given
+	bytes      atomic.Int64 // relayed so far
+	binary     bool         // under TYPE I (for xferlog, and the size check)
+	file       bool         // a file, not a listing (for xferlog)
+	useTLS     bool         // PROT P: the client leg is under TLS
+
+	// What it runs with. s is the session, whose client it answers; be is
+	// the backend's control connection, the transfer's while it runs, and
+	// dialer opens the backend leg on it. client and backend are the data
+	// legs being set up, the transfer's from begin on.
+	s        *session
+	be       *backendConn
+	dialer   *backendDialer
+	client   *pendingData
+	backend  *backendData
+	log      *zap.Logger
+	timeouts config.Timeouts
+	// uploadEnd: the listener's upload_close_notify (verifyUpload).
+	uploadEnd config.UploadCloseNotify
+	// lost is why the backend's control connection was lost, if it was
+	// and the transfer was not cancelled: the session ends with it.
+	lost error
+
+	// state: transferRunning until the transfer goroutine is about to send
+	// its final reply (transferDone), or until the client asks to abort
+	// (transferAbort). Whoever moves it first decides who answers ABOR.
+	state atomic.Int32
+
+	mu     sync.Mutex // guards legs, killed
+	legs   []func()   // each resets one data leg
+	killed bool
+
+	stop chan struct{} // closed by cancel
+	done chan struct{} // closed when the transfer goroutine ends
+}
+
+const (
+	transferRunning int32 = iota
+	transferDone
+	transferAbort
+)
+
+// addLeg registers the reset of a data leg so that cancel can run it; a
+// leg added after cancel is reset at once.
+func (x *transfer) addLeg(reset func()) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.legs = append(x.legs, reset)
+	if x.killed {
+		reset()
+	}
+}
+
+// cancel interrupts the transfer: both legs are reset, which unblocks the
+// relay (a deadline would not: the relay re-arms its own), and the transfer
+// goroutine then ends it.
+func (x *transfer) cancel() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.killed {
+		close(x.stop)
+	}
+	x.killed = true
+	for _, reset := range x.legs {
+		reset()
+	}
+}
+
+func (x *transfer) cancelled() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.killed
+}
+
+// announcedBytes is the size the transfer's 150 reply announced, or -1.
+func (x *transfer) announcedBytes() int64 {
+	if !x.sized {
+		return -1
+	}
+	return x.announced.Bytes
+}
+
+// wait blocks until the transfer, if any (x may be nil), has sent its
+// final reply.
+func (x *transfer) wait() {
+	if x != nil {
+		<-x.done
+	}
+}
+
+// abort asks the transfer to abort, and reports whether it will answer
+// the ABOR itself, which it has then done. When it reports false, no
+// transfer was running (x is nil, or it had finished: it has been waited
+// for) and ABOR is handled as a plain command.
+func (x *transfer) abort() bool {
+	if x == nil || !x.state.CompareAndSwap(transferRunning, transferAbort) {
+		x.wait()
+		return false
+	}
+	x.cancel()
+	<-x.done
+	return true
+}
+
+// during answers the commands a client may send while the transfer runs,
+// without the backend (whose control connection the transfer owns): NOOP,
+// and STAT with the transfer's progress (RFC 959 §4.1.3). It returns nil
+// for any other command, and when no transfer runs (x may be nil); the
+// command then waits for the transfer to end.
+func (x *transfer) during(cmd rewrite.Command) *rewrite.Reply {
+	if x == nil || x.state.Load() != transferRunning {
+		return nil
+	}
+	switch {
+	case cmd.Verb == "NOOP":
+		return rewrite.NewReply(200, "NOOP ok; transfer in progress.")
+	case cmd.Verb == "STAT" && cmd.Arg == "":
+		return rewrite.NewReply(211, fmt.Sprintf("Transfer in progress: %s %s, %d bytes in %s.",
+			x.verb, x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
+	}
+	return nil
+}
+
+// ---- the transfer goroutine ----
+
+// run is the transfer goroutine: it waits for the client's data
+// connection, relays, and sends the final reply only after the last byte
+// reached its destination and the client leg was closed cleanly.
+func (x *transfer) run() {
+	defer x.s.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			x.log.Error("transfer panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			x.backend.close()
+			x.client.close()
+			x.s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
+		}
+		x.s.transferEnded(x.lost)
+		close(x.done)
+	}()
+	x.finish(x.outcome())
+}
+
+// outcome is how a transfer ended, before the final reply.
+type outcome struct {
+	client      *clientData
+	bytes       int64
+	final       *rewrite.Reply // the backend's final reply, nil if not read
+	backendLost error          // the backend control connection failed
+	reply       *rewrite.Reply // what the client gets, when not final
+	result      audit.Result
+	check       string // the integrity check that failed, if any
+	closeNotify bool   // the client leg's TLS stream ended with close_notify
+}
+
+// outcome connects both data legs, relays, and reads the backend's final
+// reply.
+func (x *transfer) outcome() outcome {
+	// The backend's TLS handshake runs while the client connects.
+	if err := x.dialer.connectData(x.be, x.backend); err != nil {
+		x.client.close()
+		x.backend.close()
+		x.log.Warn("backend data connection failed", zap.String("verb", x.verb), zap.Error(err))
+		return x.readFinal(outcome{result: audit.Failed, reply: rewrite.NewReply(425, "Cannot open data connection to the FTP server.")})
+	}
+	cd, out := x.awaitClient()
+	if cd == nil {
+		return x.readFinal(out)
+	}
+	out.client = cd
+	x.addLeg(func() { resetLeg(cd.tcp) })
+	rerr := x.relayLegs(&out)
+	if rerr == nil {
+		// The source ended cleanly. For an upload the backend learns the
+		// end of the file from our close_notify (under TLS) and FIN.
+		x.backend.finish(lingerTimeout)
+		out.result = audit.Complete
+		return x.readFinal(out)
+	}
+	// Something broke. The backend must not take a broken upload for a
+	// complete one: its leg is reset, not closed.
+	x.backend.close()
+	x.brokenOff(&out, rerr)
+	return x.readFinal(out)
+}
+
+// awaitClient waits for the client's data connection, within the
+// passive-accept timeout. Without one, it returns the failed outcome,
+// the backend leg closed and a refused TLS client told why (refuseData).
+func (x *transfer) awaitClient() (*clientData, outcome) {
+	var cd, refused *clientData
+	var err error
+	timer := time.NewTimer(x.timeouts.PassiveAccept)
+	select {
+	case r := <-x.client.ready:
+		timer.Stop()
+		cd, err, refused = r.conn, r.err, r.refused
+	case <-timer.C:
+		err = x.client.timedOut(x.timeouts.PassiveAccept)
+	case <-x.stop:
+		timer.Stop()
+		err = errors.New("transfer cancelled")
+	}
+	x.client.close()
+	if cd != nil {
+		return cd, outcome{}
+	}
+	x.backend.close()
+	out := outcome{result: audit.Failed, reply: rewrite.NewReply(425, "Cannot open data connection: "+shortErr(err)+".")}
+	var nr *errNotResumed
+	if errors.As(err, &nr) {
+		out.reply = rewrite.NewReply(522, notResumedText(nr))
+	}
+	var none *errNoDataConn
+	if errors.As(err, &none) {
+		// Behind NAT or a firewall, the usual cause: the advertised
+		// address is not the one clients reach, or the port is not
+		// forwarded to this host.
+		x.log.Warn("no data connection from the client to the passive port it was given",
+			append(x.client.passive.fields(), zap.String("transfer", x.verb), zap.Duration("waited", none.after),
+				zap.String("hint", "check that public_address is the address clients reach and that passive_ports are forwarded to the listening address"))...)
+	} else {
+		x.log.Info("client data connection failed", zap.String("verb", x.verb), zap.Error(err))
+	}
+	if refused != nil {
+		x.refuseData(refused) // before the 522, which the client reads after its data connection ends
+	}
+	return nil, out
+}
+
+// relayLegs copies the data one way and checks how its source ended. It
+// returns nil for a stream that ended cleanly and passed its checks.
+func (x *transfer) relayLegs(out *outcome) error {
+	cd, stall := out.client, x.timeouts.DataStall
+	if x.direction == audit.Download {
+		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes)
+		out.bytes = n
+		x.s.bytesDown.Add(n)
+		if err == nil {
+			err = x.verifyDownload(n)
+		}
+		return err
+	}
+	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes)
+	out.bytes = n
+	x.s.bytesUp.Add(n)
+	// The relay read io.EOF, and not from the TCP stream: the client's
+	// close_notify.
+	out.closeNotify = err == nil && cd.tls != nil && !cd.eof.sawTCPEOF()
+	if err == nil {
+		err = x.verifyUpload(cd, out.closeNotify)
+	}
+	return err
+}
+
+// brokenOff records in out why the relay broke off (rerr) and what the
+// client is told.
+func (x *transfer) brokenOff(out *outcome, rerr error) {
+	out.result = audit.Incomplete
+	var ie *errIntegrity
+	switch {
+	case x.cancelled():
+		// By the client's ABOR, or by the session's end (the client
+		// vanished, or shutdown): only the first is "aborted".
+		if x.state.Load() == transferAbort {
+			out.result = audit.Aborted
+		}
+		out.reply = rewrite.NewReply(426, "Transfer aborted.")
+	case errors.As(rerr, &ie):
+		out.check = ie.check
+		out.reply = rewrite.NewReply(426, ie.text)
+		x.log.Warn("transfer failed an integrity check", zap.String("verb", x.verb), zap.String("path", x.path),
+			zap.String("check", ie.check), zap.Int64("bytes", out.bytes), zap.Int64("announced", x.announcedBytes()), zap.Int64("offset", x.offset))
+	case isTimeout(rerr):
+		out.reply = rewrite.NewReply(426, fmt.Sprintf("Transfer aborted: no progress for %s.", x.timeouts.DataStall))
+	case errors.Is(rerr, errClientLeg):
+		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed.")
+	default:
+		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the FTP server failed.")
+	}
+	if ie == nil {
+		x.log.Info("transfer failed", zap.String("verb", x.verb), zap.Int64("bytes", out.bytes), zap.Error(rerr))
+	}
+}
+
+// readFinal reads the backend's final reply to the transfer command into
+// out, unless the client's ABOR already claimed the transfer: abortBackend
+// then reads it together with the ABOR's reply.
+func (x *transfer) readFinal(out outcome) outcome {
+	if x.state.Load() == transferAbort {
+		return out
+	}
+	out.final, out.backendLost = x.be.read(x.timeouts.BackendReply)
+	return out
+}
+
+// ---- the end ----
+
+// finish closes the client leg and sends the final reply(ies).
+func (x *transfer) finish(out outcome) {
+	aborted := !x.state.CompareAndSwap(transferRunning, transferDone)
+	reply := out.reply // the proxy's own verdict, when the relay failed
+	if reply == nil {
+		reply = out.final // else the backend's
+	}
+	if reply == nil { // backend control lost mid-transfer
+		reply = rewrite.NewReply(426, "Transfer aborted: lost the connection to the FTP server.")
+	}
+	if !reply.Positive() && out.result == audit.Complete {
+		out.result = audit.Incomplete
+	}
+	// The client leg ends cleanly (TLS close_notify, then FIN) only if
+	// the transfer succeeded: a client can then tell a complete file from
+	// a truncated one on the data connection too.
+	if out.client != nil {
+		if out.result == audit.Complete {
+			if !x.closeClientLeg(out.client) {
+				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
+				out.result = audit.Incomplete
+			} else if x.direction == audit.Download {
+				out.closeNotify = out.client.tls != nil // ours, sent
+			}
+		} else {
+			resetLeg(out.client.tcp)
+		}
+	}
+	if out.result == audit.Complete && x.direction == audit.Upload && out.client != nil && out.client.tls != nil && !out.closeNotify {
+		x.log.Warn("upload ended without TLS close_notify: its completeness cannot be verified",
+			zap.String("path", x.path), zap.Int64("bytes", out.bytes))
+	}
+	if aborted {
+		reply = x.abortBackend(&out, reply)
+	}
+	if out.backendLost != nil && !x.cancelled() {
+		x.log.Warn("backend control connection lost during transfer", zap.Error(out.backendLost))
+		x.lost = out.backendLost // the session cannot go on (transferEnded)
+	}
+	// Recorded before the reply, so that whoever reads the audit after
+	// seeing the reply finds the transfer there.
+	x.record(out, reply.Code)
+	x.s.sendReply(x.verb, reply)
+	if aborted {
+		x.s.sendReply("ABOR", rewrite.NewReply(226, "Abort successful."))
+	}
+}
+
+// record logs and audits the transfer, and counts it in the metrics.
+func (x *transfer) record(out outcome, code int) {
+	s := x.s
+	var resumedFrom string
+	if out.client != nil {
+		resumedFrom = out.client.sibling
+	}
+	d := time.Since(x.start)
+	x.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
+		zap.Duration("duration", d), zap.String("result", string(out.result)), zap.Int("code", code))
+	s.audit.Transfer(audit.Transfer{
+		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
+		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
+		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
+		Resumed: out.client != nil && out.client.resumed, ResumedFrom: resumedFrom,
+		Code:   code,
+		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
+	})
+	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
+}
+
+// abortBackend completes an ABOR that arrived during the transfer (RFC 959
+// §4.1.3): the backend is sent ABOR and its replies are consumed. It
+// returns the reply the transfer command gets: 426, or its real result if
+// it had completed; the ABOR itself then gets 226.
+func (x *transfer) abortBackend(out *outcome, reply *rewrite.Reply) *rewrite.Reply {
+	abor := rewrite.Command{Verb: "ABOR"}
+	if out.backendLost == nil {
+		if err := x.be.send(abor); err != nil {
+			out.backendLost = err
+		} else {
+			want := 1 // the ABOR's own reply
+			if out.final == nil {
+				want = 2 // and the transfer's, not read yet
+			}
+			for i := 0; i < want; i++ {
+				rep, err := x.be.read(5 * time.Second)
+				if err != nil {
+					if !isTimeout(err) {
+						out.backendLost = err
+					}
+					break
+				}
+				x.log.Debug("backend reply to ABOR", zap.String("reply", rep.String()))
+			}
+		}
+	}
+	if out.result != audit.Complete {
+		out.result = audit.Aborted
+		reply = rewrite.NewReply(426, "Transfer aborted.")
+	}
+	return reply
+}
+
+// ---- the client leg's end ----
+
+// refusedUploadLimit bounds what the client of a refused upload may send
+// before its connection is reset instead of closed (refuseData).
+const refusedUploadLimit = 64 << 20
+
+// refuseData ends the client's data connection refused for its TLS
+// session (522) so that the client's error is the transfer command's 522,
+// not a reset on the data connection, which clients report first and
+// without the reason (Python's ftplib raised BrokenPipeError, and read the
+// 522 as the reply to its next command; issue 15, item 4). Nothing but our
+// close_notify is sent on it. A download's client reads an empty stream
+// ended by close_notify, then the 522. An upload's client writes at once,
+// and a closed connection would fail its write: what it sends is read and
+// discarded, never forwarded, until it closes its side (at most
+// refusedUploadLimit bytes, each read within the stall deadline; past
+// that the connection is reset); then it gets close_notify and the 522.
+func (x *transfer) refuseData(cd *clientData) {
+	x.addLeg(func() { resetLeg(cd.tcp) }) // ABOR, or the session's end
+	if x.direction == audit.Upload {
+		cd.eof.progress(x.timeouts.DataStall)
+		n, err := io.Copy(io.Discard, io.LimitReader(cd.conn, refusedUploadLimit+1))
+		cd.eof.progress(0)
+		if err != nil || n > refusedUploadLimit || x.cancelled() {
+			x.log.Info("refused upload's data connection reset", zap.Int64("discarded", n), zap.Error(err))
+			resetLeg(cd.tcp)
+			return
+		}
+		x.log.Debug("refused upload's data discarded", zap.Int64("bytes", n))
+	}
+	x.closeClientLeg(cd)
+}
+
+// closeClientLeg ends a successful transfer's client leg: TLS close_notify,
+// then TCP FIN; a lingering goroutine reads until the client closes too, so
+// that our close never resets data the client has yet to read. At most
+// limits.max_lingering_data_legs legs linger in the whole server (a client
+// that never closes its data connections would otherwise hold a descriptor
+// for each, issue 24 item 7); past that a leg is closed at once: what was
+// sent still arrives, and only a client that sends more after it may meet
+// a reset. It reports whether the close_notify was sent.
+func (x *transfer) closeClientLeg(cd *clientData) bool {
+	srv := x.s.srv
+	cd.tcp.SetWriteDeadline(time.Now().Add(x.timeouts.DataStall))
+	if cd.tls != nil {
+		if err := cd.tls.CloseWrite(); err != nil {
+			x.log.Info("close_notify to client failed", zap.Error(err))
+			cd.tcp.Close()
+			return false
+		}
+	}
+	cd.tcp.CloseWrite()
+	if !srv.startLinger(x.s.cfg.Limits.MaxLingeringDataLegs) {
+		srv.metrics.lingerRefused.Inc()
+		x.log.Debug("data connection closed without lingering: max_lingering_data_legs reached")
+		cd.tcp.Close()
+		return true
+	}
+	x.s.wg.Add(1)
+	go lingerLeg(&x.s.wg, &srv.lingering, cd)
+	return true
+}
+
+// shortErr is err for a reply: a network error's cause without its
+// addresses.
+func shortErr(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) && ne.Err != nil {
+		return ne.Err.Error()
+	}
+	return err.Error()
+}
