@@ -222,44 +222,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	if cfg.Admin != "" {
-		ln, err := net.Listen("tcp", cfg.Admin)
-		if err != nil {
-			log.Error("cannot open the admin listener", zap.String("address", cfg.Admin), zap.Error(err))
-			srv.Close()
-			return 1
-		}
-		hs := srv.AdminServer()
-		go hs.Serve(ln)
-		defer hs.Close()
-		log.Info("admin listener: /metrics, /status, /healthz, /readyz", zap.Stringer("address", ln.Addr()),
-			zap.Bool("bearer_token", cfg.AdminAuth.BearerToken != ""), zap.Bool("basic_auth", cfg.AdminAuth.BasicUser != ""),
-			zap.Bool("pprof", cfg.AdminPprof))
+	stopAdmin, err := startAdmin(log, srv, cfg)
+	if err != nil {
+		srv.Close()
+		return 1
 	}
+	defer stopAdmin()
 	log.Info("ftpsgate started", zap.String("version", versionString()), zap.String("config", *path))
 	if err := sdNotify("READY=1"); err != nil {
 		log.Warn("systemd readiness notification failed", zap.Error(err))
 	}
 
-	for sig := range sigs {
-		if sig == syscall.SIGUSR1 {
-			// logrotate renamed the files: write to new ones.
-			if err := files.Reopen(); err != nil {
-				log.Error("reopening the audit files failed; writing on to the old ones", zap.Error(err))
-			} else {
-				log.Info("audit files reopened", zap.String("audit", cfg.Audit.File), zap.String("xferlog", cfg.Audit.Xferlog))
-			}
-			continue
-		}
-		if sig == syscall.SIGHUP {
-			reload(log, srv, *path, cfg)
-			continue
-		}
-		sdNotify("STOPPING=1")
-		log.Info("shutting down: waiting for transfers to finish", zap.Stringer("signal", sig),
-			zap.Duration("timeout", shutdownTimeout))
-		break
-	}
+	sig := serveSignals(log, sigs, srv, *path, cfg, files)
+	sdNotify("STOPPING=1")
+	log.Info("shutting down: waiting for transfers to finish", zap.Stringer("signal", sig),
+		zap.Duration("timeout", shutdownTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -267,6 +244,46 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("ftpsgate stopped")
 	return 0
+}
+
+// startAdmin opens the admin listener, if the configuration names one, and
+// serves it; stop closes it. A listener that cannot be opened is logged.
+func startAdmin(log *zap.Logger, srv *proxy.Server, cfg *config.Config) (stop func(), err error) {
+	if cfg.Admin == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", cfg.Admin)
+	if err != nil {
+		log.Error("cannot open the admin listener", zap.String("address", cfg.Admin), zap.Error(err))
+		return nil, err
+	}
+	hs := srv.AdminServer()
+	go hs.Serve(ln)
+	log.Info("admin listener: /metrics, /status, /healthz, /readyz", zap.Stringer("address", ln.Addr()),
+		zap.Bool("bearer_token", cfg.AdminAuth.BearerToken != ""), zap.Bool("basic_auth", cfg.AdminAuth.BasicUser != ""),
+		zap.Bool("pprof", cfg.AdminPprof))
+	return func() { hs.Close() }, nil
+}
+
+// serveSignals answers SIGUSR1 (reopen the audit files, which logrotate
+// renamed) and SIGHUP (reload) until a signal to stop comes, and returns
+// that one.
+func serveSignals(log *zap.Logger, sigs <-chan os.Signal, srv *proxy.Server, path string, cfg *config.Config, files *audit.Files) os.Signal {
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGUSR1:
+			if err := files.Reopen(); err != nil {
+				log.Error("reopening the audit files failed; writing on to the old ones", zap.Error(err))
+			} else {
+				log.Info("audit files reopened", zap.String("audit", cfg.Audit.File), zap.String("xferlog", cfg.Audit.Xferlog))
+			}
+		case syscall.SIGHUP:
+			reload(log, srv, path, cfg)
+		default:
+			return sig
+		}
+	}
+	return nil
 }
 
 // reload reads and checks the configuration and, if it is valid and every
