@@ -30,10 +30,10 @@ cd "$(dirname "$0")/.."
 
 if [ "${QUICK:-0}" = 1 ]; then
 	SIZE=${SIZE:-64MiB} RUNS=${RUNS:-1} PAR=${PAR:-10} PAR_SIZE=${PAR_SIZE:-8MiB}
-	SETUP_TIME=${SETUP_TIME:-2s} LAT_N=${LAT_N:-300} IDLE_COUNTS=${IDLE_COUNTS:-200} IDLE_MODPROXY=${IDLE_MODPROXY:-100}
+	SETUP_TIME=${SETUP_TIME:-2s} HANDSHAKE_TIME=${HANDSHAKE_TIME:-1s} LAT_N=${LAT_N:-300} IDLE_COUNTS=${IDLE_COUNTS:-200} IDLE_MODPROXY=${IDLE_MODPROXY:-100}
 else
 	SIZE=${SIZE:-1GiB} RUNS=${RUNS:-3} PAR=${PAR:-50} PAR_SIZE=${PAR_SIZE:-64MiB}
-	SETUP_TIME=${SETUP_TIME:-10s} LAT_N=${LAT_N:-3000} IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"} IDLE_MODPROXY=${IDLE_MODPROXY:-1000}
+	SETUP_TIME=${SETUP_TIME:-10s} HANDSHAKE_TIME=${HANDSHAKE_TIME:-5s} LAT_N=${LAT_N:-3000} IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"} IDLE_MODPROXY=${IDLE_MODPROXY:-1000}
 fi
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -60,8 +60,8 @@ results=$work/results.jsonl
 
 # Backends and baselines.
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
-	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD < <(free_ports 14)
-[ -n "$GATE_SHIELD" ] || die "no free ports"
+	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD SINK_RSA < <(free_ports 15)
+[ -n "$SINK_RSA" ] || die "no free ports"
 # reaped START…: a start_* function of lib.sh (or mod_proxy) with its
 # server under ftpsload reap. vsftpd's session processes can orphan their
 # child, whose CPU time is then lost to init; the reaper adopts them. The
@@ -267,6 +267,26 @@ setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PRO
 setup -test "setup, vsftpd PAM" -label ftpsgate -addr "127.0.0.1:$GATE_VSFTPD"
 setup -test "setup, vsftpd PAM" -label "vsftpd FTPS" -addr "127.0.0.1:$VSFTPD_TLS"
 setup -test "setup, vsftpd PAM" -label mod_proxy -addr "127.0.0.1:$MP_VSFTPD"
+
+# What a full TLS handshake costs a server, by certificate: a lone Go TLS
+# endpoint (a tls-sink) with the ECDSA P-256 certificate every other row
+# uses, and one with RSA-2048, each counted in handshakes per second of its
+# own CPU time, under TLS 1.3 and 1.2. Every control connection pays one.
+echo "bench: 3b. full TLS handshakes per server core-second, ECDSA P-256 and RSA-2048, $HANDSHAKE_TIME each"
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
+	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$work/rsa.key" -out "$work/rsa.crt" 2>/dev/null ||
+	die "openssl failed"
+setsid bin/ftpsload tls-sink -listen "127.0.0.1:$SINK_RSA" -cert "$work/rsa.crt" -key "$work/rsa.key" >/dev/null &
+pids+=($!)
+rsa_sink_pid=$!
+for _ in $(seq 1 100); do { exec 3<>"/dev/tcp/127.0.0.1/$SINK_RSA"; } 2>/dev/null && break; sleep 0.1; done
+exec 3>&- || die "tls-sink (RSA) did not start"
+for v in 1.3 1.2; do
+	bin/ftpsload handshakes -addr "127.0.0.1:$SINK" -ca "$work/tls.crt" -server-pid "$sink_pid" -tls "$v" \
+		-duration "$HANDSHAKE_TIME" -test "full handshakes, ECDSA P-256, TLS $v" -label "Go TLS ceiling" >>"$results"
+	bin/ftpsload handshakes -addr "127.0.0.1:$SINK_RSA" -ca "$work/rsa.crt" -server-pid "$rsa_sink_pid" -tls "$v" \
+		-duration "$HANDSHAKE_TIME" -test "full handshakes, RSA-2048, TLS $v" -label "Go TLS ceiling" >>"$results"
+done
 
 # One process measures every path in turn, a block of 100 round trips at a
 # time, so that the machine's moods weigh on all paths alike; the added

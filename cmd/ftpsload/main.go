@@ -9,6 +9,7 @@
 //	ftpsload responder -listen A                                 (a minimal FTP server for idle sessions)
 //	ftpsload tls-sink  -listen A -cert C -key K                  (the Go TLS ceiling's server side)
 //	ftpsload ceiling   -addr A -ca C -dir down|up -streams N -size S
+//	ftpsload handshakes -addr A -ca C -server-pid P -clients N -duration D   (full TLS handshakes per server core-second)
 //	ftpsload report    -in results.jsonl -json out.json -svg out.svg
 //	ftpsload reap      COMMAND [ARG…]                            (runs a server, adopting what it orphans)
 //
@@ -35,7 +36,7 @@ func main() {
 	cmds := map[string]func([]string) error{
 		"transfer": runTransfer, "setup": runSetup, "latency": runLatency, "idle": runIdle,
 		"responder": runResponder, "tls-sink": runTLSSink, "ceiling": runCeiling, "report": runReport,
-		"reap": runReap,
+		"reap": runReap, "handshakes": runHandshakes,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {
@@ -48,7 +49,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ftpsload transfer|setup|latency|idle|responder|tls-sink|ceiling|report|reap [flags]")
+	fmt.Fprintln(os.Stderr, "usage: ftpsload transfer|setup|latency|idle|responder|tls-sink|ceiling|handshakes|report|reap [flags]")
 	os.Exit(2)
 }
 

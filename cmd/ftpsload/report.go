@@ -73,7 +73,7 @@ func runReport(args []string) error {
 		}
 		fmt.Printf("| %s | %s | %s |\n", test, unit, strings.Join(row, " | "))
 	}
-	fmt.Printf("\n(x×) = %s's figure divided by that column's; higher is better for MB/s and sessions/s, lower for µs, KiB and s/GiB.\n", *subject)
+	fmt.Printf("\n(x×) = %s's figure divided by that column's; higher is better for MB/s, sessions/s and handshakes/core-s, lower for µs, KiB and s/GiB.\n", *subject)
 	if *jsonOut != "" {
 		doc := map[string]any{
 			"date": time.Now().UTC().Format(time.RFC3339), "cpus": runtime.NumCPU(),
