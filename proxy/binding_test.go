@@ -451,3 +451,63 @@ func TestClientsUnderTLS12(t *testing.T) {
 		t.Fatalf("transfer events %v", evs)
 	}
 }
+
+// TestControlResumption: a client that reconnects resumes, on its new
+// control connection, a ticket from its earlier one, from the same
+// address only (issue 22); the resumed session logs in like any other,
+// and its data connections, bound to it, resume as before: the binding
+// holds under TLS 1.3 and 1.2 alike.
+func TestControlResumption(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "f.txt", []byte("the file\n"))
+	g := startGate(t, be.Addr, gateOptions{})
+	for _, v := range tlsVersions {
+		t.Run(v.name, func(t *testing.T) {
+			conf := g.certs.ClientConfig() // one session cache for every connection, as rclone keeps
+			conf.MinVersion, conf.MaxVersion = v.version, v.version
+			session := func(src string, wantResumed bool) {
+				t.Helper()
+				c := ftptest.DialFrom(t, src, g.explicit)
+				c.AuthTLS(conf)
+				if got := c.Ctrl.(*tls.Conn).ConnectionState().DidResume; got != wantResumed {
+					t.Fatalf("control connection from %s: resumed %v, want %v", src, got, wantResumed)
+				}
+				c.Cmd(530, "PWD") // resumed or not, nothing is granted before a login
+				c.LoginProtP(be.User, be.Password)
+				for range 2 {
+					d := c.DialData(c.EPSV())
+					c.Cmd(150, "RETR f.txt")
+					if got := ftptest.ReadAll(t, d); string(got) != "the file\n" {
+						t.Fatalf("client got %q", got)
+					}
+					c.Expect(226)
+					if !d.Conn.(*tls.Conn).ConnectionState().DidResume {
+						t.Fatal("data connection did not resume")
+					}
+				}
+				c.Cmd(221, "QUIT")
+			}
+			session("127.0.0.1", false) // the first: a full handshake
+			session("127.0.0.1", true)
+			session("127.0.0.1", true)
+			// The cache's ticket names 127.0.0.1: from another address
+			// the handshake is a full one, and the session works.
+			session("127.0.0.2", false)
+			session("127.0.0.2", true)
+		})
+	}
+	var resumed, full int
+	for _, e := range g.eventsOf(t, "tls") {
+		if e["resumed"] == true {
+			resumed++
+		} else {
+			full++
+		}
+	}
+	if resumed != 3*len(tlsVersions) || full != 2*len(tlsVersions) {
+		t.Fatalf("audit: %d resumed and %d full control handshakes, want %d and %d", resumed, full, 3*len(tlsVersions), 2*len(tlsVersions))
+	}
+	if g.logged("data connection refused") {
+		t.Fatal("a data connection of a resumed session was refused")
+	}
+}

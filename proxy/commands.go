@@ -76,9 +76,12 @@ func (s *session) startTLS() error {
 		s.setHost("")
 	}
 	s.log.Debug("TLS established", zap.String("version", tls.VersionName(cs.Version)),
-		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName))
+		zap.String("cipher", tls.CipherSuiteName(cs.CipherSuite)), zap.String("sni", cs.ServerName), zap.Bool("resumed", cs.DidResume))
 	s.srv.metrics.tlsHandshakes.WithLabelValues(tls.VersionName(cs.Version)).Inc()
-	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol)
+	if cs.DidResume {
+		s.srv.metrics.tlsResumed.Inc()
+	}
+	s.audit.TLS(tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.ServerName, cs.NegotiatedProtocol, cs.DidResume)
 	s.setView(func(v *sessionView) { v.TLS = tls.VersionName(cs.Version) })
 	return nil
 }

@@ -26,6 +26,7 @@ type metrics struct {
 	transferSeconds *prometheus.HistogramVec
 	tlsHandshakes   *prometheus.CounterVec
 	tlsFailures     prometheus.Counter
+	tlsResumed      prometheus.Counter
 	backendDial     *prometheus.HistogramVec
 	backendFailures *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
@@ -61,6 +62,8 @@ func newMetrics(s *Server) *metrics {
 		Help: "Completed client TLS handshakes on control connections, by version."}, []string{"version"})
 	m.tlsFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "tls_handshake_failures_total",
 		Help: "Failed client TLS handshakes on control connections."})
+	m.tlsResumed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "tls_resumed_total",
+		Help: "Client TLS handshakes on control connections that resumed an earlier connection's session (no full handshake)."})
 	m.backendDial = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "backend_connect_seconds",
 		Help: "Time to connect a backend, up to its greeting (and TLS).", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)},
 		[]string{"backend"})
@@ -98,7 +101,7 @@ func newMetrics(s *Server) *metrics {
 		return float64(n)
 	})
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
-		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
+		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		newAuditCollector(s.audit), &queueCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

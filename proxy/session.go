@@ -149,7 +149,7 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 	s.setHost("")
 	s.audit = srv.audit.Session(s.id)
 	s.r = bufio.NewReaderSize(c, controlBufferSize)
-	s.bind = newTLSBinding(fl.tlsConf, s.lcfg, s.id, srv.binding)
+	s.bind = newTLSBinding(fl.tlsConf, s.lcfg, s.id, client.Addr(), srv.binding)
 	return s
 }
 

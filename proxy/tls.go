@@ -47,9 +47,13 @@ func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
 // bindTag marks the one that names the control session a ticket was issued
 // to; ownerTag the one that names who that session is logged in as, in
 // tickets issued after its login.
+// addrTag marks the one that names the client address the ticket was
+// issued to, which a later control connection must come from to resume it
+// (tlsBinding.control).
 const (
 	bindTag  = "ftpsgate-bind/"
 	ownerTag = "ftpsgate-owner/"
+	addrTag  = "ftpsgate-addr/"
 )
 
 // tlsBinding ties a client's data connections to the TLS sessions of its
@@ -72,6 +76,7 @@ const (
 type tlsBinding struct {
 	id        []byte
 	sessionID string           // the control session's id, for logs and the audit
+	client    netip.Addr       // the client's address (a trusted PROXY header's, behind a balancer)
 	base      *tls.Config      // the listener's: its ticket keys encrypt every ticket
 	listen    *config.Listener // the session's listener configuration: versions, suites
 	// peer returns the binding of the open session whose binding id is
@@ -92,11 +97,11 @@ type bindOwner struct {
 	backend string     // the backend block the session logged in to
 }
 
-func newTLSBinding(base *tls.Config, lc *config.Listener, session string, peer func([]byte) *tlsBinding) *tlsBinding {
+func newTLSBinding(base *tls.Config, lc *config.Listener, session string, client netip.Addr, peer func([]byte) *tlsBinding) *tlsBinding {
 	id := make([]byte, 16)
 	rand.Read(id)
-	return &tlsBinding{id: append([]byte(bindTag), id...), sessionID: session, base: base, listen: lc, peer: peer,
-		settled: make(chan struct{})}
+	return &tlsBinding{id: append([]byte(bindTag), id...), sessionID: session, client: client, base: base, listen: lc,
+		peer: peer, settled: make(chan struct{})}
 }
 
 // login records who the session is, for its tickets' resumption by its
@@ -160,11 +165,11 @@ func (b *tlsBinding) session() *tls.Config {
 func (b *tlsBinding) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	extra := ss.Extra[:0:0]
 	for _, e := range ss.Extra {
-		if !bytes.HasPrefix(e, []byte(bindTag)) && !bytes.HasPrefix(e, []byte(ownerTag)) {
+		if !bytes.HasPrefix(e, []byte(bindTag)) && !bytes.HasPrefix(e, []byte(ownerTag)) && !bytes.HasPrefix(e, []byte(addrTag)) {
 			extra = append(extra, e)
 		}
 	}
-	extra = append(extra, b.id)
+	extra = append(extra, b.id, append([]byte(addrTag), b.client.String()...))
 	if o := b.owner.Load(); o != nil {
 		if e := o.entry(b.sessionID); e != nil {
 			extra = append(extra, e)
@@ -292,13 +297,39 @@ func (f foreignTicket) String() string {
 	return "none"
 }
 
-// control is the configuration of the control connection: it issues bound
-// tickets and never resumes one, so that a control session always gets
-// tickets bound to itself (a ticket from an earlier connection would carry
-// the earlier session's id).
+// ticketAddr is the client address a ticket's state was issued to, or
+// the zero Addr when it names none.
+func ticketAddr(ss *tls.SessionState) netip.Addr {
+	for _, e := range ss.Extra {
+		if bytes.HasPrefix(e, []byte(addrTag)) {
+			if a, err := netip.ParseAddr(string(e[len(addrTag):])); err == nil {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+// control is the configuration of the control connection. It resumes a
+// ticket issued, on any earlier connection of this listener's, to the same
+// client address, and no other: a client that reconnects (lftp's parallel
+// mirror, rclone, a script with one session per file) is spared a full
+// handshake, which costs the proxy most of a session's setup (issue 22).
+// What a resumed control connection is granted is unchanged: it logs in
+// like any other. Every ticket it then issues is bound to this session
+// (wrap replaces the binding entries the resumed state carried), and
+// crypto/tls issues new tickets after a resumed handshake under TLS 1.3
+// and 1.2 alike, so the session's data connections resume tickets of
+// their own session, as before.
 func (b *tlsBinding) control() *tls.Config {
 	c := b.session()
-	c.UnwrapSession = func([]byte, tls.ConnectionState) (*tls.SessionState, error) { return nil, nil }
+	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := b.base.DecryptTicket(identity, cs)
+		if err != nil || ss == nil || !b.client.IsValid() || ticketAddr(ss) != b.client {
+			return nil, nil // a full handshake
+		}
+		return ss, nil
+	}
 	return c
 }
 

@@ -261,6 +261,9 @@ echo "bench: 3. session setup, 32 clients, $SETUP_TIME each"
 setup() { load setup -clients 32 -duration "$SETUP_TIME" -tls "$@"; }
 setup -test "setup, ProFTPD user file" -label ftpsgate -addr "127.0.0.1:$GATE_PROFTPD"
 setup -test "setup, ProFTPD user file" -label "ftpsgate, max_sessions set" -addr "127.0.0.1:$GATE_SHIELD"
+# A client that reconnects keeps its TLS session cache: its control
+# connections resume (issue 22), against the full handshakes above.
+setup -test "setup, ProFTPD user file" -label "ftpsgate, control TLS resumed" -addr "127.0.0.1:$GATE_PROFTPD" -resume
 setup -test "setup, ProFTPD user file" -label "ProFTPD FTPS" -addr "127.0.0.1:$PROFTPD_TLS"
 setup -test "setup, ProFTPD user file" -label "plain FTP direct" -addr "127.0.0.1:$PROFTPD" -tls=false
 setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PROFTPD"

@@ -20,6 +20,10 @@ type target struct {
 	user     string
 	password string
 	timeout  time.Duration
+	// cache, if not nil, is the TLS session cache of every session made
+	// to this target, as a client that reconnects keeps it; nil: each
+	// session has a cache of its own.
+	cache tls.ClientSessionCache
 }
 
 // session is one logged-in FTP control connection, made the way a careful
@@ -63,7 +67,10 @@ func (s *session) open(ctx context.Context) error {
 			return err
 		}
 		s.conf = s.t.tls.Clone()
-		s.conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		s.conf.ClientSessionCache = s.t.cache
+		if s.conf.ClientSessionCache == nil {
+			s.conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		}
 		tc := tls.Client(s.conn, s.conf)
 		hctx, cancel := context.WithTimeout(ctx, s.t.timeout)
 		defer cancel()

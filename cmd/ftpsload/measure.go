@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -112,6 +113,7 @@ func runSetup(args []string) error {
 	c.register(fs)
 	clients := fs.Int("clients", 32, "concurrent clients")
 	duration := fs.Duration("duration", 10*time.Second, "how long to keep opening sessions")
+	resume := fs.Bool("resume", false, "each client keeps one TLS session cache across its sessions, as a client that reconnects does (its control connections may resume)")
 	fs.Parse(args)
 	t, err := c.target()
 	if err != nil {
@@ -123,14 +125,22 @@ func runSetup(args []string) error {
 	deadline := time.Now().Add(*duration)
 	start := time.Now()
 	var wg sync.WaitGroup
+	var resumed atomic.Int64
 	for range *clients {
 		wg.Go(func() {
+			t := t
+			if *resume {
+				t.cache = tls.NewLRUClientSessionCache(4)
+			}
 			for time.Now().Before(deadline) {
 				s, err := dial(ctx, t)
 				if err != nil {
 					failures.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
+				}
+				if tc, ok := s.conn.(*tls.Conn); ok && tc.ConnectionState().DidResume {
+					resumed.Add(1)
 				}
 				s.quit()
 				done.Add(1)
@@ -140,7 +150,8 @@ func runSetup(args []string) error {
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	emit(result{Test: c.test, Path: c.label, Value: float64(done.Load()) / secs, Unit: "sessions/s",
-		Failures: int(failures.Load()), Extra: map[string]float64{"sessions": float64(done.Load()), "seconds": secs, "clients": float64(*clients)}})
+		Failures: int(failures.Load()), Extra: map[string]float64{"sessions": float64(done.Load()), "seconds": secs,
+			"clients": float64(*clients), "resumed": float64(resumed.Load())}})
 	if e := firstErr.Load(); e != nil {
 		fmt.Fprintf(os.Stderr, "ftpsload setup: %d failures, first: %s\n", failures.Load(), e)
 	}

@@ -151,9 +151,9 @@ func (s *Session) Start(listener, client, local, tcpPeer string) {
 }
 
 // TLS records a completed TLS handshake on the control connection.
-func (s *Session) TLS(version, cipher, sni, alpn string) {
-	fs := text(text(make([]zap.Field, 0, 4), "tls_version", version), "cipher", cipher)
-	s.emit(EventTLS, text(text(fs, "sni", sni), "alpn", alpn)...)
+func (s *Session) TLS(version, cipher, sni, alpn string, resumed bool) {
+	fs := text(text(make([]zap.Field, 0, 5), "tls_version", version), "cipher", cipher)
+	s.emit(EventTLS, append(text(text(fs, "sni", sni), "alpn", alpn), zap.Bool("resumed", resumed))...)
 }
 
 // Login records the backend's answer to a login.

@@ -207,7 +207,7 @@ func TestEveryEventField(t *testing.T) {
 	z := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(EncoderConfig()), zapcore.AddSync(&buf), zapcore.InfoLevel))
 	s := New(z).Session("s1")
 	s.Start(h, h, h, h)
-	s.TLS(h, h, h, h)
+	s.TLS(h, h, h, h, false)
 	s.Login(Login{User: h, Host: h, Backend: h, BackendAddress: h, Route: h, Reason: h, Client: h})
 	s.Command(rewrite.Command{Verb: h, Arg: h})
 	s.Reply(h, 550)
