@@ -16,18 +16,57 @@ import (
 // each of its legs (eofConn), which measures progress, gathers TLS records
 // into one send and records how the stream ended.
 
-// relayBufferSize is the size of one read on a data leg.
-const relayBufferSize = 64 << 10
+// Relay buffers adapt to the transfer (issue 22): a transfer reads in
+// chunks of relayBufferSize until it has moved bulkAfter bytes, then in
+// chunks of bulkBufferSize, which halve the reads, writes and wake-ups per
+// byte of a long transfer. Listings and small files never take the large
+// ones. Both come from pools and go back when the transfer ends; an idle
+// session holds none.
+const (
+	relayBufferSize = 64 << 10
+	bulkBufferSize  = 256 << 10
+	bulkAfter       = 4 << 20
+)
 
-var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBufferSize); return &b }}
+// sealedSize holds the TLS records of one chunk of n bytes: the payload
+// plus each record's header, nonce and tag (at most 29 bytes in TLS 1.2, 22
+// in 1.3; records are 16 KiB, smaller only in a connection's first 128 KiB,
+// where crypto/tls sizes them to a TCP segment).
+func sealedSize(n int) int { return n + n/16 }
 
-// sealedBufferSize holds the TLS records of one relayBufferSize chunk:
-// the payload plus each record's header, nonce and tag (at most 29 bytes in
-// TLS 1.2, 22 in 1.3; records are 16 KiB, smaller only in a connection's
-// first 128 KiB, where crypto/tls sizes them to a TCP segment).
-const sealedBufferSize = relayBufferSize + 4<<10
+// relayBuffers and sealedBuffers: the pools of the chunk buffers (index 0,
+// relayBufferSize) and of the bulk ones (index 1, bulkBufferSize).
+var relayBuffers, sealedBuffers [2]sync.Pool
 
-var sealedBuffers = sync.Pool{New: func() any { b := make([]byte, sealedBufferSize); return &b }}
+func init() {
+	for i, n := range [2]int{relayBufferSize, bulkBufferSize} {
+		relayBuffers[i].New = func() any { b := make([]byte, n); return &b }
+		sealedBuffers[i].New = func() any { b := make([]byte, sealedSize(n)); return &b }
+	}
+}
+
+// relayBufs are the buffers one relay holds: its chunk buffer, and the
+// gathering buffer of its sealed (TLS) destination, if it has one.
+type relayBufs struct {
+	size   int // index into the pools
+	buf    *[]byte
+	sealed *[]byte
+}
+
+func getRelayBufs(size int, sealed bool) relayBufs {
+	b := relayBufs{size: size, buf: relayBuffers[size].Get().(*[]byte)}
+	if sealed {
+		b.sealed = sealedBuffers[size].Get().(*[]byte)
+	}
+	return b
+}
+
+func (b relayBufs) put() {
+	relayBuffers[b.size].Put(b.buf)
+	if b.sealed != nil {
+		sealedBuffers[b.size].Put(b.sealed)
+	}
+}
 
 // errClientLeg marks a relay error on the client's leg.
 var errClientLeg = errors.New("client data leg")
@@ -50,17 +89,16 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	defer rawDst.progress(0)
 	rawSrc.progress(stall)
 	defer rawSrc.progress(0)
-	bp := relayBuffers.Get().(*[]byte)
-	defer relayBuffers.Put(bp)
-	buf := *bp
 	// Toward a TLS peer, each chunk's records leave in one send.
 	var sealed *eofConn
-	if _, ok := dst.(*tls.Conn); ok {
+	_, toTLS := dst.(*tls.Conn)
+	bufs := getRelayBufs(0, toTLS)
+	defer func() { bufs.put() }() // the buffers held at the end
+	buf := *bufs.buf
+	if toTLS {
 		sealed = rawDst
-		sp := sealedBuffers.Get().(*[]byte)
-		defer sealedBuffers.Put(sp)
 		defer sealed.flush()
-		sealed.hold(*sp)
+		sealed.hold(*bufs.sealed)
 	}
 	// From a TLS client, (*tls.Conn).Read returns one record (16 KiB) at
 	// a time; the records it already holds are taken too, so that one
@@ -83,6 +121,16 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 			total.Add(int64(nw))
 			if werr != nil {
 				return n, legError(!srcIsClient, werr)
+			}
+			if bufs.size == 0 && n >= bulkAfter {
+				// A bulk transfer: what was gathered has been sent, so
+				// the buffers can change hands.
+				bufs.put()
+				bufs = getRelayBufs(1, toTLS)
+				buf = *bufs.buf
+				if sealed != nil {
+					sealed.hold(*bufs.sealed)
+				}
 			}
 		}
 		if rerr == io.EOF {

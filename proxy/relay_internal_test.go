@@ -184,6 +184,91 @@ func TestRelayCoalescesTLSRecords(t *testing.T) {
 	t.Logf("1 MiB relayed in %d sends", sends)
 }
 
+// TestRelayBuffersGrowForBulk: a transfer reads in 64 KiB chunks until it
+// has moved bulkAfter bytes, then in 256 KiB ones (issue 22); a listing
+// or a small file never takes the large buffers. The source hands out
+// whole chunks (a pipe written at once), so each send toward the TLS
+// client carries the records of one read: their size shows the buffer.
+// Every byte arrives in order, across the change of buffers too.
+func TestRelayBuffersGrowForBulk(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	cert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		size int
+		bulk bool // sends larger than a 64 KiB chunk's records
+	}{
+		{"small", 1 << 20, false},
+		{"just under", bulkAfter - 1, false},
+		{"bulk", bulkAfter + 8<<20 + 12345, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			payload := make([]byte, tc.size)
+			rand.Read(payload)
+			srcW, srcR := net.Pipe()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cliC, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cliSrv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc := &recordingConn{Conn: cliSrv}
+			server := tls.Server(&eofConn{Conn: rc}, &tls.Config{Certificates: []tls.Certificate{cert}})
+			client := tls.Client(cliC, certs.ClientConfig())
+			defer client.Close()
+			defer server.Close()
+			deadline := time.Now().Add(time.Minute)
+			client.SetDeadline(deadline)
+			server.SetDeadline(deadline)
+			go func() {
+				srcW.Write(payload)
+				srcW.Close()
+			}()
+			received := make(chan []byte, 1)
+			go func() {
+				b, err := io.ReadAll(client)
+				if err != nil {
+					t.Error(err)
+				}
+				received <- b
+			}()
+			if err := server.HandshakeContext(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			first := len(rc.writes)
+			var total atomic.Int64
+			n, err := relay(server, srcR, false, 30*time.Second, &total)
+			if err != nil || n != int64(len(payload)) {
+				t.Fatalf("relay = %d, %v, want %d bytes", n, err, len(payload))
+			}
+			largest := 0
+			for _, w := range rc.writes[first:] {
+				largest = max(largest, len(w))
+			}
+			server.Close()
+			if got := <-received; !bytes.Equal(got, payload) {
+				t.Fatalf("client received %d bytes, not the %d sent, or not in order", len(got), len(payload))
+			}
+			if grew := largest > sealedSize(relayBufferSize); grew != tc.bulk {
+				t.Fatalf("largest send %d bytes: the buffers grew %v, want %v", largest, grew, tc.bulk)
+			}
+			if tc.bulk && largest < bulkBufferSize {
+				t.Fatalf("largest send %d bytes, want a whole %d-byte chunk's records", largest, bulkBufferSize)
+			}
+		})
+	}
+}
+
 // heldConn plays a TLS connection for readHeld: it hands out held chunks
 // without waiting, then its end (a held close_notify) if it has one; else
 // a read under a past deadline times out as net.Conn reads do.
