@@ -346,7 +346,11 @@ func (s *session) kill() {
 func (s *session) close(how string) {
 	s.bind.release() // its tickets no longer resume on a sibling's data connections
 	if x := s.currentTransfer(); x != nil {
-		x.cancel()
+		if x.cleaning.Load() {
+			x.wait()
+		} else {
+			x.cancel()
+		}
 	}
 	if s.be != nil {
 		s.be.close() // also ends a transfer's wait for its final reply

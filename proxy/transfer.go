@@ -58,6 +58,13 @@ type transfer struct {
 	// its final reply (transferDone), or until the client asks to abort
 	// (transferAbort). Whoever moves it first decides who answers ABOR.
 	state atomic.Int32
+	// cleaning is set when an upload was cut at max_file_size: the
+	// transfer still needs the backend's control connection, for the
+	// final reply and the DELE of the partial file, and the session's end
+	// waits for it (within the backend's reply timeouts) instead of
+	// cancelling it. A client that hangs up at the 552, as curl does,
+	// thus still leaves no partial file.
+	cleaning atomic.Bool
 
 	mu     sync.Mutex // guards legs, killed
 	legs   []func()   // each resets one data leg
@@ -288,6 +295,7 @@ func (x *transfer) relayLegs(out *outcome) error {
 		// Cut here: the client stops sending at once, and is told why
 		// on the control connection (552).
 		out.tooLarge = true
+		x.cleaning.Store(true) // before the client can see the cut
 		resetLeg(cd.tcp)
 		return err
 	}
