@@ -126,7 +126,8 @@ noop:
 // TestRateLimitSharedByUser: two sessions of one user (curl, in parallel)
 // share the user's 2 MiB/s: two 8 MiB uploads take 8 s together, where
 // each alone would take 4. The shared bucket exists while they run, and
-// is dropped when their sessions end.
+// is dropped when their sessions end. The time is the proxy's (the audit's
+// duration, from the 150 on), which curl's start and login do not blur.
 func TestRateLimitSharedByUser(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g := startGate(t, be.Addr, gateOptions{extra: "rates {\n  user_up = \"2MiB\"\n}"})
@@ -136,7 +137,6 @@ func TestRateLimitSharedByUser(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	sums := make([]string, 2)
-	start := time.Now()
 	for i := range 2 {
 		local := filepath.Join(dir, fmt.Sprintf("up%d.bin", i))
 		sums[i] = ftptest.RandomFile(t, local, 8*mib)
@@ -151,7 +151,11 @@ func TestRateLimitSharedByUser(t *testing.T) {
 	}
 	waitMetric(t, g, "ftpsgate_rate_buckets 1")
 	wg.Wait()
-	within(t, "two 8 MiB uploads of one user at 2 MiB/s", time.Since(start), 8*time.Second, 0.15)
+	var longest time.Duration
+	for _, ev := range g.eventsOf(t, "transfer") {
+		longest = max(longest, time.Duration(ev["duration_ms"].(float64))*time.Millisecond)
+	}
+	within(t, "two 8 MiB uploads of one user at 2 MiB/s", longest, 8*time.Second, 0.15)
 	for i, sum := range sums {
 		if ftptest.FileSHA256(t, filepath.Join(be.Root, fmt.Sprintf("shared%d.bin", i))) != sum {
 			t.Fatalf("file %d differs", i)
@@ -203,9 +207,39 @@ func TestRateLimitReload(t *testing.T) {
 	}
 }
 
+// TestRateLimitAbort: ABOR during a throttled download is answered at
+// once (426, then 226), not after the transfer: the relay's wait for
+// tokens ends with the transfer's cancel.
+func TestRateLimitAbort(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "slow.bin", randomBytes(t, 16*mib))
+	g := startGate(t, be.Addr, gateOptions{extra: "rates {\n  transfer_down = \"1MiB\"\n}"})
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR slow.bin")
+	d.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.CopyN(io.Discard, d, mib/2); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	c.Send("ABOR")
+	c.Expect(426)
+	c.Expect(226)
+	if took := time.Since(sent); took > 2*time.Second {
+		t.Fatalf("ABOR during a throttled transfer took %s", took)
+	} else {
+		t.Logf("ABOR answered in %s", took)
+	}
+	c.Cmd(200, "NOOP")
+	if ev := g.eventsOf(t, "transfer"); len(ev) != 1 || ev[0]["result"] != "aborted" {
+		t.Fatalf("audit: %v", ev)
+	}
+}
+
 // TestRateLimitLevels: each level limits on its own (downloads with
-// curl, 2 MiB at 1 MiB/s: about 2 s), and limits far above the link's
-// rate cost nothing visible.
+// curl, 2 MiB at 1 MiB/s: about 2 s, by the audit's duration), and
+// limits far above the link's rate never make a transfer wait.
 func TestRateLimitLevels(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	data := randomBytes(t, 2*mib)
@@ -213,32 +247,39 @@ func TestRateLimitLevels(t *testing.T) {
 	for _, tt := range []struct {
 		name, listener, extra string
 		want                  time.Duration
+		level                 string // the audit's rate_level
 	}{
-		{"listener", `rate_down = "1MiB"`, "", 2 * time.Second},
-		{"class", "", fmt.Sprintf("rates {\n  user_down = \"100MiB\"\n  class \"slow\" {\n    users = [%q]\n    down = \"1MiB\"\n  }\n}", be.User), 2 * time.Second},
-		{"address", "", "rates {\n  address_down = \"1MiB\"\n}", 2 * time.Second},
-		{"transfer", "", "rates {\n  transfer_down = \"1MiB\"\n}", 2 * time.Second},
-		{"smallest wins", `rate_down = "10MiB"`, "rates {\n  user_down = \"8MiB\"\n  address_down = \"1MiB\"\n  transfer_down = \"4MiB\"\n}", 2 * time.Second},
-		{"far above", `rate_down = "10GiB"`, "rates {\n  user_down = \"10GiB\"\n  address_down = \"10GiB\"\n  transfer_down = \"10GiB\"\n}", 0},
+		{"listener", `rate_down = "1MiB"`, "", 2 * time.Second, "listener"},
+		{"class", "", fmt.Sprintf("rates {\n  user_down = \"100MiB\"\n  class \"slow\" {\n    users = [%q]\n    down = \"1MiB\"\n  }\n}", be.User), 2 * time.Second, "user"},
+		{"address", "", "rates {\n  address_down = \"1MiB\"\n}", 2 * time.Second, "address"},
+		{"transfer", "", "rates {\n  transfer_down = \"1MiB\"\n}", 2 * time.Second, "transfer"},
+		{"smallest wins", `rate_down = "10MiB"`, "rates {\n  user_down = \"8MiB\"\n  address_down = \"1MiB\"\n  transfer_down = \"4MiB\"\n}", 2 * time.Second, "address"},
+		{"upload limit only", "", "rates {\n  user_up = \"1MiB\"\n  address_up = \"1MiB\"\n  transfer_up = \"1MiB\"\n}", 0, ""},
+		{"far above", `rate_down = "10GiB"`, "rates {\n  user_down = \"10GiB\"\n  address_down = \"10GiB\"\n  transfer_down = \"10GiB\"\n}", 0, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			g := startGate(t, be.Addr, gateOptions{listenerExtra: tt.listener, extra: tt.extra})
 			out := filepath.Join(t.TempDir(), "two.bin")
-			start := time.Now()
 			ftptest.Curl(t, "--ssl-reqd", "--cacert", g.certs.CAFile, "-o", out,
 				ftpURL("ftp", be.User, be.Password, g.explicit, "two.bin"))
-			elapsed := time.Since(start)
 			if ftptest.FileSHA256(t, out) != sha(data) {
 				t.Fatal("the download differs")
 			}
+			ev := g.eventsOf(t, "transfer")
+			if len(ev) != 1 {
+				t.Fatalf("audit: %v", ev)
+			}
 			if tt.want == 0 {
-				if elapsed > time.Second {
-					t.Fatalf("2 MiB under limits far above took %s", elapsed)
+				if _, waited := ev[0]["throttled_ms"]; waited {
+					t.Fatalf("a transfer under limits far above waited: %v", ev[0])
 				}
 				return
 			}
-			within(t, "2 MiB at 1 MiB/s", elapsed, tt.want, 0.25)
+			within(t, "2 MiB at 1 MiB/s", time.Duration(ev[0]["duration_ms"].(float64))*time.Millisecond, tt.want, 0.25)
+			if ev[0]["rate_level"] != tt.level || ev[0]["rate_limit"] != float64(mib) {
+				t.Fatalf("audit names the limit %v at %v, want %d at %s", ev[0]["rate_limit"], ev[0]["rate_level"], mib, tt.level)
+			}
 		})
 	}
 }
