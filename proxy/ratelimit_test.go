@@ -326,6 +326,22 @@ func TestMaxFileSize(t *testing.T) {
 	if ftptest.FileSHA256(t, filepath.Join(be.Root, "exact.bin")) != sha(exact) {
 		t.Fatal("a file of exactly max_file_size differs")
 	}
+
+	// A resumed upload counts from its offset, and its file, which held
+	// data before, is kept.
+	ftptest.Chown(t, writeFile(t, be.Root, "resumed.bin", exact[:mib/2]))
+	d = c.DialData(c.EPSV())
+	c.Cmd(350, "REST %d", mib/2)
+	c.Cmd(150, "STOR resumed.bin")
+	written = writeData(d, randomBytes(t, mib), time.Minute)
+	c.Expect(552)
+	<-written
+	if fi, err := os.Stat(filepath.Join(be.Root, "resumed.bin")); err != nil || fi.Size() != mib {
+		t.Fatalf("the resumed file: %v, %v; want it kept at max_file_size", fi, err)
+	}
+	if ev := g.eventsOf(t, "transfer"); len(ev) != 3 || ev[2]["partial_file"] != "kept" || ev[2]["bytes"] != float64(mib/2) {
+		t.Fatalf("audit: %v", ev)
+	}
 	c.Cmd(221, "QUIT")
 
 	local := filepath.Join(t.TempDir(), "big.bin")
@@ -336,6 +352,18 @@ func TestMaxFileSize(t *testing.T) {
 		t.Fatal("curl uploaded 8 MiB through a 1 MiB limit")
 	}
 	t.Logf("curl: %v: %s", err, errOut)
+	// curl hangs up at the cut; the proxy removes the file after the
+	// server's final reply, and audits the transfer after that.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(g.eventsOf(t, "transfer")) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("curl's upload never audited: %v", g.eventsOf(t, "transfer"))
+		}
+		time.Sleep(20 * time.Millisecond) // polling, bounded above
+	}
+	if ev := g.eventsOf(t, "transfer")[3]; ev["path"] != "/curl.bin" || ev["partial_file"] != "removed" {
+		t.Fatalf("audit: %v", ev)
+	}
 	if _, err := os.Stat(filepath.Join(be.Root, "curl.bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the backend kept curl's partial file: %v", err)
 	}
