@@ -291,9 +291,13 @@ func (f *flow) pass(n int) (int, error) {
 		n, err = int(f.left), errFileTooLarge
 	}
 	f.refresh()
-	for _, l := range f.limiters {
-		if werr := f.take(l, n); werr != nil {
-			return 0, werr
+	if len(f.limiters) > 0 {
+		now := time.Now() // one reading for every level: the clock costs more than a bucket
+		for _, l := range f.limiters {
+			var werr error
+			if now, werr = f.take(l, n, now); werr != nil {
+				return 0, werr
+			}
 		}
 	}
 	if f.left >= 0 {
@@ -302,11 +306,15 @@ func (f *flow) pass(n int) (int, error) {
 	return n, err
 }
 
-// take waits for n tokens of l, a burst at a time.
-func (f *flow) take(l levelLimiter, n int) error {
+// take waits for n tokens of l, a burst at a time, and returns the time
+// after it (now, when it did not wait).
+func (f *flow) take(l levelLimiter, n int, now time.Time) (time.Time, error) {
 	for n > 0 {
 		k := min(n, l.lim.Burst())
-		now := time.Now()
+		if l.lim.AllowN(now, k) { // the usual case below the limit, without ReserveN's allocation
+			n -= k
+			continue
+		}
 		r := l.lim.ReserveN(now, k)
 		if !r.OK() {
 			continue // the burst shrank meanwhile (a reload): try with the new one
@@ -323,13 +331,14 @@ func (f *flow) take(l levelLimiter, n int) error {
 			case <-f.stop:
 				f.timer.Stop()
 				r.Cancel()
-				return errFlowStopped
+				return now, errFlowStopped
 			}
 			f.throttled(l, d, k)
+			now = time.Now()
 		}
 		n -= k
 	}
-	return nil
+	return now, nil
 }
 
 // throttled records a wait of d for k bytes at level l.

@@ -74,3 +74,37 @@ func TestFlowPassesMoreThanABurst(t *testing.T) {
 		t.Fatalf("pass(60) past the bound = %d, %v", n, err)
 	}
 }
+
+// BenchmarkFlowPass: what the relay's flow costs a 64 KiB chunk, with no
+// limit, and with a limit at every level far above any link (the bench's
+// "limits block present" row).
+func BenchmarkFlowPass(b *testing.B) {
+	far := config.RatePair{Down: 1 << 40, Up: 1 << 40}
+	for _, bb := range []struct {
+		name string
+		cfg  *config.Config
+	}{
+		{"none", &config.Config{Listeners: []*config.Listener{{Name: "l"}}}},
+		{"far above", &config.Config{Listeners: []*config.Listener{{Name: "l", RateDown: far.Down, RateUp: far.Up}},
+			Rates: config.Rates{User: far, Address: far, Transfer: far}}},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			srv := &Server{}
+			srv.live.Store(bb.cfg)
+			srv.metrics = newMetrics(srv)
+			s := &session{srv: srv, lcfg: bb.cfg.Listeners[0]}
+			f := &flow{s: s, user: "bob", listener: "l", left: -1}
+			b.SetBytes(relayBufferSize)
+			for b.Loop() {
+				f.chunk(relayBufferSize)
+				if _, err := f.pass(relayBufferSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if bb.name == "far above" && len(f.limiters) != 4 {
+				b.Fatalf("%d limiters", len(f.limiters))
+			}
+			s.rates.releaseAll(&srv.buckets)
+		})
+	}
+}
