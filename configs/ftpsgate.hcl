@@ -46,6 +46,10 @@ listener "ftps" {
   # (when the client's address is one of those). Off, a local client could
   # aim the proxy at local services.
   # active_allow_local = false
+  # Data bytes per second of all this listener's transfers together
+  # ("100MiB"); "0" or absent: no limit. See the rates block.
+  # rate_down = "0"
+  # rate_up   = "0"
   # Behind a load balancer that sends the PROXY protocol (HAProxy
   # send-proxy, AWS NLB): the client's address comes from its header, which
   # is required from these balancers and believed from no one else.
@@ -208,7 +212,36 @@ limits {
   # Client data connections kept open (up to 10 s) after a transfer until
   # the client closes its end, in the whole proxy; past it they close at once.
   # max_lingering_data_legs = 256
+  # Largest file an upload may make ("10GiB"); crossing it gets 552 at once,
+  # and the partial file is removed (DELE) if the upload created it.
+  # 0 or absent: no bound.
+  # max_file_size = "0"
 }
+
+# Rate limits on data bytes, per second ("2MiB", "500KiB", "10MB"; "/s" may
+# follow). "0" or absent: no limit at that level. A transfer runs at the
+# smallest limit that applies: its listener's (rate_down/rate_up, in the
+# listener block), its user's or class's, its client address's, its own.
+# Limits are per ftpsgate instance, and a reload (SIGHUP) changes them for
+# running transfers too. Downloads are RETR and listings; uploads STOR,
+# STOU and APPE.
+# rates {
+#   user_down     = "0"  # each user, all of that user's sessions together
+#   user_up       = "0"
+#   address_down  = "0"  # each client address (or IPv6 prefix), all its sessions together
+#   address_up    = "0"
+#   transfer_down = "0"  # each transfer on its own
+#   transfer_up   = "0"
+#   # Users of a class take its rates instead of user_down/user_up; the
+#   # first class naming a user wins. Each user has the class's rate for
+#   # all its sessions; shared = true: all the class's users share one.
+#   class "partners" {
+#     users  = ["acme-*", "globex"]
+#     down   = "2MiB"
+#     up     = "2MiB"
+#     shared = false
+#   }
+# }
 
 # Failed logins (a wrong password, or a name the policy refuses) from one
 # client within window ban it for duration; 0 failures turns bans off.

@@ -236,7 +236,7 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		return s.reply(cmd, 425, "Use PASV, EPSV, PORT or EPRT first.")
 	}
 	v := lookupVerb(cmd.Verb)
-	x := &transfer{verb: cmd.Verb, direction: v.data, file: v.xferlog, binary: s.binary, useTLS: s.prot == 'P',
+	x := &transfer{verb: cmd.Verb, user: s.login.user, direction: v.data, file: v.xferlog, binary: s.binary, useTLS: s.prot == 'P',
 		s: s, be: s.be, dialer: s.dialer(), client: p, log: s.log, timeouts: s.cfg.Timeouts, uploadEnd: s.lcfg.UploadCloseNotify,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if cmd.Verb == "RETR" || cmd.Verb == "STOR" {

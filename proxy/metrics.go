@@ -37,6 +37,10 @@ type metrics struct {
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 	lingerRefused prometheus.Counter
+	// Rate limits and max_file_size (ratelimit.go).
+	throttledSeconds *prometheus.CounterVec
+	throttledBytes   *prometheus.CounterVec
+	tooLarge         prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -87,6 +91,17 @@ func newMetrics(s *Server) *metrics {
 	m.reloaded(nil)
 	m.lingerRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "data_legs_linger_refused_total",
 		Help: "Client data connections closed at once after a transfer, without waiting for the client's close, because limits.max_lingering_data_legs were lingering."})
+	m.throttledSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_seconds_total",
+		Help: "Time transfers waited for a rate limit, by direction and by the level that made them wait (listener, user, address, transfer)."},
+		[]string{"direction", "level"})
+	m.throttledBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_bytes_total",
+		Help: "Data bytes that waited for a rate limit before they were relayed, by direction and level."},
+		[]string{"direction", "level"})
+	m.tooLarge = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "max_file_size_refusals_total",
+		Help: "Uploads cut with 552 when they crossed limits.max_file_size."})
+	buckets := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_buckets",
+		Help: "Shared rate-limit buckets held (listener, user or class, client address), each by the sessions that use it."},
+		func() float64 { return float64(s.buckets.len()) })
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -103,6 +118,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
+		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,
 		newAuditCollector(s.audit), &queueCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -79,7 +79,12 @@ var errClientLeg = errors.New("client data leg")
 // An error on the client's leg (src when srcIsClient, else dst) is wrapped
 // with errClientLeg. Each leg is an *eofConn, a *tls.Conn over one, or a
 // plain connection (which the relay wraps).
-func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64) (int64, error) {
+//
+// fl, if not nil, paces the writes (rate limits) and bounds what passes
+// (max_file_size, errFileTooLarge after the last byte allowed). Its waits
+// happen between a read and a write, outside every deadline: the stall
+// deadline is armed per read and per write.
+func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64, fl *flow) (int64, error) {
 	dst, rawDst := rawLeg(dst)
 	src, rawSrc := rawLeg(src)
 	if rawDst == nil || rawSrc == nil {
@@ -106,9 +111,17 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 	_, fromTLS := src.(*tls.Conn)
 	var n int64
 	for {
-		nr, rerr := src.Read(buf)
+		rbuf := buf
+		if fl != nil {
+			rbuf = buf[:fl.chunk(len(buf))]
+		}
+		nr, rerr := src.Read(rbuf)
 		if fromTLS {
-			nr, rerr = readHeld(src, buf, nr, rerr)
+			nr, rerr = readHeld(src, rbuf, nr, rerr)
+		}
+		var ferr error
+		if nr > 0 && fl != nil {
+			nr, ferr = fl.pass(nr)
 		}
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
@@ -122,9 +135,10 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 			if werr != nil {
 				return n, legError(!srcIsClient, werr)
 			}
-			if bufs.size == 0 && n >= bulkAfter {
-				// A bulk transfer: what was gathered has been sent, so
-				// the buffers can change hands.
+			if bufs.size == 0 && n >= bulkAfter && (fl == nil || fl.chunk(bulkBufferSize) > relayBufferSize) {
+				// A bulk transfer, and no rate limit keeps its reads
+				// small: what was gathered has been sent, so the
+				// buffers can change hands.
 				bufs.put()
 				bufs = getRelayBufs(1, toTLS)
 				buf = *bufs.buf
@@ -132,6 +146,9 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 					sealed.hold(*bufs.sealed)
 				}
 			}
+		}
+		if ferr != nil {
+			return n, ferr
 		}
 		if rerr == io.EOF {
 			return n, nil

@@ -75,6 +75,11 @@ type Server struct {
 	// lingering counts the client data legs lingering after a transfer
 	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
 	lingering atomic.Int64
+	// live is the configuration in force (cfg, without the lock), whose
+	// rate limits running transfers follow (ratelimit.go); buckets are
+	// the rate limits shared by sessions.
+	live    atomic.Pointer[config.Config]
+	buckets bucketSet
 
 	// poolMu guards pools: the live state of each backend of the
 	// configuration in force; and queues: each backend's queue, by name,
@@ -111,6 +116,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	s.live.Store(cfg)
 	s.metrics = newMetrics(s)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
@@ -254,6 +260,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 		s.startListener(fl)
 	}
 	s.cfg = cfg
+	s.live.Store(cfg)
 	s.bans.SetRules(cfg.Bans)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)

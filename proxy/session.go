@@ -97,6 +97,9 @@ type session struct {
 	wg        sync.WaitGroup // transfer and data goroutines, and lingering data legs
 	bytesDown atomic.Int64
 	bytesUp   atomic.Int64
+	// rates are the shared rate limits the session's transfers hold,
+	// taken at the first limited transfer, given back at the end.
+	rates sessionBuckets
 
 	// For the status page, read by the admin listener: what is shown of
 	// the session (replaced whole by the session goroutine), and when its
@@ -343,13 +346,18 @@ func (s *session) kill() {
 func (s *session) close(how string) {
 	s.bind.release() // its tickets no longer resume on a sibling's data connections
 	if x := s.currentTransfer(); x != nil {
-		x.cancel()
+		if x.cleaning.Load() {
+			x.wait()
+		} else {
+			x.cancel()
+		}
 	}
 	if s.be != nil {
 		s.be.close() // also ends a transfer's wait for its final reply
 	}
 	s.data.drop()
 	s.wg.Wait()
+	s.rates.releaseAll(&s.srv.buckets)
 	s.login.uncount()
 	s.wmu.Lock()
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))

@@ -26,6 +26,7 @@ import (
 // claimed it, then hands the session back (session.transferEnded).
 type transfer struct {
 	verb, path string
+	user       string // the session's, logged in
 	direction  audit.Direction
 	start      time.Time
 	announced  rewrite.Size // by the 150 reply, if sized
@@ -57,6 +58,13 @@ type transfer struct {
 	// its final reply (transferDone), or until the client asks to abort
 	// (transferAbort). Whoever moves it first decides who answers ABOR.
 	state atomic.Int32
+	// cleaning is set when an upload was cut at max_file_size: the
+	// transfer still needs the backend's control connection, for the
+	// final reply and the DELE of the partial file, and the session's end
+	// waits for it (within the backend's reply timeouts) instead of
+	// cancelling it. A client that hangs up at the 552, as curl does,
+	// thus still leaves no partial file.
+	cleaning atomic.Bool
 
 	mu     sync.Mutex // guards legs, killed
 	legs   []func()   // each resets one data leg
@@ -183,6 +191,12 @@ type outcome struct {
 	result      audit.Result
 	check       string // the integrity check that failed, if any
 	closeNotify bool   // the client leg's TLS stream ended with close_notify
+	// flow is how the relay was paced (nil if it did not run); tooLarge:
+	// the upload crossed max_file_size, and partial is what became of
+	// the backend's partial file (audit.PartialRemoved…).
+	flow     *flow
+	tooLarge bool
+	partial  string
 }
 
 // outcome connects both data legs, relays, and reads the backend's final
@@ -264,8 +278,9 @@ func (x *transfer) awaitClient() (*clientData, outcome) {
 // returns nil for a stream that ended cleanly and passed its checks.
 func (x *transfer) relayLegs(out *outcome) error {
 	cd, stall := out.client, x.timeouts.DataStall
+	out.flow = newFlow(x, x.maxBytes())
 	if x.direction == audit.Download {
-		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes)
+		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes, out.flow)
 		out.bytes = n
 		x.s.bytesDown.Add(n)
 		if err == nil {
@@ -273,9 +288,17 @@ func (x *transfer) relayLegs(out *outcome) error {
 		}
 		return err
 	}
-	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes)
+	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes, out.flow)
 	out.bytes = n
 	x.s.bytesUp.Add(n)
+	if errors.Is(err, errFileTooLarge) {
+		// Cut here: the client stops sending at once, and is told why
+		// on the control connection (552).
+		out.tooLarge = true
+		x.cleaning.Store(true) // before the client can see the cut
+		resetLeg(cd.tcp)
+		return err
+	}
 	// The relay read io.EOF, and not from the TCP stream: the client's
 	// close_notify.
 	out.closeNotify = err == nil && cd.tls != nil && !cd.eof.sawTCPEOF()
@@ -291,6 +314,14 @@ func (x *transfer) brokenOff(out *outcome, rerr error) {
 	out.result = audit.Incomplete
 	var ie *errIntegrity
 	switch {
+	case out.tooLarge:
+		out.result = audit.TooLarge
+		out.reply = rewrite.NewReply(552, fmt.Sprintf("Upload aborted: the file exceeds the maximum size of %s (%d bytes).",
+			config.FormatSize(x.s.cfg.Limits.MaxFileSize), x.s.cfg.Limits.MaxFileSize))
+		x.s.srv.metrics.tooLarge.Inc()
+		x.log.Info("upload cut at max_file_size", zap.String("verb", x.verb), zap.String("path", x.path),
+			zap.Int64("bytes", out.bytes), zap.Int64("offset", x.offset), zap.Int64("max_file_size", x.s.cfg.Limits.MaxFileSize))
+		return
 	case x.cancelled():
 		// By the client's ABOR, or by the session's end (the client
 		// vanished, or shutdown): only the first is "aborted".
@@ -363,6 +394,9 @@ func (x *transfer) finish(out outcome) {
 	if aborted {
 		reply = x.abortBackend(&out, reply)
 	}
+	if out.tooLarge {
+		x.removePartial(&out)
+	}
 	if out.backendLost != nil && !x.cancelled() {
 		x.log.Warn("backend control connection lost during transfer", zap.Error(out.backendLost))
 		x.lost = out.backendLost // the session cannot go on (transferEnded)
@@ -384,9 +418,18 @@ func (x *transfer) record(out outcome, code int) {
 		resumedFrom = out.client.sibling
 	}
 	d := time.Since(x.start)
-	x.log.Info("transfer", zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
-		zap.Duration("duration", d), zap.String("result", string(out.result)), zap.Int("code", code))
+	fields := []zap.Field{zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes),
+		zap.Duration("duration", d), zap.String("result", string(out.result)), zap.Int("code", code)}
+	var throttled time.Duration
+	var rateLimit int64
+	var rateLevel string
+	if f := out.flow; f != nil && f.waited > 0 {
+		throttled, rateLimit, rateLevel = f.waited, int64(f.slowest), f.slowestAt.String()
+		fields = append(fields, zap.Duration("throttled", throttled), zap.String("rate_limit", f.rateLimit()))
+	}
+	x.log.Info("transfer", fields...)
 	s.audit.Transfer(audit.Transfer{
+		Throttled: throttled, RateLimit: rateLimit, RateLevel: rateLevel, PartialFile: out.partial,
 		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
 		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
 		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
@@ -504,4 +547,58 @@ func shortErr(err error) string {
 		return ne.Err.Error()
 	}
 	return err.Error()
+}
+
+// ---- max_file_size ----
+
+// maxBytes is how many bytes the transfer may relay under
+// limits.max_file_size: for STOR, the size less the REST offset it
+// writes from; for STOU and APPE, the size (APPE's file may hold more
+// already, which the proxy does not know). -1: no bound (a download, or
+// no max_file_size).
+func (x *transfer) maxBytes() int64 {
+	max := x.s.cfg.Limits.MaxFileSize
+	if max <= 0 || x.direction != audit.Upload {
+		return -1
+	}
+	return pos(max - x.offset)
+}
+
+func pos(n int64) int64 {
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+// removePartial removes, after the backend's final reply, the partial
+// file an upload cut at max_file_size left on the backend: DELE on the
+// proxy's own control connection, which the transfer still owns. Only a
+// file the upload created is removed (STOR or STOU from offset 0): with
+// REST or APPE, the file held data before this transfer, which is kept.
+// out.partial says what became of it, for the audit.
+func (x *transfer) removePartial(out *outcome) {
+	switch {
+	case x.offset > 0 || x.verb == "APPE":
+		out.partial = audit.PartialKept
+		x.log.Info("partial upload kept: the file existed before it (REST or APPE)", zap.String("path", x.path))
+		return
+	case out.backendLost != nil:
+		out.partial = audit.PartialRemoveFailed
+		x.log.Warn("partial upload not removed: no connection to the FTP server", zap.String("path", x.path))
+		return
+	}
+	rep, err := x.be.roundTrip(rewrite.Command{Verb: "DELE", Arg: x.path}, x.timeouts.BackendReply)
+	switch {
+	case err != nil:
+		out.backendLost = err
+		out.partial = audit.PartialRemoveFailed
+		x.log.Warn("partial upload not removed: DELE failed", zap.String("path", x.path), zap.Error(err))
+	case rep.Code/100 != 2:
+		out.partial = audit.PartialRemoveFailed
+		x.log.Warn("partial upload not removed: the FTP server refused DELE", zap.String("path", x.path), zap.String("reply", rep.String()))
+	default:
+		out.partial = audit.PartialRemoved
+		x.log.Info("partial upload removed", zap.String("path", x.path))
+	}
 }

@@ -60,8 +60,8 @@ results=$work/results.jsonl
 
 # Backends and baselines.
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
-	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD SINK_RSA < <(free_ports 15)
-[ -n "$SINK_RSA" ] || die "no free ports"
+	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD SINK_RSA GATE_LIMITED < <(free_ports 16)
+[ -n "$GATE_LIMITED" ] || die "no free ports"
 # reaped START…: a start_* function of lib.sh (or mod_proxy) with its
 # server under ftpsload reap. vsftpd's session processes can orphan their
 # child, whose CPU time is then lost to init; the reaper adopts them. The
@@ -119,7 +119,9 @@ mp_responder_pid=$proftpd_pid
 
 # ftpsgate NAME LISTENER:BACKEND…: an ftpsgate with one listener per pair,
 # limits raised for the load (the defaults allow 50 sessions per address).
-# $backend_extra, if set, is more HCL for each backend block.
+# $backend_extra, $listener_extra, $limits_extra and $gate_extra, if set,
+# are more HCL for each backend block, each listener block, the limits
+# block and the file.
 ftpsgate() {
 	local name=$1 conf=$work/$1.hcl ports=51000 first
 	shift
@@ -133,6 +135,7 @@ ftpsgate() {
 			  key_file      = "$work/tls.key"
 			  passive_ports = "$ports-$((ports + 999))"
 			  backend       = "b${pair#*:}"
+			  ${listener_extra:-}
 			}
 			backend "b${pair#*:}" {
 			  address = "127.0.0.1:${pair#*:}"
@@ -145,10 +148,12 @@ ftpsgate() {
 		limits {
 		  max_sessions        = 20000
 		  max_sessions_per_ip = 20000
+		  ${limits_extra:-}
 		}
 		audit {
 		  file = "$work/$name-audit.log"
 		}
+		${gate_extra:-}
 	EOF
 	setsid bin/ftpsgate run -config "$conf" -log-level warn 2>"$work/$name.log" &
 	pids+=($!)
@@ -161,11 +166,25 @@ main_gate=$gate_pid
 # a session bound the load never reaches, so that the row shows what the
 # queue's bookkeeping costs against the defaults' paced dials alone.
 backend_extra="max_sessions = 10000" ftpsgate shield "$GATE_SHIELD:$PROFTPD"
+# The same in front of vsftpd with every rate limit and max_file_size set
+# far above what loopback carries (issue 19): the row beside ftpsgate's
+# shows what the limits' bookkeeping costs a transfer they never slow.
+listener_extra='rate_down = "1TiB"
+  rate_up = "1TiB"' gate_extra='rates {
+  user_down = "1TiB"
+  user_up = "1TiB"
+  address_down = "1TiB"
+  address_up = "1TiB"
+  transfer_down = "1TiB"
+  transfer_up = "1TiB"
+}' limits_extra='max_file_size = "1TiB"' ftpsgate limited "$GATE_LIMITED:$VSFTPD"
+limited_gate=$gate_pid
 
 load() { bin/ftpsload "$@" -user "$ACCOUNT" -password-file "$work/password" -ca "$work/tls.crt" >>"$results"; }
 # The transfer paths, each LABEL|TLS FLAG|PORT|PROXY PID|SERVER PID (the
 # processes whose CPU time the throughput rows count).
 paths=("ftpsgate|-tls|$GATE_VSFTPD|$main_gate|$vsftpd_pid"
+	"ftpsgate, limits block present (unthrottled)|-tls|$GATE_LIMITED|$limited_gate|$vsftpd_pid"
 	"vsftpd FTPS|-tls|$VSFTPD_TLS||$vsftpd_tls_pid"
 	"plain FTP direct|-tls=false|$VSFTPD||$vsftpd_pid"
 	"mod_proxy|-tls|$MP_VSFTPD|$mp_vsftpd_pid|$vsftpd_pid")

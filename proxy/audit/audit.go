@@ -220,6 +220,9 @@ const (
 	Incomplete Result = "incomplete"
 	// Aborted by the client's ABOR.
 	Aborted Result = "aborted"
+	// TooLarge: an upload cut with 552 when it crossed max_file_size
+	// (Transfer.PartialFile says what became of the partial file).
+	TooLarge Result = "too_large"
 	// Failed: no data connection was made.
 	Failed Result = "failed"
 )
@@ -267,7 +270,29 @@ type Transfer struct {
 	// File: the transfer moved a file (RETR, STOR, STOU, APPE, as the
 	// proxy's verb table says), not a listing; only those go to xferlog.
 	File bool
+	// Throttled is how long the transfer waited for rate limits, and
+	// RateLimit (bytes per second) and RateLevel ("listener", "user",
+	// "address", "transfer") the smallest limit that made it wait; zero
+	// and "" when none did.
+	Throttled time.Duration
+	RateLimit int64
+	RateLevel string
+	// PartialFile is what became of the backend's partial file after an
+	// upload cut at max_file_size: PartialRemoved, PartialKept or
+	// PartialRemoveFailed; "" otherwise.
+	PartialFile string
 }
+
+// What became of the partial file of an upload cut at max_file_size.
+const (
+	// PartialRemoved: the proxy removed it with DELE.
+	PartialRemoved = "removed"
+	// PartialKept: it held data before the upload (REST or APPE), and
+	// was kept.
+	PartialKept = "kept"
+	// PartialRemoveFailed: DELE was refused or could not be sent.
+	PartialRemoveFailed = "remove_failed"
+)
 
 // Transfer records a finished transfer.
 func (s *Session) Transfer(t Transfer) {
@@ -287,6 +312,13 @@ func (s *Session) Transfer(t Transfer) {
 	}
 	if t.Offset > 0 {
 		fs = append(fs, zap.Int64("offset", t.Offset))
+	}
+	if t.Throttled > 0 {
+		fs = append(fs, zap.Int64("throttled_ms", t.Throttled.Milliseconds()), zap.Int64("rate_limit", t.RateLimit))
+		fs = text(fs, "rate_level", t.RateLevel)
+	}
+	if t.PartialFile != "" {
+		fs = text(fs, "partial_file", t.PartialFile)
 	}
 	s.emit(EventTransfer, fs...)
 	writeXferlog(s.xferlog, t)

@@ -99,6 +99,9 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	if fs.Limits != nil {
 		c.limits(fs.Limits, cfg)
 	}
+	if fs.Rates != nil {
+		c.rates(fs.Rates, cfg)
+	}
 	if fs.Admin != nil {
 		c.admin(fs.Admin, cfg)
 	}

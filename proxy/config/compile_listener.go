@@ -63,6 +63,8 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 		l.ProxyProtocol = c.proxyProtocol(pb)
 	}
 	c.addressFilter(lb, l)
+	c.rate(at(lb.RateDownAt, lb.DefRange), "rate_down", lb.RateDown, &l.RateDown)
+	c.rate(at(lb.RateUpAt, lb.DefRange), "rate_up", lb.RateUp, &l.RateUp)
 	b, ok := cfg.Backends[lb.Backend]
 	if !ok {
 		c.errorf(at(lb.BackendAt, lb.DefRange), "Unknown backend",

@@ -107,6 +107,13 @@ func (c *compiler) limits(lb *limitsBlock, cfg *Config) {
 		}
 		l.MaxLingeringDataLegs = *v
 	}
+	if v := lb.MaxFileSize; v != nil {
+		n, err := ParseSize(*v, false)
+		if err != nil {
+			c.errorf(at(lb.MaxFileSizeAt, lb.DefRange), "Invalid limit", "max_file_size: %s.", err)
+		}
+		l.MaxFileSize = n
+	}
 }
 
 // bans compiles the bans block.

@@ -54,7 +54,9 @@ func DefaultTimeouts() Timeouts {
 // needs 512; a longer one is a flood), 1000 sessions in all and 50 from
 // one client (one address, or one IPv6 /64, which a single host holds),
 // and 256 client data legs lingering after their transfers (each holds a
-// descriptor until its client closes it).
+// descriptor until its client closes it). No max_file_size: a bound on
+// files is the site's choice, as are rate limits (the zero Rates, and
+// listeners' rate_down and rate_up at 0: no limit).
 func DefaultLimits() Limits {
 	return Limits{MaxLine: 4096, MaxSessions: 1000, MaxSessionsPerIP: 50, IPv6Prefix: policy.DefaultIPv6Prefix,
 		MaxLingeringDataLegs: 256}

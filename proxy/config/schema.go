@@ -16,6 +16,7 @@ type fileSchema struct {
 	Audit     *auditBlock     `hcl:"audit,block"`
 	Timeouts  *timeoutsBlock  `hcl:"timeouts,block"`
 	Limits    *limitsBlock    `hcl:"limits,block"`
+	Rates     *ratesBlock     `hcl:"rates,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
 }
@@ -53,6 +54,10 @@ type listenerBlock struct {
 	DenyCIDRsAt         hcl.Range           `hcl:"deny_cidrs,attr_value_range"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
 	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
+	RateDown            *string             `hcl:"rate_down"`
+	RateDownAt          hcl.Range           `hcl:"rate_down,attr_value_range"`
+	RateUp              *string             `hcl:"rate_up"`
+	RateUpAt            hcl.Range           `hcl:"rate_up,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -225,4 +230,37 @@ type limitsBlock struct {
 	IPv6PrefixAt       hcl.Range `hcl:"ipv6_prefix,attr_value_range"`
 	MaxLingeringData   *int      `hcl:"max_lingering_data_legs"`
 	MaxLingeringDataAt hcl.Range `hcl:"max_lingering_data_legs,attr_value_range"`
+	MaxFileSize        *string   `hcl:"max_file_size"`
+	MaxFileSizeAt      hcl.Range `hcl:"max_file_size,attr_value_range"`
+}
+
+// ratesBlock: each rate is a size per second ("2MiB"), "0" or absent for
+// no limit.
+type ratesBlock struct {
+	DefRange       hcl.Range        `hcl:",def_range"`
+	UserDown       *string          `hcl:"user_down"`
+	UserDownAt     hcl.Range        `hcl:"user_down,attr_value_range"`
+	UserUp         *string          `hcl:"user_up"`
+	UserUpAt       hcl.Range        `hcl:"user_up,attr_value_range"`
+	AddressDown    *string          `hcl:"address_down"`
+	AddressDownAt  hcl.Range        `hcl:"address_down,attr_value_range"`
+	AddressUp      *string          `hcl:"address_up"`
+	AddressUpAt    hcl.Range        `hcl:"address_up,attr_value_range"`
+	TransferDown   *string          `hcl:"transfer_down"`
+	TransferDownAt hcl.Range        `hcl:"transfer_down,attr_value_range"`
+	TransferUp     *string          `hcl:"transfer_up"`
+	TransferUpAt   hcl.Range        `hcl:"transfer_up,attr_value_range"`
+	Classes        []rateClassBlock `hcl:"class,block"`
+}
+
+type rateClassBlock struct {
+	Name     string    `hcl:"name,label"`
+	DefRange hcl.Range `hcl:",def_range"`
+	Users    []string  `hcl:"users"`
+	UsersAt  hcl.Range `hcl:"users,attr_value_range"`
+	Down     *string   `hcl:"down"`
+	DownAt   hcl.Range `hcl:"down,attr_value_range"`
+	Up       *string   `hcl:"up"`
+	UpAt     hcl.Range `hcl:"up,attr_value_range"`
+	Shared   *bool     `hcl:"shared"`
 }

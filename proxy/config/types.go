@@ -23,7 +23,11 @@ type Config struct {
 	Audit    Audit
 	Timeouts Timeouts
 	Limits   Limits
-	Bans     policy.BanRules
+	// Rates limit the data bytes per second of users, client addresses
+	// and single transfers (listeners have their own, Listener.RateDown
+	// and RateUp).
+	Rates Rates
+	Bans  policy.BanRules
 	// Admin is the address of the admin HTTP listener (/metrics,
 	// /healthz, /readyz), or "" for none.
 	Admin string
@@ -220,6 +224,10 @@ type Listener struct {
 	// on the proxy's or a backend's host, and read its banners or write
 	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
 	ActiveAllowLocal bool
+	// RateDown and RateUp bound the data bytes per second of all the
+	// listener's transfers together, downloads and uploads; 0 (the
+	// default): no bound. See Rates for the other levels.
+	RateDown, RateUp Rate
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.
@@ -418,4 +426,12 @@ type Limits struct {
 	// connections from exhausting the proxy's file descriptors. 0: no leg
 	// lingers.
 	MaxLingeringDataLegs int
+	// MaxFileSize bounds the size of an uploaded file in bytes (the
+	// REST offset of a resumed STOR included; for APPE, the bytes
+	// appended): the upload is cut the moment it would cross it, the
+	// client gets 552, and the partial file the backend received is
+	// removed with DELE when the upload created it (STOR or STOU from
+	// offset 0). It stops one client from filling the backend's disk. 0
+	// (the default): no bound.
+	MaxFileSize int64
 }
