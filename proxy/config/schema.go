@@ -18,6 +18,7 @@ type fileSchema struct {
 	Limits    *limitsBlock    `hcl:"limits,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
+	Auths     []authBlock     `hcl:"auth,block"`
 }
 
 type listenerBlock struct {
@@ -53,6 +54,8 @@ type listenerBlock struct {
 	DenyCIDRsAt         hcl.Range           `hcl:"deny_cidrs,attr_value_range"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
 	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
+	Auth                *string             `hcl:"auth"`
+	AuthAt              hcl.Range           `hcl:"auth,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -116,16 +119,37 @@ type healthCheckBlock struct {
 }
 
 type routeBlock struct {
-	Name      string    `hcl:"name,label"`
-	DefRange  hcl.Range `hcl:",def_range"`
-	Users     *[]string `hcl:"users"`
-	UsersAt   hcl.Range `hcl:"users,attr_value_range"`
-	Hosts     *[]string `hcl:"hosts"`
-	HostsAt   hcl.Range `hcl:"hosts,attr_value_range"`
-	SNI       *[]string `hcl:"sni"`
-	SNIAt     hcl.Range `hcl:"sni,attr_value_range"`
-	Backend   string    `hcl:"backend"`
-	BackendAt hcl.Range `hcl:"backend,attr_value_range"`
+	Name                  string    `hcl:"name,label"`
+	DefRange              hcl.Range `hcl:",def_range"`
+	Users                 *[]string `hcl:"users"`
+	UsersAt               hcl.Range `hcl:"users,attr_value_range"`
+	Hosts                 *[]string `hcl:"hosts"`
+	HostsAt               hcl.Range `hcl:"hosts,attr_value_range"`
+	SNI                   *[]string `hcl:"sni"`
+	SNIAt                 hcl.Range `hcl:"sni,attr_value_range"`
+	Backend               string    `hcl:"backend"`
+	BackendAt             hcl.Range `hcl:"backend,attr_value_range"`
+	Auth                  *string   `hcl:"auth"`
+	AuthAt                hcl.Range `hcl:"auth,attr_value_range"`
+	BackendUser           *string   `hcl:"backend_user"`
+	BackendUserAt         hcl.Range `hcl:"backend_user,attr_value_range"`
+	BackendPasswordFile   *string   `hcl:"backend_password_file"`
+	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
+	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
+	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
+}
+
+type authBlock struct {
+	Name                  string    `hcl:"name,label"`
+	DefRange              hcl.Range `hcl:",def_range"`
+	UserFile              *string   `hcl:"user_file"`
+	UserFileAt            hcl.Range `hcl:"user_file,attr_value_range"`
+	BackendUser           *string   `hcl:"backend_user"`
+	BackendUserAt         hcl.Range `hcl:"backend_user,attr_value_range"`
+	BackendPasswordFile   *string   `hcl:"backend_password_file"`
+	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
+	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
+	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
 }
 
 type policyBlock struct {
