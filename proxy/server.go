@@ -72,6 +72,10 @@ type Server struct {
 	// loginDelays: how long backends take to answer logins, mimicked
 	// for names the policy refuses (login.go).
 	loginDelays loginDelays
+	// userFiles are the auth blocks' user files as last loaded, and
+	// hashSlots bound the password checks running at once (edgeauth.go).
+	userFiles userFiles
+	hashSlots chan struct{}
 	// lingering counts the client data legs lingering after a transfer
 	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
 	lingering atomic.Int64
@@ -98,15 +102,16 @@ type Server struct {
 // New returns a Server for cfg. It does not listen until Start.
 func New(cfg *config.Config, opt Options) *Server {
 	s := &Server{
-		cfg:      cfg,
-		log:      opt.Logger,
-		audit:    opt.Audit,
-		dial:     opt.DialBackend,
-		sessions: make(map[*session]struct{}),
-		bindings: make(map[string]*tlsBinding),
-		users:    make(map[string]int),
-		perIP:    make(map[netip.Prefix]int),
-		bans:     policy.NewBans(cfg.Bans),
+		cfg:       cfg,
+		log:       opt.Logger,
+		audit:     opt.Audit,
+		dial:      opt.DialBackend,
+		sessions:  make(map[*session]struct{}),
+		bindings:  make(map[string]*tlsBinding),
+		users:     make(map[string]int),
+		perIP:     make(map[netip.Prefix]int),
+		bans:      policy.NewBans(cfg.Bans),
+		hashSlots: newHashSlots(),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -155,8 +160,10 @@ func (s *Server) Start() error {
 	for _, fl := range fls {
 		s.startListener(fl)
 	}
-	s.wg.Add(1)
+	s.userFiles.set(s.cfg)
+	s.wg.Add(2)
 	go s.watchCertificates()
+	go s.watchUserFiles()
 	return nil
 }
 
@@ -255,6 +262,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	}
 	s.cfg = cfg
 	s.bans.SetRules(cfg.Bans)
+	s.userFiles.set(cfg)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
 	return nil
