@@ -131,7 +131,7 @@ func TestPasswd(t *testing.T) {
 // terminal before the command turns echo off), and prints everything the
 // terminal showed, then the exit status.
 const ptyDriver = `
-import os, pty, sys
+import os, pty, select, signal, sys
 first, second = sys.argv[1], sys.argv[2]
 pid, fd = pty.fork()
 if pid == 0:
@@ -140,6 +140,10 @@ seen = b""
 def until(marker):
     global seen
     while marker not in seen:
+        if not select.select([fd], [], [], 60)[0]:
+            seen += b"\n(no output for 60 s)"
+            os.kill(pid, signal.SIGKILL)
+            return False
         try:
             b = os.read(fd, 1024)
         except OSError:
