@@ -425,3 +425,47 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestEdgeAuthRoute: a route names its own auth block and backend
+// account; sessions it does not take are checked by the backend, as
+// without an auth block.
+func TestEdgeAuthRoute(t *testing.T) {
+	be := ftptest.ProFTPD(t, ftptest.ProFTPDOptions{})
+	tap := &backendTap{control: be.Addr}
+	pw := filepath.Join(t.TempDir(), "backend.pass")
+	if err := os.WriteFile(pw, []byte(be.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGate(t, be.Addr, gateOptions{dialBackend: tap.dial, extra: fmt.Sprintf(`auth "partners" {
+  user_file = %q
+}
+route "partners" {
+  users                 = ["alice", "p-*"]
+  backend               = "legacy"
+  auth                  = "partners"
+  backend_user          = %q
+  backend_password_file = %q
+}`, edgeUsers(t, t.TempDir()), be.User, pw)})
+	refusedAtEdge(t, g, "p-unknown", "x")
+	refusedAtEdge(t, g, "alice", be.Password)
+	if n := tap.dials.Load(); n != 0 {
+		t.Fatalf("%d backend connections for the route's refused logins", n)
+	}
+	c := g.login(t, "alice", "alice-edge-pw") // the route's account
+	c.Cmd(257, "PWD")
+	c.Cmd(221, "QUIT")
+	c = g.login(t, be.User, be.Password) // no route: the backend checks
+	c.Cmd(221, "QUIT")
+	if n := tap.dials.Load(); n != 2 {
+		t.Fatalf("%d backend connections for two logins", n)
+	}
+	var got []string
+	for _, e := range g.eventsOf(t, "login") {
+		got = append(got, fmt.Sprint(e["user"], "/", e["result"], "/", e["method"], "/", e["route"], "/", e["backend_user"]))
+	}
+	want := []string{"p-unknown/failure/file/partners/", "alice/failure/file/partners/",
+		"alice/success/file/partners/" + be.User, be.User + "/success/backend//"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+}
