@@ -177,6 +177,10 @@ policy {
 #   # "ftpsgate passwd -f FILE USER"; reloaded when it changes and on
 #   # SIGHUP (a broken file is logged and the previous one kept).
 #   user_file = "/etc/ftpsgate/users"
+#   # A second factor (TOTP, RFC 6238): "user:BASE32SECRET" lines (mode
+#   # 0600); each user then appends the current six-digit code of an
+#   # authenticator app to the password, and a code once used is refused.
+#   totp_secrets_file = "/etc/ftpsgate/totp"
 #   # Map every login this block accepts to one backend account; its
 #   # password from a file (mode 0600) or the environment, never from this
 #   # file. Omitted: the client's own user name and password are passed on.

@@ -33,6 +33,9 @@ const (
 	reasonUnknownUser    = "unknown_user"
 	reasonWrongPassword  = "wrong_password"
 	reasonBackendRefused = "backend_refused" // the edge accepted; the backend refused the mapped login
+	reasonTOTPMissing    = "totp_missing"    // the user has no TOTP secret
+	reasonTOTPInvalid    = "totp_invalid"    // no code, or not the code of this time
+	reasonTOTPReused     = "totp_reused"     // the code was already used
 )
 
 // methodBackend is the method of a login the backend checked (no auth
@@ -105,7 +108,11 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 			return s.deny(cmd, d)
 		}
 	}
-	known, ok := s.srv.verifyPassword(users, l.user, cmd.Arg, refused != nil)
+	password, code := cmd.Arg, ""
+	if e.auth.TOTP != nil {
+		password, code = userfile.SplitCode(cmd.Arg)
+	}
+	known, ok := s.srv.verifyPassword(users, l.user, password, refused != nil)
 	reason := ""
 	switch {
 	case refused != nil:
@@ -114,6 +121,20 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 		reason = reasonUnknownUser
 	case !ok:
 		reason = reasonWrongPassword
+	}
+	if e.auth.TOTP != nil {
+		// Checked whatever the password's outcome: the same work, and
+		// the same answer, for every failure.
+		step, hasSecret, codeOK := e.auth.TOTP.Check(l.user, code, time.Now())
+		switch {
+		case reason != "":
+		case !hasSecret:
+			reason = reasonTOTPMissing
+		case !codeOK:
+			reason = reasonTOTPInvalid
+		case !s.srv.totpUse(e.auth.Name, l.user, step):
+			reason = reasonTOTPReused
+		}
 	}
 	if reason != "" {
 		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
@@ -129,7 +150,7 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 
 	// Accepted at the edge: only now is a backend connection opened.
 	b := e.backend
-	user, pass := l.user, cmd.Arg
+	user, pass := l.user, password
 	if e.mapped != nil {
 		user, pass = e.mapped.User, e.mapped.Password
 	}
@@ -192,6 +213,24 @@ func (s *Server) verifyPassword(users *userfile.File, user, password string, ref
 		return false, false
 	}
 	return users.Verify(user, password)
+}
+
+// totpUse records that user of the auth block named auth used the TOTP
+// code of step, and reports whether that code is new: a step at or
+// before the last one used is refused (RFC 6238 §5.2), so a code seen by
+// someone else is worthless once used, even within its window.
+func (s *Server) totpUse(auth, user string, step uint64) bool {
+	s.totpMu.Lock()
+	defer s.totpMu.Unlock()
+	key := auth + "\x00" + user
+	if last, ok := s.totpLast[key]; ok && step <= last {
+		return false
+	}
+	if s.totpLast == nil {
+		s.totpLast = map[string]uint64{}
+	}
+	s.totpLast[key] = step
+	return true
 }
 
 // newHashSlots is the number of password checks that may run at once: one

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
@@ -467,5 +468,62 @@ route "partners" {
 		"alice/success/file/partners/" + be.User, be.User + "/success/backend//"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestEdgeAuthTOTP: with a TOTP secrets file, the current code appended
+// to the password logs in, and the backend gets the password without it;
+// the same code again is refused, as are a code outside the skew, a
+// password without a code and a user without a secret; none of these
+// reaches the backend.
+func TestEdgeAuthTOTP(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	dir := t.TempDir()
+	secret := "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	secrets := filepath.Join(dir, "totp")
+	if err := os.WriteFile(secrets, []byte("alice:"+secret+"\n"+be.User+":"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tap := &backendTap{control: be.Addr}
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: `auth = "staff"`, dialBackend: tap.dial,
+		extra: fmt.Sprintf("auth \"staff\" {\n  user_file = %q\n  totp_secrets_file = %q\n}\nbans {\n  safelist = [\"127.0.0.0/8\"]\n}\n",
+			edgeUsers(t, dir, be.User, be.Password), secrets)})
+	code := func(at time.Time) string {
+		c, err := totp.GenerateCode(secret, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	now := code(time.Now())
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER %s", be.User)
+	c.Cmd(230, "PASS %s%s", be.Password, now) // passed through, without the code
+	c.Cmd(221, "QUIT")
+	if w := tap.wire(); !strings.Contains(w, "PASS "+be.Password+"\r\n") || strings.Contains(w, now) {
+		t.Fatalf("the backend got:\n%s", w)
+	}
+	refusedAtEdge(t, g, be.User, be.Password+now)                                  // reused
+	refusedAtEdge(t, g, be.User, be.Password+code(time.Now().Add(-2*time.Minute))) // outside the skew
+	refusedAtEdge(t, g, be.User, be.Password)                                      // no code
+	refusedAtEdge(t, g, "bob", "bob-edge-pw"+code(time.Now()))                     // no secret
+	refusedAtEdge(t, g, "alice", "wrong"+code(time.Now()))                         // the code right, the password wrong
+	if n := tap.dials.Load(); n != 1 {
+		t.Fatalf("%d backend connections; want 1", n)
+	}
+	var got []string
+	for _, e := range g.eventsOf(t, "login") {
+		got = append(got, fmt.Sprint(e["result"], "/", e["reason"], "/", e["method"]))
+	}
+	// Without a code, the password's last six characters are taken for
+	// one: what is left is a wrong password.
+	want := []string{"success//file+totp", "failure/totp_reused/file+totp", "failure/totp_invalid/file+totp",
+		"failure/wrong_password/file+totp", "failure/totp_missing/file+totp", "failure/wrong_password/file+totp"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+	if strings.Contains(g.auditBuf.String(), now) {
+		t.Fatal("a TOTP code in the audit stream")
 	}
 }

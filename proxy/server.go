@@ -76,6 +76,10 @@ type Server struct {
 	// hashSlots bound the password checks running at once (edgeauth.go).
 	userFiles userFiles
 	hashSlots chan struct{}
+	// totpMu guards totpLast: the step of the last TOTP code each user
+	// (by auth block) used.
+	totpMu   sync.Mutex
+	totpLast map[string]uint64
 	// lingering counts the client data legs lingering after a transfer
 	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
 	lingering atomic.Int64

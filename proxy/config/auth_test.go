@@ -112,6 +112,11 @@ route "ops" {
   backend_user          = "svc"
   backend_password_env  = "FTPSGATE_TEST_BACKEND_PW"
 }`, "", []string{"f.hcl:16: Backend account without auth"}},
+		{"bad TOTP line", fmt.Sprintf(`auth "a" {
+  user_file         = %q
+  totp_secrets_file = %q
+}`, users, bad), `auth = "a"`, []string{bad + ":1: Invalid TOTP secrets line", bad + ":3: Invalid TOTP secrets line",
+			bad + ":4: Invalid TOTP secrets line"}},
 		{"duplicate", fmt.Sprintf(`auth "a" {
   user_file = %q
 }

@@ -30,6 +30,10 @@ func (c *compiler) auths(fs *fileSchema, cfg *Config) {
 			a.UserFile = *ab.UserFile
 			a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), ab.Name, a.UserFile)
 		}
+		if ab.TOTPSecretsFile != nil {
+			a.TOTPFile = *ab.TOTPSecretsFile
+			a.TOTP = c.totpSecrets(at(ab.TOTPSecretsFileAt, ab.DefRange), ab.Name, a.TOTPFile)
+		}
 		a.Backend = c.backendLogin(ab.DefRange, ab.BackendUser, ab.BackendUserAt, ab.BackendPasswordFile, ab.BackendPasswordFileAt,
 			ab.BackendPasswordEnv, ab.BackendPasswordEnvAt)
 	}
@@ -52,6 +56,23 @@ func (c *compiler) userFile(r *hcl.Range, name, path string) *userfile.File {
 			"Invalid user file line", "auth %q: %s", name, e.Err)
 	}
 	return f
+}
+
+// totpSecrets loads the TOTP secrets file at path for the auth block
+// name; nil after a problem, which is reported at the file's line.
+func (c *compiler) totpSecrets(r *hcl.Range, name, path string) *userfile.Secrets {
+	data, err := readSmallFile(path)
+	if err != nil {
+		c.errorf(r, "Unreadable TOTP secrets file", "auth %q: totp_secrets_file: %s", name, err)
+		return nil
+	}
+	c.secretFile(r, "totp_secrets_file", path, "every user's second factor")
+	s, errs := userfile.ParseSecrets(data)
+	for _, e := range errs {
+		c.errorf(&hcl.Range{Filename: path, Start: hcl.Pos{Line: e.Line, Column: 1}, End: hcl.Pos{Line: e.Line, Column: 1}},
+			"Invalid TOTP secrets line", "auth %q: %s", name, e.Err)
+	}
+	return s
 }
 
 // ParseUserFile parses the user file of a, as Load does; the error names

@@ -144,6 +144,8 @@ type authBlock struct {
 	DefRange              hcl.Range `hcl:",def_range"`
 	UserFile              *string   `hcl:"user_file"`
 	UserFileAt            hcl.Range `hcl:"user_file,attr_value_range"`
+	TOTPSecretsFile       *string   `hcl:"totp_secrets_file"`
+	TOTPSecretsFileAt     hcl.Range `hcl:"totp_secrets_file,attr_value_range"`
 	BackendUser           *string   `hcl:"backend_user"`
 	BackendUserAt         hcl.Range `hcl:"backend_user,attr_value_range"`
 	BackendPasswordFile   *string   `hcl:"backend_password_file"`

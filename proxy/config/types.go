@@ -243,6 +243,14 @@ type Auth struct {
 	// changes, and keeps the last good one when a new one does not parse.
 	UserFile string
 	Users    *userfile.File
+	// TOTPFile, if set, is the path of a TOTP secrets file (userfile's
+	// "user:BASE32SECRET" lines) and TOTP its content as Load read it:
+	// every user must then append the current six-digit code to the
+	// password, and a code once used is refused until its window has
+	// passed. A user without a secret cannot log in. It stops a stolen
+	// password alone from logging in. Read at Load (and SIGHUP) only.
+	TOTPFile string
+	TOTP     *userfile.Secrets
 	// Backend, if set, is the account on the backend that every login
 	// this block accepts uses; a route's own wins. Nil: the client's own
 	// user name and password are passed on, after the proxy accepted them.
@@ -250,7 +258,12 @@ type Auth struct {
 }
 
 // Method is the audit's and the metrics' name of how Auth checks a login.
-func (a *Auth) Method() string { return "file" }
+func (a *Auth) Method() string {
+	if a.TOTP != nil {
+		return "file+totp"
+	}
+	return "file"
+}
 
 // BackendLogin is the account a login is mapped to on the backend. The
 // password comes from a file or the environment, never from the
