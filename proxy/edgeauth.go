@@ -173,6 +173,18 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 	if err != nil {
 		return err
 	}
+	if rep.Code >= 400 && rep.Code < 500 {
+		// Busy (421), or a transient refusal: the client may try again.
+		s.log.Warn("the backend refused a login the edge accepted, for now", zap.String("backend", b.Name),
+			zap.String("reply", rep.String()))
+		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
+			Route: l.route, Code: 421, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+		s.be.close()
+		s.be = nil
+		s.reply(cmd, 421, "Service not available: the FTP server refused the session; try again later.")
+		return fmt.Errorf("%w: backend answered %d to a login the edge accepted", errQuit, rep.Code)
+	}
 	if rep.Code != 230 {
 		// The proxy accepted the client: the backend's refusal is the
 		// operator's to fix (the mapped account's password, or the

@@ -527,3 +527,25 @@ func TestEdgeAuthTOTP(t *testing.T) {
 		t.Fatal("a TOTP code in the audit stream")
 	}
 }
+
+// TestEdgeAuthBackendBusy: a backend that answers 421 to a login the
+// edge accepted gives the client 421 (try again), not 530, and no ban
+// counts it.
+func TestEdgeAuthBackendBusy(t *testing.T) {
+	sb := startScriptedBackend(t, &scriptedBackend{passReply: "421 Too many users, sorry."})
+	users := edgeUsers(t, t.TempDir())
+	g := startGate(t, sb.ln.Addr().String(), gateOptions{listenerExtra: `auth = "staff"`,
+		extra: fmt.Sprintf("auth \"staff\" {\n  user_file = %q\n}\nbans {\n  failures = 1\n}\n", users)})
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER alice")
+	if msg := c.Cmd(421, "PASS alice-edge-pw"); !strings.Contains(msg, "try again later") {
+		t.Fatalf("421 text %q", msg)
+	}
+	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.HasPrefix(got, "220 ") {
+		t.Fatalf("the backend's 421 banned the client: %q", got)
+	}
+	if evs := g.eventsOf(t, "login"); len(evs) != 1 || evs[0]["reason"] != "backend_refused" || evs[0]["code"] != float64(421) {
+		t.Fatalf("login events %v", evs)
+	}
+}
