@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,4 +89,46 @@ func TestEdgeAuthSIGHUP(t *testing.T) {
 		t.Fatalf("carol after the reload: %q", got)
 	}
 	g.stop(t)
+}
+
+// TestValidateAuth: validate names each bad line of a user file at that
+// file's line, an unknown auth name at the configuration's, and warns of
+// a user file others can read.
+func TestValidateAuth(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	os.WriteFile(users, []byte("# staff\nalice:$apr1$x$y\nbob\n"), 0o644)
+	path := filepath.Join(dir, "gate.hcl")
+	os.WriteFile(path, []byte(fmt.Sprintf(`listener "ftps" {
+  address       = "127.0.0.1:0"
+  cert_file     = %q
+  key_file      = %q
+  passive_ports = "50000-50999"
+  backend       = "b"
+  auth          = "staff"
+}
+backend "b" { address = "127.0.0.1:21" }
+auth "staff" {
+  user_file = %q
+}
+route "r" {
+  backend = "b"
+  auth    = "partners"
+}
+`, certs.CertFile, certs.KeyFile, users)), 0o600)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", path}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d:\n%s", code, errOut.String())
+	}
+	for _, want := range []string{
+		users + ":2:1: error: Invalid user file line: auth \"staff\": a weak or unsupported hash",
+		users + ":3:1: error: Invalid user file line: auth \"staff\": not user:hash",
+		path + ":11:15: warning: Readable user_file",
+		path + ":15:13: error: Unknown auth block: Route \"r\" names auth \"partners\"",
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("validate lacks %q:\n%s", want, errOut.String())
+		}
+	}
 }
