@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -268,16 +267,6 @@ type userFiles struct {
 	stores map[string]*userFileStore
 }
 
-// fileStamp is the path, size and modification time of the file at path,
-// or "" when it cannot be read.
-func fileStamp(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("%s|%d|%d|%d", path, fi.Size(), fi.ModTime().UnixNano(), fi.Mode())
-}
-
 // set makes the user files of cfg's auth blocks current, with the content
 // Load read (a SIGHUP reload reads every file again).
 func (u *userFiles) set(cfg *config.Config) {
@@ -294,7 +283,7 @@ func (u *userFiles) set(cfg *config.Config) {
 		}
 		st.mu.Lock()
 		st.file.Store(a.Users)
-		st.stamp = fileStamp(a.UserFile)
+		st.stamp = a.UserFileStamp
 		st.mu.Unlock()
 		stores[a.UserFile] = st
 	}
@@ -346,7 +335,7 @@ func (s *Server) watchUserFiles() {
 func (s *Server) reloadUserFile(st *userFileStore) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	stamp := fileStamp(st.path)
+	stamp := config.FileStamp(st.path)
 	if stamp == st.stamp {
 		return
 	}

@@ -28,7 +28,7 @@ func (c *compiler) auths(fs *fileSchema, cfg *Config) {
 			c.errorf(&ab.DefRange, "Invalid auth block", "auth %q needs a user_file: the users it accepts.", ab.Name)
 		} else {
 			a.UserFile = *ab.UserFile
-			a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), ab.Name, a.UserFile)
+			a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), a, ab.Name, a.UserFile)
 		}
 		if ab.TOTPSecretsFile != nil {
 			a.TOTPFile = *ab.TOTPSecretsFile
@@ -41,7 +41,8 @@ func (c *compiler) auths(fs *fileSchema, cfg *Config) {
 
 // userFile loads the user file at path for the auth block name; nil after
 // a problem, which is reported.
-func (c *compiler) userFile(r *hcl.Range, name, path string) *userfile.File {
+func (c *compiler) userFile(r *hcl.Range, a *Auth, name, path string) *userfile.File {
+	a.UserFileStamp = FileStamp(path)
 	data, err := readSmallFile(path)
 	if err != nil {
 		c.errorf(r, "Unreadable user file", "auth %q: user_file: %s", name, err)
@@ -73,6 +74,17 @@ func (c *compiler) totpSecrets(r *hcl.Range, name, path string) *userfile.Secret
 			"Invalid TOTP secrets line", "auth %q: %s", name, e.Err)
 	}
 	return s
+}
+
+// FileStamp is the path, size, modification time and mode of the file at
+// path, or "" when it cannot be read: what tells the server's watch that
+// a user file changed.
+func FileStamp(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s|%d|%d|%d", path, fi.Size(), fi.ModTime().UnixNano(), fi.Mode())
 }
 
 // ParseUserFile parses the user file of a, as Load does; the error names

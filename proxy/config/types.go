@@ -243,6 +243,9 @@ type Auth struct {
 	// changes, and keeps the last good one when a new one does not parse.
 	UserFile string
 	Users    *userfile.File
+	// UserFileStamp is FileStamp of the user file taken before Load read
+	// it: a change after that is seen by the server's watch.
+	UserFileStamp string
 	// TOTPFile, if set, is the path of a TOTP secrets file (userfile's
 	// "user:BASE32SECRET" lines) and TOTP its content as Load read it:
 	// every user must then append the current six-digit code to the
