@@ -306,7 +306,9 @@ func TestEdgeAuthBans(t *testing.T) {
 // file's entries).
 func TestEdgeAuthTiming(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g, tap := edgeGate(t, be, edgeUsers(t, t.TempDir()), true, "")
+	// One session tries them all: the login timeout must outlast 14
+	// bcrypt checks on a loaded machine under the race detector.
+	g, tap := edgeGate(t, be, edgeUsers(t, t.TempDir()), true, "timeouts {\n  login = \"10m\"\n}")
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	time530 := func(user string) time.Duration {
