@@ -25,7 +25,9 @@ import (
 // so that the answer takes as long); a refusal is 530 "Login incorrect."
 // and counts toward a ban, exactly as a backend's refusal does. Only then
 // is a backend dialled, and logged in with the mapped account
-// (backend_user and its password) or the client's own credentials.
+// (backend_user and its password) or the client's own credentials. With
+// a TOTP secrets file the password ends with the current code, checked
+// after the password (for every failure alike), and refused once used.
 
 // Why the proxy refused an edge login (the audit's reason).
 const (

@@ -19,7 +19,8 @@
 // with its line number: such a file is not loaded at all.
 //
 // Lines are "user:hash"; empty lines and lines starting with # are kept
-// and ignored. A user name is matched exactly (case-sensitive).
+// and ignored. A user name is matched exactly (case-sensitive). TOTP
+// secrets files (totp.go) have the same shape, "user:BASE32SECRET".
 package userfile
 
 import (
