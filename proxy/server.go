@@ -106,17 +106,17 @@ type Server struct {
 // New returns a Server for cfg. It does not listen until Start.
 func New(cfg *config.Config, opt Options) *Server {
 	s := &Server{
-		cfg:       cfg,
-		log:       opt.Logger,
-		audit:     opt.Audit,
-		dial:      opt.DialBackend,
-		sessions:  make(map[*session]struct{}),
-		bindings:  make(map[string]*tlsBinding),
-		users:     make(map[string]int),
-		perIP:     make(map[netip.Prefix]int),
-		bans:      policy.NewBans(cfg.Bans),
-		hashSlots: newHashSlots(),
+		cfg:      cfg,
+		log:      opt.Logger,
+		audit:    opt.Audit,
+		dial:     opt.DialBackend,
+		sessions: make(map[*session]struct{}),
+		bindings: make(map[string]*tlsBinding),
+		users:    make(map[string]int),
+		perIP:    make(map[netip.Prefix]int),
+		bans:     policy.NewBans(cfg.Bans),
 	}
+	s.hashSlots = newHashSlots()
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
