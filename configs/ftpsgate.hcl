@@ -50,6 +50,11 @@ listener "ftps" {
   # ("100MiB"); "0" or absent: no limit. See the rates block.
   # rate_down = "0"
   # rate_up   = "0"
+
+  # Check logins here, against an auth block, before any connection to the
+  # backend opens: a wrong password, an unknown user or a refused name
+  # never reaches it. Omitted: the backend checks the client's password.
+  # auth = "staff"
   # Behind a load balancer that sends the PROXY protocol (HAProxy
   # send-proxy, AWS NLB): the client's address comes from its header, which
   # is required from these balancers and believed from no one else.
@@ -160,6 +165,34 @@ policy {
 #   hosts   = ["ftp.partner.example.com"]  # the client's HOST
 #   sni     = ["ftp.partner.example.com"]  # the client's TLS SNI
 #   backend = "vault"
+#   # The auth block for this route's logins (instead of the listener's),
+#   # and the backend account they use (instead of the auth block's).
+#   auth                  = "staff"
+#   backend_user          = "partner-drop"
+#   backend_password_file = "/etc/ftpsgate/partner-drop.pass"
+#   # or, instead of the file, an environment variable:
+#   backend_password_env = "PARTNER_DROP_PASSWORD"
+# }
+
+# Edge authentication: ftpsgate checks the login itself and connects to the
+# backend only after it accepted it (see "Authenticate at the edge" in the
+# README). A listener or route names the block with auth = "NAME".
+# auth "staff" {
+#   # htpasswd-style "user:hash" lines, bcrypt or argon2id; written by
+#   # "ftpsgate passwd -f FILE USER"; reloaded when it changes and on
+#   # SIGHUP (a broken file is logged and the previous one kept).
+#   user_file = "/etc/ftpsgate/users"
+#   # A second factor (TOTP, RFC 6238): "user:BASE32SECRET" lines (mode
+#   # 0600); each user then appends the current six-digit code of an
+#   # authenticator app to the password, and a code once used is refused.
+#   totp_secrets_file = "/etc/ftpsgate/totp"
+#   # Map every login this block accepts to one backend account; its
+#   # password from a file (mode 0600) or the environment, never from this
+#   # file. Omitted: the client's own user name and password are passed on.
+#   backend_user          = "ftpsvc"
+#   backend_password_file = "/etc/ftpsgate/ftpsvc.pass"
+#   # or, instead of the file, an environment variable:
+#   backend_password_env = "FTPSVC_PASSWORD"
 # }
 
 audit {

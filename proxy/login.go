@@ -50,6 +50,10 @@ type login struct {
 	// answer mimics.
 	refused        *policy.Denial
 	refusedBackend string
+	// edge is set at USER when an auth block checks this login
+	// (edgeauth.go); backendUser is the name the backend logged in.
+	edge        *edgeLogin
+	backendUser string
 }
 
 // cmdUSER and cmdPASS are the verb table's handlers of USER and PASS.
@@ -75,6 +79,10 @@ func (l *login) handleUSER(cmd rewrite.Command) error {
 		return s.deny(cmd, d)
 	}
 	b, route := l.chooseBackend(cmd.Arg)
+	l.edge = nil
+	if e := l.edgeFor(route, b); e != nil {
+		return l.edgeUSER(cmd, e, d, route)
+	}
 	if d != nil {
 		return l.refuseName(cmd, d, b, start)
 	}
@@ -149,6 +157,15 @@ func (l *login) chooseBackend(user string) (*config.Backend, string) {
 	return s.lcfg.Backend, ""
 }
 
+// method is how this login is checked: the auth block's method, or
+// methodBackend.
+func (l *login) method() string {
+	if l.edge != nil {
+		return l.edge.auth.Method()
+	}
+	return methodBackend
+}
+
 // uncount gives back the session's place under max_sessions_per_user.
 func (l *login) uncount() {
 	s := l.s
@@ -164,12 +181,20 @@ func (l *login) uncount() {
 func (l *login) handlePASS(cmd rewrite.Command) error {
 	s := l.s
 	start := time.Now()
+	if l.edge != nil {
+		if s.loggedIn {
+			// Relayed, it would hand the client's password to a backend
+			// that may know the client under another name.
+			return s.reply(cmd, 503, "Already logged in.")
+		}
+		return l.edgePASS(cmd)
+	}
 	if d := l.refused; d != nil {
 		l.refused = nil
 		s.srv.loginDelays.wait(l.refusedBackend, delayPass, start)
-		s.srv.metrics.logins.WithLabelValues("failure").Inc()
+		s.srv.metrics.logins.WithLabelValues(methodBackend, "failure").Inc()
 		s.log.Info("login failed", zap.String("rule", d.Rule), zap.Int("code", 530))
-		s.audit.Login(audit.Login{User: l.user, Host: s.host, Code: 530, Reason: d.Rule, Client: s.client.addr.String()})
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Code: 530, Reason: d.Rule, Method: methodBackend, Client: s.client.addr.String()})
 		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 			return err
 		}
@@ -214,7 +239,8 @@ func (l *login) admit(cmd rewrite.Command, rep *rewrite.Reply) (bool, error) {
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, 5*time.Second)
 		s.be.close()
 		s.be = nil
-		s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: d.Code, Reason: d.Rule, Client: s.client.addr.String()})
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: d.Code, Reason: d.Rule, Method: l.method(),
+			BackendUser: l.backendUser, Client: s.client.addr.String()})
 		return true, s.deny(cmd, d)
 	}
 	l.counted = key
@@ -227,7 +253,7 @@ func (l *login) result(rep *rewrite.Reply) error {
 	s := l.s
 	switch {
 	case rep.Code == 230:
-		s.srv.metrics.logins.WithLabelValues("success").Inc()
+		s.srv.metrics.logins.WithLabelValues(l.method(), "success").Inc()
 		s.mu.Lock()
 		s.loggedIn = true
 		s.mu.Unlock()
@@ -235,14 +261,16 @@ func (l *login) result(rep *rewrite.Reply) error {
 		l.readOnly = s.cfg.Policy.ReadOnly(l.user)
 		s.setView(func(v *sessionView) { v.User = l.user })
 		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
-			zap.String("route", l.route), zap.Bool("read_only", l.readOnly))
+			zap.String("route", l.route), zap.Bool("read_only", l.readOnly), zap.String("method", l.method()),
+			zap.String("backend_user", l.backendUser))
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code, Client: s.client.addr.String()})
+			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code,
+			Method: l.method(), BackendUser: l.backendUser, Client: s.client.addr.String()})
 	case rep.Code >= 400:
-		s.srv.metrics.logins.WithLabelValues("failure").Inc()
+		s.srv.metrics.logins.WithLabelValues(l.method(), "failure").Inc()
 		l.uncount()
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: l.route, Code: rep.Code, Client: s.client.addr.String()})
+			BackendAddress: s.be.remote.String(), Route: l.route, Code: rep.Code, Method: l.method(), Client: s.client.addr.String()})
 		if hint := misconfiguration(rep); hint != "" {
 			// The backend refuses every login this way: no guess was
 			// wrong, so no ban counts it; the operator must act.

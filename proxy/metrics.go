@@ -19,6 +19,7 @@ type metrics struct {
 	sessionsActive  *prometheus.GaugeVec
 	sessionsTotal   *prometheus.CounterVec
 	logins          *prometheus.CounterVec
+	userFileReloads *prometheus.CounterVec
 	commands        *prometheus.CounterVec
 	denials         *prometheus.CounterVec
 	transfers       *prometheus.CounterVec
@@ -51,7 +52,11 @@ func newMetrics(s *Server) *metrics {
 	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
 		Help: "Control sessions accepted."}, []string{"listener"})
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
-		Help: "Login attempts answered by a backend, by result."}, []string{"result"})
+		Help: "Login attempts, by method (backend: the backend checked the password; file: an auth block's user file) and result."},
+		[]string{"method", "result"})
+	m.userFileReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "user_file_reloads_total",
+		Help: "Reloads of an auth block's user file after it changed, by result (failure: the previous users were kept)."},
+		[]string{"result"})
 	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_total",
 		Help: "Commands received, by verb (OTHER for verbs outside RFC 959 and its extensions)."}, []string{"verb"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_denials_total",
@@ -115,7 +120,7 @@ func newMetrics(s *Server) *metrics {
 		}
 		return float64(n)
 	})
-	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
+	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.userFileReloads, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,

@@ -45,7 +45,7 @@ func TestMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		`ftpsgate_sessions_total{listener="ftps"} 1`,
-		`ftpsgate_logins_total{result="success"} 1`,
+		`ftpsgate_logins_total{method="backend",result="success"} 1`,
 		`ftpsgate_commands_total{verb="RETR"} 1`,
 		`ftpsgate_commands_total{verb="OTHER"} 1`,
 		`ftpsgate_policy_denials_total{rule="deny_commands"} 1`,

@@ -72,6 +72,14 @@ type Server struct {
 	// loginDelays: how long backends take to answer logins, mimicked
 	// for names the policy refuses (login.go).
 	loginDelays loginDelays
+	// userFiles are the auth blocks' user files as last loaded, and
+	// hashSlots bound the password checks running at once (edgeauth.go).
+	userFiles userFiles
+	hashSlots chan struct{}
+	// totpMu guards totpLast: the step of the last TOTP code each user
+	// (by auth block) used.
+	totpMu   sync.Mutex
+	totpLast map[string]uint64
 	// lingering counts the client data legs lingering after a transfer
 	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
 	lingering atomic.Int64
@@ -113,6 +121,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		perIP:    make(map[netip.Prefix]int),
 		bans:     policy.NewBans(cfg.Bans),
 	}
+	s.hashSlots = newHashSlots()
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -161,8 +170,10 @@ func (s *Server) Start() error {
 	for _, fl := range fls {
 		s.startListener(fl)
 	}
-	s.wg.Add(1)
+	s.userFiles.set(s.cfg)
+	s.wg.Add(2)
 	go s.watchCertificates()
+	go s.watchUserFiles()
 	return nil
 }
 
@@ -262,6 +273,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.cfg = cfg
 	s.live.Store(cfg)
 	s.bans.SetRules(cfg.Bans)
+	s.userFiles.set(cfg)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
 	return nil

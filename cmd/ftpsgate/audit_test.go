@@ -72,6 +72,7 @@ type gateProcess struct {
 	src        string // its text
 	stdout     *os.File
 	exitStatus string // how it ended, once done has a value
+	certs      *ftptest.Certs
 }
 
 // startGateProcess runs ftpsgate with audit { file = "-" } and auditHCL
@@ -82,7 +83,7 @@ func startGateProcess(t *testing.T, w *os.File, auditHCL string) *gateProcess {
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	dir := t.TempDir()
 	greeting := "ftpsgate audit test " + filepath.Base(dir)
-	g := &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &ftptest.SyncBuffer{}}
+	g := &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &ftptest.SyncBuffer{}, certs: certs}
 	for try := 0; ; try++ {
 		if try == 5 {
 			t.Fatalf("ftpsgate never served on a free port:\n%s", g.stderr.String())

@@ -2,6 +2,7 @@
 //
 //	ftpsgate run -config FILE       serve until SIGTERM or SIGINT
 //	ftpsgate validate -config FILE  check a configuration and exit
+//	ftpsgate passwd [-f FILE] USER  set a user's password in a user file
 //	ftpsgate version                print the version
 //
 // This file is wiring only: flags, loggers and signals.
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ftpsgate", versionString())
 		return 0
@@ -71,6 +74,9 @@ Usage:
       serve until SIGTERM or SIGINT; SIGHUP reloads FILE, SIGUSR1 reopens the audit files
   ftpsgate validate [-config] FILE [-as-user USER]
       check FILE as run would, and exit: 0 valid, 1 not
+  ftpsgate passwd [-f USERFILE] [-argon2id|-bcrypt] USER
+      set USER's password in USERFILE (default /etc/ftpsgate/users), read from the
+      terminal (twice, not shown) or from standard input; never from the command line
   ftpsgate version
 
 FILE defaults to `+defaultConfig+`. "ftpsgate run -h" lists a command's flags.

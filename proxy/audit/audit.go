@@ -166,6 +166,7 @@ func (s *Session) Login(l Login) {
 	fs = text(fs, "result", result)
 	fs = text(text(text(fs, "backend", l.Backend), "backend_address", l.BackendAddress), "route", l.Route)
 	fs = text(text(fs, "reason", l.Reason), "client", l.Client)
+	fs = text(text(fs, "method", l.Method), "backend_user", l.BackendUser)
 	s.emit(EventLogin, append(fs, zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))...)
 }
 
@@ -183,6 +184,14 @@ type Login struct {
 	// refused it ("deny_users": the client was told only "Login
 	// incorrect."); "" when the backend answered.
 	Reason string
+	// Method is how the login was checked: "backend" (the backend
+	// checked the client's own password), or the auth block's method
+	// ("file").
+	Method string
+	// BackendUser is the user name the backend logged in, when the proxy
+	// logged in for the client (edge authentication): the mapped account,
+	// or the client's own name. Never a password.
+	BackendUser string
 	// Client is the client's address and port, so that one line says
 	// who, from where and with what result.
 	Client string

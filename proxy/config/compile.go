@@ -75,6 +75,7 @@ type compiler struct {
 // file sets, block by block, then checks what spans blocks.
 func (c *compiler) compile(fs *fileSchema) *Config {
 	cfg := defaultConfig()
+	c.auths(fs, cfg)
 	for i := range fs.Backends {
 		c.backend(&fs.Backends[i], cfg)
 	}
@@ -89,6 +90,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.policy(fs.Policy, cfg)
 	}
 	c.routes(fs, cfg)
+	c.authLinks(fs, cfg)
 	if fs.Audit != nil {
 		c.audit(fs.Audit, cfg)
 	}

@@ -19,6 +19,7 @@ type fileSchema struct {
 	Rates     *ratesBlock     `hcl:"rates,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
+	Auths     []authBlock     `hcl:"auth,block"`
 }
 
 type listenerBlock struct {
@@ -58,6 +59,8 @@ type listenerBlock struct {
 	RateDownAt          hcl.Range           `hcl:"rate_down,attr_value_range"`
 	RateUp              *string             `hcl:"rate_up"`
 	RateUpAt            hcl.Range           `hcl:"rate_up,attr_value_range"`
+	Auth                *string             `hcl:"auth"`
+	AuthAt              hcl.Range           `hcl:"auth,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -121,16 +124,39 @@ type healthCheckBlock struct {
 }
 
 type routeBlock struct {
-	Name      string    `hcl:"name,label"`
-	DefRange  hcl.Range `hcl:",def_range"`
-	Users     *[]string `hcl:"users"`
-	UsersAt   hcl.Range `hcl:"users,attr_value_range"`
-	Hosts     *[]string `hcl:"hosts"`
-	HostsAt   hcl.Range `hcl:"hosts,attr_value_range"`
-	SNI       *[]string `hcl:"sni"`
-	SNIAt     hcl.Range `hcl:"sni,attr_value_range"`
-	Backend   string    `hcl:"backend"`
-	BackendAt hcl.Range `hcl:"backend,attr_value_range"`
+	Name                  string    `hcl:"name,label"`
+	DefRange              hcl.Range `hcl:",def_range"`
+	Users                 *[]string `hcl:"users"`
+	UsersAt               hcl.Range `hcl:"users,attr_value_range"`
+	Hosts                 *[]string `hcl:"hosts"`
+	HostsAt               hcl.Range `hcl:"hosts,attr_value_range"`
+	SNI                   *[]string `hcl:"sni"`
+	SNIAt                 hcl.Range `hcl:"sni,attr_value_range"`
+	Backend               string    `hcl:"backend"`
+	BackendAt             hcl.Range `hcl:"backend,attr_value_range"`
+	Auth                  *string   `hcl:"auth"`
+	AuthAt                hcl.Range `hcl:"auth,attr_value_range"`
+	BackendUser           *string   `hcl:"backend_user"`
+	BackendUserAt         hcl.Range `hcl:"backend_user,attr_value_range"`
+	BackendPasswordFile   *string   `hcl:"backend_password_file"`
+	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
+	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
+	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
+}
+
+type authBlock struct {
+	Name                  string    `hcl:"name,label"`
+	DefRange              hcl.Range `hcl:",def_range"`
+	UserFile              *string   `hcl:"user_file"`
+	UserFileAt            hcl.Range `hcl:"user_file,attr_value_range"`
+	TOTPSecretsFile       *string   `hcl:"totp_secrets_file"`
+	TOTPSecretsFileAt     hcl.Range `hcl:"totp_secrets_file,attr_value_range"`
+	BackendUser           *string   `hcl:"backend_user"`
+	BackendUserAt         hcl.Range `hcl:"backend_user,attr_value_range"`
+	BackendPasswordFile   *string   `hcl:"backend_password_file"`
+	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
+	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
+	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
 }
 
 type policyBlock struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/userfile"
 )
 
 // Config is one validated configuration. It is never modified after Load
@@ -19,7 +20,12 @@ type Config struct {
 	Policy   policy.Rules
 	// Routes choose a session's backend by user, HOST and SNI, first
 	// match wins; no match: the listener's backend.
-	Routes   []policy.Route
+	Routes []policy.Route
+	// RouteLogins are what route blocks add to a login (auth, backend
+	// account), by route name; a route that adds nothing is absent.
+	RouteLogins map[string]*RouteLogin
+	// Auths are the auth blocks, by name.
+	Auths    map[string]*Auth
 	Audit    Audit
 	Timeouts Timeouts
 	Limits   Limits
@@ -228,6 +234,66 @@ type Listener struct {
 	// listener's transfers together, downloads and uploads; 0 (the
 	// default): no bound. See Rates for the other levels.
 	RateDown, RateUp Rate
+	// Auth is the auth block that checks logins on this listener before
+	// any backend connection is opened (a route's own auth wins), or nil:
+	// the backend checks the client's credentials, as without ftpsgate.
+	Auth *Auth
+}
+
+// Auth is an auth block: the proxy checks a login itself, and opens a
+// connection to the backend only once it has accepted it. A wrong
+// password, an unknown user or a refusal by policy never reaches a
+// backend: an unauthenticated client never sends a byte to it.
+type Auth struct {
+	Name string
+	// UserFile is the path of the user file (userfile's format); Users is
+	// its content as Load read it. The server reloads the file when it
+	// changes, and keeps the last good one when a new one does not parse.
+	UserFile string
+	Users    *userfile.File
+	// UserFileStamp is FileStamp of the user file taken before Load read
+	// it: a change after that is seen by the server's watch.
+	UserFileStamp string
+	// TOTPFile, if set, is the path of a TOTP secrets file (userfile's
+	// "user:BASE32SECRET" lines) and TOTP its content as Load read it:
+	// every user must then append the current six-digit code to the
+	// password, and a code once used is refused until its window has
+	// passed. A user without a secret cannot log in. It stops a stolen
+	// password alone from logging in. Read at Load (and SIGHUP) only.
+	TOTPFile string
+	TOTP     *userfile.Secrets
+	// Backend, if set, is the account on the backend that every login
+	// this block accepts uses; a route's own wins. Nil: the client's own
+	// user name and password are passed on, after the proxy accepted them.
+	Backend *BackendLogin
+}
+
+// Method is the audit's and the metrics' name of how Auth checks a login.
+func (a *Auth) Method() string {
+	if a.TOTP != nil {
+		return "file+totp"
+	}
+	return "file"
+}
+
+// BackendLogin is the account a login is mapped to on the backend. The
+// password comes from a file or the environment, never from the
+// configuration file itself.
+type BackendLogin struct {
+	User     string
+	Password string
+}
+
+// String names the user only: a BackendLogin printed by mistake does not
+// print the password.
+func (b *BackendLogin) String() string { return b.User }
+
+// RouteLogin is what a route adds to the logins of the sessions it takes.
+type RouteLogin struct {
+	// Auth, if set, replaces the listener's auth block for the route.
+	Auth *Auth
+	// Backend, if set, replaces the auth block's backend account.
+	Backend *BackendLogin
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.

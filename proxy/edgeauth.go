@@ -1,0 +1,354 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/userfile"
+	"github.com/ftpsgate/ftpsgate/rewrite"
+)
+
+// Edge authentication: with an auth block on the listener or the route,
+// the proxy checks USER and PASS itself and connects to the backend only
+// once it has accepted them. USER is answered 331 by the proxy for every
+// name; PASS is checked against the user file (for an unknown name or a
+// name the policy refuses, against a dummy hash as costly as a real one,
+// so that the answer takes as long); a refusal is 530 "Login incorrect."
+// and counts toward a ban, exactly as a backend's refusal does. Only then
+// is a backend dialled, and logged in with the mapped account
+// (backend_user and its password) or the client's own credentials. With
+// a TOTP secrets file the password ends with the current code, checked
+// after the password (for every failure alike), and refused once used.
+
+// Why the proxy refused an edge login (the audit's reason).
+const (
+	reasonUnknownUser    = "unknown_user"
+	reasonWrongPassword  = "wrong_password"
+	reasonBackendRefused = "backend_refused" // the edge accepted; the backend refused the mapped login
+	reasonTOTPMissing    = "totp_missing"    // the user has no TOTP secret
+	reasonTOTPInvalid    = "totp_invalid"    // no code, or not the code of this time
+	reasonTOTPReused     = "totp_reused"     // the code was already used
+)
+
+// methodBackend is the method of a login the backend checked (no auth
+// block): the audit's and the metrics' name for it.
+const methodBackend = "backend"
+
+// edgeLogin is what an auth block decides about a session's login, set
+// at USER when its route or listener has one.
+type edgeLogin struct {
+	auth    *config.Auth
+	backend *config.Backend      // the backend USER's route chose
+	mapped  *config.BackendLogin // the backend account, or nil: the client's own
+}
+
+// edgeFor returns the edge login of a session routed by route to b, or
+// nil when no auth block covers it: the route's auth, else the
+// listener's; the route's backend account, else the auth block's.
+func (l *login) edgeFor(route string, b *config.Backend) *edgeLogin {
+	s := l.s
+	a := s.lcfg.Auth
+	var mapped *config.BackendLogin
+	if rl := s.cfg.RouteLogins[route]; route != "" && rl != nil {
+		if rl.Auth != nil {
+			a = rl.Auth
+		}
+		mapped = rl.Backend
+	}
+	if a == nil {
+		return nil
+	}
+	if mapped == nil {
+		mapped = a.Backend
+	}
+	return &edgeLogin{auth: a, backend: b, mapped: mapped}
+}
+
+// edgeUSER answers USER for a login an auth block checks: 331 for every
+// name at once, known or not, refused by policy or not; no backend is
+// contacted.
+func (l *login) edgeUSER(cmd rewrite.Command, e *edgeLogin, d *policy.Denial, route string) error {
+	s := l.s
+	if d != nil {
+		s.log.Info("policy denied", zap.String("rule", d.Rule), zap.String("verb", cmd.Verb), zap.String("user", cmd.Arg))
+		s.denied(d.Rule, cmd.Verb, "user "+cmd.Arg+": answered as a wrong password")
+	} else if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(cmd.Arg), 0)); d != nil {
+		return s.deny(cmd, d)
+	}
+	if s.be != nil {
+		// A first USER, on a route the backend checks, connected it.
+		s.be.close()
+		s.be = nil
+	}
+	l.uncount()
+	l.user, l.readOnly, l.refused, l.route, l.edge, l.backendUser = cmd.Arg, false, d, route, e, ""
+	s.log = s.base.With(zap.String("user", cmd.Arg))
+	return s.reply(cmd, 331, textPasswordRequired)
+}
+
+// edgePASS checks the password against the auth block and, once it is
+// accepted, connects the backend and logs in there.
+func (l *login) edgePASS(cmd rewrite.Command) error {
+	s := l.s
+	e := l.edge
+	method := e.auth.Method()
+	users := s.srv.userFile(e.auth)
+	refused := l.refused
+	l.refused = nil
+	if refused == nil {
+		if d := s.cfg.Policy.Login(l.user, s.tls != nil); d != nil {
+			return s.deny(cmd, d)
+		}
+	}
+	password, code := cmd.Arg, ""
+	if e.auth.TOTP != nil {
+		password, code = userfile.SplitCode(cmd.Arg)
+	}
+	known, ok := s.srv.verifyPassword(users, l.user, password, refused != nil)
+	reason := ""
+	switch {
+	case refused != nil:
+		reason = refused.Rule
+	case !known:
+		reason = reasonUnknownUser
+	case !ok:
+		reason = reasonWrongPassword
+	}
+	if e.auth.TOTP != nil {
+		// Checked whatever the password's outcome: the same work, and
+		// the same answer, for every failure.
+		step, hasSecret, codeOK := e.auth.TOTP.Check(l.user, code, time.Now())
+		switch {
+		case reason != "":
+		case !hasSecret:
+			reason = reasonTOTPMissing
+		case !codeOK:
+			reason = reasonTOTPInvalid
+		case !s.srv.totpUse(e.auth.Name, l.user, step):
+			reason = reasonTOTPReused
+		}
+	}
+	if reason != "" {
+		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+		s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
+			Method: method, Client: s.client.addr.String()})
+		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
+			return err
+		}
+		l.edge = nil
+		return l.failed()
+	}
+
+	// Accepted at the edge: only now is a backend connection opened.
+	b := e.backend
+	user, pass := l.user, password
+	if e.mapped != nil {
+		user, pass = e.mapped.User, e.mapped.Password
+	}
+	if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(l.user), 0)); d != nil {
+		return s.deny(cmd, d)
+	}
+	be, err := s.dialer().connect(b, l.user, s)
+	if errors.Is(err, errQueueQuit) {
+		return s.reply(cmd, 530, "Login abandoned: QUIT received while waiting for the FTP server.")
+	}
+	if err != nil {
+		return err
+	}
+	s.be = be
+	s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
+	rep, err := s.be.roundTrip(rewrite.Command{Verb: "USER", Arg: user}, s.cfg.Timeouts.BackendReply)
+	if err == nil && rep.Code == 331 {
+		rep, err = s.be.roundTrip(rewrite.Command{Verb: "PASS", Arg: pass}, s.cfg.Timeouts.BackendReply)
+	}
+	if err != nil {
+		return err
+	}
+	if rep.Code >= 400 && rep.Code < 500 {
+		// Busy (421), or a transient refusal: the client may try again.
+		s.log.Warn("the backend refused a login the edge accepted, for now", zap.String("backend", b.Name),
+			zap.String("reply", rep.String()))
+		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
+			Route: l.route, Code: 421, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+		s.be.close()
+		s.be = nil
+		s.reply(cmd, 421, "Service not available: the FTP server refused the session; try again later.")
+		return fmt.Errorf("%w: backend answered %d to a login the edge accepted", errQuit, rep.Code)
+	}
+	if rep.Code != 230 {
+		// The proxy accepted the client: the backend's refusal is the
+		// operator's to fix (the mapped account's password, or the
+		// backend's own user database), not a guess to count.
+		s.log.Warn("the backend refused a login the edge accepted", zap.String("method", method),
+			zap.String("backend_user", user), zap.String("backend", b.Name), zap.String("reply", rep.String()),
+			zap.Bool("mapped", e.mapped != nil))
+		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
+			Route: l.route, Code: 530, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, time.Second)
+		s.be.close()
+		s.be = nil
+		l.edge = nil
+		return s.reply(cmd, 530, textLoginIncorrect)
+	}
+	l.backendUser = user
+	if handled, err := l.admit(cmd, rep); handled {
+		return err
+	}
+	// The proxy's own text: a backend's 230 may name the mapped account.
+	if err := s.reply(cmd, 230, "Login successful."); err != nil {
+		return err
+	}
+	return l.result(rep)
+}
+
+// verifyPassword checks password against users under the server's hash
+// slots, which bound the CPU and memory that password hashing takes at
+// once (an argon2id check holds its m KiB for its duration). refused: the
+// answer is already no (a name the policy refuses), but the check costs
+// what a real one does.
+func (s *Server) verifyPassword(users *userfile.File, user, password string, refused bool) (known, ok bool) {
+	s.hashSlots <- struct{}{}
+	defer func() { <-s.hashSlots }()
+	if refused {
+		users.VerifyNone(password)
+		return false, false
+	}
+	return users.Verify(user, password)
+}
+
+// totpUse records that user of the auth block named auth used the TOTP
+// code of step, and reports whether that code is new: a step at or
+// before the last one used is refused (RFC 6238 §5.2), so a code seen by
+// someone else is worthless once used, even within its window.
+func (s *Server) totpUse(auth, user string, step uint64) bool {
+	s.totpMu.Lock()
+	defer s.totpMu.Unlock()
+	key := auth + "\x00" + user
+	if last, ok := s.totpLast[key]; ok && step <= last {
+		return false
+	}
+	if s.totpLast == nil {
+		s.totpLast = map[string]uint64{}
+	}
+	s.totpLast[key] = step
+	return true
+}
+
+// newHashSlots is the number of password checks that may run at once: one
+// per core, at least two.
+func newHashSlots() chan struct{} { return make(chan struct{}, max(2, runtime.GOMAXPROCS(0))) }
+
+// ---- user files: the current content of each, reloaded on change ----
+
+// userFileStore is one user file: its content as last loaded without a
+// problem, and the size and time of the file when it was read.
+type userFileStore struct {
+	path string
+	file atomic.Pointer[userfile.File]
+	// mu guards stamp, and makes one reload at a time.
+	mu    sync.Mutex
+	stamp string
+}
+
+// userFiles holds a store per user file path, for the auth blocks of the
+// configuration in force.
+type userFiles struct {
+	mu     sync.Mutex
+	stores map[string]*userFileStore
+}
+
+// set makes the user files of cfg's auth blocks current, with the content
+// Load read (a SIGHUP reload reads every file again).
+func (u *userFiles) set(cfg *config.Config) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	stores := map[string]*userFileStore{}
+	for _, a := range cfg.Auths {
+		if a.Users == nil {
+			continue
+		}
+		st := u.stores[a.UserFile]
+		if st == nil {
+			st = &userFileStore{path: a.UserFile}
+		}
+		st.mu.Lock()
+		st.file.Store(a.Users)
+		st.stamp = a.UserFileStamp
+		st.mu.Unlock()
+		stores[a.UserFile] = st
+	}
+	u.stores = stores
+}
+
+// userFile returns the current content of a's user file: the last that
+// loaded, or, for an auth block of a configuration a reload replaced, the
+// one Load read.
+func (s *Server) userFile(a *config.Auth) *userfile.File {
+	s.userFiles.mu.Lock()
+	st := s.userFiles.stores[a.UserFile]
+	s.userFiles.mu.Unlock()
+	if st != nil {
+		if f := st.file.Load(); f != nil {
+			return f
+		}
+	}
+	return a.Users
+}
+
+// watchUserFiles reloads a user file when it changes (size, time or mode),
+// without a SIGHUP: a user added with ftpsgate passwd can log in within
+// one check interval. A file that does not parse is logged with the line
+// of each problem, and the current users are kept.
+func (s *Server) watchUserFiles() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.certEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.userFiles.mu.Lock()
+		stores := make([]*userFileStore, 0, len(s.userFiles.stores))
+		for _, st := range s.userFiles.stores {
+			stores = append(stores, st)
+		}
+		s.userFiles.mu.Unlock()
+		for _, st := range stores {
+			s.reloadUserFile(st)
+		}
+	}
+}
+
+// reloadUserFile reads st's file again if it changed since it was read.
+func (s *Server) reloadUserFile(st *userFileStore) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	stamp := config.FileStamp(st.path)
+	if stamp == st.stamp {
+		return
+	}
+	st.stamp = stamp
+	f, err := config.ParseUserFile(st.path)
+	if err != nil {
+		s.log.Warn("user file changed but does not load; keeping the users it had", zap.String("user_file", st.path), zap.Error(err))
+		s.metrics.userFileReloads.WithLabelValues("failure").Inc()
+		return
+	}
+	st.file.Store(f)
+	s.metrics.userFileReloads.WithLabelValues("success").Inc()
+	s.log.Info("user file reloaded", zap.String("user_file", st.path), zap.Int("users", f.Len()))
+}
