@@ -75,6 +75,7 @@ type compiler struct {
 // file sets, block by block, then checks what spans blocks.
 func (c *compiler) compile(fs *fileSchema) *Config {
 	cfg := defaultConfig()
+	c.scans(fs, cfg)
 	for i := range fs.Backends {
 		c.backend(&fs.Backends[i], cfg)
 	}

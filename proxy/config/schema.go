@@ -18,6 +18,7 @@ type fileSchema struct {
 	Limits    *limitsBlock    `hcl:"limits,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
+	Scans     []scanBlock     `hcl:"scan,block"`
 }
 
 type listenerBlock struct {
@@ -53,6 +54,8 @@ type listenerBlock struct {
 	DenyCIDRsAt         hcl.Range           `hcl:"deny_cidrs,attr_value_range"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
 	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
+	Scan                *string             `hcl:"scan"`
+	ScanAt              hcl.Range           `hcl:"scan,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -126,6 +129,8 @@ type routeBlock struct {
 	SNIAt     hcl.Range `hcl:"sni,attr_value_range"`
 	Backend   string    `hcl:"backend"`
 	BackendAt hcl.Range `hcl:"backend,attr_value_range"`
+	Scan      *string   `hcl:"scan"`
+	ScanAt    hcl.Range `hcl:"scan,attr_value_range"`
 }
 
 type policyBlock struct {
@@ -225,4 +230,23 @@ type limitsBlock struct {
 	IPv6PrefixAt       hcl.Range `hcl:"ipv6_prefix,attr_value_range"`
 	MaxLingeringData   *int      `hcl:"max_lingering_data_legs"`
 	MaxLingeringDataAt hcl.Range `hcl:"max_lingering_data_legs,attr_value_range"`
+}
+
+type scanBlock struct {
+	Name       string    `hcl:"name,label"`
+	DefRange   hcl.Range `hcl:",def_range"`
+	Engine     string    `hcl:"engine"`
+	EngineAt   hcl.Range `hcl:"engine,attr_value_range"`
+	Address    string    `hcl:"address"`
+	AddressAt  hcl.Range `hcl:"address,attr_value_range"`
+	Timeout    *string   `hcl:"timeout"`
+	TimeoutAt  hcl.Range `hcl:"timeout,attr_value_range"`
+	MaxSize    *string   `hcl:"max_size"` // bytes, or with K, M or G as clamd's StreamMaxLength
+	MaxSizeAt  hcl.Range `hcl:"max_size,attr_value_range"`
+	AboveMax   *string   `hcl:"above_max"`
+	AboveMaxAt hcl.Range `hcl:"above_max,attr_value_range"`
+	OnError    *string   `hcl:"on_error"`
+	OnErrorAt  hcl.Range `hcl:"on_error,attr_value_range"`
+	Verbs      *[]string `hcl:"verbs"`
+	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
 }

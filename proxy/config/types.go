@@ -16,7 +16,10 @@ type Config struct {
 	Listeners []*Listener
 	// Backends by name.
 	Backends map[string]*Backend
-	Policy   policy.Rules
+	// Scans are the scan blocks by name: the scanners uploads go through,
+	// as a listener or a route names one.
+	Scans  map[string]*Scan
+	Policy policy.Rules
 	// Routes choose a session's backend by user, HOST and SNI, first
 	// match wins; no match: the listener's backend.
 	Routes   []policy.Route
@@ -220,6 +223,10 @@ type Listener struct {
 	// on the proxy's or a backend's host, and read its banners or write
 	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
 	ActiveAllowLocal bool
+	// Scan, if not nil, is the scanner the uploads of the listener's
+	// sessions go through, unless the route that chose a session's
+	// backend names another. Nil (the default): uploads are not scanned.
+	Scan *Scan
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.
