@@ -36,6 +36,10 @@ type metrics struct {
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 	lingerRefused prometheus.Counter
+	// Upload scans (scan blocks): verdicts by scan block and result, and
+	// how long the final reply waited for them.
+	scanVerdicts *prometheus.CounterVec
+	scanLatency  *prometheus.HistogramVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -84,6 +88,12 @@ func newMetrics(s *Server) *metrics {
 	m.reloaded(nil)
 	m.lingerRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "data_legs_linger_refused_total",
 		Help: "Client data connections closed at once after a transfer, without waiting for the client's close, because limits.max_lingering_data_legs were lingering."})
+	m.scanVerdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "scan_verdicts_total",
+		Help: "Upload scans, by scan block and result: clean, infected, too_large (rejected above max_size), partial (passed above max_size), error (no verdict; rejected or passed as on_error says)."},
+		[]string{"scan", "result"})
+	m.scanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "scan_latency_seconds",
+		Help:    "Time an upload's final reply waited for the scanner's verdict, from the upload's last byte.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -100,6 +110,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
+		m.scanVerdicts, m.scanLatency,
 		newAuditCollector(s.audit), &queueCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -41,6 +41,12 @@ var errClientLeg = errors.New("client data leg")
 // with errClientLeg. Each leg is an *eofConn, a *tls.Conn over one, or a
 // plain connection (which the relay wraps).
 func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64) (int64, error) {
+	return relayTee(dst, src, srcIsClient, stall, total, nil)
+}
+
+// relayTee is relay that also hands each chunk read from src to tee, if
+// not nil, before writing it to dst (an upload's scan, scanner.go).
+func relayTee(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64, tee func([]byte)) (int64, error) {
 	dst, rawDst := rawLeg(dst)
 	src, rawSrc := rawLeg(src)
 	if rawDst == nil || rawSrc == nil {
@@ -73,6 +79,9 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 			nr, rerr = readHeld(src, buf, nr, rerr)
 		}
 		if nr > 0 {
+			if tee != nil {
+				tee(buf[:nr])
+			}
 			nw, werr := dst.Write(buf[:nr])
 			if werr == nil && sealed != nil {
 				if werr = sealed.send(); werr != nil {

@@ -222,6 +222,9 @@ const (
 	Aborted Result = "aborted"
 	// Failed: no data connection was made.
 	Failed Result = "failed"
+	// Rejected: the upload arrived, but its scan refused it (Transfer's
+	// Scan says why) and the file was deleted on the server.
+	Rejected Result = "rejected"
 )
 
 // Transfer is one data transfer's outcome.
@@ -267,6 +270,19 @@ type Transfer struct {
 	// File: the transfer moved a file (RETR, STOR, STOU, APPE, as the
 	// proxy's verb table says), not a listing; only those go to xferlog.
 	File bool
+	// Scan is the scan's outcome, for an upload a scan block covers
+	// ("" for any other transfer): "clean", "infected" (Signature names
+	// what the scanner found), "too_large" (larger than max_size and
+	// rejected), "partial" (larger than max_size, its first part clean,
+	// passed), "error" (no verdict: ScanError says why; Result says
+	// whether it was rejected or passed), "none" (the upload did not
+	// complete, and was not judged).
+	Scan      string
+	Signature string
+	ScanError string
+	// Deleted: the rejected file was deleted on the server. False with
+	// Result "rejected" means the deletion failed: the file is there.
+	Deleted bool
 }
 
 // Transfer records a finished transfer.
@@ -287,6 +303,18 @@ func (s *Session) Transfer(t Transfer) {
 	}
 	if t.Offset > 0 {
 		fs = append(fs, zap.Int64("offset", t.Offset))
+	}
+	if t.Scan != "" {
+		fs = text(fs, "scan", t.Scan)
+		if t.Signature != "" {
+			fs = text(fs, "signature", t.Signature)
+		}
+		if t.ScanError != "" {
+			fs = text(fs, "scan_error", t.ScanError)
+		}
+		if t.Result == Rejected {
+			fs = append(fs, zap.Bool("deleted", t.Deleted))
+		}
 	}
 	s.emit(EventTransfer, fs...)
 	writeXferlog(s.xferlog, t)

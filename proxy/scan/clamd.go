@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -121,15 +122,16 @@ func (c *Clamd) Start(ctx context.Context) (*Stream, error) {
 	return s, nil
 }
 
-// Stream is one INSTREAM scan in progress. It is used by one goroutine.
+// Stream is one INSTREAM scan in progress. It is used by one goroutine,
+// but for Close.
 type Stream struct {
-	c     *Clamd
-	conn  net.Conn
-	seen  int64 // bytes written to the Stream
-	sent  int64 // bytes sent to clamd
-	err   error // the first failure to send; Finish then reads what clamd said
-	hdr   [4]byte
-	ended bool
+	c    *Clamd
+	conn net.Conn
+	seen int64 // bytes written to the Stream
+	sent int64 // bytes sent to clamd
+	err  error // the first failure to send; Finish then reads what clamd said
+	hdr  [4]byte
+	once sync.Once
 }
 
 // Write sends p to clamd as one chunk (a 4-byte big-endian length, then
@@ -206,13 +208,13 @@ func (s *Stream) Finish() (Verdict, error) {
 	return v, nil
 }
 
-// Close abandons the scan, if Finish did not end it. Safe to call twice.
+// Close abandons the scan, if Finish did not end it. It may be called
+// from another goroutine, and more than once: a Write or Finish blocked on
+// clamd then returns an error.
 func (s *Stream) Close() error {
-	if s.ended {
-		return nil
-	}
-	s.ended = true
-	return s.conn.Close()
+	err := net.ErrClosed
+	s.once.Do(func() { err = s.conn.Close() })
+	return err
 }
 
 // readReply reads one reply, up to its NUL (or the connection's end).

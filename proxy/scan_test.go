@@ -1,0 +1,307 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// scanGate starts a gate in front of be whose explicit listener scans
+// uploads with the scan block "av", whose body is scanBody.
+func scanGate(t *testing.T, be *ftptest.Server, scanBody string) *gate {
+	t.Helper()
+	return startGate(t, be.Addr, gateOptions{
+		listenerExtra: `scan = "av"`,
+		extra:         "scan \"av\" {\n  engine = \"clamd\"\n" + scanBody + "\n}\n",
+	})
+}
+
+// scanUpload stores data as name through c, and returns the final reply's
+// code and text.
+func scanUpload(t *testing.T, c *ftptest.Conn, name string, data []byte) (int, string) {
+	t.Helper()
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR %s", name)
+	d.WriteAll(t, data)
+	return c.Read()
+}
+
+// metricsText is what the gate's /metrics serves.
+func (g *gate) metricsText(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	g.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	return rec.Body.String()
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// TestScanClamd: uploads through the proxy to a real vsftpd, scanned by a
+// real clamd. EICAR is refused with 550 naming the signature and deleted
+// on the backend, over the unix socket and over TCP; a clean file gets
+// its 226 and stays; the session goes on after a refusal.
+func TestScanClamd(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 200<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, addr := range []string{"unix:" + clamd.Unix, "tcp:" + clamd.TCP} {
+		t.Run(strings.SplitN(addr, ":", 2)[0], func(t *testing.T) {
+			g := scanGate(t, be, fmt.Sprintf("address = %q\nmax_size = \"200M\"", addr))
+			c := g.login(t, be.User, be.Password)
+			code, msg := scanUpload(t, c, "eicar.com", ftptest.EICAR)
+			if code != 550 || msg != "Upload rejected: malware detected ("+ftptest.EICARSignature+")." {
+				t.Fatalf("EICAR upload: %d %s", code, msg)
+			}
+			if exists(filepath.Join(be.Root, "eicar.com")) {
+				t.Fatal("EICAR left on the backend")
+			}
+			clean := []byte("just a text file\n")
+			if code, msg := scanUpload(t, c, "clean.txt", clean); code != 226 {
+				t.Fatalf("clean upload after a refusal: %d %s", code, msg)
+			}
+			if got, err := os.ReadFile(filepath.Join(be.Root, "clean.txt")); err != nil || !bytes.Equal(got, clean) {
+				t.Fatalf("clean file on the backend: %q %v", got, err)
+			}
+			c.Cmd(221, "QUIT")
+
+			e := g.transferEvent(t, "/eicar.com")
+			if e["result"] != "rejected" || e["scan"] != "infected" || e["signature"] != ftptest.EICARSignature ||
+				e["deleted"] != true || e["code"] != float64(550) {
+				t.Fatalf("EICAR's transfer event: %v", e)
+			}
+			if e := g.transferEvent(t, "/clean.txt"); e["result"] != "complete" || e["scan"] != "clean" || e["code"] != float64(226) {
+				t.Fatalf("clean file's transfer event: %v", e)
+			}
+			if !g.logged("upload rejected: malware detected") || !g.logged("rejected upload deleted on the backend") {
+				t.Fatal("refusal not logged")
+			}
+			body := g.metricsText(t)
+			for _, want := range []string{`ftpsgate_scan_verdicts_total{result="infected",scan="av"} 1`,
+				`ftpsgate_scan_verdicts_total{result="clean",scan="av"} 1`, `ftpsgate_scan_latency_seconds_count{scan="av"} 2`} {
+				if !strings.Contains(body, want) {
+					t.Fatalf("/metrics lacks %s", want)
+				}
+			}
+		})
+	}
+}
+
+// TestScanLargeCleanUpload: a clean 100 MiB file, scanned whole by clamd
+// while it streams to the backend, arrives byte-identical and gets 226.
+func TestScanLargeCleanUpload(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 200<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := scanGate(t, be, fmt.Sprintf("address = %q\nmax_size = \"200M\"", "unix:"+clamd.Unix))
+	data := make([]byte, 100<<20)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	c := g.login(t, be.User, be.Password)
+	start := time.Now()
+	if code, msg := scanUpload(t, c, "big.bin", data); code != 226 {
+		t.Fatalf("clean 100 MiB upload: %d %s", code, msg)
+	}
+	t.Logf("100 MiB uploaded and scanned in %v", time.Since(start))
+	c.Cmd(221, "QUIT")
+	if got := ftptest.FileSHA256(t, filepath.Join(be.Root, "big.bin")); got != hex.EncodeToString(sum[:]) {
+		t.Fatal("the file on the backend differs from the upload")
+	}
+	e := g.transferEvent(t, "/big.bin")
+	if e["scan"] != "clean" || e["bytes"] != float64(100<<20) {
+		t.Fatalf("transfer event: %v", e)
+	}
+}
+
+// TestScanScannerDown: with clamd stopped, an upload is refused with 451
+// under on_error = "reject" before the backend sees it, and passes with
+// 226 under "pass"; both are logged and audited.
+func TestScanScannerDown(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	clamd.Stop()
+	for _, tc := range []struct {
+		onError string
+		code    int
+		stored  bool
+		result  string
+		path    string // in the audit: refused before the backend, the command's argument
+		logged  string
+	}{
+		{"reject", 451, false, "failed", "down-reject.bin", "scanner unavailable; upload refused (on_error = reject)"},
+		{"pass", 226, true, "complete", "/down-pass.bin", "scanner unavailable; upload passed unscanned (on_error = pass)"},
+	} {
+		t.Run(tc.onError, func(t *testing.T) {
+			g := scanGate(t, be, fmt.Sprintf("address = %q\non_error = %q", "unix:"+clamd.Unix, tc.onError))
+			c := g.login(t, be.User, be.Password)
+			name := "down-" + tc.onError + ".bin"
+			d := c.DialData(c.EPSV())
+			c.Send("STOR " + name)
+			code, msg := c.Read()
+			if code == 150 {
+				d.WriteAll(t, ftptest.EICAR)
+				code, msg = c.Read()
+			} else {
+				d.Close()
+			}
+			if code != tc.code {
+				t.Fatalf("upload with the scanner down: %d %s", code, msg)
+			}
+			if exists(filepath.Join(be.Root, name)) != tc.stored {
+				t.Fatalf("file on the backend: %v, want %v", !tc.stored, tc.stored)
+			}
+			c.Cmd(200, "NOOP") // the session goes on
+			c.Cmd(221, "QUIT")
+			if e := g.transferEvent(t, tc.path); e["result"] != tc.result || e["scan"] != "error" || e["scan_error"] == nil {
+				t.Fatalf("transfer event: %v", e)
+			}
+			if !g.logged(tc.logged) {
+				t.Fatalf("not logged: %s", tc.logged)
+			}
+		})
+	}
+}
+
+// slowScanner is a clamd stand-in on loopback that reads one INSTREAM to
+// its end, then answers reply when release is closed (never, if it is
+// nil). streamed receives when the stream has ended.
+func slowScanner(t *testing.T, reply string, release <-chan struct{}) (addr string, streamed <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{}, 1)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		cmd := make([]byte, len("zINSTREAM\x00"))
+		if _, err := io.ReadFull(c, cmd); err != nil {
+			return
+		}
+		for {
+			var hdr [4]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				return
+			}
+			n := binary.BigEndian.Uint32(hdr[:])
+			if n == 0 {
+				break
+			}
+			if _, err := io.CopyN(io.Discard, c, int64(n)); err != nil {
+				return
+			}
+		}
+		ended <- struct{}{}
+		select {
+		case <-release:
+			c.Write([]byte(reply))
+		case <-done:
+		}
+	}()
+	return "tcp:" + ln.Addr().String(), ended
+}
+
+// TestScanVerdictPending: while the verdict is pending, the backend's 226
+// is held and the control channel is answered: NOOP, and STAT saying what
+// the upload waits for. The verdict then releases the 226.
+func TestScanVerdictPending(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	release := make(chan struct{})
+	addr, streamed := slowScanner(t, "stream: OK\x00", release)
+	g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"60s\"", addr))
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR pending.txt")
+	d.WriteAll(t, []byte("pending\n"))
+	<-streamed
+	c.Cmd(200, "NOOP")
+	if msg := c.Cmd(211, "STAT"); !strings.Contains(msg, "waiting for the malware scan") {
+		t.Fatalf("STAT while the verdict is pending: %s", msg)
+	}
+	close(release)
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+	if !exists(filepath.Join(be.Root, "pending.txt")) {
+		t.Fatal("clean file missing on the backend")
+	}
+}
+
+// TestScanVerdictTimeout: a scanner that takes the stream and never
+// answers: after the scan block's timeout the upload is refused with 451
+// under on_error = "reject", and the file the backend already has is
+// deleted; under "pass" it gets its 226.
+func TestScanVerdictTimeout(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, tc := range []struct {
+		onError string
+		code    int
+		stored  bool
+	}{{"reject", 451, false}, {"pass", 226, true}} {
+		t.Run(tc.onError, func(t *testing.T) {
+			addr, _ := slowScanner(t, "", nil)
+			g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"1s\"\non_error = %q", addr, tc.onError))
+			c := g.login(t, be.User, be.Password)
+			name := "timeout-" + tc.onError + ".txt"
+			if code, msg := scanUpload(t, c, name, []byte("late verdict\n")); code != tc.code {
+				t.Fatalf("upload: %d %s", code, msg)
+			}
+			c.Cmd(221, "QUIT")
+			if exists(filepath.Join(be.Root, name)) != tc.stored {
+				t.Fatalf("file on the backend: %v, want %v", !tc.stored, tc.stored)
+			}
+			if e := g.transferEvent(t, "/"+name); e["scan"] != "error" {
+				t.Fatalf("transfer event: %v", e)
+			}
+		})
+	}
+}
+
+// TestScanIncompleteUploadDeleted: EICAR sent whole, then the data
+// connection cut without TLS close_notify. The upload fails its
+// integrity check (426) and is never judged, but what reached the
+// backend is deleted: a scanned listener does not keep unjudged bytes.
+func TestScanIncompleteUploadDeleted(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := scanGate(t, be, fmt.Sprintf("address = %q", "unix:"+clamd.Unix))
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR cut.com")
+	d.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := d.Write(ftptest.EICAR); err != nil {
+		t.Fatal(err)
+	}
+	d.TCP.(*net.TCPConn).CloseWrite() // FIN, no close_notify
+	c.Expect(426)
+	c.Cmd(221, "QUIT")
+	if exists(filepath.Join(be.Root, "cut.com")) {
+		t.Fatal("an incomplete scanned upload was left on the backend")
+	}
+	if e := g.transferEvent(t, "/cut.com"); e["scan"] != "none" || e["result"] != "incomplete" {
+		t.Fatalf("transfer event: %v", e)
+	}
+}
