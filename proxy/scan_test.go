@@ -305,3 +305,187 @@ func TestScanIncompleteUploadDeleted(t *testing.T) {
 		t.Fatalf("transfer event: %v", e)
 	}
 }
+
+// noEICAR fails the test if any file under root holds the EICAR bytes.
+func noEICAR(t *testing.T, root string) {
+	t.Helper()
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, ftptest.EICAR) {
+				t.Errorf("EICAR on the backend: %s", p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestScanSTOUAndRoute: a STOU upload is deleted under the name the
+// backend's 150 gave it; a route's scan block applies to its users on a
+// listener that scans nothing.
+func TestScanSTOUAndRoute(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf(`
+scan "av" {
+  engine  = "clamd"
+  address = %q
+}
+route "scanned" {
+  users   = [%q]
+  backend = "legacy"
+  scan    = "av"
+}`, "unix:"+clamd.Unix, be.User)})
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	if msg := c.Cmd(150, "STOU"); !strings.Contains(msg, "FILE:") {
+		t.Fatalf("vsftpd's STOU reply names no file: %s", msg)
+	}
+	d.WriteAll(t, ftptest.EICAR)
+	if msg := c.Expect(550); !strings.Contains(msg, ftptest.EICARSignature) {
+		t.Fatalf("STOU of EICAR: %s", msg)
+	}
+	if code, msg := scanUpload(t, c, "e.com", ftptest.EICAR); code != 550 {
+		t.Fatalf("STOR of EICAR: %d %s", code, msg)
+	}
+	c.Cmd(221, "QUIT")
+	noEICAR(t, be.Root)
+	if !g.logged("rejected upload deleted on the backend") {
+		t.Fatal("deletion not logged")
+	}
+}
+
+// TestScanAboveMax: an upload larger than max_size is scanned for its
+// first max_size bytes; then above_max decides: "reject" gives 552 and
+// deletes it, "pass" gives 226 and audits it as partly scanned. A clamd
+// whose StreamMaxLength is below max_size refuses the stream: an error,
+// 451 under on_error = "reject", with a hint in the log.
+func TestScanAboveMax(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 200<<20)
+	small := ftptest.StartClamd(t, 1<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		stored     bool
+		scan       string
+		logged     string
+	}{
+		{"reject", fmt.Sprintf("address = %q\nmax_size = \"64K\"", "unix:"+clamd.Unix), 552, false, "too_large",
+			"upload rejected: larger than the scan's max_size (above_max = reject)"},
+		{"pass", fmt.Sprintf("address = %q\nmax_size = \"64K\"\nabove_max = \"pass\"", "unix:"+clamd.Unix), 226, true, "partial",
+			"upload passed: only its first max_size bytes were scanned (above_max = pass)"},
+		{"clamd limit", fmt.Sprintf("address = %q\nmax_size = \"25M\"", "unix:"+small.Unix), 451, false, "error",
+			"scan failed; upload rejected (on_error = reject)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := scanGate(t, be, tc.body)
+			c := g.login(t, be.User, be.Password)
+			name := strings.ReplaceAll(tc.name, " ", "-") + ".bin"
+			if code, msg := scanUpload(t, c, name, data); code != tc.code {
+				t.Fatalf("upload: %d %s", code, msg)
+			}
+			c.Cmd(221, "QUIT")
+			if exists(filepath.Join(be.Root, name)) != tc.stored {
+				t.Fatalf("file on the backend: %v, want %v", !tc.stored, tc.stored)
+			}
+			if e := g.transferEvent(t, "/"+name); e["scan"] != tc.scan {
+				t.Fatalf("transfer event: %v", e)
+			}
+			if !g.logged(tc.logged) {
+				t.Fatalf("not logged: %s", tc.logged)
+			}
+		})
+	}
+}
+
+// stalledScanner accepts connections and never reads from them.
+func stalledScanner(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "tcp:" + ln.Addr().String()
+}
+
+// TestScanStalledScanner: a scanner that stops reading holds the upload
+// back (bounded buffering) no longer than the scan's timeout: the upload
+// then completes, and is refused (451) and deleted. An ABOR while the
+// relay waits for such a scanner is answered at once, not after the
+// timeout.
+func TestScanStalledScanner(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	data := make([]byte, 32<<20) // more than the sockets hold
+	t.Run("timeout", func(t *testing.T) {
+		g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"1s\"", stalledScanner(t)))
+		c := g.login(t, be.User, be.Password)
+		if code, msg := scanUpload(t, c, "stalled.bin", data); code != 451 {
+			t.Fatalf("upload: %d %s", code, msg)
+		}
+		c.Cmd(221, "QUIT")
+		if exists(filepath.Join(be.Root, "stalled.bin")) {
+			t.Fatal("file left on the backend")
+		}
+	})
+	t.Run("ABOR", func(t *testing.T) {
+		g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"5m\"", stalledScanner(t)))
+		c := g.login(t, be.User, be.Password)
+		d := c.DialData(c.EPSV())
+		c.Cmd(150, "STOR aborted.bin")
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			d.SetDeadline(time.Now().Add(2 * time.Minute))
+			d.Write(data) // blocks once the scanner's buffers are full; fails at ABOR
+		}()
+		// The relay waits on the scanner once the bytes it moved stop
+		// growing (STAT polled every 100 ms).
+		last := int64(-1)
+		for {
+			msg := c.Cmd(211, "STAT")
+			var n int64
+			if i := strings.Index(msg, "aborted.bin, "); i >= 0 {
+				fmt.Sscanf(msg[i+len("aborted.bin, "):], "%d", &n)
+			}
+			if n > 0 && n == last {
+				break
+			}
+			last = n
+			time.Sleep(100 * time.Millisecond)
+		}
+		start := time.Now()
+		c.Send("ABOR")
+		c.Expect(426)
+		c.Expect(226)
+		if took := time.Since(start); took > 30*time.Second {
+			t.Fatalf("ABOR answered after %v", took)
+		}
+		d.TCP.Close()
+		<-wrote
+		c.Cmd(221, "QUIT")
+		if exists(filepath.Join(be.Root, "aborted.bin")) {
+			t.Fatal("aborted scanned upload left on the backend")
+		}
+	})
+}

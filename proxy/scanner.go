@@ -32,10 +32,11 @@ const scanBuffers = 4
 type uploadScan struct {
 	cfg    *config.Scan
 	stream *scan.Stream
-	tokens chan struct{} // one per chunk waiting, up to scanBuffers
-	work   chan *[]byte  // chunks from relayBuffers, their length set
-	done   chan struct{} // closed when run has the verdict (or gave up)
-	ended  bool          // end or abandon was called (the relay's goroutine)
+	tokens chan struct{}   // one per chunk waiting, up to scanBuffers
+	work   chan *[]byte    // chunks from relayBuffers, their length set
+	done   chan struct{}   // closed when run has the verdict (or gave up)
+	stop   <-chan struct{} // the transfer's: feed stops waiting once it is closed
+	ended  bool            // end or abandon was called (the relay's goroutine)
 
 	// Set by run before done is closed.
 	verdict scan.Verdict
@@ -44,24 +45,30 @@ type uploadScan struct {
 
 // startScan connects to the scan block's scanner and starts a scan; the
 // scan's goroutine is counted in the session's WaitGroup.
-func (s *session) startScan(cfg *config.Scan) (*uploadScan, error) {
+func (s *session) startScan(cfg *config.Scan, stop <-chan struct{}) (*uploadScan, error) {
 	c := &scan.Clamd{Network: cfg.Network, Address: cfg.Address, Timeout: cfg.Timeout, MaxSize: cfg.MaxSize}
 	st, err := c.Start(context.Background())
 	if err != nil {
 		return nil, err
 	}
 	u := &uploadScan{cfg: cfg, stream: st, tokens: make(chan struct{}, scanBuffers),
-		work: make(chan *[]byte, scanBuffers), done: make(chan struct{})}
+		work: make(chan *[]byte, scanBuffers), done: make(chan struct{}), stop: stop}
 	s.wg.Add(1)
 	go u.run(s)
 	return u, nil
 }
 
 // feed hands p, a chunk of the upload, to the scanner. It copies p, and
-// waits only while scanBuffers chunks are waiting already.
+// waits only while scanBuffers chunks are waiting already, and not once
+// the transfer is cancelled (ABOR, the session's end), whose relay must
+// then end at once; the scan is abandoned after it.
 func (u *uploadScan) feed(p []byte) {
 	for len(p) > 0 {
-		u.tokens <- struct{}{}
+		select {
+		case u.tokens <- struct{}{}:
+		case <-u.stop:
+			return
+		}
 		bp := relayBuffers.Get().(*[]byte)
 		n := copy(*bp, p)
 		*bp = (*bp)[:n]
@@ -143,7 +150,7 @@ func (s *session) scanOf(route string) *config.Scan {
 // "pass".
 func (x *transfer) openScan(cmd rewrite.Command, cfg *config.Scan) (bool, error) {
 	s := x.s
-	u, err := s.startScan(cfg)
+	u, err := s.startScan(cfg, x.stop)
 	if err == nil {
 		x.scan = u
 		return true, nil
@@ -174,6 +181,7 @@ func (x *transfer) openScan(cmd rewrite.Command, cfg *config.Scan) (bool, error)
 // An upload that did not complete is not judged: its scan is abandoned.
 func (x *transfer) judge(out outcome) outcome {
 	u := x.scan
+	defer x.judging.Store(false)
 	if u == nil {
 		out.scan, out.scanErr = x.scanOutcome, x.scanErr
 		return out
@@ -194,8 +202,6 @@ func (x *transfer) judge(out outcome) outcome {
 		out.reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
 		return out // finish deletes the file
 	}
-	x.judging.Store(true)
-	defer x.judging.Store(false)
 	since := time.Now()
 	if !u.wait(x.stop) {
 		// ABOR, or the session's end: the file is on the backend,

@@ -57,7 +57,8 @@ type transfer struct {
 	// when the scanner could not be reached and on_error let it pass
 	// (scanOutcome and scanErr then say so); target is the file's name
 	// on the backend, for DELE ("" when a STOU reply did not name it);
-	// judging is set while the final reply waits for the verdict.
+	// judging is set from the upload's last byte until its verdict (STAT
+	// says so).
 	scan                 *uploadScan
 	scanOutcome, scanErr string
 	target               string
@@ -230,6 +231,7 @@ func (x *transfer) outcome() outcome {
 		// end of the file from our close_notify (under TLS) and FIN.
 		x.backend.finish(lingerTimeout)
 		if x.scan != nil {
+			x.judging.Store(true) // until judge has the verdict
 			x.scan.end()
 		}
 		out.result = audit.Complete
