@@ -449,7 +449,7 @@ func TestScanStalledScanner(t *testing.T) {
 		}
 	})
 	t.Run("ABOR", func(t *testing.T) {
-		g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"5m\"", stalledScanner(t)))
+		g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"90s\"", stalledScanner(t)))
 		c := g.login(t, be.User, be.Password)
 		d := c.DialData(c.EPSV())
 		c.Cmd(150, "STOR aborted.bin")
