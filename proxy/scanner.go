@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -44,7 +46,8 @@ type uploadScan struct {
 }
 
 // startScan connects to the scan block's scanner and starts a scan; the
-// scan's goroutine is counted in the session's WaitGroup.
+// scan's goroutine is counted in the session's WaitGroup. Called by the
+// session goroutine, before the transfer starts.
 func (s *session) startScan(cfg *config.Scan, stop <-chan struct{}) (*uploadScan, error) {
 	c := &scan.Clamd{Network: cfg.Network, Address: cfg.Address, Timeout: cfg.Timeout, MaxSize: cfg.MaxSize}
 	st, err := c.Start(context.Background())
@@ -54,7 +57,7 @@ func (s *session) startScan(cfg *config.Scan, stop <-chan struct{}) (*uploadScan
 	u := &uploadScan{cfg: cfg, stream: st, tokens: make(chan struct{}, scanBuffers),
 		work: make(chan *[]byte, scanBuffers), done: make(chan struct{}), stop: stop}
 	s.wg.Add(1)
-	go u.run(s)
+	go u.run(&s.wg, s.log)
 	return u, nil
 }
 
@@ -95,19 +98,34 @@ func (u *uploadScan) abandon() {
 
 // run streams the chunks to the scanner, then reads the verdict. After a
 // failure it goes on taking chunks, so that feed never waits on it.
-func (u *uploadScan) run(s *session) {
-	defer s.wg.Done()
+func (u *uploadScan) run(wg *sync.WaitGroup, log *zap.Logger) {
+	defer wg.Done()
 	defer close(u.done)
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("scan panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			u.stream.Close()
+			u.err = fmt.Errorf("scan panic: %v", r)
+			for bp := range u.work { // until end or abandon, so that feed never waits
+				u.release(bp)
+			}
+		}
+	}()
 	var werr error
 	for bp := range u.work {
 		if werr == nil {
 			_, werr = u.stream.Write(*bp)
 		}
-		*bp = (*bp)[:cap(*bp)]
-		relayBuffers.Put(bp)
-		<-u.tokens
+		u.release(bp)
 	}
 	u.verdict, u.err = u.stream.Finish()
+}
+
+// release gives a chunk's buffer back, whole, and its place to feed.
+func (u *uploadScan) release(bp *[]byte) {
+	*bp = (*bp)[:cap(*bp)]
+	relayBuffers.Put(bp)
+	<-u.tokens
 }
 
 // wait waits for the verdict, or for stop; it reports whether the

@@ -229,11 +229,12 @@ func (x *transfer) outcome() outcome {
 	if rerr == nil {
 		// The source ended cleanly. For an upload the backend learns the
 		// end of the file from our close_notify (under TLS) and FIN.
-		x.backend.finish(lingerTimeout)
 		if x.scan != nil {
+			// clamd scans while the backend's leg closes.
 			x.judging.Store(true) // until judge has the verdict
 			x.scan.end()
 		}
+		x.backend.finish(lingerTimeout)
 		out.result = audit.Complete
 		return x.readFinal(out)
 	}
