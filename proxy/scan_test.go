@@ -90,7 +90,7 @@ func TestScanClamd(t *testing.T) {
 			if e := g.transferEvent(t, "/clean.txt"); e["result"] != "complete" || e["scan"] != "clean" || e["code"] != float64(226) {
 				t.Fatalf("clean file's transfer event: %v", e)
 			}
-			if !g.logged("upload rejected: malware detected") || !g.logged("rejected upload deleted on the backend") {
+			if !g.logged("upload rejected: malware detected") || !g.logged("scanned upload deleted on the backend") {
 				t.Fatal("refusal not logged")
 			}
 			body := g.metricsText(t)
@@ -301,7 +301,7 @@ func TestScanIncompleteUploadDeleted(t *testing.T) {
 	if exists(filepath.Join(be.Root, "cut.com")) {
 		t.Fatal("an incomplete scanned upload was left on the backend")
 	}
-	if e := g.transferEvent(t, "/cut.com"); e["scan"] != "none" || e["result"] != "incomplete" {
+	if e := g.transferEvent(t, "/cut.com"); e["scan"] != "none" || e["result"] != "incomplete" || e["deleted"] != true {
 		t.Fatalf("transfer event: %v", e)
 	}
 }
@@ -349,7 +349,7 @@ route "scanned" {
 	}
 	c.Cmd(221, "QUIT")
 	noEICAR(t, be.Root)
-	if !g.logged("rejected upload deleted on the backend") {
+	if !g.logged("scanned upload deleted on the backend") {
 		t.Fatal("deletion not logged")
 	}
 }
@@ -488,4 +488,56 @@ func TestScanStalledScanner(t *testing.T) {
 			t.Fatal("aborted scanned upload left on the backend")
 		}
 	})
+}
+
+// TestScanAbandonedWhilePending: an ABOR while the verdict is pending is
+// answered (426, then 226 for the ABOR) and the unjudged file is deleted;
+// so is the file of a client that vanishes while its verdict is pending.
+func TestScanAbandonedWhilePending(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	for _, how := range []string{"ABOR", "vanish"} {
+		t.Run(how, func(t *testing.T) {
+			addr, streamed := slowScanner(t, "", nil)
+			g := scanGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"90s\"", addr))
+			c := g.login(t, be.User, be.Password)
+			name := "pending-" + how + ".txt"
+			d := c.DialData(c.EPSV())
+			c.Cmd(150, "STOR %s", name)
+			d.WriteAll(t, []byte("never judged\n"))
+			<-streamed
+			if how == "ABOR" {
+				c.Send("ABOR")
+				c.Expect(426)
+				c.Expect(226)
+				c.Cmd(221, "QUIT")
+			} else {
+				c.Raw.Close()
+			}
+			// The session's end is the transfer's: once the audit has
+			// the transfer, its file has been dealt with.
+			var e map[string]any
+			for deadline := time.Now().Add(30 * time.Second); e == nil; {
+				if time.Now().After(deadline) {
+					t.Fatal("no transfer event")
+				}
+				for _, ev := range g.eventsOf(t, "transfer") {
+					if ev["path"] == "/"+name {
+						e = ev
+					}
+				}
+				if e == nil {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if exists(filepath.Join(be.Root, name)) {
+				t.Fatal("unjudged upload left on the backend")
+			}
+			if e["scan"] != "none" || e["deleted"] != true {
+				t.Fatalf("transfer event: %v", e)
+			}
+			if !g.logged("incomplete scanned upload; deleting what reached the backend") {
+				t.Fatal("not logged")
+			}
+		})
+	}
 }

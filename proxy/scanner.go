@@ -276,24 +276,24 @@ func (x *transfer) judge(out outcome) outcome {
 // error: the file is on the backend.
 func (x *transfer) deleteUpload(out *outcome) bool {
 	if x.target == "" {
-		x.log.Error("rejected upload left on the backend: its name is unknown (STOU reply without a name)", zap.String("verb", x.verb))
+		x.log.Error("scanned upload left on the backend: its name is unknown (STOU reply without a name)", zap.String("verb", x.verb))
 		return false
 	}
 	if out.backendLost != nil {
-		x.log.Error("rejected upload left on the backend: its control connection is lost", zap.String("path", x.path), zap.Error(out.backendLost))
+		x.log.Error("scanned upload left on the backend: its control connection is lost", zap.String("path", x.path), zap.Error(out.backendLost))
 		return false
 	}
 	rep, err := x.be.roundTrip(rewrite.Command{Verb: "DELE", Arg: x.target}, x.timeouts.BackendReply)
 	if err != nil {
 		out.backendLost = err
-		x.log.Error("rejected upload left on the backend: DELE failed", zap.String("path", x.path), zap.Error(err))
+		x.log.Error("scanned upload left on the backend: DELE failed", zap.String("path", x.path), zap.Error(err))
 		return false
 	}
 	if !rep.Positive() {
-		x.log.Error("rejected upload left on the backend: DELE refused", zap.String("path", x.path), zap.String("reply", rep.String()))
+		x.log.Error("scanned upload left on the backend: DELE refused", zap.String("path", x.path), zap.String("reply", rep.String()))
 		return false
 	}
-	x.log.Info("rejected upload deleted on the backend", zap.String("path", x.path))
+	x.log.Info("scanned upload deleted on the backend", zap.String("path", x.path))
 	return true
 }
 

@@ -280,8 +280,9 @@ type Transfer struct {
 	Scan      string
 	Signature string
 	ScanError string
-	// Deleted: the rejected file was deleted on the server. False with
-	// Result "rejected" means the deletion failed: the file is there.
+	// Deleted: the file was deleted on the server, rejected or (Scan
+	// "none") never judged. False with Result "rejected" means the
+	// deletion failed: the file is there.
 	Deleted bool
 }
 
@@ -312,7 +313,7 @@ func (s *Session) Transfer(t Transfer) {
 		if t.ScanError != "" {
 			fs = text(fs, "scan_error", t.ScanError)
 		}
-		if t.Result == Rejected {
+		if t.Result == Rejected || t.Deleted {
 			fs = append(fs, zap.Bool("deleted", t.Deleted))
 		}
 	}
