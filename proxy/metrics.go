@@ -92,7 +92,7 @@ func newMetrics(s *Server) *metrics {
 		Help: "Upload scans, by scan block and result: clean, infected, too_large (rejected above max_size), partial (passed above max_size), error (no verdict; rejected or passed as on_error says)."},
 		[]string{"scan", "result"})
 	m.scanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "scan_latency_seconds",
-		Help:    "Time an upload's final reply waited for the scanner's verdict, from the upload's last byte.",
+		Help:    "Time an upload's final reply was held for the scanner's verdict, from the server's final reply: what scanning adds to the upload.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
