@@ -63,6 +63,9 @@ listener "ftps" {
   #   header_timeout = "5s"
   #   allow_direct   = false  # true: also serve clients that connect directly
   # }
+  # Uploads go through this scan block's scanner before their 226 (see the
+  # scan blocks below). Default: not scanned.
+  # scan = "clamav"
 }
 
 listener "ftps-implicit" {
@@ -193,6 +196,36 @@ policy {
 #   backend_password_file = "/etc/ftpsgate/ftpsvc.pass"
 #   # or, instead of the file, an environment variable:
 #   backend_password_env = "FTPSVC_PASSWORD"
+
+#   scan    = "clamav"  # replaces the listener's scan for these sessions
+# }
+
+# A scan block is a malware scanner uploads go through, as a listener or a
+# route names it (a route's replaces its listener's; none turns it off). The
+# upload streams to the backend and to clamd at once; the backend's 226 is
+# held until the verdict (NOOP and STAT are answered meanwhile). Infected:
+# the file is deleted on the backend and the client gets
+# "550 Upload rejected: malware detected (NAME)".
+# scan "clamav" {
+#   # clamd's INSTREAM, written in-house; the only engine for now.
+#   engine = "clamd"
+#   # clamd's LocalSocket ("unix:/path") or TCPSocket ("tcp:host:port").
+#   address = "unix:/run/clamav/clamd.ctl"
+#   # Bounds the connection to clamd, each write to it without progress, and
+#   # the wait for the verdict after the last byte (the 226 waits meanwhile).
+#   timeout = "60s"
+#   # The most bytes of one upload sent to clamd: at most clamd's own
+#   # StreamMaxLength (its default, 25M), or clamd refuses larger ones.
+#   max_size = "25M"
+#   # A larger upload whose first max_size bytes are clean: "reject" (552,
+#   # deleted; the default) or "pass" (accepted, logged as partly scanned).
+#   above_max = "reject"
+#   # No verdict (clamd down, timeout): "reject" (451, deleted; the default)
+#   # or "pass" (accepted unscanned). Both are logged and audited.
+#   on_error = "reject"
+#   # Which uploads are scanned. APPE and a STOR after REST are scanned for
+#   # the bytes they send, not the whole file.
+#   verbs = ["STOR", "APPE", "STOU"]
 # }
 
 audit {

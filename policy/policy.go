@@ -393,6 +393,9 @@ type Route struct {
 	Hosts   []string
 	SNI     []string
 	Backend string
+	// Scan names the scan block the uploads of the route's sessions go
+	// through, in place of their listener's; "" keeps the listener's.
+	Scan string
 }
 
 // CatchAll reports whether the route matches every session.

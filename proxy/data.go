@@ -254,7 +254,15 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 			return err
 		}
 	}
+	if sc := s.login.scan; x.direction == audit.Upload && sc.Scans(cmd.Verb) {
+		if ok, err := x.openScan(cmd, sc); !ok {
+			return err
+		}
+	}
 	if ok, err := x.begin(cmd, active); !ok {
+		if x.scan != nil {
+			x.scan.abandon()
+		}
 		return err
 	}
 	s.mu.Lock()
@@ -323,6 +331,10 @@ func (x *transfer) begin(cmd rewrite.Command, active netip.AddrPort) (bool, erro
 		return false, err
 	}
 	x.path = transferPath(cmd, first)
+	x.target = x.path
+	if _, named := rewrite.STOUName(first); cmd.Verb == "STOU" && !named {
+		x.target = ""
+	}
 	if x.file {
 		x.path = x.s.cwd.fullPath(x.path)
 	}

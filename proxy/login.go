@@ -38,10 +38,13 @@ const (
 // session goroutine owns it; whether the session has logged in, which
 // other goroutines read, is the session's (loggedIn, under its mu).
 type login struct {
-	s        *session
-	user     string
-	route    string // the route that chose the backend, if any
-	readOnly bool   // the logged-in user may not change files
+	s     *session
+	user  string
+	route string // the route that chose the backend, if any
+	// scan is the scan block the session's uploads go through (the
+	// route's or the listener's), nil for none.
+	scan     *config.Scan
+	readOnly bool // the logged-in user may not change files
 	// counted is the user key (policy.Rules.Key) counted toward
 	// max_sessions_per_user.
 	counted string
@@ -113,7 +116,7 @@ func (l *login) handleUSER(cmd rewrite.Command) error {
 		s.be = be
 		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	}
-	l.route = route
+	l.route, l.scan = route, s.scanOf(route)
 	l.uncount()
 	l.user, l.readOnly = cmd.Arg, false
 	s.log = s.base.With(zap.String("user", cmd.Arg))

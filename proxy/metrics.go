@@ -42,6 +42,10 @@ type metrics struct {
 	throttledSeconds *prometheus.CounterVec
 	throttledBytes   *prometheus.CounterVec
 	tooLarge         prometheus.Counter
+	// Upload scans (scan blocks): verdicts by scan block and result, and
+	// how long the final reply waited for them.
+	scanVerdicts *prometheus.CounterVec
+	scanLatency  *prometheus.HistogramVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -107,6 +111,12 @@ func newMetrics(s *Server) *metrics {
 	buckets := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_buckets",
 		Help: "Shared rate-limit buckets held (listener, user or class, client address), each by the sessions that use it."},
 		func() float64 { return float64(s.buckets.len()) })
+	m.scanVerdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "scan_verdicts_total",
+		Help: "Upload scans, by scan block and result: clean, infected, too_large (rejected above max_size), partial (passed above max_size), error (no verdict; rejected or passed as on_error says)."},
+		[]string{"scan", "result"})
+	m.scanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "scan_latency_seconds",
+		Help:    "Time an upload's final reply was held for the scanner's verdict, from the server's final reply: what scanning adds to the upload.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -124,6 +134,7 @@ func newMetrics(s *Server) *metrics {
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,
+		m.scanVerdicts, m.scanLatency,
 		newAuditCollector(s.audit), &queueCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

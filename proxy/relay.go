@@ -83,8 +83,10 @@ var errClientLeg = errors.New("client data leg")
 // fl, if not nil, paces the writes (rate limits) and bounds what passes
 // (max_file_size, errFileTooLarge after the last byte allowed). Its waits
 // happen between a read and a write, outside every deadline: the stall
-// deadline is armed per read and per write.
-func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64, fl *flow) (int64, error) {
+// deadline is armed per read and per write. tee, if not nil, is handed
+// each chunk that passed, before it is written to dst (an upload's scan,
+// scanner.go); it must copy what it keeps.
+func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atomic.Int64, fl *flow, tee func([]byte)) (int64, error) {
 	dst, rawDst := rawLeg(dst)
 	src, rawSrc := rawLeg(src)
 	if rawDst == nil || rawSrc == nil {
@@ -124,6 +126,9 @@ func relay(dst, src net.Conn, srcIsClient bool, stall time.Duration, total *atom
 			nr, ferr = fl.pass(nr)
 		}
 		if nr > 0 {
+			if tee != nil {
+				tee(buf[:nr])
+			}
 			nw, werr := dst.Write(buf[:nr])
 			if werr == nil && sealed != nil {
 				if werr = sealed.send(); werr != nil {

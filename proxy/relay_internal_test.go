@@ -167,7 +167,7 @@ func TestRelayCoalescesTLSRecords(t *testing.T) {
 	}
 	handshakeSends := len(rc.writes)
 	var total atomic.Int64
-	n, err := relay(server, srcR, false, 30*time.Second, &total, nil)
+	n, err := relay(server, srcR, false, 30*time.Second, &total, nil, nil)
 	if err != nil || n != int64(len(payload)) || total.Load() != n {
 		t.Fatalf("relay = %d, %v (total %d), want %d bytes", n, err, total.Load(), len(payload))
 	}
@@ -247,7 +247,7 @@ func TestRelayBuffersGrowForBulk(t *testing.T) {
 			}
 			first := len(rc.writes)
 			var total atomic.Int64
-			n, err := relay(server, srcR, false, 30*time.Second, &total, nil)
+			n, err := relay(server, srcR, false, 30*time.Second, &total, nil, nil)
 			if err != nil || n != int64(len(payload)) {
 				t.Fatalf("relay = %d, %v, want %d bytes", n, err, len(payload))
 			}

@@ -345,19 +345,27 @@ func (s *session) kill() {
 // close releases everything the session holds and records its end.
 func (s *session) close(how string) {
 	s.bind.release() // its tickets no longer resume on a sibling's data connections
-	if x := s.currentTransfer(); x != nil {
+	x := s.currentTransfer()
+	if x != nil {
 		if x.cleaning.Load() {
 			x.wait()
 		} else {
 			x.cancel()
 		}
 	}
-	if s.be != nil {
+	// A scanned upload deletes its unjudged file with DELE on the
+	// backend's control connection (scanner.go): it stays open until
+	// the transfer ends, each of its waits bounded by backend_reply.
+	scanned := x != nil && x.scan != nil
+	if s.be != nil && !scanned {
 		s.be.close() // also ends a transfer's wait for its final reply
 	}
 	s.data.drop()
 	s.wg.Wait()
 	s.rates.releaseAll(&s.srv.buckets)
+	if s.be != nil && scanned {
+		s.be.close()
+	}
 	s.login.uncount()
 	s.wmu.Lock()
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))

@@ -54,6 +54,17 @@ type transfer struct {
 	// and the transfer was not cancelled: the session ends with it.
 	lost error
 
+	// An upload a scan block covers (scanner.go): scan is its scan, nil
+	// when the scanner could not be reached and on_error let it pass
+	// (scanOutcome and scanErr then say so); target is the file's name
+	// on the backend, for DELE ("" when a STOU reply did not name it);
+	// judging is set from the upload's last byte until its verdict (STAT
+	// says so).
+	scan                 *uploadScan
+	scanOutcome, scanErr string
+	target               string
+	judging              atomic.Bool
+
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
 	// (transferAbort). Whoever moves it first decides who answers ABOR.
@@ -154,6 +165,9 @@ func (x *transfer) during(cmd rewrite.Command) *rewrite.Reply {
 	switch {
 	case cmd.Verb == "NOOP":
 		return rewrite.NewReply(200, "NOOP ok; transfer in progress.")
+	case cmd.Verb == "STAT" && cmd.Arg == "" && x.judging.Load():
+		return rewrite.NewReply(211, fmt.Sprintf("Upload of %s received, %d bytes; waiting for the malware scan's verdict for %s.",
+			x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
 	case cmd.Verb == "STAT" && cmd.Arg == "":
 		return rewrite.NewReply(211, fmt.Sprintf("Transfer in progress: %s %s, %d bytes in %s.",
 			x.verb, x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
@@ -173,12 +187,15 @@ func (x *transfer) run() {
 			x.log.Error("transfer panic", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			x.backend.close()
 			x.client.close()
+			if x.scan != nil {
+				x.scan.abandon()
+			}
 			x.s.send(x.verb, rewrite.NewReply(426, "Internal error; transfer aborted."))
 		}
 		x.s.transferEnded(x.lost)
 		close(x.done)
 	}()
-	x.finish(x.outcome())
+	x.finish(x.judge(x.outcome()))
 }
 
 // outcome is how a transfer ended, before the final reply.
@@ -197,6 +214,13 @@ type outcome struct {
 	flow     *flow
 	tooLarge bool
 	partial  string
+	// clientClosed: the client leg was closed already, cleanly (judge
+	// closes it before waiting for a verdict).
+	clientClosed bool
+	// The scan's outcome (audit.Transfer's Scan, Signature, ScanError),
+	// and whether the file was deleted on the backend.
+	scan, signature, scanErr string
+	deleted                  bool
 }
 
 // outcome connects both data legs, relays, and reads the backend's final
@@ -219,6 +243,11 @@ func (x *transfer) outcome() outcome {
 	if rerr == nil {
 		// The source ended cleanly. For an upload the backend learns the
 		// end of the file from our close_notify (under TLS) and FIN.
+		if x.scan != nil {
+			// clamd scans while the backend's leg closes.
+			x.judging.Store(true) // until judge has the verdict
+			x.scan.end()
+		}
 		x.backend.finish(lingerTimeout)
 		out.result = audit.Complete
 		return x.readFinal(out)
@@ -280,7 +309,7 @@ func (x *transfer) relayLegs(out *outcome) error {
 	cd, stall := out.client, x.timeouts.DataStall
 	out.flow = newFlow(x, x.maxBytes())
 	if x.direction == audit.Download {
-		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes, out.flow)
+		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes, out.flow, nil)
 		out.bytes = n
 		x.s.bytesDown.Add(n)
 		if err == nil {
@@ -288,7 +317,11 @@ func (x *transfer) relayLegs(out *outcome) error {
 		}
 		return err
 	}
-	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes, out.flow)
+	var tee func([]byte)
+	if x.scan != nil {
+		tee = x.scan.feed
+	}
+	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes, out.flow, tee)
 	out.bytes = n
 	x.s.bytesUp.Add(n)
 	if errors.Is(err, errFileTooLarge) {
@@ -375,7 +408,7 @@ func (x *transfer) finish(out outcome) {
 	// The client leg ends cleanly (TLS close_notify, then FIN) only if
 	// the transfer succeeded: a client can then tell a complete file from
 	// a truncated one on the data connection too.
-	if out.client != nil {
+	if out.client != nil && !out.clientClosed {
 		if out.result == audit.Complete {
 			if !x.closeClientLeg(out.client) {
 				reply = rewrite.NewReply(426, "Transfer aborted: the data connection to the client failed at close.")
@@ -394,7 +427,20 @@ func (x *transfer) finish(out outcome) {
 	if aborted {
 		reply = x.abortBackend(&out, reply)
 	}
-	if out.tooLarge {
+	switch {
+	case x.scan != nil && out.scan == scanNone && out.bytes > 0 && !out.deleted:
+		// A scanned upload that did not complete (one cut at
+		// max_file_size too) was not judged: what reached the backend
+		// must not stay there, even in a file that existed before it.
+		x.log.Warn("incomplete scanned upload; deleting what reached the backend", zap.String("path", x.path), zap.Int64("bytes", out.bytes))
+		out.deleted = x.deleteUpload(&out)
+		if out.tooLarge {
+			out.partial = audit.PartialRemoveFailed
+			if out.deleted {
+				out.partial = audit.PartialRemoved
+			}
+		}
+	case out.tooLarge:
 		x.removePartial(&out)
 	}
 	if out.backendLost != nil && !x.cancelled() {
@@ -436,6 +482,7 @@ func (x *transfer) record(out outcome, code int) {
 		Resumed: out.client != nil && out.client.resumed, ResumedFrom: resumedFrom,
 		Code:   code,
 		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
+		Scan: out.scan, Signature: out.signature, ScanError: out.scanErr, Deleted: out.deleted,
 	})
 	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 }

@@ -5,8 +5,9 @@
 # Python 3, rclone, and a JDK with Apache Commons Net for the small
 # FTPSClient the tests compile), HAProxy for the scale-out test, Chromium
 # for the status page's test, testssl.sh for the TLS scan of the listeners,
-# Prometheus to scrape the admin listener with credentials, and a system
-# account the FTP servers log in as.
+# Prometheus to scrape the admin listener with credentials, ClamAV (clamd
+# from clamav-daemon, sigtool from clamav) for the upload-scanning tests,
+# and a system account the FTP servers log in as.
 #
 # It never removes a package. The FTP servers' Debian packages conflict
 # with each other (each provides ftp-server), so installing one would
@@ -28,7 +29,7 @@ STATE=/var/lib/ftpsgate-test
 
 missing=""
 for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
-	wget:wget rclone:rclone javac:default-jdk-headless; do
+	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
@@ -67,7 +68,9 @@ fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
 	# Debian starts Prometheus on 9090 after install where an init system
-	# runs; the tests never use that instance.
+	# runs, and clamav-daemon brings clamav-freshclam, whose service then
+	# downloads signatures; the tests never use those instances: they run
+	# a clamd of their own on loopback, with a database made offline.
 	apt-get install -y -qq --no-remove --no-install-recommends $missing >/dev/null
 fi
 # unpack ROOT PACKAGE…: the packages' files under ROOT, without installing

@@ -234,6 +234,9 @@ const (
 	TooLarge Result = "too_large"
 	// Failed: no data connection was made.
 	Failed Result = "failed"
+	// Rejected: the upload arrived, but its scan refused it (Transfer's
+	// Scan says why) and the file was deleted on the server.
+	Rejected Result = "rejected"
 )
 
 // Transfer is one data transfer's outcome.
@@ -290,6 +293,20 @@ type Transfer struct {
 	// upload cut at max_file_size: PartialRemoved, PartialKept or
 	// PartialRemoveFailed; "" otherwise.
 	PartialFile string
+	// Scan is the scan's outcome, for an upload a scan block covers
+	// ("" for any other transfer): "clean", "infected" (Signature names
+	// what the scanner found), "too_large" (larger than max_size and
+	// rejected), "partial" (larger than max_size, its first part clean,
+	// passed), "error" (no verdict: ScanError says why; Result says
+	// whether it was rejected or passed), "none" (the upload did not
+	// complete, and was not judged).
+	Scan      string
+	Signature string
+	ScanError string
+	// Deleted: the file was deleted on the server, rejected or (Scan
+	// "none") never judged. False with Result "rejected" means the
+	// deletion failed: the file is there.
+	Deleted bool
 }
 
 // What became of the partial file of an upload cut at max_file_size.
@@ -328,6 +345,18 @@ func (s *Session) Transfer(t Transfer) {
 	}
 	if t.PartialFile != "" {
 		fs = text(fs, "partial_file", t.PartialFile)
+	}
+	if t.Scan != "" {
+		fs = text(fs, "scan", t.Scan)
+		if t.Signature != "" {
+			fs = text(fs, "signature", t.Signature)
+		}
+		if t.ScanError != "" {
+			fs = text(fs, "scan_error", t.ScanError)
+		}
+		if t.Result == Rejected || t.Deleted {
+			fs = append(fs, zap.Bool("deleted", t.Deleted))
+		}
 	}
 	s.emit(EventTransfer, fs...)
 	writeXferlog(s.xferlog, t)

@@ -76,6 +76,7 @@ type compiler struct {
 func (c *compiler) compile(fs *fileSchema) *Config {
 	cfg := defaultConfig()
 	c.auths(fs, cfg)
+	c.scans(fs, cfg)
 	for i := range fs.Backends {
 		c.backend(&fs.Backends[i], cfg)
 	}

@@ -71,6 +71,7 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 			"Listener %q names backend %q, which no backend block defines.", lb.Name, lb.Backend)
 	}
 	l.Backend = b
+	l.Scan = c.scanNamed(cfg, at(lb.ScanAt, lb.DefRange), "Listener "+strconv.Quote(lb.Name), lb.Scan)
 	cfg.Listeners = append(cfg.Listeners, l)
 	c.listeners = append(c.listeners, lb)
 }

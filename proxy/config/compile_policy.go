@@ -2,6 +2,7 @@ package config
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -82,6 +83,9 @@ func (c *compiler) routes(fs *fileSchema, cfg *Config) {
 			continue
 		}
 		rt := c.route(rb)
+		if s := c.scanNamed(cfg, at(rb.ScanAt, rb.DefRange), "Route "+strconv.Quote(rb.Name), rb.Scan); s != nil {
+			rt.Scan = s.Name
+		}
 		if _, ok := cfg.Backends[rb.Backend]; !ok {
 			c.errorf(at(rb.BackendAt, rb.DefRange), "Unknown backend",
 				"Route %q names backend %q, which no backend block defines.", rb.Name, rb.Backend)

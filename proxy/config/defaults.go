@@ -150,3 +150,13 @@ func defaultHealthCheck() *HealthCheck {
 // names none: loopback only, since /status.json names users, client
 // addresses and file paths.
 const DefaultAdminAddress = "127.0.0.1:9100"
+
+// defaultScan is a scan block's defaults: a 60 s timeout; 25 MiB sent to
+// the scanner at most (clamd's own StreamMaxLength default); an upload
+// larger than that, or one the scanner gives no verdict on, rejected
+// (above_max and on_error "reject": neither a large file nor a scanner's
+// outage is a way past the scan); STOR, APPE and STOU scanned.
+func defaultScan() *Scan {
+	return &Scan{Timeout: 60 * time.Second, MaxSize: 25 << 20, AboveMax: ScanReject, OnError: ScanReject,
+		Verbs: []string{"STOR", "APPE", "STOU"}}
+}

@@ -20,6 +20,7 @@ type fileSchema struct {
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
 	Auths     []authBlock     `hcl:"auth,block"`
+	Scans     []scanBlock     `hcl:"scan,block"`
 }
 
 type listenerBlock struct {
@@ -61,6 +62,8 @@ type listenerBlock struct {
 	RateUpAt            hcl.Range           `hcl:"rate_up,attr_value_range"`
 	Auth                *string             `hcl:"auth"`
 	AuthAt              hcl.Range           `hcl:"auth,attr_value_range"`
+	Scan                *string             `hcl:"scan"`
+	ScanAt              hcl.Range           `hcl:"scan,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -142,6 +145,8 @@ type routeBlock struct {
 	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
 	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
 	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
+	Scan                  *string   `hcl:"scan"`
+	ScanAt                hcl.Range `hcl:"scan,attr_value_range"`
 }
 
 type authBlock struct {
@@ -289,4 +294,23 @@ type rateClassBlock struct {
 	Up       *string   `hcl:"up"`
 	UpAt     hcl.Range `hcl:"up,attr_value_range"`
 	Shared   *bool     `hcl:"shared"`
+}
+
+type scanBlock struct {
+	Name       string    `hcl:"name,label"`
+	DefRange   hcl.Range `hcl:",def_range"`
+	Engine     string    `hcl:"engine"`
+	EngineAt   hcl.Range `hcl:"engine,attr_value_range"`
+	Address    string    `hcl:"address"`
+	AddressAt  hcl.Range `hcl:"address,attr_value_range"`
+	Timeout    *string   `hcl:"timeout"`
+	TimeoutAt  hcl.Range `hcl:"timeout,attr_value_range"`
+	MaxSize    *string   `hcl:"max_size"` // bytes, or with K, M or G as clamd's StreamMaxLength
+	MaxSizeAt  hcl.Range `hcl:"max_size,attr_value_range"`
+	AboveMax   *string   `hcl:"above_max"`
+	AboveMaxAt hcl.Range `hcl:"above_max,attr_value_range"`
+	OnError    *string   `hcl:"on_error"`
+	OnErrorAt  hcl.Range `hcl:"on_error,attr_value_range"`
+	Verbs      *[]string `hcl:"verbs"`
+	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
 }
