@@ -36,6 +36,8 @@ type metrics struct {
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
 	lingerRefused prometheus.Counter
+	// acmeOperations counts certificate requests to an ACME CA (acme.go).
+	acmeOperations *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -84,6 +86,9 @@ func newMetrics(s *Server) *metrics {
 	m.reloaded(nil)
 	m.lingerRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "data_legs_linger_refused_total",
 		Help: "Client data connections closed at once after a transfer, without waiting for the client's close, because limits.max_lingering_data_legs were lingering."})
+	m.acmeOperations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "acme_certificate_requests_total",
+		Help: "Certificate requests to an ACME CA, by acme block, domain, operation (obtain, renew) and result (success, failure); failures are retried with backoff."},
+		[]string{"acme", "domain", "operation", "result"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -100,7 +105,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
-		newAuditCollector(s.audit), &queueCollector{s: s},
+		newAuditCollector(s.audit), &queueCollector{s: s}, m.acmeOperations, newACMECollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -195,4 +200,29 @@ func (m *metrics) transfer(direction audit.Direction, result audit.Result, bytes
 	m.transfers.WithLabelValues(string(direction), string(result)).Inc()
 	m.transferBytes.WithLabelValues(string(direction)).Add(float64(bytes))
 	m.transferSeconds.WithLabelValues(string(direction)).Observe(d.Seconds())
+}
+
+// acmeCollector reads, at each scrape, when each acme domain's certificate
+// expires: a domain without one has no series (and its requests' failures
+// are counted in acme_certificate_requests_total).
+type acmeCollector struct {
+	s      *Server
+	expiry *prometheus.Desc
+}
+
+func newACMECollector(s *Server) *acmeCollector {
+	return &acmeCollector{s: s, expiry: prometheus.NewDesc("ftpsgate_acme_certificate_expiry_timestamp_seconds",
+		"When the certificate served for an acme domain expires, in Unix seconds.", []string{"acme", "domain"}, nil)}
+}
+
+func (c *acmeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry }
+
+func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, am := range c.s.acmeManagers() {
+		for _, d := range am.cfg.Domains {
+			if cert := am.newest(d); cert != nil {
+				ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(cert.Leaf.NotAfter.Unix()), name, d)
+			}
+		}
+	}
 }

@@ -88,6 +88,12 @@ type Server struct {
 	// prove that a session's panic is contained.
 	dispatchHook atomic.Pointer[func(rewrite.Command)]
 
+	// acme: the managers of the acme blocks, by name, and challenges:
+	// their challenge listeners; both set by Start, and kept as they are
+	// by reloads (acme.go).
+	acme       atomic.Pointer[map[string]*acmeManager]
+	challenges []*challengeListener
+
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
 	stopOnce  sync.Once
@@ -130,13 +136,18 @@ func (s *Server) Start() error {
 	if err := s.checkConfig(s.config()); err != nil {
 		return err
 	}
+	// The challenge listeners first: certmagic must find them bound.
+	if err := s.startACME(s.config()); err != nil {
+		return err
+	}
 	var fls []*frontListener
 	for _, lc := range s.config().Listeners {
-		fl, err := bind(lc)
+		fl, err := bind(lc, s.acmeManager)
 		if err != nil {
 			for _, fl := range fls {
 				fl.ln.Close()
 			}
+			s.stopACME()
 			return err
 		}
 		fls = append(fls, fl)
@@ -147,6 +158,7 @@ func (s *Server) Start() error {
 		for _, fl := range fls {
 			fl.ln.Close()
 		}
+		s.stopACME()
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
@@ -157,6 +169,7 @@ func (s *Server) Start() error {
 	}
 	s.wg.Add(1)
 	go s.watchCertificates()
+	s.manageACME()
 	return nil
 }
 
@@ -201,6 +214,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	if err := s.checkConfig(cfg); err != nil {
 		return err
 	}
+	if err := s.checkACMEReload(cfg); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -227,7 +244,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 			delete(byAddr, socket(lc))
 			continue
 		}
-		fl, err := bind(lc)
+		fl, err := bind(lc, s.acmeManager)
 		if err != nil {
 			for _, fl := range added {
 				fl.ln.Close()
@@ -372,6 +389,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sess.drain()
 	}
 	s.mu.Unlock()
+	s.stopACME()
 
 	done := make(chan struct{})
 	go closeWhenDone(&s.wg, done)

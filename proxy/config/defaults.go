@@ -148,3 +148,21 @@ func defaultHealthCheck() *HealthCheck {
 // names none: loopback only, since /status.json names users, client
 // addresses and file paths.
 const DefaultAdminAddress = "127.0.0.1:9100"
+
+// DefaultACMEDirectory is an acme block's CA when it names none: Let's
+// Encrypt's production directory.
+const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// DefaultACMEStorage is an acme block's storage when it names none: the
+// acme directory of the state directory the systemd unit gives the
+// service (StateDirectory=ftpsgate). It holds private keys: the proxy
+// creates it with mode 0700.
+const DefaultACMEStorage = "/var/lib/ftpsgate/acme"
+
+// defaultACME is an acme block's defaults: Let's Encrypt's production
+// directory, trusted through the system's roots, the storage under the
+// state directory, no contact address, no external account binding, no
+// challenge listener (the block must name one).
+func defaultACME() *ACME {
+	return &ACME{Directory: DefaultACMEDirectory, Storage: DefaultACMEStorage}
+}
