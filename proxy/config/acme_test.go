@@ -139,3 +139,25 @@ func TestACMEDiagnostics(t *testing.T) {
 		})
 	}
 }
+
+// TestACMEReadmeExample: the README's acme example is a valid
+// configuration (with the backend it names).
+func TestACMEReadmeExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "### Automatic certificates (ACME)")
+	_, block, ok2 := strings.Cut(sec, "```hcl\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no hcl example under \"Automatic certificates (ACME)\"")
+	}
+	cfg, diags := Parse([]byte(block+"backend \"legacy\" {\n  address = \"10.0.0.5:21\"\n}\n"), "README.md")
+	if diags.HasErrors() {
+		t.Fatalf("%s\n%s", diags.Error(), block)
+	}
+	if cfg.Listeners[0].ACME == nil || cfg.ACME[0].HTTP01 != ":80" {
+		t.Fatalf("%+v", cfg.ACME[0])
+	}
+}
