@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,6 +313,18 @@ func loginVerified(t *testing.T, addr string, roots *x509.CertPool, be *ftptest.
 	conf := &tls.Config{RootCAs: roots, ServerName: "ftp.test", ClientSessionCache: tls.NewLRUClientSessionCache(4)}
 	c.AuthTLS(conf)
 	c.LoginProtP(be.User, be.Password)
+	// A PROT P listing: the data connection's handshake serves the
+	// same certificate, and resumes the control connection's session.
+	addr = c.EPSV()
+	c.Send("LIST")
+	d := c.DialData(addr)
+	c.Expect(150)
+	ftptest.ReadAll(t, d)
+	d.Close()
+	c.Expect(226)
+	if !d.Conn.(*tls.Conn).ConnectionState().DidResume {
+		t.Fatal("the data connection did not resume the control connection's TLS session")
+	}
 	c.Cmd(221, "QUIT")
 	return c.Ctrl.(*tls.Conn).ConnectionState().VerifiedChains
 }
@@ -436,6 +449,48 @@ func TestACMEUnreachable(t *testing.T) {
 	if !strings.Contains(body, `ftpsgate_acme_certificate_requests_total{acme="ca",domain="ftp.test",operation="obtain",result="failure"}`) ||
 		strings.Contains(body, "ftpsgate_acme_certificate_expiry_timestamp_seconds{") {
 		t.Fatalf("/metrics:\n%s", body)
+	}
+	g.alive(t)
+	g.stop(t)
+}
+
+// TestACMEReload: acme blocks are read at start only. A SIGHUP with a
+// changed acme block applies the rest with a warning; one whose listener
+// names an acme block the proxy did not start with is refused, and the
+// running configuration stays.
+func TestACMEReload(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	closed := fmt.Sprintf("https://127.0.0.1:%d/dir", ftptest.FreePort(t))
+	g := startACMEGate(t, "127.0.0.1:1", closed, certs.CAFile, fmt.Sprintf(`http01 { address = "127.0.0.1:%d" }`, ftptest.FreePort(t)))
+	hup := func(src string) {
+		t.Helper()
+		if err := os.WriteFile(g.cfg, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changed := strings.Replace(g.src, `email = "ops@ftp.test"`, `email = "admin@ftp.test"`, 1)
+	hup(changed)
+	l := g.waitLog(t, "acme blocks are read at start only: restart ftpsgate to apply this change; the running one goes on", time.Minute)
+	if l["acme"] != "ca" || l["level"] != "warn" {
+		t.Fatalf("log line %v", l)
+	}
+	g.waitLog(t, "configuration reloaded: new sessions use it, open sessions keep theirs", time.Minute)
+
+	added := strings.Replace(changed, `  acme = "ca"
+  passive_ports`, `  acme = "other"
+  passive_ports`, 1) + fmt.Sprintf(`acme "other" {
+  domains = ["other.test"]
+  directory = %q
+  http01 { address = "127.0.0.1:%d" }
+}
+`, closed, ftptest.FreePort(t))
+	hup(added)
+	l = g.waitLog(t, "configuration reload refused: running on the previous configuration", time.Minute)
+	if !strings.Contains(fmt.Sprint(l["error"]), `names acme "other", which was not in the configuration ftpsgate started with`) {
+		t.Fatalf("log line %v", l)
 	}
 	g.alive(t)
 	g.stop(t)
