@@ -495,3 +495,42 @@ func TestACMEReload(t *testing.T) {
 	g.alive(t)
 	g.stop(t)
 }
+
+// TestValidateAsUserACME: validate -as-user names an acme storage the
+// service user could not create, and passes once it can.
+func TestValidateAsUserACME(t *testing.T) {
+	ftptest.RequireRoot(t)
+	state := t.TempDir() // root's: 0755 is not writable by nobody
+	for d := state; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // t.TempDir's are 0700
+	}
+	path := filepath.Join(t.TempDir(), "gate.hcl")
+	src := fmt.Sprintf(`listener "ftps" {
+  address = "127.0.0.1:2121"
+  acme = "public"
+  passive_ports = "50000-50009"
+  backend = "b"
+}
+acme "public" {
+  domains = ["ftp.example.com"]
+  storage = %q
+  http01 { address = "127.0.0.1:8080" }
+}
+backend "b" { address = "127.0.0.1:21" }
+`, filepath.Join(state, "acme", "certs"))
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "user nobody cannot create the acme storage in "+state) {
+		t.Fatalf("exit %d:\n%s", code, errOut.String())
+	}
+	if err := os.Chmod(state, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	if code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut); code != 0 {
+		t.Fatalf("storage's parent writable: exit %d:\n%s", code, errOut.String())
+	}
+}
