@@ -134,6 +134,7 @@ type pebble struct {
 	caFile    string         // the root of its HTTPS certificate, for ca_roots
 	https     *x509.CertPool // the same, for the test's own requests
 	out       *ftptest.SyncBuffer
+	stop      func(*testing.T) // kills it; safe to call again
 }
 
 // startPebble runs Pebble on loopback, validating HTTP-01 on httpPort and
@@ -168,7 +169,8 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	p.stop = func(*testing.T) { cmd.Process.Kill(); <-exited }
+	t.Cleanup(func() { p.stop(t) })
 	c := p.client()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -224,14 +226,18 @@ type acmeGate struct {
 // startACMEGate runs ftpsgate with an explicit and an implicit listener
 // taking their certificates from acme "ca" (directory, ca_roots, the
 // domain ftp.test, and challenge: an http01 or tls_alpn01 block body),
-// in front of backend.
-func startACMEGate(t *testing.T, backend, directory, caRoots, challenge string) *acmeGate {
+// in front of backend; storage, if given, is the acme storage (else a
+// new directory).
+func startACMEGate(t *testing.T, backend, directory, caRoots, challenge string, storage ...string) *acmeGate {
 	t.Helper()
 	bin := gateBinary(t)
 	dir := t.TempDir()
 	greeting := "ftpsgate acme test " + filepath.Base(dir)
 	g := &acmeGate{gateProcess: &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &ftptest.SyncBuffer{}},
 		storage: filepath.Join(dir, "acme")}
+	if len(storage) > 0 {
+		g.storage = storage[0]
+	}
 	g.addr = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
 	g.implicit = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
 	g.admin = fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))
@@ -331,10 +337,11 @@ func loginVerified(t *testing.T, addr string, roots *x509.CertPool, be *ftptest.
 
 // TestACMEHTTP01: the certificate for ftp.test is obtained from Pebble
 // through the HTTP-01 listener at start; an FTPS login through the proxy
-// verifies it against Pebble's issuing root, with and without SNI (on the
-// implicit listener); the expiry gauge and the success are in /metrics;
+// verifies it against Pebble's issuing root, with SNI and (on the implicit
+// listener) without; the expiry gauge and the success are in /metrics;
 // the HTTP-01 listener answers 404, and never a redirect, to anything but
-// a challenge.
+// a challenge. Restarted on the same storage with Pebble stopped, the
+// proxy serves the stored certificate at once and asks the CA nothing.
 func TestACMEHTTP01(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	httpPort := ftptest.FreePort(t)
@@ -351,7 +358,15 @@ func TestACMEHTTP01(t *testing.T) {
 	}
 	// No SNI (a client connecting by address): the first domain's
 	// certificate, verified here under its name.
-	ftptest.DialImplicit(t, g.implicit, &tls.Config{RootCAs: roots, ServerName: "ftp.test"})
+	ftptest.DialImplicit(t, g.implicit, &tls.Config{InsecureSkipVerify: true, // verified below, without SNI
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: "ftp.test"})
+			return err
+		}})
 
 	_, body := g.get(t, "/metrics")
 	for _, want := range []string{`ftpsgate_acme_certificate_expiry_timestamp_seconds{acme="ca",domain="ftp.test"} `,
@@ -360,12 +375,29 @@ func TestACMEHTTP01(t *testing.T) {
 			t.Fatalf("/metrics lacks %s:\n%s", want, body)
 		}
 	}
+	g.httpNotFound(t, httpPort)
+	g.stop(t)
 
+	// Restarted on the same storage with the CA gone: the certificate
+	// is served from storage, and no request goes to the CA.
+	p.stop(t)
+	g2 := startACMEGate(t, be.Addr, p.directory, p.caFile, fmt.Sprintf(`http01 { address = "127.0.0.1:%d" }`, httpPort), g.storage)
+	loginVerified(t, g2.addr, roots, be)
+	if l := logLines(t, g2.stderr.String(), "requesting a certificate from the CA"); len(l) != 0 {
+		t.Fatalf("the certificate in storage was requested again:\n%s", g2.stderr.String())
+	}
+	g2.stop(t)
+}
+
+// httpNotFound checks that the HTTP-01 listener on port answers 404, and
+// never a redirect, to what is not a challenge.
+func (g *acmeGate) httpNotFound(t *testing.T, port int) {
+	t.Helper()
 	noRedirect := &http.Client{Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, path := range []string{"/", "/index.html", "/.well-known/acme-challenge/", "/.well-known/acme-challenge/not-a-token",
 		"/.well-known/acme-challenge/../../etc/passwd", "/metrics"} {
-		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path), nil)
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
 		req.Host = "ftp.test"
 		resp, err := noRedirect.Do(req)
 		if err != nil {
@@ -376,7 +408,6 @@ func TestACMEHTTP01(t *testing.T) {
 			t.Fatalf("GET %s: %d, Location %q; want 404 and no Location", path, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
-	g.stop(t)
 }
 
 // TestACMETLSALPN01: the certificate is obtained through the TLS-ALPN-01
