@@ -39,15 +39,14 @@ var (
 )
 
 // pebbleBinary returns the path of Pebble's cmd/pebble at pebbleVersion,
-// building it with "go install" into $XDG_CACHE_HOME (or ~/.cache) on
-// first use.
+// building it with "go install" into $XDG_CACHE_HOME (or ~/.cache, or
+// the temporary directory) on first use.
 func pebbleBinary(t *testing.T) string {
 	t.Helper()
 	pebbleOnce.Do(func() {
 		cache, err := os.UserCacheDir()
-		if err != nil {
-			pebbleErr = err
-			return
+		if err != nil { // neither $XDG_CACHE_HOME nor $HOME
+			cache = os.TempDir()
 		}
 		dir := filepath.Join(cache, "ftpsgate-test", "pebble-"+pebbleVersion)
 		pebblePath = filepath.Join(dir, "pebble")
