@@ -47,7 +47,7 @@ type acmeManager struct {
 // newACMEManager prepares the manager of a; nothing is asked of the CA
 // until manage. The storage directory is created (mode 0700: it holds
 // private keys).
-func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics) (*acmeManager, error) {
+func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, renewEvery time.Duration) (*acmeManager, error) {
 	if err := os.MkdirAll(a.Storage, 0o700); err != nil {
 		return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
 	}
@@ -55,8 +55,9 @@ func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics) (*acmeManager, 
 	am.ctx, am.cancel = context.WithCancel(context.Background())
 	cmLog := am.log.Named("certmagic")
 	am.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return am.magic, nil },
-		Logger:           cmLog,
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return am.magic, nil },
+		RenewCheckInterval: renewEvery, // zero: certmagic's default
+		Logger:             cmLog,
 	})
 	am.magic = certmagic.New(am.cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: a.Storage},
@@ -214,7 +215,7 @@ func (s *Server) startACME(cfg *config.Config) (err error) {
 	}()
 	byAddr := map[string]*challengeListener{}
 	for _, a := range cfg.ACME {
-		am, err := newACMEManager(a, s.log, s.metrics)
+		am, err := newACMEManager(a, s.log, s.metrics, s.renewEvery)
 		if err != nil {
 			return err
 		}

@@ -46,6 +46,10 @@ type Options struct {
 	// DialBackend opens connections to backends, control and data. If
 	// nil, a net.Dialer is used.
 	DialBackend func(ctx context.Context, network, address string) (net.Conn, error)
+	// ACMERenewCheckInterval is how often the acme blocks' certificates
+	// are checked for renewal. Zero means certmagic's default (10
+	// minutes); tests of renewal with short-lived certificates set less.
+	ACMERenewCheckInterval time.Duration
 }
 
 // Server runs the listeners of one configuration and their sessions.
@@ -93,6 +97,7 @@ type Server struct {
 	// by reloads (acme.go).
 	acme       atomic.Pointer[map[string]*acmeManager]
 	challenges []*challengeListener
+	renewEvery time.Duration // Options.ACMERenewCheckInterval
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -120,6 +125,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.metrics = newMetrics(s)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
+	s.renewEvery = opt.ACMERenewCheckInterval
 	if s.certEvery <= 0 {
 		s.certEvery = 10 * time.Second
 	}

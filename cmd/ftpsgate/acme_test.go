@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,11 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/ftpsgate/ftpsgate/proxy"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
@@ -137,8 +142,9 @@ type pebble struct {
 }
 
 // startPebble runs Pebble on loopback, validating HTTP-01 on httpPort and
-// TLS-ALPN-01 on tlsPort of 127.0.0.1, until the test ends.
-func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
+// TLS-ALPN-01 on tlsPort of 127.0.0.1, until the test ends. validity, if
+// given, is the certificates' lifetime (Pebble's default: 90 days).
+func startPebble(t *testing.T, httpPort, tlsPort int, validity ...time.Duration) *pebble {
 	t.Helper()
 	bin := pebbleBinary(t)
 	dnsAddr := startDNS(t)
@@ -153,6 +159,10 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 		"httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "",
 		"externalAccountBindingRequired": false,
 	}}
+	if len(validity) > 0 {
+		conf["pebble"].(map[string]any)["profiles"] = map[string]any{
+			"default": map[string]any{"description": "short-lived", "validityPeriod": int(validity[0].Seconds())}}
+	}
 	b, _ := json.Marshal(conf)
 	path := filepath.Join(t.TempDir(), "pebble.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -562,5 +572,88 @@ backend "b" { address = "127.0.0.1:21" }
 	errOut.Reset()
 	if code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut); code != 0 {
 		t.Fatalf("storage's parent writable: exit %d:\n%s", code, errOut.String())
+	}
+}
+
+// TestACMERenewal: a short-lived certificate is renewed in the background
+// (the renewal check runs every second here, instead of every 10
+// minutes); new handshakes get the new certificate without a restart or
+// a reload, a session opened before goes on with its own, and the renewal
+// is logged and counted.
+func TestACMERenewal(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	httpPort := ftptest.FreePort(t)
+	// certmagic renews at a time it picks in the window the CA suggests
+	// (ARI, RFC 9773; Pebble: about the second half of the life), or
+	// else in the last third of the life.
+	p := startPebble(t, httpPort, ftptest.FreePort(t), 45*time.Second)
+	f, l := ftptest.FreePortRange(t, 5)
+	src := fmt.Sprintf(`listener "ftps" {
+  address = "127.0.0.1:0"
+  acme = "ca"
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+acme "ca" {
+  domains = ["ftp.test"]
+  directory = %q
+  ca_roots = %q
+  storage = %q
+  http01 { address = "127.0.0.1:%d" }
+}
+backend "b" { address = %q }
+`, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
+	cfg, diags := config.Parse([]byte(src), "renewal.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	logs := &ftptest.SyncBuffer{}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.InfoLevel))
+	srv := proxy.New(cfg, proxy.Options{Logger: log, ACMERenewCheckInterval: time.Second})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	addr := srv.Addr("ftps").String()
+	obtained := func(op string) bool {
+		for _, l := range logLines(t, logs.String(), "certificate obtained") {
+			if l["operation"] == op {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(op string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !obtained(op) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no certificate obtained by %s:\n%s", op, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond) // polling the log, bounded by deadline
+		}
+	}
+	waitFor("obtain")
+	roots := p.issuingRoot(t)
+	first := loginVerified(t, addr, roots, be)[0][0]
+	open := ftptest.Dial(t, addr)
+	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test"})
+	open.LoginProtP(be.User, be.Password)
+
+	waitFor("renew")
+	second := loginVerified(t, addr, roots, be)[0][0]
+	if second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) {
+		t.Fatalf("after the renewal, serial %x (expires %v); before, %x (expires %v)", second.SerialNumber, second.NotAfter,
+			first.SerialNumber, first.NotAfter)
+	}
+	if got := open.Ctrl.(*tls.Conn).ConnectionState().PeerCertificates[0]; !got.Equal(first) {
+		t.Fatal("the open session's certificate changed")
+	}
+	open.Cmd(200, "NOOP")
+	open.Cmd(221, "QUIT")
+	rec := httptest.NewRecorder()
+	srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_certificate_requests_total{acme="ca",domain="ftp.test",operation="renew",result="success"}`) {
+		t.Fatalf("/metrics:\n%s", rec.Body.String())
 	}
 }
