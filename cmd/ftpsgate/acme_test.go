@@ -603,44 +603,16 @@ acme "ca" {
 }
 backend "b" { address = %q }
 `, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
-	cfg, diags := config.Parse([]byte(src), "renewal.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags.Error())
-	}
-	logs := &ftptest.SyncBuffer{}
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.InfoLevel))
-	srv := proxy.New(cfg, proxy.Options{Logger: log, ACMERenewCheckInterval: time.Second})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv, logs := startACMEServer(t, src)
 	addr := srv.Addr("ftps").String()
-	obtained := func(op string) bool {
-		for _, l := range logLines(t, logs.String(), "certificate obtained") {
-			if l["operation"] == op {
-				return true
-			}
-		}
-		return false
-	}
-	waitFor := func(op string) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for !obtained(op) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no certificate obtained by %s:\n%s", op, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond) // polling the log, bounded by deadline
-		}
-	}
-	waitFor("obtain")
+	waitObtained(t, logs, "ftp.test", "obtain")
 	roots := p.issuingRoot(t)
 	first := loginVerified(t, addr, roots, be)[0][0]
 	open := ftptest.Dial(t, addr)
 	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test"})
 	open.LoginProtP(be.User, be.Password)
 
-	waitFor("renew")
+	waitObtained(t, logs, "ftp.test", "renew")
 	second := loginVerified(t, addr, roots, be)[0][0]
 	if second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) {
 		t.Fatalf("after the renewal, serial %x (expires %v); before, %x (expires %v)", second.SerialNumber, second.NotAfter,
@@ -655,5 +627,90 @@ backend "b" { address = %q }
 	srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_certificate_requests_total{acme="ca",domain="ftp.test",operation="renew",result="success"}`) {
 		t.Fatalf("/metrics:\n%s", rec.Body.String())
+	}
+}
+
+// startACMEServer runs a proxy.Server of the configuration src in this
+// process, its renewal check every second, until the test ends; it
+// returns the server and its log.
+func startACMEServer(t *testing.T, src string) (*proxy.Server, *ftptest.SyncBuffer) {
+	t.Helper()
+	cfg, diags := config.Parse([]byte(src), "acme.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	logs := &ftptest.SyncBuffer{}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.InfoLevel))
+	srv := proxy.New(cfg, proxy.Options{Logger: log, ACMERenewCheckInterval: time.Second})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, logs
+}
+
+// waitObtained waits for the log line of domain's certificate obtained
+// by op ("obtain" or "renew").
+func waitObtained(t *testing.T, logs *ftptest.SyncBuffer, domain, op string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		for _, l := range logLines(t, logs.String(), "certificate obtained") {
+			if l["operation"] == op && l["domain"] == domain {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate obtained for %s by %s:\n%s", domain, op, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the log, bounded by deadline
+	}
+}
+
+// TestACMESharedHTTP01: two acme blocks share one HTTP-01 listener (port
+// 80 is one port); each obtains its own domain's certificate through it,
+// and each listener serves its own block's.
+func TestACMESharedHTTP01(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	httpPort := ftptest.FreePort(t)
+	p := startPebble(t, httpPort, ftptest.FreePort(t))
+	f1, l1 := ftptest.FreePortRange(t, 5)
+	f2, l2 := ftptest.FreePortRange(t, 5)
+	for f2 <= l1 && f1 <= l2 {
+		f2, l2 = ftptest.FreePortRange(t, 5)
+	}
+	var blocks string
+	for _, name := range []string{"one", "two"} {
+		blocks += fmt.Sprintf(`acme %q {
+  domains = ["%s.test"]
+  directory = %q
+  ca_roots = %q
+  storage = %q
+  http01 { address = "127.0.0.1:%d" }
+}
+`, name, name, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort)
+	}
+	src := fmt.Sprintf(`listener "one" {
+  address = "127.0.0.1:0"
+  acme = "one"
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+listener "two" {
+  address = "127.0.0.1:0"
+  acme = "two"
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+%sbackend "b" { address = %q }
+`, f1, l1, f2, l2, blocks, be.Addr)
+	srv, logs := startACMEServer(t, src)
+	roots := p.issuingRoot(t)
+	for _, name := range []string{"one", "two"} {
+		waitObtained(t, logs, name+".test", "obtain")
+		c := ftptest.Dial(t, srv.Addr(name).String())
+		c.AuthTLS(&tls.Config{RootCAs: roots, ServerName: name + ".test"})
+		c.LoginProtP(be.User, be.Password)
+		c.Cmd(221, "QUIT")
 	}
 }
