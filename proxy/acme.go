@@ -19,6 +19,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
@@ -39,6 +40,7 @@ type acmeManager struct {
 	cache  *certmagic.Cache
 	log    *zap.Logger
 	m      *metrics
+	audit  *audit.Logger
 	ctx    context.Context // ends certmagic's retries and renewals
 	cancel context.CancelFunc
 	stop   sync.Once
@@ -47,11 +49,11 @@ type acmeManager struct {
 // newACMEManager prepares the manager of a; nothing is asked of the CA
 // until manage. The storage directory is created (mode 0700: it holds
 // private keys).
-func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, renewEvery time.Duration) (*acmeManager, error) {
+func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration) (*acmeManager, error) {
 	if err := os.MkdirAll(a.Storage, 0o700); err != nil {
 		return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
 	}
-	am := &acmeManager{cfg: a, log: log.With(zap.String("acme", a.Name)), m: m}
+	am := &acmeManager{cfg: a, log: log.With(zap.String("acme", a.Name)), m: m, audit: aud}
 	am.ctx, am.cancel = context.WithCancel(context.Background())
 	cmLog := am.log.Named("certmagic")
 	am.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -130,15 +132,22 @@ func (am *acmeManager) onEvent(_ context.Context, event string, data map[string]
 	case "cert_obtaining":
 		am.log.Info("requesting a certificate from the CA", zap.String("domain", domain), zap.String("operation", op))
 	case "cert_obtained":
+		issuer, _ := data["issuer"].(string)
 		am.log.Info("certificate obtained", zap.String("domain", domain), zap.String("operation", op),
-			zap.Any("issuer", data["issuer"]))
+			zap.String("issuer", issuer))
 		am.m.acmeOperations.WithLabelValues(am.cfg.Name, domain, op, "success").Inc()
+		am.audit.Certificate(audit.Certificate{ACME: am.cfg.Name, Domain: domain, Operation: op, Result: "success", Issuer: issuer})
 	case "cert_failed":
 		err, _ := data["error"].(error)
 		am.log.Error("certificate not obtained: the CA refused or could not be reached; retrying with backoff, "+
 			"listeners serve the current certificate if there is one", zap.String("domain", domain),
 			zap.String("operation", op), zap.String("directory", am.cfg.Directory), zap.Error(err))
 		am.m.acmeOperations.WithLabelValues(am.cfg.Name, domain, op, "failure").Inc()
+		msg := "unknown error"
+		if err != nil {
+			msg = err.Error()
+		}
+		am.audit.Certificate(audit.Certificate{ACME: am.cfg.Name, Domain: domain, Operation: op, Result: "failure", Error: msg})
 	}
 	return nil
 }
@@ -215,7 +224,7 @@ func (s *Server) startACME(cfg *config.Config) (err error) {
 	}()
 	byAddr := map[string]*challengeListener{}
 	for _, a := range cfg.ACME {
-		am, err := newACMEManager(a, s.log, s.metrics, s.renewEvery)
+		am, err := newACMEManager(a, s.log, s.metrics, s.audit, s.renewEvery)
 		if err != nil {
 			return err
 		}

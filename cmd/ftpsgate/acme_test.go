@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ftpsgate/ftpsgate/proxy"
+	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
@@ -227,9 +228,9 @@ func (p *pebble) issuingRoot(t *testing.T) *x509.CertPool {
 // acmeGate is ftpsgate run as a process with an acme block.
 type acmeGate struct {
 	*gateProcess
-	implicit string // the implicit listener
-	http01   string // the HTTP-01 challenge listener, if any
-	storage  string
+	implicit  string // the implicit listener
+	storage   string
+	auditFile string
 }
 
 // startACMEGate runs ftpsgate with an explicit and an implicit listener
@@ -243,7 +244,7 @@ func startACMEGate(t *testing.T, backend, directory, caRoots, challenge string, 
 	dir := t.TempDir()
 	greeting := "ftpsgate acme test " + filepath.Base(dir)
 	g := &acmeGate{gateProcess: &gateProcess{cfg: filepath.Join(dir, "gate.hcl"), stderr: &ftptest.SyncBuffer{}},
-		storage: filepath.Join(dir, "acme")}
+		storage: filepath.Join(dir, "acme"), auditFile: filepath.Join(dir, "audit.log")}
 	if len(storage) > 0 {
 		g.storage = storage[0]
 	}
@@ -279,7 +280,8 @@ acme "ca" {
 }
 backend "b" { address = %q }
 admin { address = %q }
-`, g.addr, f1, l1, greeting, g.implicit, f2, l2, directory, caRoots, g.storage, challenge, backend, g.admin)
+audit { file = %q }
+`, g.addr, f1, l1, greeting, g.implicit, f2, l2, directory, caRoots, g.storage, challenge, backend, g.admin, g.auditFile)
 	if err := os.WriteFile(g.cfg, []byte(g.src), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -492,6 +494,15 @@ func TestACMEUnreachable(t *testing.T) {
 	}
 	g.alive(t)
 	g.stop(t)
+	b, err := os.ReadFile(g.auditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := certificateEvents(t, string(b))
+	if len(ev) == 0 || ev[0]["result"] != "failure" || ev[0]["operation"] != "obtain" || ev[0]["domain"] != "ftp.test" ||
+		!strings.Contains(fmt.Sprint(ev[0]["error"]), "connection refused") {
+		t.Fatalf("audit certificate events %v", ev)
+	}
 }
 
 // TestACMEReload: acme blocks are read at start only. A SIGHUP with a
@@ -603,7 +614,7 @@ acme "ca" {
 }
 backend "b" { address = %q }
 `, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
-	srv, logs := startACMEServer(t, src)
+	srv, logs, auditBuf := startACMEServer(t, src)
 	addr := srv.Addr("ftps").String()
 	waitObtained(t, logs, "ftp.test", "obtain")
 	roots := p.issuingRoot(t)
@@ -628,25 +639,48 @@ backend "b" { address = %q }
 	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_certificate_requests_total{acme="ca",domain="ftp.test",operation="renew",result="success"}`) {
 		t.Fatalf("/metrics:\n%s", rec.Body.String())
 	}
+	ev := certificateEvents(t, auditBuf.String())
+	if len(ev) < 2 || ev[0]["operation"] != "obtain" || ev[1]["operation"] != "renew" {
+		t.Fatalf("audit certificate events %v", ev)
+	}
+	for _, e := range ev[:2] {
+		if e["result"] != "success" || e["acme"] != "ca" || e["domain"] != "ftp.test" || e["issuer"] == nil {
+			t.Fatalf("audit certificate event %v", e)
+		}
+	}
 }
 
 // startACMEServer runs a proxy.Server of the configuration src in this
 // process, its renewal check every second, until the test ends; it
-// returns the server and its log.
-func startACMEServer(t *testing.T, src string) (*proxy.Server, *ftptest.SyncBuffer) {
+// returns the server, its log and its audit stream.
+func startACMEServer(t *testing.T, src string) (srv *proxy.Server, logs, auditBuf *ftptest.SyncBuffer) {
 	t.Helper()
 	cfg, diags := config.Parse([]byte(src), "acme.hcl")
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	logs := &ftptest.SyncBuffer{}
+	logs, auditBuf = &ftptest.SyncBuffer{}, &ftptest.SyncBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zap.InfoLevel))
-	srv := proxy.New(cfg, proxy.Options{Logger: log, ACMERenewCheckInterval: time.Second})
+	aud := audit.New(zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(audit.EncoderConfig()), zapcore.AddSync(auditBuf), zap.InfoLevel)))
+	srv = proxy.New(cfg, proxy.Options{Logger: log, Audit: aud, ACMERenewCheckInterval: time.Second})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return srv, logs
+	return srv, logs, auditBuf
+}
+
+// certificateEvents are the audit's certificate events, as JSON objects.
+func certificateEvents(t *testing.T, stream string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(stream, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "certificate" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // waitObtained waits for the log line of domain's certificate obtained
@@ -704,7 +738,7 @@ listener "two" {
 }
 %sbackend "b" { address = %q }
 `, f1, l1, f2, l2, blocks, be.Addr)
-	srv, logs := startACMEServer(t, src)
+	srv, logs, _ := startACMEServer(t, src)
 	roots := p.issuingRoot(t)
 	for _, name := range []string{"one", "two"} {
 		waitObtained(t, logs, name+".test", "obtain")
