@@ -748,3 +748,88 @@ listener "two" {
 		c.Cmd(221, "QUIT")
 	}
 }
+
+// TestACMESharedStorage: two instances on one storage directory, started
+// together, place one order at the CA (certmagic's lock in the storage),
+// and both serve the certificate. The CA reaches the HTTP-01 listener of
+// the first only; when the second wins the lock (about half the runs), its
+// challenge is answered by the first, from the shared storage.
+func TestACMESharedStorage(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	httpPort := ftptest.FreePort(t)
+	p := startPebble(t, httpPort, ftptest.FreePort(t))
+	storage := filepath.Join(t.TempDir(), "acme")
+	srcs := make([]string, 2)
+	for i, port := range []int{httpPort, ftptest.FreePort(t)} {
+		f, l := ftptest.FreePortRange(t, 5)
+		srcs[i] = fmt.Sprintf(`listener "ftps" {
+  address = "127.0.0.1:0"
+  tls = "implicit"
+  acme = "ca"
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+acme "ca" {
+  domains = ["ftp.test"]
+  directory = %q
+  ca_roots = %q
+  storage = %q
+  http01 { address = "127.0.0.1:%d" }
+}
+backend "b" { address = %q }
+`, f, l, p.directory, p.caFile, storage, port, be.Addr)
+	}
+	type started struct {
+		srv  *proxy.Server
+		logs *ftptest.SyncBuffer
+	}
+	var gates [2]started
+	var wg sync.WaitGroup
+	for i := range gates {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg, diags := config.Parse([]byte(srcs[i]), "shared.hcl")
+			if diags.HasErrors() {
+				t.Error(diags.Error())
+				return
+			}
+			gates[i].logs = &ftptest.SyncBuffer{}
+			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(gates[i].logs), zap.InfoLevel))
+			gates[i].srv = proxy.New(cfg, proxy.Options{Logger: log})
+			if err := gates[i].srv.Start(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, g := range gates {
+		if g.srv != nil {
+			t.Cleanup(func() { g.srv.Close() })
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	roots := p.issuingRoot(t)
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, g := range gates {
+		// The instance that did not order loads the certificate from
+		// storage when its lock is released: no log line of its own.
+		for {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 30 * time.Second}, "tcp", g.srv.Addr("ftps").String(),
+				&tls.Config{RootCAs: roots, ServerName: "ftp.test", NextProtos: []string{"ftp"}})
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no certificate served: %v\n%s\n%s", err, gates[0].logs.String(), gates[1].logs.String())
+			}
+			time.Sleep(50 * time.Millisecond) // polling for the certificate, bounded by deadline
+		}
+	}
+	if n := strings.Count(p.out.String(), "Added order"); n != 1 {
+		t.Fatalf("%d orders at the CA, want 1:\n%s", n, p.out.String())
+	}
+}
