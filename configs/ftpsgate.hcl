@@ -13,6 +13,9 @@ listener "ftps" {
   # PEM certificate chain and key, RSA or ECDSA.
   cert_file = "/etc/ftpsgate/tls.crt"
   key_file  = "/etc/ftpsgate/tls.key"
+  # Or, instead of cert_file and key_file, certificates obtained and renewed
+  # automatically by the acme block of this name (see below).
+  # acme = "public"
   # Oldest TLS version accepted: "1.2" (default) or "1.3".
   # tls_min_version = "1.2"
   # TLS 1.2 cipher suites, by Go's names. Default: ECDHE with AES-GCM or
@@ -76,6 +79,40 @@ listener "ftps-implicit" {
   passive_ports = "51000-51999"
   backend       = "legacy"
 }
+
+# Automatic certificates over ACME (Let's Encrypt, or a private CA such as
+# step-ca): a listener names the block with acme = "public" in place of
+# cert_file and key_file. Obtained at start (or loaded from storage while
+# valid), renewed in the background; new handshakes take the new certificate.
+# Until a first certificate exists, AUTH TLS is answered 431 and an implicit
+# listener closes its connections. The CA validates the domains on this
+# host's port 80 (http01) or 443 (tls_alpn01): FTP's own ports never answer
+# a challenge. Read at start only: changing it needs a restart.
+# acme "public" {
+#   domains = ["ftp.example.com"]   # one certificate each; the first is served without SNI
+#   email   = "ops@example.com"     # the CA's expiry and policy notices
+#   # The CA's ACME directory. Default: Let's Encrypt's production directory.
+#   directory = "https://acme-v02.api.letsencrypt.org/directory"
+#   # The only roots trusted for the directory's HTTPS (a private CA's root
+#   # file, e.g. step-ca's or Pebble's). Default: the system's roots.
+#   ca_roots = "/etc/ftpsgate/acme-ca.pem"
+#   # Account key, certificates, keys and locks (created 0700). Instances
+#   # sharing it on a shared volume issue once.
+#   storage = "/var/lib/ftpsgate/acme"
+#   # External account binding, for CAs that require one (ZeroSSL, Google,
+#   # step-ca with EAB): the key id and a file holding the MAC key.
+#   eab {
+#     key_id    = "kid-1"
+#     hmac_file = "/etc/ftpsgate/acme-eab.key"
+#   }
+#   # The challenge listeners: at least one, the same host for both.
+#   http01 {
+#     address = ":80"     # the CA's requests; 404 to anything else, never a redirect
+#   }
+#   tls_alpn01 {
+#     address = ":443"    # acme-tls/1 handshakes only
+#   }
+# }
 
 # A backend is an FTP server behind the proxy. The proxy connects to it when
 # the client sends USER, and opens data connections to its control host

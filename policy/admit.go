@@ -29,6 +29,10 @@ const (
 	RuleTLSOnPlaintextPort = "tls_on_plaintext_port"
 	// RuleTLSHandshake: a client's control TLS handshake failed.
 	RuleTLSHandshake = "tls_handshake"
+	// RuleNoCertificate: the listener takes its certificate from an acme
+	// block that has obtained none yet (AUTH TLS answered 431; an
+	// implicit listener's connection closed).
+	RuleNoCertificate = "no_certificate"
 	// RuleDataHandshake: a data connection's TLS handshake failed, or a
 	// passive port took too many attempts.
 	RuleDataHandshake = "data_handshake"

@@ -38,10 +38,30 @@ func (s *session) cmdAUTH(cmd rewrite.Command) error {
 		s.denied(policy.RuleStartTLSInjection, cmd.Verb, "data pipelined after AUTH")
 		return errInjection
 	}
+	if !s.hasCertificate() {
+		// RFC 2228's 431, "Need some unavailable resource to process
+		// security": the session stays (plaintext, so the TLS policy
+		// still refuses USER and PASS), and the client may try again
+		// once the certificate has been obtained.
+		s.log.Warn("AUTH TLS refused: the listener's acme block has no certificate yet", zap.String("acme", s.lcfg.ACME.Name))
+		s.denied(policy.RuleNoCertificate, cmd.Verb, "no certificate yet")
+		return s.reply(cmd, 431, "TLS is not available yet: this server has no certificate; try again later.")
+	}
 	if err := s.reply(cmd, 234, "AUTH TLS successful; start the TLS handshake."); err != nil {
 		return err
 	}
 	return s.startTLS()
+}
+
+// hasCertificate reports whether the session's listener has a
+// certificate to serve: always, unless it takes its certificates from an
+// acme block that has none yet.
+func (s *session) hasCertificate() bool {
+	if s.lcfg.ACME == nil {
+		return true
+	}
+	am := s.srv.acmeManager(s.lcfg.ACME.Name)
+	return am != nil && am.hasCertificate()
 }
 
 // startTLS runs the server TLS handshake on the control connection.

@@ -35,6 +35,23 @@ type frontListener struct {
 	ports     atomic.Pointer[dataport.Pool]
 	ln        net.Listener
 	tlsConf   *tls.Config
+	// acme is the server's acme manager of a name (Server.acmeManager),
+	// for a listener whose configuration names an acme block.
+	acme func(name string) *acmeManager
+}
+
+// certificate is the certificate of a handshake: the acme block's the
+// listener's current configuration names, or its certificate files'.
+func (fl *frontListener) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	lc := fl.config()
+	if lc.ACME == nil {
+		return fl.cert.Load(), nil
+	}
+	am := fl.acme(lc.ACME.Name)
+	if am == nil {
+		return nil, errNoCertificate
+	}
+	return am.certificate(hello)
 }
 
 // config is the listener's current configuration.
@@ -52,17 +69,17 @@ func (fl *frontListener) update(lc *config.Listener) {
 }
 
 // bind opens the socket of lc.
-func bind(lc *config.Listener) (*frontListener, error) {
+func bind(lc *config.Listener, acme func(string) *acmeManager) (*frontListener, error) {
 	ln, err := net.Listen("tcp", lc.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", lc.Name, err)
 	}
-	fl := &frontListener{ln: ln}
+	fl := &frontListener{ln: ln, acme: acme}
 	fl.cur.Store(lc)
 	fl.cert.Store(lc.Certificate)
 	fl.stampCert()
 	fl.ports.Store(dataport.New(lc.PassivePorts.First, lc.PassivePorts.Last))
-	fl.tlsConf = frontTLSConfig(fl.cert.Load)
+	fl.tlsConf = frontTLSConfig(fl.certificate)
 	// Always wrapped, so that a reload can turn the PROXY protocol on or
 	// off without a new socket: proxyPolicy reads the listener's current
 	// configuration, and skips connections (no header read) while it has

@@ -46,6 +46,8 @@ type metrics struct {
 	// how long the final reply waited for them.
 	scanVerdicts *prometheus.CounterVec
 	scanLatency  *prometheus.HistogramVec
+	// acmeOperations counts certificate requests to an ACME CA (acme.go).
+	acmeOperations *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -117,6 +119,9 @@ func newMetrics(s *Server) *metrics {
 	m.scanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "scan_latency_seconds",
 		Help:    "Time an upload's final reply was held for the scanner's verdict, from the server's final reply: what scanning adds to the upload.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan"})
+	m.acmeOperations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "acme_certificate_requests_total",
+		Help: "Certificate requests to an ACME CA, by acme block, domain, operation (obtain, renew) and result (success, failure); failures are retried with backoff."},
+		[]string{"acme", "domain", "operation", "result"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -135,7 +140,7 @@ func newMetrics(s *Server) *metrics {
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,
 		m.scanVerdicts, m.scanLatency,
-		newAuditCollector(s.audit), &queueCollector{s: s},
+		newAuditCollector(s.audit), &queueCollector{s: s}, m.acmeOperations, newACMECollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -230,4 +235,29 @@ func (m *metrics) transfer(direction audit.Direction, result audit.Result, bytes
 	m.transfers.WithLabelValues(string(direction), string(result)).Inc()
 	m.transferBytes.WithLabelValues(string(direction)).Add(float64(bytes))
 	m.transferSeconds.WithLabelValues(string(direction)).Observe(d.Seconds())
+}
+
+// acmeCollector reads, at each scrape, when each acme domain's certificate
+// expires: a domain without one has no series (and its requests' failures
+// are counted in acme_certificate_requests_total).
+type acmeCollector struct {
+	s      *Server
+	expiry *prometheus.Desc
+}
+
+func newACMECollector(s *Server) *acmeCollector {
+	return &acmeCollector{s: s, expiry: prometheus.NewDesc("ftpsgate_acme_certificate_expiry_timestamp_seconds",
+		"When the certificate served for an acme domain expires, in Unix seconds.", []string{"acme", "domain"}, nil)}
+}
+
+func (c *acmeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry }
+
+func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, am := range c.s.acmeManagers() {
+		for _, d := range am.cfg.Domains {
+			if cert := am.newest(d); cert != nil {
+				ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(cert.Leaf.NotAfter.Unix()), name, d)
+			}
+		}
+	}
 }

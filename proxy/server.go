@@ -46,6 +46,10 @@ type Options struct {
 	// DialBackend opens connections to backends, control and data. If
 	// nil, a net.Dialer is used.
 	DialBackend func(ctx context.Context, network, address string) (net.Conn, error)
+	// ACMERenewCheckInterval is how often the acme blocks' certificates
+	// are checked for renewal. Zero means certmagic's default (10
+	// minutes); tests of renewal with short-lived certificates set less.
+	ACMERenewCheckInterval time.Duration
 }
 
 // Server runs the listeners of one configuration and their sessions.
@@ -101,6 +105,13 @@ type Server struct {
 	// prove that a session's panic is contained.
 	dispatchHook atomic.Pointer[func(rewrite.Command)]
 
+	// acme: the managers of the acme blocks, by name, and challenges:
+	// their challenge listeners; both set by Start, and kept as they are
+	// by reloads (acme.go).
+	acme       atomic.Pointer[map[string]*acmeManager]
+	challenges []*challengeListener
+	renewEvery time.Duration // Options.ACMERenewCheckInterval
+
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
 	stopOnce  sync.Once
@@ -129,6 +140,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.metrics = newMetrics(s)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
+	s.renewEvery = opt.ACMERenewCheckInterval
 	if s.certEvery <= 0 {
 		s.certEvery = 10 * time.Second
 	}
@@ -145,13 +157,18 @@ func (s *Server) Start() error {
 	if err := s.checkConfig(s.config()); err != nil {
 		return err
 	}
+	// The challenge listeners first: certmagic must find them bound.
+	if err := s.startACME(s.config()); err != nil {
+		return err
+	}
 	var fls []*frontListener
 	for _, lc := range s.config().Listeners {
-		fl, err := bind(lc)
+		fl, err := bind(lc, s.acmeManager)
 		if err != nil {
 			for _, fl := range fls {
 				fl.ln.Close()
 			}
+			s.stopACME()
 			return err
 		}
 		fls = append(fls, fl)
@@ -162,6 +179,7 @@ func (s *Server) Start() error {
 		for _, fl := range fls {
 			fl.ln.Close()
 		}
+		s.stopACME()
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
@@ -174,6 +192,7 @@ func (s *Server) Start() error {
 	s.wg.Add(2)
 	go s.watchCertificates()
 	go s.watchUserFiles()
+	s.manageACME()
 	return nil
 }
 
@@ -218,6 +237,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	if err := s.checkConfig(cfg); err != nil {
 		return err
 	}
+	if err := s.checkACMEReload(cfg); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -244,7 +267,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 			delete(byAddr, socket(lc))
 			continue
 		}
-		fl, err := bind(lc)
+		fl, err := bind(lc, s.acmeManager)
 		if err != nil {
 			for _, fl := range added {
 				fl.ln.Close()
@@ -391,6 +414,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sess.drain()
 	}
 	s.mu.Unlock()
+	s.stopACME()
 
 	done := make(chan struct{})
 	go closeWhenDone(&s.wg, done)

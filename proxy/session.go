@@ -237,6 +237,14 @@ func (s *session) run() {
 	}
 
 	if s.lcfg.TLS == config.Implicit {
+		if !s.hasCertificate() {
+			// No reply can reach a client that expects a handshake.
+			s.log.Warn("connection closed: the implicit listener's acme block has no certificate yet",
+				zap.String("acme", s.lcfg.ACME.Name))
+			s.denied(policy.RuleNoCertificate, "", "no certificate yet")
+			how = "refused: " + policy.RuleNoCertificate
+			return
+		}
 		if err := s.startTLS(); err != nil {
 			how = s.end(err)
 			return

@@ -24,13 +24,13 @@ const alpnFTP = "ftp"
 // frontTLSConfig is the server-side TLS configuration of a listener, shared
 // by its control and data connections: data connections resume the control
 // connection's session from the tickets this configuration issues.
-// The certificate comes from cert at each handshake, so that a reload can
-// replace it; the minimum version and the TLS 1.2 cipher suites are set
+// The certificate comes from cert at each handshake, so that a reload or
+// a renewal can replace it; the minimum version and the TLS 1.2 cipher suites are set
 // per session from the listener's configuration (tlsBinding), which a
 // reload may change.
-func frontTLSConfig(cert func() *tls.Certificate) *tls.Config {
+func frontTLSConfig(cert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
+		GetCertificate: cert,
 		MinVersion:     tls.VersionTLS12,
 		// Never Go's default, which accepts CBC-SHA1 suites; sessions
 		// replace this with their listener's tls_cipher_suites.

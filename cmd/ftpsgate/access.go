@@ -14,7 +14,8 @@ import (
 
 // checkAccess reports the files of cfg that user name could not use as
 // run needs them: the listeners' certificate and key files read, the audit
-// files' directories written. It judges by the files' owners, groups and
+// files' directories written, the acme blocks' files read and their
+// storage written. It judges by the files' owners, groups and
 // mode bits (and the directories on the way), as the kernel would for a
 // process of that user and its groups: "validate -as-user" run as root
 // then tells what the service's own start would hit, such as systemd's
@@ -47,6 +48,26 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 	for _, l := range cfg.Listeners {
 		need(l.CertFile, 4, "read")
 		need(l.KeyFile, 4, "read")
+	}
+	for _, a := range cfg.ACME {
+		need(a.CARootsFile, 4, "read")
+		if a.EAB != nil {
+			need(a.EAB.HMACFile, 4, "read")
+		}
+		// run creates the storage directory, and writes certificates,
+		// keys and locks in it.
+		dir := a.Storage
+		for {
+			if _, err := os.Stat(dir); err == nil || dir == filepath.Dir(dir) {
+				break
+			}
+			dir = filepath.Dir(dir)
+		}
+		if dir == a.Storage {
+			need(dir, 4|2|1, "write the acme storage in")
+		} else {
+			need(dir, 2|1, "create the acme storage in")
+		}
 	}
 	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
 		if f == "" || f == "-" {

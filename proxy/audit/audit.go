@@ -36,6 +36,7 @@ const (
 	EventBan          = "ban"
 	EventHostDropped  = "host_dropped"
 	EventBackendDown  = "backend_unavailable"
+	EventCertificate  = "certificate"
 )
 
 // Logger writes audit events. A nil *Logger discards them.
@@ -395,4 +396,30 @@ func (s *Session) HostDropped(host, sni string) {
 // server "did not answer", "cannot be reached"…) and the last error.
 func (s *Session) BackendUnavailable(backend, what, err string) {
 	s.emit(EventBackendDown, text(text(text(nil, "backend", backend), "what", what), "error", err)...)
+}
+
+// Certificate is a certificate request to an ACME CA (an acme block), as
+// the audit records it.
+type Certificate struct {
+	ACME, Domain string
+	Operation    string // "obtain" or "renew"
+	Result       string // "success" or "failure"
+	Issuer       string // the issuer that signed it, on success
+	Error        string // the CA's error, on failure
+}
+
+// Certificate records a certificate request to an ACME CA: it belongs to
+// no session. Empty fields are left out.
+func (l *Logger) Certificate(c Certificate) {
+	if l == nil || l.z == nil {
+		return
+	}
+	var fs []zap.Field
+	for _, f := range []struct{ k, v string }{{"acme", c.ACME}, {"domain", c.Domain}, {"operation", c.Operation},
+		{"result", c.Result}, {"issuer", c.Issuer}, {"error", c.Error}} {
+		if f.v != "" {
+			fs = text(fs, f.k, f.v)
+		}
+	}
+	l.z.Info(EventCertificate, fs...)
 }

@@ -61,8 +61,9 @@ type compiler struct {
 	diags    hcl.Diagnostics
 	// The blocks that became cfg.Listeners and cfg.Backends, in the
 	// file's order (a duplicate is skipped), for checks that name them.
-	listeners []*listenerBlock
-	backends  []*backendBlock
+	listeners  []*listenerBlock
+	backends   []*backendBlock
+	acmeBlocks []*acmeBlock
 	// adminAt is where the admin listener's address is set (its block,
 	// when it is the default).
 	adminAt *hcl.Range
@@ -79,6 +80,9 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	c.scans(fs, cfg)
 	for i := range fs.Backends {
 		c.backend(&fs.Backends[i], cfg)
+	}
+	for i := range fs.ACME {
+		c.acme(&fs.ACME[i], cfg)
 	}
 	for i := range fs.Listeners {
 		c.listener(&fs.Listeners[i], cfg)

@@ -45,7 +45,7 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 	choose(c, at(lb.TLSMinVersionAt, lb.DefRange), "Invalid TLS version", "tls_min_version", lb.TLSMinVersion,
 		&l.MinTLSVersion, tlsVersions, oldVersionsAreBad)
 	l.CipherSuites = c.cipherSuites(lb, l)
-	c.certificate(lb, l)
+	c.listenerACME(lb, l, cfg)
 	pr, err := ParsePortRange(lb.PassivePorts)
 	if err != nil {
 		c.errorf(at(lb.PassivePortsAt, lb.DefRange), "Invalid passive port range", "%s", err)
@@ -289,6 +289,7 @@ func (c *compiler) checkSockets(cfg *Config) {
 	if s, ok := parseSocket(cfg.Admin); ok && cfg.Admin != "" {
 		binds = append(binds, bound{"the admin listener", s, c.adminAt})
 	}
+	binds = append(binds, c.acmeSockets(cfg)...)
 	for i, a := range binds {
 		for _, b := range binds[:i] {
 			if a.s.meets(b.s) {

@@ -160,3 +160,21 @@ func defaultScan() *Scan {
 	return &Scan{Timeout: 60 * time.Second, MaxSize: 25 << 20, AboveMax: ScanReject, OnError: ScanReject,
 		Verbs: []string{"STOR", "APPE", "STOU"}}
 }
+
+// DefaultACMEDirectory is an acme block's CA when it names none: Let's
+// Encrypt's production directory.
+const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// DefaultACMEStorage is an acme block's storage when it names none: the
+// acme directory of the state directory the systemd unit gives the
+// service (StateDirectory=ftpsgate). It holds private keys: the proxy
+// creates it with mode 0700.
+const DefaultACMEStorage = "/var/lib/ftpsgate/acme"
+
+// defaultACME is an acme block's defaults: Let's Encrypt's production
+// directory, trusted through the system's roots, the storage under the
+// state directory, no contact address, no external account binding, no
+// challenge listener (the block must name one).
+func defaultACME() *ACME {
+	return &ACME{Directory: DefaultACMEDirectory, Storage: DefaultACMEStorage}
+}

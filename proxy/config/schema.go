@@ -21,19 +21,23 @@ type fileSchema struct {
 	Admin     *adminBlock     `hcl:"admin,block"`
 	Auths     []authBlock     `hcl:"auth,block"`
 	Scans     []scanBlock     `hcl:"scan,block"`
+	ACME      []acmeBlock     `hcl:"acme,block"`
 }
 
 type listenerBlock struct {
-	Name            string    `hcl:"name,label"`
-	DefRange        hcl.Range `hcl:",def_range"`
-	Address         string    `hcl:"address"`
-	AddressAt       hcl.Range `hcl:"address,attr_value_range"`
-	TLS             *string   `hcl:"tls"`
-	TLSAt           hcl.Range `hcl:"tls,attr_value_range"`
-	CertFile        string    `hcl:"cert_file"`
-	CertFileAt      hcl.Range `hcl:"cert_file,attr_value_range"`
-	KeyFile         string    `hcl:"key_file"`
-	KeyFileAt       hcl.Range `hcl:"key_file,attr_value_range"`
+	Name       string    `hcl:"name,label"`
+	DefRange   hcl.Range `hcl:",def_range"`
+	Address    string    `hcl:"address"`
+	AddressAt  hcl.Range `hcl:"address,attr_value_range"`
+	TLS        *string   `hcl:"tls"`
+	TLSAt      hcl.Range `hcl:"tls,attr_value_range"`
+	CertFile   string    `hcl:"cert_file,optional"`
+	CertFileAt hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFile    string    `hcl:"key_file,optional"`
+	KeyFileAt  hcl.Range `hcl:"key_file,attr_value_range"`
+	// ACME names an acme block, in place of cert_file and key_file.
+	ACME            *string   `hcl:"acme"`
+	ACMEAt          hcl.Range `hcl:"acme,attr_value_range"`
 	PassivePorts    string    `hcl:"passive_ports"`
 	PassivePortsAt  hcl.Range `hcl:"passive_ports,attr_value_range"`
 	PublicAddress   *string   `hcl:"public_address"`
@@ -313,4 +317,37 @@ type scanBlock struct {
 	OnErrorAt  hcl.Range `hcl:"on_error,attr_value_range"`
 	Verbs      *[]string `hcl:"verbs"`
 	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
+}
+
+type acmeBlock struct {
+	Name        string          `hcl:"name,label"`
+	DefRange    hcl.Range       `hcl:",def_range"`
+	Domains     []string        `hcl:"domains"`
+	DomainsAt   hcl.Range       `hcl:"domains,attr_value_range"`
+	Email       *string         `hcl:"email"`
+	EmailAt     hcl.Range       `hcl:"email,attr_value_range"`
+	Directory   *string         `hcl:"directory"`
+	DirectoryAt hcl.Range       `hcl:"directory,attr_value_range"`
+	CARoots     *string         `hcl:"ca_roots"`
+	CARootsAt   hcl.Range       `hcl:"ca_roots,attr_value_range"`
+	Storage     *string         `hcl:"storage"`
+	StorageAt   hcl.Range       `hcl:"storage,attr_value_range"`
+	EAB         *eabBlock       `hcl:"eab,block"`
+	HTTP01      *challengeBlock `hcl:"http01,block"`
+	TLSALPN01   *challengeBlock `hcl:"tls_alpn01,block"`
+}
+
+type eabBlock struct {
+	DefRange   hcl.Range `hcl:",def_range"`
+	KeyID      string    `hcl:"key_id"`
+	KeyIDAt    hcl.Range `hcl:"key_id,attr_value_range"`
+	HMACFile   string    `hcl:"hmac_file"`
+	HMACFileAt hcl.Range `hcl:"hmac_file,attr_value_range"`
+}
+
+// challengeBlock is an ACME challenge's listener (http01, tls_alpn01).
+type challengeBlock struct {
+	DefRange  hcl.Range `hcl:",def_range"`
+	Address   string    `hcl:"address"`
+	AddressAt hcl.Range `hcl:"address,attr_value_range"`
 }

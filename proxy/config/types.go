@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -20,7 +21,10 @@ type Config struct {
 	Backends map[string]*Backend
 	// Scans are the scan blocks by name: the scanners uploads go through,
 	// as a listener or a route names one.
-	Scans  map[string]*Scan
+	Scans map[string]*Scan
+	// ACME are the acme blocks, in the order of the file; names are
+	// unique, and no domain is in two of them.
+	ACME   []*ACME
 	Policy policy.Rules
 	// Routes choose a session's backend by user, HOST and SNI, first
 	// match wins; no match: the listener's backend.
@@ -189,8 +193,13 @@ type Listener struct {
 	// Certificate is the loaded key pair (RSA or ECDSA).
 	Certificate *tls.Certificate
 	// CertFile and KeyFile are where Certificate was read from; the
-	// server watches them and reloads the pair when they change.
+	// server watches them and reloads the pair when they change. Empty
+	// (and Certificate nil) when ACME is set.
 	CertFile, KeyFile string
+	// ACME, if set, is the acme block whose certificates the listener
+	// serves, in place of CertFile and KeyFile: obtained at start and
+	// renewed in the background, each handshake taking the current one.
+	ACME *ACME
 	// MinTLSVersion is tls.VersionTLS12 or tls.VersionTLS13.
 	MinTLSVersion uint16
 	// CipherSuites are the TLS 1.2 cipher suites the listener accepts,
@@ -585,4 +594,63 @@ func (a ScanAction) String() string {
 		return "pass"
 	}
 	return "invalid"
+}
+
+// ACME is an acme block: certificates for Domains obtained from an ACME
+// CA (RFC 8555) and renewed before they expire, by certmagic. The
+// challenges are answered on listeners of their own, never on an FTP
+// port.
+type ACME struct {
+	Name string
+	// Domains are the names certificates are obtained for, lower case;
+	// one certificate each. The first is served to clients that send no
+	// TLS SNI (most FTP clients connecting by address) or a name not in
+	// the list.
+	Domains []string
+	// Email is the ACME account's contact, for the CA's expiry and
+	// policy notices; "" registers an account without one.
+	Email string
+	// Directory is the CA's ACME directory URL (https). Default: Let's
+	// Encrypt's production directory (DefaultACMEDirectory).
+	Directory string
+	// CARoots, if not nil, are the only roots trusted for the
+	// directory's HTTPS (a private CA such as step-ca or Pebble); nil:
+	// the system's roots. CARootsFile is where they were read from.
+	CARoots     *x509.CertPool
+	CARootsFile string
+	// EAB is the external account binding some CAs require (ZeroSSL,
+	// Google Trust Services, step-ca with EAB); nil: none.
+	EAB *ACMEExternalAccount
+	// Storage is the directory of the account key, the certificates and
+	// their keys, and the locks that let several instances sharing it
+	// issue once. Default DefaultACMEStorage.
+	Storage string
+	// HTTP01 is the host:port of the HTTP-01 challenge listener ("" for
+	// none): it answers the CA's challenge requests and 404 to anything
+	// else. The CA connects to port 80 of each domain: forward it here.
+	HTTP01 string
+	// TLSALPN01 is the host:port of the TLS-ALPN-01 challenge listener
+	// ("" for none): it answers handshakes offering only the acme-tls/1
+	// protocol and refuses the rest. The CA connects to port 443.
+	TLSALPN01 string
+}
+
+// ACMEExternalAccount is an ACME external account binding (RFC 8555
+// §7.3.4): a key id and the MAC key the CA issued with it.
+type ACMEExternalAccount struct {
+	KeyID string
+	// HMACKey is the MAC key, base64url-encoded as CAs hand it out, read
+	// from hmac_file.
+	HMACKey  string
+	HMACFile string
+}
+
+// ACMEByName is the acme block named name, or nil.
+func (c *Config) ACMEByName(name string) *ACME {
+	for _, a := range c.ACME {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
 }
