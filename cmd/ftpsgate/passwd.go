@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/ftpsgate/ftpsgate/proxy/userfile"
@@ -133,20 +135,20 @@ func readUserFile(path string) (data []byte, mode os.FileMode, owner *syscall.St
 func readPassword(stdin *os.File, stderr io.Writer, user string) (string, error) {
 	var pw string
 	if term.IsTerminal(int(stdin.Fd())) {
-		fmt.Fprintf(stderr, "Password for %s: ", user)
-		first, err := term.ReadPassword(int(stdin.Fd()))
-		fmt.Fprintln(stderr)
+		r := bufio.NewReader(io.LimitReader(stdin, 2*(maxPassword+2)))
+		first, err := readHidden(stdin, stderr, "Password for "+user+": ", r)
 		if err != nil {
 			return "", fmt.Errorf("reading the password: %w", err)
 		}
-		fmt.Fprintf(stderr, "Again: ")
-		again, err := term.ReadPassword(int(stdin.Fd()))
-		fmt.Fprintln(stderr)
+		again, err := readHidden(stdin, stderr, "Again: ", r)
 		if err != nil {
 			return "", fmt.Errorf("reading the password: %w", err)
 		}
 		if !bytes.Equal(first, again) {
 			return "", errors.New("the passwords differ; nothing changed")
+		}
+		if len(first) > maxPassword {
+			return "", fmt.Errorf("the password is longer than %d bytes", maxPassword)
 		}
 		pw = string(first)
 	} else {
@@ -167,6 +169,55 @@ func readPassword(stdin *os.File, stderr io.Writer, user string) (string, error)
 		return "", errors.New("the password holds a line end or NUL, which FTP cannot send")
 	}
 	return pw, nil
+}
+
+// readHidden reads one line from the terminal f with its echo off, after
+// showing prompt: echo goes off before the prompt is shown, so that
+// nothing typed once the prompt is visible (or typed ahead) is echoed.
+// (golang.org/x/term's ReadPassword turns echo off only once called, after
+// the prompt: a fast typist, or a script on a pseudo-terminal, saw the
+// password echoed.) The line is read in canonical mode, through r.
+func readHidden(f *os.File, stderr io.Writer, prompt string, r *bufio.Reader) ([]byte, error) {
+	fd := int(f.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	hidden := *old
+	hidden.Lflag &^= unix.ECHO
+	hidden.Lflag |= unix.ICANON | unix.ISIG
+	hidden.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &hidden); err != nil {
+		return nil, err
+	}
+	// An interrupt must not leave the terminal without echo.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go restoreOnSignal(fd, old, sigs, done)
+	defer func() {
+		signal.Stop(sigs)
+		close(done)
+		unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	}()
+	fmt.Fprint(stderr, prompt)
+	line, err := r.ReadString('\n')
+	fmt.Fprintln(stderr)
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return nil, err
+	}
+	return []byte(strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")), nil
+}
+
+// restoreOnSignal puts the terminal back as it was and exits when an
+// interrupt comes while readHidden waits; done ends it.
+func restoreOnSignal(fd int, old *unix.Termios, sigs <-chan os.Signal, done <-chan struct{}) {
+	select {
+	case <-sigs:
+		unix.IoctlSetTermios(fd, unix.TCSETS, old)
+		os.Exit(130)
+	case <-done:
+	}
 }
 
 // replaceFile writes data to a new file beside path and renames it over
