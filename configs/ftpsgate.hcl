@@ -38,6 +38,13 @@ listener "ftps" {
   # The address advertised in 227 replies when clients reach the proxy
   # through NAT. Default: the address the client connected to.
   public_address = "203.0.113.10"
+  # Another address for 227 replies to clients of some networks: internal
+  # clients reach the proxy at its internal address, not through hairpin
+  # NAT. The first element whose networks hold the client's address wins,
+  # otherwise public_address. EPSV replies carry no address.
+  # passive_address_overrides = [
+  #   { networks = ["10.0.0.0/8", "192.168.0.0/16"], address = "10.1.2.3" },
+  # ]
   # Where sessions go (see the backend blocks).
   backend = "legacy"
   # Text of the proxy's 220 greeting.

@@ -52,6 +52,7 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 	}
 	l.PassivePorts = pr
 	c.publicAddress(lb, l)
+	c.passiveOverrides(lb, l)
 	if lb.Greeting != nil {
 		if strings.ContainsAny(*lb.Greeting, "\r\n\x00") {
 			c.errorf(at(lb.GreetingAt, lb.DefRange), "Invalid greeting", "greeting must be one line.")

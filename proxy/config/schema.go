@@ -53,6 +53,11 @@ type listenerBlock struct {
 	DenyCIDRsAt         hcl.Range           `hcl:"deny_cidrs,attr_value_range"`
 	ProxyProtocol       *proxyProtocolBlock `hcl:"proxy_protocol,block"`
 	ActiveAllowLocal    *bool               `hcl:"active_allow_local"`
+
+	// PassiveAddressOverrides are public_address per client network: a
+	// list of objects, decoded by passiveOverrides (gohcl would drop an
+	// unknown attribute of an object silently).
+	PassiveAddressOverrides *hcl.Attribute `hcl:"passive_address_overrides,optional"`
 }
 
 type proxyProtocolBlock struct {

@@ -188,6 +188,12 @@ type Listener struct {
 	// PublicAddress is advertised in 227 replies. If invalid (zero), the
 	// address the client reached is used.
 	PublicAddress netip.Addr
+	// PassiveAddressOverrides advertise another address than
+	// PublicAddress to clients of some networks (PassiveAddress): internal
+	// clients reach the proxy at its internal address, and a 227 naming
+	// the public one sends them through hairpin NAT, which many networks
+	// do not do. Empty (the default): PublicAddress for everyone.
+	PassiveAddressOverrides []PassiveAddressOverride
 	// Backend is where sessions go unless a later rule routes them.
 	Backend *Backend
 	// Greeting is the text of the proxy's 220 reply.
@@ -220,6 +226,32 @@ type Listener struct {
 	// on the proxy's or a backend's host, and read its banners or write
 	// into it (the FTP bounce attack turned inward, RFC 2577 §3).
 	ActiveAllowLocal bool
+}
+
+// PassiveAddressOverride is one element of a listener's
+// passive_address_overrides: clients whose address lies in Networks are
+// told Address in 227 replies.
+type PassiveAddressOverride struct {
+	Networks []netip.Prefix
+	// Address is IPv4: a 227 carries nothing else.
+	Address netip.Addr
+}
+
+// PassiveAddress is the address a 227 reply advertises to a client at
+// client: that of the first override whose networks hold it, else
+// PublicAddress (invalid when unset: the caller then advertises the
+// address the client reached). EPSV replies carry no address and need
+// none.
+func (l *Listener) PassiveAddress(client netip.Addr) netip.Addr {
+	client = client.Unmap()
+	for _, o := range l.PassiveAddressOverrides {
+		for _, n := range o.Networks {
+			if n.Contains(client) {
+				return o.Address
+			}
+		}
+	}
+	return l.PublicAddress
 }
 
 // ProxyProtocol is a listener's PROXY protocol policy.
