@@ -26,6 +26,10 @@ type Certs struct {
 	KeyFile  string // the server key
 	KeyType  KeyType
 	Pool     *x509.CertPool
+	// The CA, for ClientCert.
+	ca    *x509.Certificate
+	caKey crypto.Signer
+	dir   string
 }
 
 // KeyType selects the server key algorithm.
@@ -94,12 +98,47 @@ func NewCerts(t testing.TB, kt KeyType) *Certs {
 		KeyFile:  filepath.Join(dir, "server.key"),
 		KeyType:  kt,
 		Pool:     x509.NewCertPool(),
+		ca:       ca,
+		caKey:    caKey,
+		dir:      dir,
 	}
 	c.Pool.AddCert(ca)
 	writePEM(t, c.CAFile, "CERTIFICATE", caDER)
 	writePEM(t, c.CertFile, "CERTIFICATE", leafDER)
 	writePEM(t, c.KeyFile, "PRIVATE KEY", keyDER)
 	return c
+}
+
+// ClientCert makes a client certificate the CA signs, with common name
+// name (an agent's name), and returns its PEM files.
+func (c *Certs) ClientCert(t testing.TB, name string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, key.Public(), c.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = filepath.Join(c.dir, "client-"+serial.String()+".pem")
+	keyFile = filepath.Join(c.dir, "client-"+serial.String()+".key")
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
+	return certFile, keyFile
 }
 
 // ClientConfig is a TLS client configuration trusting the CA.
