@@ -87,6 +87,9 @@ type Stats struct {
 	Refused    int64 // stream requests refused (outside allow_targets, or failed)
 }
 
+// Sessions is how many connections to the edge the agent keeps.
+func (a *Agent) Sessions() int { return a.cfg.Sessions }
+
 // Stats returns the agent's counters now.
 func (a *Agent) Stats() Stats {
 	return Stats{Connected: a.connected.Load(), Reconnects: a.reconnects.Load(), Streams: a.streams.Load(), Refused: a.refused.Load()}

@@ -119,6 +119,12 @@ backend "legacy" {
   # what the client's TLS was.
   # proxy_protocol      = "none"
   # proxy_protocol_tlvs = false
+  # Reach this backend through the outbound-only agents of this name
+  # (ftpsgate agent, inside; see agent_listener below and configs/agent.hcl):
+  # control and data connections are streams the agent opens, and this
+  # proxy never connects into the internal network. Needs an IP address
+  # above (the agent resolves no names) and data_mode = "passive".
+  # via_agent = "dc1"
 }
 
 policy {
@@ -226,3 +232,17 @@ bans {
   # Never banned: your office, your monitoring.
   safelist = []
 }
+
+# Outbound-only agents (README: "In a DMZ"): an agent inside dials this
+# listener over mutual TLS and carries the connections of via_agent
+# backends; nothing connects from the DMZ inward. The address is read at
+# start; names and certificates on reload, and a name removed from
+# allowed_names drops its agents' connections (revoking a stolen
+# certificate).
+# agent_listener {
+#   address        = "0.0.0.0:7443"
+#   cert_file      = "/etc/ftpsgate/edge.crt"     # the agents check it against their ca_file
+#   key_file       = "/etc/ftpsgate/edge.key"
+#   client_ca_file = "/etc/ftpsgate/agents-ca.pem" # signs the agents' certificates; pinned
+#   allowed_names  = ["dc1"]                       # the agents' certificate names (CN or DNS)
+# }

@@ -88,6 +88,9 @@ type Server struct {
 	// prove that a session's panic is contained.
 	dispatchHook atomic.Pointer[func(rewrite.Command)]
 
+	// agents: the outbound-only agents of via_agent backends (agents.go).
+	agents *agentHub
+
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
 	stopOnce  sync.Once
@@ -112,6 +115,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		s.log = zap.NewNop()
 	}
 	s.metrics = newMetrics(s)
+	s.agents = newAgentHub(s.log)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
 	if s.certEvery <= 0 {
@@ -140,6 +144,14 @@ func (s *Server) Start() error {
 			return err
 		}
 		fls = append(fls, fl)
+	}
+	if al := s.config().AgentListener; al != nil {
+		if err := s.agents.start(al); err != nil {
+			for _, fl := range fls {
+				fl.ln.Close()
+			}
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -255,6 +267,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	}
 	s.cfg = cfg
 	s.bans.SetRules(cfg.Bans)
+	s.agents.update(cfg.AgentListener)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
 	return nil
@@ -263,6 +276,21 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 // ReloadFailed records a reload refused before it reached Reload (a
 // configuration that did not load), for the reload metrics.
 func (s *Server) ReloadFailed(err error) { s.metrics.reloaded(err) }
+
+// AgentAddr is the bound address of the agent listener, or nil.
+func (s *Server) AgentAddr() net.Addr { return s.agents.addr() }
+
+// AgentsConnected is how many connections agents of name hold now.
+func (s *Server) AgentsConnected(name string) int { return s.agents.connected(name) }
+
+// dialFor is how connections to b's servers are opened: through its
+// agents for a via_agent backend, else by the dialer.
+func (s *Server) dialFor(b *config.Backend) dialFunc {
+	if b.ViaAgent != "" {
+		return s.agents.dialer(b.ViaAgent)
+	}
+	return s.dial
+}
 
 // Addr is the bound address of the named listener, or nil.
 func (s *Server) Addr(listener string) net.Addr {
@@ -375,6 +403,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go closeWhenDone(&s.wg, done)
+	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
 	select {
 	case <-done:

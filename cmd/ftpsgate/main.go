@@ -51,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "agent":
+		return cmdAgent(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ftpsgate", versionString())
 		return 0
@@ -71,6 +73,8 @@ Usage:
       serve until SIGTERM or SIGINT; SIGHUP reloads FILE, SIGUSR1 reopens the audit files
   ftpsgate validate [-config] FILE [-as-user USER]
       check FILE as run would, and exit: 0 valid, 1 not
+  ftpsgate agent [-config] FILE [-check] [-log-format json|console] [-log-level …]
+      the outbound-only agent: dial the edge named in FILE and carry its connections
   ftpsgate version
 
 FILE defaults to `+defaultConfig+`. "ftpsgate run -h" lists a command's flags.
@@ -84,7 +88,12 @@ const defaultConfig = "/etc/ftpsgate/ftpsgate.hcl"
 // argument, the configuration file (also -config). It reports the file and
 // whether to go on; when not, code is the exit status (0 after -h).
 func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (path string, code int, ok bool) {
-	cfg := fs.String("config", defaultConfig, "configuration `file`")
+	return parseArgsDefault(fs, args, stderr, defaultConfig)
+}
+
+// parseArgsDefault is parseArgs with another default file.
+func parseArgsDefault(fs *flag.FlagSet, args []string, stderr io.Writer, def string) (path string, code int, ok bool) {
+	cfg := fs.String("config", def, "configuration `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: ftpsgate %s [-config] FILE [flags]\n\nFlags:\n", fs.Name())
 		fs.PrintDefaults()

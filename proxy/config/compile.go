@@ -66,6 +66,8 @@ type compiler struct {
 	// adminAt is where the admin listener's address is set (its block,
 	// when it is the default).
 	adminAt *hcl.Range
+	// agentAt is where the agent listener's address is set.
+	agentAt *hcl.Range
 	// exposed are the secret files already warned about: listeners
 	// often share one key.
 	exposed map[string]bool
@@ -85,6 +87,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.errorf(nil, "No listener", "The configuration needs at least one listener block.")
 	}
 	c.checkOverlaps(cfg)
+	c.agentListener(fs, cfg)
 	if fs.Policy != nil {
 		c.policy(fs.Policy, cfg)
 	}

@@ -287,6 +287,11 @@ func (c *compiler) checkSockets(cfg *Config) {
 	if s, ok := parseSocket(cfg.Admin); ok && cfg.Admin != "" {
 		binds = append(binds, bound{"the admin listener", s, c.adminAt})
 	}
+	if al := cfg.AgentListener; al != nil {
+		if s, ok := parseSocket(al.Address); ok {
+			binds = append(binds, bound{"the agent listener", s, c.agentAt})
+		}
+	}
 	for i, a := range binds {
 		for _, b := range binds[:i] {
 			if a.s.meets(b.s) {

@@ -18,6 +18,9 @@ type fileSchema struct {
 	Limits    *limitsBlock    `hcl:"limits,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
+
+	// AgentListener accepts outbound-only agents (compile_agent.go).
+	AgentListener *agentListenerBlock `hcl:"agent_listener,block"`
 }
 
 type listenerBlock struct {
@@ -58,6 +61,20 @@ type listenerBlock struct {
 	// list of objects, decoded by passiveOverrides (gohcl would drop an
 	// unknown attribute of an object silently).
 	PassiveAddressOverrides *hcl.Attribute `hcl:"passive_address_overrides,optional"`
+}
+
+type agentListenerBlock struct {
+	DefRange       hcl.Range `hcl:",def_range"`
+	Address        string    `hcl:"address"`
+	AddressAt      hcl.Range `hcl:"address,attr_value_range"`
+	CertFile       string    `hcl:"cert_file"`
+	CertFileAt     hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFile        string    `hcl:"key_file"`
+	KeyFileAt      hcl.Range `hcl:"key_file,attr_value_range"`
+	ClientCAFile   string    `hcl:"client_ca_file"`
+	ClientCAFileAt hcl.Range `hcl:"client_ca_file,attr_value_range"`
+	AllowedNames   []string  `hcl:"allowed_names"`
+	AllowedNamesAt hcl.Range `hcl:"allowed_names,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -106,6 +123,10 @@ type backendBlock struct {
 	MaxDialsAt           hcl.Range         `hcl:"max_dials,attr_value_range"`
 	Retries              *int              `hcl:"retries"`
 	RetriesAt            hcl.Range         `hcl:"retries,attr_value_range"`
+
+	// ViaAgent names the agents through which the backend is reached.
+	ViaAgent   *string   `hcl:"via_agent"`
+	ViaAgentAt hcl.Range `hcl:"via_agent,attr_value_range"`
 }
 
 type healthCheckBlock struct {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"time"
@@ -35,6 +36,30 @@ type Config struct {
 	// everything but /healthz and /readyz; the zero value requires none.
 	// Read at start, not on reload.
 	AdminAuth AdminAuth
+	// AgentListener, if set, accepts agents (ftpsgate agent) that carry
+	// the connections of via_agent backends. Its address is read at
+	// start; its names and certificates on reload too.
+	AgentListener *AgentListener
+}
+
+// AgentListener is where agents connect: mutual TLS, the agent's
+// certificate verified against ClientCAs and its name (the subject's
+// common name or a DNS name) one of AllowedNames.
+type AgentListener struct {
+	// Address is the host:port to listen on.
+	Address string
+	// Certificate is the edge's own key pair, which agents verify
+	// against their ca_file.
+	Certificate       *tls.Certificate
+	CertFile, KeyFile string
+	// ClientCAs are the CAs that sign agents' certificates (client_ca_file):
+	// pinned, never the system roots.
+	ClientCAs *x509.CertPool
+	// AllowedNames are the agents' names accepted. An agent whose
+	// certificate carries none of them is refused at its handshake;
+	// removing a name on reload drops its connections (a stolen
+	// certificate is revoked so).
+	AllowedNames []string
 }
 
 // AdminAuth is the admin listener's authentication, in the two forms
@@ -316,6 +341,13 @@ type Backend struct {
 	// Limits shield the backend's servers from bursts: sessions and
 	// connection setups at once, a queue for logins past them, retries.
 	Limits BackendLimits
+	// ViaAgent, if not empty, is the name of the agents (ftpsgate agent)
+	// through which the backend is reached: its control and data
+	// connections (and health checks) are streams through one of them,
+	// never dialled from the edge, so that nothing connects from the DMZ
+	// into the internal network. Data toward it is passive. "" (the
+	// default): dialled.
+	ViaAgent string
 }
 
 // BackendLimits pace and bound the connections to each server of a

@@ -19,7 +19,7 @@ import (
 )
 
 // Certs is a test CA and a server certificate it signed, for "localhost",
-// 127.0.0.1 and ::1, written as PEM files.
+// 127.0.0.1 to 127.0.0.4 and ::1, written as PEM files.
 type Certs struct {
 	CAFile   string // the CA certificate, for clients to trust
 	CertFile string // the server certificate
@@ -78,11 +78,14 @@ func NewCerts(t testing.TB, kt KeyType) *Certs {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "localhost"},
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// 127.0.0.2 to .4 too: tests that put the proxy, an agent and
+		// a server on addresses of their own.
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3),
+			net.IPv4(127, 0, 0, 4), net.IPv6loopback},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
 	if err != nil {

@@ -1,0 +1,322 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ftpsgate/ftpsgate/agent"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+)
+
+// The addresses of the DMZ test: the edge (the proxy), the agent and the
+// FTP server each on its own loopback address.
+const (
+	edgeHost   = "127.0.0.2"
+	agentHost  = "127.0.0.3"
+	serverHost = "127.0.0.4"
+)
+
+// dialGuard records every connection the edge dials itself, and refuses
+// those to the FTP server's host: a via_agent backend must be reached
+// through the agent only.
+type dialGuard struct {
+	mu     sync.Mutex
+	dialed []string
+}
+
+func (g *dialGuard) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	g.mu.Lock()
+	g.dialed = append(g.dialed, address)
+	g.mu.Unlock()
+	if strings.HasPrefix(address, serverHost+":") {
+		return nil, fmt.Errorf("dial guard: the edge dialled the FTP server at %s", address)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
+}
+
+func (g *dialGuard) check(t *testing.T) {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, a := range g.dialed {
+		if strings.HasPrefix(a, serverHost+":") {
+			t.Fatalf("the edge dialled the FTP server itself: %v", g.dialed)
+		}
+	}
+}
+
+// agentSetup is a DMZ on loopback: vsftpd on serverHost with its passive
+// range, an edge on edgeHost whose backend is reached via_agent "dc1",
+// and what an agent on agentHost needs to connect.
+type agentSetup struct {
+	be    *ftptest.Server
+	g     *gate
+	guard *dialGuard
+	certs *ftptest.Certs // the agent listener's certificate and the agents' CA
+	// targets are the agent's allow_targets: the control port and the
+	// passive range.
+	targets []string
+}
+
+func newAgentSetup(t *testing.T) *agentSetup {
+	t.Helper()
+	first, last := ftptest.FreePortRange(t, 20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Host: serverHost,
+		Extra: []string{fmt.Sprintf("pasv_min_port=%d", first), fmt.Sprintf("pasv_max_port=%d", last)}})
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	guard := &dialGuard{}
+	g := startGate(t, be.Addr, gateOptions{
+		listen:      edgeHost + ":0",
+		backend:     "tls = \"none\"\n  via_agent = \"dc1\"",
+		dialBackend: guard.dial,
+		extra: fmt.Sprintf(`agent_listener {
+  address        = "%s:0"
+  cert_file      = %q
+  key_file       = %q
+  client_ca_file = %q
+  allowed_names  = ["dc1"]
+}`, edgeHost, certs.CertFile, certs.KeyFile, certs.CAFile),
+	})
+	return &agentSetup{be: be, g: g, guard: guard, certs: certs,
+		targets: []string{be.Addr, fmt.Sprintf("%s:%d-%d", serverHost, first, last)}}
+}
+
+// startAgent starts an agent on agentHost named name, with allow_targets
+// targets, and waits until the edge counts its connections.
+func (s *agentSetup) startAgent(t *testing.T, name string, targets []string) *agent.Agent {
+	t.Helper()
+	before := s.g.srv.AgentsConnected(name)
+	a := s.startAgentNoWait(t, name, targets)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.g.srv.AgentsConnected(name) < before+a.Sessions() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge counts %d connections of agent %q", s.g.srv.AgentsConnected(name), name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return a
+}
+
+// startAgentNoWait starts an agent as startAgent does, and returns at once.
+func (s *agentSetup) startAgentNoWait(t *testing.T, name string, targets []string) *agent.Agent {
+	t.Helper()
+	certFile, keyFile := s.certs.ClientCert(t, name)
+	q := make([]string, len(targets))
+	for i, tg := range targets {
+		q[i] = fmt.Sprintf("%q", tg)
+	}
+	src := fmt.Sprintf(`edge = %q
+server_name = "localhost"
+ca_file = %q
+cert_file = %q
+key_file = %q
+sessions = 2
+allow_targets = [%s]
+`, s.g.srv.AgentAddr().String(), s.certs.CAFile, certFile, keyFile, strings.Join(q, ", "))
+	cfg, diags := agent.Parse([]byte(src), "agent.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
+	a := agent.New(cfg, agent.Options{
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
+		DialEdge: d.DialContext, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+	})
+	done := make(chan struct{})
+	go func() { a.Run(); close(done) }()
+	t.Cleanup(func() { a.Close(); <-done })
+	return a
+}
+
+// TestAgentFullSession: through the agent, curl (EPSV) and ftplib (PASV)
+// list, upload and download 64 MiB, sha256-compared, and a Go client
+// aborts a download with ABOR; the edge never connects to the FTP server
+// itself.
+func TestAgentFullSession(t *testing.T) {
+	s := newAgentSetup(t)
+	s.startAgent(t, "dc1", s.targets)
+	be, g := s.be, s.g
+	dir := t.TempDir()
+	local := filepath.Join(dir, "up.bin")
+	sum := ftptest.RandomFile(t, local, 64<<20)
+
+	// curl: EPSV.
+	url := ftpURL("ftp", be.User, be.Password, g.explicit, "curl.bin")
+	args := []string{"--ssl-reqd", "--cacert", g.certs.CAFile}
+	ftptest.Curl(t, append(args, "-T", local, url)...)
+	out := filepath.Join(dir, "curl.down")
+	ftptest.Curl(t, append(args, "-o", out, url)...)
+	if ftptest.FileSHA256(t, out) != sum || ftptest.FileSHA256(t, filepath.Join(be.Root, "curl.bin")) != sum {
+		t.Fatal("curl: files differ")
+	}
+	if ls := ftptest.Curl(t, append(args, ftpURL("ftp", be.User, be.Password, g.explicit, "")+"/")...); !strings.Contains(ls, "curl.bin") {
+		t.Fatalf("curl LIST: %q", ls)
+	}
+	// ftplib: PASV.
+	res := ftptest.Python(t, ftptest.PythonSpec{
+		Host: edgeHost, Port: port(t, g.explicit), CAFile: g.certs.CAFile, User: be.User, Password: be.Password,
+		Steps: []ftptest.PythonStep{
+			{Op: "upload", Local: local, Remote: "py.bin"},
+			{Op: "download", Remote: "py.bin"},
+			{Op: "list"},
+		},
+	})
+	if res.Steps[1].SHA256 != sum || !strings.Contains(strings.Join(res.Steps[2].Lines, "\n"), "py.bin") {
+		t.Fatalf("ftplib: %+v", res.Steps)
+	}
+	if ftptest.FileSHA256(t, filepath.Join(be.Root, "py.bin")) != sum {
+		t.Fatal("ftplib: the stored file differs")
+	}
+	// ABOR in the middle of a download: 426, then 226, and the session
+	// goes on.
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR py.bin")
+	if _, err := io.ReadFull(d, make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	c.Send("ABOR")
+	c.Expect(426)
+	c.Expect(226)
+	d = c.DialData(c.EPSV())
+	c.Cmd(150, "LIST")
+	if ls := string(ftptest.ReadAll(t, d)); !strings.Contains(ls, "py.bin") {
+		t.Fatalf("LIST after ABOR: %q", ls)
+	}
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+	s.guard.check(t)
+}
+
+// TestAgentLossAndReturn: killing the agent in the middle of a download
+// gives the client a clear error, not a short file taken for whole; with
+// no agent connected a login gets "421 Service not available: no agent
+// connected"; a new agent restores service without restarting the edge.
+func TestAgentLossAndReturn(t *testing.T) {
+	s := newAgentSetup(t)
+	a := s.startAgent(t, "dc1", s.targets)
+	be, g := s.be, s.g
+	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
+
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR big.bin")
+	if _, err := io.ReadFull(d, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // the agent goes away mid-transfer
+	got, _ := io.ReadAll(d)
+	if len(got)+1<<20 >= 64<<20 {
+		t.Fatalf("the whole file arrived (%d bytes) though the agent went away", len(got)+1<<20)
+	}
+	code, msg, err := c.ReadErr()
+	if err == nil && (code < 400 || code >= 500) {
+		t.Fatalf("after the agent went away: %d %s, want a 4xx error", code, msg)
+	}
+	t.Logf("client told: %d %s (%v)", code, msg, err)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for g.srv.AgentsConnected("dc1") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge still counts the agent's connections")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc := ftptest.DialFrom(t, "", g.explicit)
+	nc.AuthTLS(g.certs.ClientConfig())
+	if msg := nc.Cmd(421, "USER %s", be.User); !strings.Contains(msg, "Service not available: no agent connected") {
+		t.Fatalf("with no agent: 421 %q", msg)
+	}
+	if n := g.logs.FilterMessage("backend dial failed").Len(); n == 0 {
+		t.Fatal("no log line for the failed connection")
+	}
+
+	// A new agent: service again, same edge.
+	s.startAgent(t, "dc1", s.targets)
+	res := ftptest.Python(t, ftptest.PythonSpec{
+		Host: edgeHost, Port: port(t, g.explicit), CAFile: g.certs.CAFile, User: be.User, Password: be.Password,
+		Steps: []ftptest.PythonStep{{Op: "download", Remote: "big.bin"}},
+	})
+	if res.Steps[0].SHA256 != sum {
+		t.Fatalf("after the agent came back: %+v", res.Steps)
+	}
+	s.guard.check(t)
+}
+
+// TestAgentRefusesTheEdge: an agent whose allow_targets leave out the
+// passive range refuses the edge's data connections: the client gets a
+// 425, never a connection elsewhere; and an agent of a name the edge does
+// not allow is refused at its handshake.
+func TestAgentRefusesTheEdge(t *testing.T) {
+	s := newAgentSetup(t)
+	a := s.startAgent(t, "dc1", s.targets[:1]) // the control port only
+	be, g := s.be, s.g
+	c := g.login(t, be.User, be.Password)
+	c.EPSV()
+	c.Cmd(425, "LIST")
+	if a.Stats().Refused == 0 {
+		t.Fatal("the agent counted no refusal")
+	}
+	c.Cmd(221, "QUIT")
+	s.guard.check(t)
+
+	// An agent whose certificate names another agent is refused at its
+	// handshake, and never counted.
+	other := s.startAgentNoWait(t, "intruder", s.targets)
+	deadline := time.Now().Add(30 * time.Second)
+	for g.logs.FilterMessage("agent refused at its TLS handshake").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no refused handshake logged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g.srv.AgentsConnected("intruder") != 0 || other.Stats().Connected != 0 {
+		t.Fatal("an agent whose name is not allowed is connected")
+	}
+}
+
+// TestAgentRevokedByReload: a reload whose allowed_names no longer list
+// an agent's name closes its connections (a stolen certificate is revoked
+// so), and refuses it when it comes back.
+func TestAgentRevokedByReload(t *testing.T) {
+	s := newAgentSetup(t)
+	s.startAgent(t, "dc1", s.targets)
+	g := s.g
+	src := strings.Replace(g.src, `allowed_names  = ["dc1"]`, `allowed_names  = ["dc2"]`, 1)
+	src = strings.Replace(src, `via_agent = "dc1"`, `via_agent = "dc2"`, 1)
+	cfg, diags := config.Parse([]byte(src), "test.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if err := g.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if n := g.srv.AgentsConnected("dc1"); n != 0 {
+		t.Fatalf("%d connections of the revoked agent remain", n)
+	}
+	refused := g.logs.FilterMessage("agent refused at its TLS handshake").Len()
+	deadline := time.Now().Add(30 * time.Second)
+	for g.logs.FilterMessage("agent refused at its TLS handshake").Len() == refused {
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked agent did not come back, or was not refused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.srv.AgentsConnected("dc1"); n != 0 {
+		t.Fatalf("the revoked agent is connected again (%d)", n)
+	}
+}
