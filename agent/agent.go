@@ -279,7 +279,7 @@ func (a *Agent) handleStream(st *yamux.Stream, log *zap.Logger) {
 	}
 	st.SetDeadline(time.Time{})
 	log.Debug("stream opened")
-	relayStream(newConn(st, r, nil), c)
+	relayStream(newConn(st, r, nil), c, st.Session().CloseChan())
 }
 
 // reason is the refusal's text for the edge: the kind of failure, on one
@@ -298,7 +298,20 @@ func reason(err error) string {
 // relayStream copies between the edge's stream s and the target's TCP
 // connection c until both directions ended, carrying each end as it came:
 // a FIN as 'F' and back, a reset or failure as 'R' and back.
-func relayStream(s *Conn, c net.Conn) {
+//
+// When the session with the edge ends (gone, or the agent closing), the
+// target's connection is reset at once: nobody is left to carry it, and a
+// server blocked writing to it must not hold the agent.
+func relayStream(s *Conn, c net.Conn, sessionEnd <-chan struct{}) {
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-sessionEnd:
+			resetTCP(c)
+		case <-finished:
+		}
+	}()
 	done := make(chan struct{}, 2)
 	go func() { // the edge → the target
 		defer func() { done <- struct{}{} }()

@@ -398,3 +398,52 @@ func TestParseTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentCloseEndsTargets: when the agent stops (or loses the edge),
+// the connections it opened are reset at once, even a half-closed one
+// whose target is silent: nothing is left open on the internal network,
+// and Run returns.
+func TestAgentCloseEndsTargets(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	edge := startFakeEdge(t, certs)
+	target := listen(t, "127.0.0.1:0")
+	tap := netip.MustParseAddrPort(target.Addr().String())
+	a := agent.New(agentConfig(t, certs, edge.ln.Addr().String(), tap.String()), agent.Options{})
+	done := make(chan struct{})
+	go func() { a.Run(); close(done) }()
+	t.Cleanup(func() { a.Close(); <-done })
+	s := edge.next(t)
+	c, err := open(t, s, tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc, err := target.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	// The edge's direction ends (as after an upload); the target's stays
+	// open and silent.
+	c.CloseWrite()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the target read %v, want the edge's FIN", err)
+	}
+	a.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return while a target connection was open")
+	}
+	// The agent's end is gone: the target's writes fail.
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	var err2 error
+	for err2 == nil {
+		_, err2 = tc.Write([]byte("x"))
+		time.Sleep(time.Millisecond)
+	}
+	if !errors.Is(err2, syscall.ECONNRESET) && !errors.Is(err2, syscall.EPIPE) {
+		t.Fatalf("the target's write: %v, want a reset", err2)
+	}
+}
