@@ -320,3 +320,40 @@ func TestAgentRevokedByReload(t *testing.T) {
 		t.Fatalf("the revoked agent is connected again (%d)", n)
 	}
 }
+
+// TestAgentsShareAndFailOver: two agents of one name both carry sessions
+// (the edge opens each stream on the connection with fewest), and when
+// one goes away the other carries new sessions alone.
+func TestAgentsShareAndFailOver(t *testing.T) {
+	s := newAgentSetup(t)
+	a1 := s.startAgent(t, "dc1", s.targets)
+	a2 := s.startAgent(t, "dc1", s.targets)
+	be, g := s.be, s.g
+	var open []*ftptest.Conn
+	for range 4 {
+		open = append(open, g.login(t, be.User, be.Password))
+	}
+	if n1, n2 := a1.Stats().Streams, a2.Stats().Streams; n1 == 0 || n2 == 0 || n1+n2 != 4 {
+		t.Fatalf("streams per agent: %d and %d, want 4 shared by both", n1, n2)
+	}
+	for _, c := range open {
+		c.Cmd(221, "QUIT")
+	}
+	a1.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for g.srv.AgentsConnected("dc1") != a2.Sessions() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge counts %d connections", g.srv.AgentsConnected("dc1"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		c := g.login(t, be.User, be.Password)
+		d := c.DialData(c.EPSV())
+		c.Cmd(150, "LIST")
+		ftptest.ReadAll(t, d)
+		c.Expect(226)
+		c.Cmd(221, "QUIT")
+	}
+	s.guard.check(t)
+}
