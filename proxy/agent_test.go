@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -199,6 +201,30 @@ func TestAgentFullSession(t *testing.T) {
 	c.Expect(226)
 	c.Cmd(221, "QUIT")
 	s.guard.check(t)
+	m := agentMetrics(t, g)
+	if !strings.Contains(m, `ftpsgate_agent_connections{agent="dc1"} 2`) || !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="opened"}`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+// agentMetrics is the agent lines of the edge's /metrics.
+func agentMetrics(t *testing.T, g *gate) string {
+	t.Helper()
+	admin := httptest.NewServer(g.srv.AdminHandler())
+	defer admin.Close()
+	resp, err := http.Get(admin.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "ftpsgate_agent_") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // TestAgentLossAndReturn: killing the agent in the middle of a download
@@ -244,6 +270,10 @@ func TestAgentLossAndReturn(t *testing.T) {
 	if n := g.logs.FilterMessage("backend dial failed").Len(); n == 0 {
 		t.Fatal("no log line for the failed connection")
 	}
+	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_connections{agent="dc1"} 0`) ||
+		!strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="no_agent"}`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
 
 	// A new agent: service again, same edge.
 	s.startAgent(t, "dc1", s.targets)
@@ -286,6 +316,10 @@ func TestAgentRefusesTheEdge(t *testing.T) {
 	}
 	if g.srv.AgentsConnected("intruder") != 0 || other.Stats().Connected != 0 {
 		t.Fatal("an agent whose name is not allowed is connected")
+	}
+	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="refused"} 1`) ||
+		strings.Contains(m, "ftpsgate_agent_handshake_failures_total 0") {
+		t.Fatalf("metrics:\n%s", m)
 	}
 }
 

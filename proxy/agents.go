@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/ftpsgate/ftpsgate/agent"
@@ -47,6 +48,13 @@ type agentHub struct {
 	closed bool
 
 	wg sync.WaitGroup // the accept loop, handshakes, session watchers
+
+	// Metrics, by agent name (names come from allowed_names, so the label
+	// is bounded).
+	connections *prometheus.GaugeVec   // connections held now
+	admitted    *prometheus.CounterVec // connections admitted: their rate is the reconnect rate
+	refusedTLS  prometheus.Counter     // handshakes refused (unknown CA or name)
+	streams     *prometheus.CounterVec // streams asked for, by result
 }
 
 // agentSession is one connection of an agent.
@@ -57,8 +65,22 @@ type agentSession struct {
 	sess   *yamux.Session
 }
 
-func newAgentHub(log *zap.Logger) *agentHub {
-	return &agentHub{log: log.With(zap.String("component", "agents")), byName: map[string][]*agentSession{}}
+// newAgentHub returns a hub whose metrics are registered on reg.
+func newAgentHub(log *zap.Logger, reg prometheus.Registerer) *agentHub {
+	ns := "ftpsgate"
+	h := &agentHub{log: log.With(zap.String("component", "agents")), byName: map[string][]*agentSession{},
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "agent_connections",
+			Help: "Connections of outbound-only agents held now, by agent name."}, []string{"agent"}),
+		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "agent_connections_total",
+			Help: "Agent connections admitted, by agent name: after the first ones, reconnections."}, []string{"agent"}),
+		refusedTLS: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "agent_handshake_failures_total",
+			Help: "Agent connections refused at the TLS handshake (certificate, CA or name not allowed)."}),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "agent_streams_total",
+			Help: "Connections asked of agents, by agent name and result: opened, refused (by the agent), failed, no_agent."},
+			[]string{"agent", "result"}),
+	}
+	reg.MustRegister(h.connections, h.admitted, h.refusedTLS, h.streams)
+	return h
 }
 
 // start binds the agent listener of al and accepts agents.
@@ -149,6 +171,7 @@ func (h *agentHub) admit(c net.Conn) {
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
+		h.refusedTLS.Inc()
 		log.Warn("agent refused at its TLS handshake", zap.Error(err))
 		c.Close()
 		return
@@ -168,6 +191,8 @@ func (h *agentHub) admit(c net.Conn) {
 	}
 	h.byName[name] = append(h.byName[name], as)
 	n := len(h.byName[name])
+	h.connections.WithLabelValues(name).Set(float64(n))
+	h.admitted.WithLabelValues(name).Inc()
 	h.mu.Unlock()
 	log.Info("agent connected", zap.String("agent", name), zap.Int("connections", n))
 	<-sess.CloseChan()
@@ -179,6 +204,7 @@ func (h *agentHub) admit(c net.Conn) {
 func (h *agentHub) drop(as *agentSession) {
 	h.mu.Lock()
 	h.byName[as.name] = slices.DeleteFunc(h.byName[as.name], func(o *agentSession) bool { return o == as })
+	h.connections.WithLabelValues(as.name).Set(float64(len(h.byName[as.name])))
 	if len(h.byName[as.name]) == 0 {
 		delete(h.byName, as.name)
 	}
@@ -274,6 +300,7 @@ func (h *agentHub) dial(ctx context.Context, name, address string) (net.Conn, er
 		}
 		h.mu.Unlock()
 		if best == nil {
+			h.streams.WithLabelValues(name, "no_agent").Inc()
 			if len(tried) > 0 {
 				return nil, fmt.Errorf("%w: every connection of agent %q failed", errNoAgent, name)
 			}
@@ -290,12 +317,17 @@ func (h *agentHub) dial(ctx context.Context, name, address string) (net.Conn, er
 		c, err := agent.Open(st, target, timeout)
 		switch {
 		case err == nil:
+			h.streams.WithLabelValues(name, "opened").Inc()
 			return c, nil
 		case errors.Is(err, agent.ErrRefused):
+			h.streams.WithLabelValues(name, "refused").Inc()
+			h.log.Warn("the agent refused a connection", zap.String("agent", name), zap.String("agent_address", best.remote),
+				zap.Stringer("target", target), zap.Error(err))
 			return nil, fmt.Errorf("agent %q at %s: %w", name, best.remote, err)
 		case best.sess.IsClosed():
 			continue
 		default:
+			h.streams.WithLabelValues(name, "failed").Inc()
 			return nil, fmt.Errorf("agent %q at %s: %w", name, best.remote, err)
 		}
 	}

@@ -115,7 +115,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		s.log = zap.NewNop()
 	}
 	s.metrics = newMetrics(s)
-	s.agents = newAgentHub(s.log)
+	s.agents = newAgentHub(s.log, s.metrics.reg)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
 	if s.certEvery <= 0 {
