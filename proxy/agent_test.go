@@ -391,3 +391,34 @@ func TestAgentsShareAndFailOver(t *testing.T) {
 	}
 	s.guard.check(t)
 }
+
+// TestAgentTruncatedUpload: an upload cut on the client's side (a FIN
+// without TLS close_notify) fails with 426, and the edge's reset of the
+// backend leg crosses the agent as a reset: vsftpd records a failed
+// upload, never a complete one of the bytes that arrived.
+func TestAgentTruncatedUpload(t *testing.T) {
+	s := newAgentSetup(t)
+	s.startAgent(t, "dc1", s.targets)
+	be, g := s.be, s.g
+	content := randomBytes(t, 3000000)
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(cutClientData(t, c.EPSV(), 20))
+	c.Cmd(150, "STOR cut.bin")
+	d.WriteAll(t, content)
+	if msg := c.Expect(426); !strings.Contains(msg, "without TLS close_notify") {
+		t.Fatalf("426 text %q", msg)
+	}
+	c.Cmd(221, "QUIT")
+	deadline := time.Now().Add(30 * time.Second)
+	for serverLogCount(t, be, "FAIL UPLOAD", "cut.bin") == 0 && serverLogCount(t, be, "OK UPLOAD", "cut.bin") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("vsftpd logged no end of the upload")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := serverLogCount(t, be, "OK UPLOAD", "cut.bin"); n != 0 {
+		t.Fatal("vsftpd recorded the cut upload as complete")
+	}
+	s.guard.check(t)
+}
