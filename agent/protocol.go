@@ -264,6 +264,10 @@ func (c *Conn) Close() error {
 // LocalAddr is the stream's (the edge's end of the agent's connection).
 func (c *Conn) LocalAddr() net.Addr { return c.stream.LocalAddr() }
 
+// AgentAddr is the address of the agent at the other end of the stream
+// (its connection to the edge).
+func (c *Conn) AgentAddr() net.Addr { return c.stream.RemoteAddr() }
+
 // RemoteAddr is the target the agent connected to.
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 

@@ -201,6 +201,16 @@ func TestAgentFullSession(t *testing.T) {
 	c.Expect(226)
 	c.Cmd(221, "QUIT")
 	s.guard.check(t)
+	// The audit names the agent that carried each session.
+	logins := g.eventsOf(t, "login")
+	if len(logins) == 0 {
+		t.Fatal("no login event")
+	}
+	for _, e := range logins {
+		if e["agent"] != "dc1" || !strings.HasPrefix(fmt.Sprint(e["agent_address"]), agentHost+":") {
+			t.Fatalf("login event %v does not name the agent", e)
+		}
+	}
 	m := agentMetrics(t, g)
 	if !strings.Contains(m, `ftpsgate_agent_connections{agent="dc1"} 2`) || !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="opened"}`) {
 		t.Fatalf("metrics:\n%s", m)

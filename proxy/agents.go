@@ -332,3 +332,12 @@ func (h *agentHub) dial(ctx context.Context, name, address string) (net.Conn, er
 		}
 	}
 }
+
+// agent names the agent that carries b's control connection, and its
+// address, or "" for a connection the proxy dialled.
+func (b *backendConn) agent() (name, addr string) {
+	if ac, ok := b.raw.(*agent.Conn); ok {
+		return b.cfg.ViaAgent, ac.AgentAddr().String()
+	}
+	return "", ""
+}
