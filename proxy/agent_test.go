@@ -432,3 +432,32 @@ func TestAgentTruncatedUpload(t *testing.T) {
 	}
 	s.guard.check(t)
 }
+
+// TestAgentListenerReloadRefused: a reload that adds, removes or moves
+// the agent listener (bound at start only) is refused as a whole, and the
+// running configuration keeps serving its agents.
+func TestAgentListenerReloadRefused(t *testing.T) {
+	s := newAgentSetup(t)
+	s.startAgent(t, "dc1", s.targets)
+	g := s.g
+	moved := strings.Replace(g.src, fmt.Sprintf(`address        = "%s:0"`, edgeHost), `address        = "127.0.0.5:0"`, 1)
+	removed := strings.Replace(g.src, `via_agent = "dc1"`, "", 1)
+	removed = removed[:strings.Index(removed, "agent_listener {")]
+	for name, src := range map[string]string{"moved": moved, "removed": removed} {
+		if src == g.src {
+			t.Fatalf("%s: edit changed nothing", name)
+		}
+		cfg, diags := config.Parse([]byte(src), "test.hcl")
+		if diags.HasErrors() {
+			t.Fatalf("%s: %s", name, diags.Error())
+		}
+		if err := g.srv.Reload(cfg); err == nil || !strings.Contains(err.Error(), "agent_listener") {
+			t.Fatalf("%s: reload %v, want a refusal naming agent_listener", name, err)
+		}
+	}
+	if n := g.srv.AgentsConnected("dc1"); n != 2 {
+		t.Fatalf("%d agent connections after the refused reloads", n)
+	}
+	c := g.login(t, s.be.User, s.be.Password)
+	c.Cmd(221, "QUIT")
+}

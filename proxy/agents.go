@@ -225,13 +225,7 @@ func (h *agentHub) connected(name string) int {
 // address is read at start only.
 func (h *agentHub) update(al *config.AgentListener) {
 	if al == nil || h.conf.Load() == nil {
-		if al != nil || h.conf.Load() != nil {
-			h.log.Warn("agent_listener added or removed by reload: it takes effect at restart")
-		}
-		return
-	}
-	if al.Address != h.conf.Load().Address {
-		h.log.Warn("agent_listener address changed by reload: it takes effect at restart", zap.String("address", al.Address))
+		return // checkReload refused a change
 	}
 	h.conf.Store(al)
 	h.mu.Lock()
@@ -246,6 +240,22 @@ func (h *agentHub) update(al *config.AgentListener) {
 		h.log.Warn("agent name no longer allowed; its connection is closed", zap.String("agent", as.name), zap.String("agent_address", as.remote))
 		h.drop(as)
 	}
+}
+
+// checkReload refuses a configuration that adds, removes or moves the
+// agent listener: its socket is bound at start only, and a via_agent
+// backend whose agents cannot connect would fail every session.
+func (h *agentHub) checkReload(al *config.AgentListener) error {
+	cur := h.conf.Load()
+	switch {
+	case cur == nil && al != nil:
+		return errors.New("agent_listener added: it is bound at start only; restart to add it")
+	case cur != nil && al == nil:
+		return errors.New("agent_listener removed: restart to remove it")
+	case cur != nil && al.Address != cur.Address:
+		return fmt.Errorf("agent_listener address changed from %s to %s: it is bound at start only; restart to move it", cur.Address, al.Address)
+	}
+	return nil
 }
 
 // close closes the listener and every agent connection, and waits for the

@@ -159,6 +159,7 @@ func (s *Server) Start() error {
 		for _, fl := range fls {
 			fl.ln.Close()
 		}
+		s.agents.close()
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
@@ -212,6 +213,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	defer func() { s.metrics.reloaded(err) }()
 	if err := s.checkConfig(cfg); err != nil {
 		return err
+	}
+	if err := s.agents.checkReload(cfg.AgentListener); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
