@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -353,6 +355,7 @@ allow_targets = ["10.0.0.5:21", "10.0.0.5:40000-40100"]
 		{"no targets", `["10.0.0.5:21", "10.0.0.5:40000-40100"]`, `[]`, 5, "Invalid allow_targets"},
 		{"sessions", "allow_targets", "sessions = 0\nallow_targets", 5, "Invalid sessions"},
 		{"duration", "allow_targets", "dial_timeout = \"soon\"\nallow_targets", 5, "Invalid duration"},
+		{"health address", "allow_targets", "health_address = \"9101\"\nallow_targets", 5, "Invalid health_address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := strings.Replace(base, tc.old, tc.new, 1)
@@ -445,5 +448,49 @@ func TestAgentCloseEndsTargets(t *testing.T) {
 	}
 	if !errors.Is(err2, syscall.ECONNRESET) && !errors.Is(err2, syscall.EPIPE) {
 		t.Fatalf("the target's write: %v, want a reset", err2)
+	}
+}
+
+// TestAgentHealth: /healthz is 503 until the agent is connected to the
+// edge, then 200; /metrics counts its sessions and refusals.
+func TestAgentHealth(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	edge := startFakeEdge(t, certs)
+	cfg := agentConfig(t, certs, edge.ln.Addr().String(), "127.0.0.1:2121")
+	a := agent.New(cfg, agent.Options{})
+	hs := httptest.NewServer(a.Handler())
+	defer hs.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz before connecting: %d", code)
+	}
+	done := make(chan struct{})
+	go func() { a.Run(); close(done) }()
+	t.Cleanup(func() { a.Close(); <-done })
+	s := edge.next(t)
+	if _, err := open(t, s, netip.MustParseAddrPort("127.0.0.1:22")); !errors.Is(err, agent.ErrRefused) {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for a.Stats().Connected == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz connected: %d", code)
+	}
+	_, m := get("/metrics")
+	if !strings.Contains(m, "ftpsgate_agent_sessions_connected 1") || !strings.Contains(m, "ftpsgate_agent_streams_refused_total 1") {
+		t.Fatalf("metrics:\n%s", m)
 	}
 }

@@ -39,6 +39,9 @@ type Config struct {
 	// HandshakeTimeout bounds the TCP connection and TLS handshake with
 	// the edge.
 	HandshakeTimeout time.Duration
+	// HealthAddress, if not empty, is the host:port of an HTTP listener
+	// with /healthz and /metrics (Agent.Handler); "" (the default): none.
+	HealthAddress string
 }
 
 // Target is an address and a range of ports the agent may connect to.
@@ -124,6 +127,8 @@ type fileSchema struct {
 	DialTimeoutAt      hcl.Range `hcl:"dial_timeout,attr_value_range"`
 	HandshakeTimeout   *string   `hcl:"handshake_timeout"`
 	HandshakeTimeoutAt hcl.Range `hcl:"handshake_timeout,attr_value_range"`
+	HealthAddress      *string   `hcl:"health_address"`
+	HealthAddressAt    hcl.Range `hcl:"health_address,attr_value_range"`
 }
 
 // Load reads and checks the agent configuration at path; on any problem
@@ -210,6 +215,12 @@ func Parse(src []byte, filename string) (*Config, hcl.Diagnostics) {
 			return
 		}
 		*dst = d
+	}
+	if fs.HealthAddress != nil {
+		if _, _, err := net.SplitHostPort(*fs.HealthAddress); err != nil {
+			errorf(fs.HealthAddressAt, "Invalid health_address", "health_address must be host:port, not %q.", *fs.HealthAddress)
+		}
+		cfg.HealthAddress = *fs.HealthAddress
 	}
 	duration(fs.DialTimeoutAt, "dial_timeout", fs.DialTimeout, &cfg.DialTimeout)
 	duration(fs.HandshakeTimeoutAt, "handshake_timeout", fs.HandshakeTimeout, &cfg.HandshakeTimeout)

@@ -28,3 +28,7 @@ allow_targets = ["10.0.0.5:21", "10.0.0.5:40000-40100"]
 # with the edge.
 # dial_timeout      = "10s"
 # handshake_timeout = "10s"
+# An HTTP listener with /healthz (200 while connected to the edge, else 503)
+# and /metrics (sessions, reconnects, streams, refusals). No credentials:
+# keep it on loopback or a management network. Default: none.
+# health_address = "127.0.0.1:9101"

@@ -4,9 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -48,6 +51,16 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	a := agent.New(cfg, agent.Options{Logger: log})
+	if cfg.HealthAddress != "" {
+		ln, err := net.Listen("tcp", cfg.HealthAddress)
+		if err != nil {
+			log.Error("cannot listen on health_address", zap.Error(err))
+			return 1
+		}
+		hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(ln)
+		defer hs.Close()
+	}
 	done := make(chan struct{})
 	go func() {
 		a.Run()
