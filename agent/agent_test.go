@@ -494,3 +494,38 @@ func TestAgentHealth(t *testing.T) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 }
+
+// TestConnCloseEndsRead: Close ends a Read waiting on the stream at once,
+// as closing a TCP connection does, even when the far end stays silent
+// (a yamux Close alone only half-closes).
+func TestConnCloseEndsRead(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	edge := startFakeEdge(t, certs)
+	target := listen(t, "127.0.0.1:0")
+	tap := netip.MustParseAddrPort(target.Addr().String())
+	startAgent(t, agentConfig(t, certs, edge.ln.Addr().String(), tap.String()), nil)
+	c, err := open(t, edge.next(t), tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := target.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close() // silent, open
+	read := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the Read block (it fails either way if it did not)
+	c.Close()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("Read returned data")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still waiting after Close")
+	}
+}

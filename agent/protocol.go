@@ -249,6 +249,7 @@ func (c *Conn) CloseWrite() error { return c.end(frameFIN) }
 func (c *Conn) Reset() error {
 	c.stream.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	err := c.end(frameReset)
+	c.stream.SetReadDeadline(time.Now()) // a yamux Close leaves reads waiting for the peer
 	c.stream.Close()
 	return err
 }
@@ -258,6 +259,9 @@ func (c *Conn) Reset() error {
 func (c *Conn) Close() error {
 	c.stream.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.end(frameFIN)
+	// A yamux Close is a half-close: a pending Read would wait for the
+	// peer's end. As with TCP, Close ends it now.
+	c.stream.SetReadDeadline(time.Now())
 	return c.stream.Close()
 }
 
