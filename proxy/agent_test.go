@@ -211,6 +211,22 @@ func TestAgentFullSession(t *testing.T) {
 			t.Fatalf("login event %v does not name the agent", e)
 		}
 	}
+	// The status page lists the agent's two connections.
+	st := g.srv.Status()
+	if len(st.Agents) != 2 || st.Agents[0].Agent != "dc1" || !strings.HasPrefix(st.Agents[0].Address, agentHost+":") {
+		t.Fatalf("status agents %+v", st.Agents)
+	}
+	admin := httptest.NewServer(g.srv.AdminHandler())
+	resp, err := http.Get(admin.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	admin.Close()
+	if !strings.Contains(string(page), `<tr class="agent" data-agent="dc1">`) {
+		t.Fatalf("the status page shows no agent:\n%s", page)
+	}
 	m := agentMetrics(t, g)
 	if !strings.Contains(m, `ftpsgate_agent_connections{agent="dc1"} 2`) || !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="opened"}`) {
 		t.Fatalf("metrics:\n%s", m)

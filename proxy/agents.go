@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -350,4 +351,26 @@ func (b *backendConn) agent() (name, addr string) {
 		return b.cfg.ViaAgent, ac.AgentAddr().String()
 	}
 	return "", ""
+}
+
+// AgentStatus is one connection of an agent, for the status page.
+type AgentStatus struct {
+	Agent   string    `json:"agent"`
+	Address string    `json:"address"`
+	Since   time.Time `json:"since"`
+	Streams int       `json:"streams"`
+}
+
+// status lists the agents' connections, by name and age.
+func (h *agentHub) status() []AgentStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []AgentStatus
+	for _, ss := range h.byName {
+		for _, as := range ss {
+			out = append(out, AgentStatus{Agent: as.name, Address: as.remote, Since: as.since, Streams: as.sess.NumStreams()})
+		}
+	}
+	slices.SortFunc(out, func(a, b AgentStatus) int { return cmp.Or(cmp.Compare(a.Agent, b.Agent), a.Since.Compare(b.Since)) })
+	return out
 }
