@@ -48,6 +48,10 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 		need(l.CertFile, 4, "read")
 		need(l.KeyFile, 4, "read")
 	}
+	if al := cfg.AgentListener; al != nil {
+		need(al.CertFile, 4, "read")
+		need(al.KeyFile, 4, "read")
+	}
 	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
 		if f == "" || f == "-" {
 			continue
