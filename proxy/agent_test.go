@@ -477,3 +477,44 @@ func TestAgentListenerReloadRefused(t *testing.T) {
 	c := g.login(t, s.be.User, s.be.Password)
 	c.Cmd(221, "QUIT")
 }
+
+// TestAgentHandshakeFlood: connections to the agent listener that never
+// finish a handshake hold at most maxAgentHandshakes (64) slots; one more
+// is closed at once and logged, and once they go, an agent connects.
+func TestAgentHandshakeFlood(t *testing.T) {
+	s := newAgentSetup(t)
+	g := s.g
+	addr := g.srv.AgentAddr().String()
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range 64 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// The 65th (or, while the accept loop catches up, a later one) is
+	// closed without a handshake.
+	deadline := time.Now().Add(30 * time.Second)
+	for g.logs.FilterMessage("too many agent handshakes at once; connection closed").Len() == 0 {
+		if time.Now().After(deadline) || len(idle) > 2000 {
+			t.Fatalf("no connection refused past the bound after %d", len(idle))
+		}
+		time.Sleep(5 * time.Millisecond) // pacing while the loop polls the log, not a readiness check
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+	s.startAgent(t, "dc1", s.targets)
+}

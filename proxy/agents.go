@@ -30,6 +30,12 @@ var errNoAgent = errors.New("no agent connected")
 // listener.
 const agentHandshakeTimeout = 10 * time.Second
 
+// maxAgentHandshakes bounds the handshakes running at once on the agent
+// listener: a connection past it is closed at once, so that a flood of
+// connections that never finish their handshake holds at most this many
+// goroutines and descriptors. Agents retry with backoff.
+const maxAgentHandshakes = 64
+
 // An agentHub is the edge's side of the outbound-only agents: it accepts
 // them on the agent listener (mutual TLS, the agent's name checked against
 // allowed_names), keeps each one's yamux session, and opens streams
@@ -49,6 +55,8 @@ type agentHub struct {
 	closed bool
 
 	wg sync.WaitGroup // the accept loop, handshakes, session watchers
+	// handshakes holds a token per handshake running (maxAgentHandshakes).
+	handshakes chan struct{}
 
 	// Metrics, by agent name (names come from allowed_names, so the label
 	// is bounded).
@@ -70,6 +78,7 @@ type agentSession struct {
 func newAgentHub(log *zap.Logger, reg prometheus.Registerer) *agentHub {
 	ns := "ftpsgate"
 	h := &agentHub{log: log.With(zap.String("component", "agents")), byName: map[string][]*agentSession{},
+		handshakes: make(chan struct{}, maxAgentHandshakes),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "agent_connections",
 			Help: "Connections of outbound-only agents held now, by agent name."}, []string{"agent"}),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "agent_connections_total",
@@ -158,6 +167,15 @@ func (h *agentHub) acceptAgents(ln net.Listener) {
 			}
 			return
 		}
+		select {
+		case h.handshakes <- struct{}{}:
+		default:
+			h.refusedTLS.Inc()
+			h.log.Warn("too many agent handshakes at once; connection closed", zap.Stringer("agent_address", c.RemoteAddr()),
+				zap.Int("running", maxAgentHandshakes))
+			c.Close()
+			continue
+		}
 		h.wg.Add(1)
 		go h.admit(c)
 	}
@@ -171,6 +189,7 @@ func (h *agentHub) admit(c net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), agentHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	<-h.handshakes
 	if err != nil {
 		h.refusedTLS.Inc()
 		log.Warn("agent refused at its TLS handshake", zap.Error(err))
