@@ -41,6 +41,13 @@ listener "ftps" {
   # The address advertised in 227 replies when clients reach the proxy
   # through NAT. Default: the address the client connected to.
   public_address = "203.0.113.10"
+  # Another address for 227 replies to clients of some networks: internal
+  # clients reach the proxy at its internal address, not through hairpin
+  # NAT. The first element whose networks hold the client's address wins,
+  # otherwise public_address. EPSV replies carry no address.
+  # passive_address_overrides = [
+  #   { networks = ["10.0.0.0/8", "192.168.0.0/16"], address = "10.1.2.3" },
+  # ]
   # Where sessions go (see the backend blocks).
   backend = "legacy"
   # Text of the proxy's 220 greeting.
@@ -161,6 +168,12 @@ backend "legacy" {
   # what the client's TLS was.
   # proxy_protocol      = "none"
   # proxy_protocol_tlvs = false
+  # Reach this backend through the outbound-only agents of this name
+  # (ftpsgate agent, inside; see agent_listener below and configs/agent.hcl):
+  # control and data connections are streams the agent opens, and this
+  # proxy never connects into the internal network. Needs an IP address
+  # above (the agent resolves no names) and data_mode = "passive".
+  # via_agent = "dc1"
 }
 
 policy {
@@ -355,3 +368,17 @@ bans {
   # Never banned: your office, your monitoring.
   safelist = []
 }
+
+# Outbound-only agents (README: "In a DMZ"): an agent inside dials this
+# listener over mutual TLS and carries the connections of via_agent
+# backends; nothing connects from the DMZ inward. The address is read at
+# start; names and certificates on reload, and a name removed from
+# allowed_names drops its agents' connections (revoking a stolen
+# certificate).
+# agent_listener {
+#   address        = "0.0.0.0:7443"
+#   cert_file      = "/etc/ftpsgate/edge.crt"     # the agents check it against their ca_file
+#   key_file       = "/etc/ftpsgate/edge.key"
+#   client_ca_file = "/etc/ftpsgate/agents-ca.pem" # signs the agents' certificates; pinned
+#   allowed_names  = ["dc1"]                       # the agents' certificate names (CN or DNS)
+# }

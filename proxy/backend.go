@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftpsgate/ftpsgate/agent"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -182,6 +183,10 @@ const (
 	backendClosed      = "the FTP server closed the connection before its greeting"
 	backendSilent      = "the FTP server did not answer"
 	backendRefusedTLS  = "TLS with the FTP server failed"
+	// A via_agent backend: no agent of its name is connected, or the
+	// agent refused (allow_targets) or failed the connection.
+	backendNoAgent      = "no agent connected"
+	backendAgentRefused = "the agent could not connect to the FTP server"
 )
 
 // Why a connection to a backend server failed (backendError.cause, the
@@ -194,6 +199,10 @@ const (
 	causeTimeout = "timeout" // no connection, greeting or reply in time
 	causeTLS     = "tls"     // TLS toward an FTPS backend failed
 	causeOther   = "other"
+	// causeNoAgent: no agent of a via_agent backend is connected;
+	// causeAgentRefused: the agent refused or failed the connection.
+	causeNoAgent      = "no_agent"
+	causeAgentRefused = "agent_refused"
 	// causeQueue: the login waited in the backend's queue past
 	// queue_timeout; no server was tried.
 	causeQueue = "queue_timeout"
@@ -202,6 +211,10 @@ const (
 // failureCause classifies a connection's error.
 func failureCause(err error) string {
 	switch {
+	case errors.Is(err, errNoAgent):
+		return causeNoAgent
+	case errors.Is(err, agent.ErrRefused):
+		return causeAgentRefused
 	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
 		return causeTimeout
 	case errors.Is(err, syscall.ECONNREFUSED):

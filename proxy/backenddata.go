@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ftpsgate/ftpsgate/agent"
 	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/rewrite"
 )
@@ -21,6 +22,19 @@ import (
 // listener for an active one), completed by the transfer goroutine
 // (connectData).
 
+// legConn is a backend data connection: TCP, or a stream through an agent
+// (agent.Conn), which carries a half-close and a reset (resetLeg) to the
+// FTP server as TCP would.
+type legConn interface {
+	net.Conn
+	CloseWrite() error
+}
+
+var (
+	_ legConn = (*net.TCPConn)(nil)
+	_ legConn = (*agent.Conn)(nil)
+)
+
 // backendData is the backend leg of a transfer. In passive mode it is
 // connected when created; in active mode it holds the listener the backend
 // will connect to. The transfer goroutine completes it (connectData);
@@ -28,7 +42,7 @@ import (
 type backendData struct {
 	mu   sync.Mutex
 	ln   *net.TCPListener // active mode, until the backend connected
-	tcp  *net.TCPConn
+	tcp  legConn
 	conn net.Conn  // raw, or the *tls.Conn over it
 	tls  *tls.Conn // nil toward a plain backend
 	// raw is tcp as the relay and TLS see it: it measures progress and
@@ -80,7 +94,7 @@ func (d *backendDialer) openData(b *backendConn) (*backendData, error) {
 // control connection's session toward an FTPS backend. The handshake runs
 // in connectData. Like a client leg, it goes through an eofConn,
 // where the relay measures its progress.
-func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
+func (b *backendConn) newBackendData(c legConn) *backendData {
 	raw := &eofConn{Conn: c}
 	bd := &backendData{tcp: c, conn: raw, raw: raw}
 	if b.tlsConf != nil {
@@ -95,7 +109,7 @@ func (b *backendConn) newBackendData(c *net.TCPConn) *backendData {
 // address a 227 names is ignored: the data connection always goes to the
 // host of the control connection, so a backend cannot make the proxy
 // connect anywhere else (RFC 2577 §3, ProFTPD's IgnoreForeignAddress).
-func (d *backendDialer) openPassive(b *backendConn) (*net.TCPConn, error) {
+func (d *backendDialer) openPassive(b *backendConn) (legConn, error) {
 	t := d.timeouts
 	var port uint16
 	verb := "EPSV"
@@ -145,12 +159,12 @@ func (d *backendDialer) openPassive(b *backendConn) (*net.TCPConn, error) {
 	addr := netip.AddrPortFrom(b.remote.Addr(), port)
 	ctx, cancel := context.WithTimeout(context.Background(), t.BackendDial)
 	defer cancel()
-	c, err := d.dial(ctx, "tcp", addr.String())
+	c, err := d.dialTo(b.cfg)(ctx, "tcp", addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("backend data connection to %s: %w", addr, err)
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok { // a custom dialer must give TCP: legs are reset and half-closed
+	tc, ok := c.(legConn)
+	if !ok { // a custom dialer must give TCP (or a stream through an agent): legs are reset and half-closed
 		c.Close()
 		return nil, fmt.Errorf("backend data connection to %s: not a TCP connection", addr)
 	}

@@ -81,7 +81,9 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 	s.data.drop() // one pending data connection per session
 	var advertise netip.Addr
 	if cmd.Verb == "PASV" {
-		advertise = s.lcfg.PublicAddress
+		// passive_address_overrides by the client's address, else
+		// public_address, else the address the client reached.
+		advertise = s.lcfg.PassiveAddress(s.client.addr.Addr())
 		if !advertise.IsValid() {
 			advertise = local
 		}

@@ -226,7 +226,7 @@ func (d *backendDialer) connectServer(b *config.Backend, addr string) (*backendC
 	defer cancel()
 	dctx, dcancel := context.WithTimeout(ctx, t.BackendDial)
 	defer dcancel()
-	c, err := d.dial(dctx, "tcp", addr)
+	c, err := d.dialTo(b)(dctx, "tcp", addr)
 	if err != nil {
 		return nil, d.dialFailed(b, addr, err)
 	}
@@ -266,6 +266,15 @@ func (d *backendDialer) connectServer(b *config.Backend, addr string) (*backendC
 	return be, nil
 }
 
+// dialTo is how connections to b's servers are opened: through its
+// agents (via_agent), else by the session's dialer.
+func (d *backendDialer) dialTo(b *config.Backend) dialFunc {
+	if b.ViaAgent != "" {
+		return d.srv.dialFor(b)
+	}
+	return d.dial
+}
+
 // dialFailed logs and counts a failed dial of addr, a server of b, and
 // returns its *backendError.
 func (d *backendDialer) dialFailed(b *config.Backend, addr string, err error) error {
@@ -277,6 +286,10 @@ func (d *backendDialer) dialFailed(b *config.Backend, addr string, err error) er
 		what = backendRefused
 	case causeReset:
 		what = backendReset
+	case causeNoAgent:
+		what = backendNoAgent
+	case causeAgentRefused:
+		what = backendAgentRefused
 	}
 	return &backendError{backend: b.Name, what: what, cause: cause, err: err}
 }

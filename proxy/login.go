@@ -263,17 +263,25 @@ func (l *login) result(rep *rewrite.Reply) error {
 		s.bind.login(bindOwner{client: s.client.addr.Addr(), user: s.cfg.Policy.Key(l.user), backend: s.be.cfg.Name})
 		l.readOnly = s.cfg.Policy.ReadOnly(l.user)
 		s.setView(func(v *sessionView) { v.User = l.user })
-		s.log.Info("login", zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
+		agentName, agentAddr := s.be.agent()
+		fields := []zap.Field{zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
 			zap.String("route", l.route), zap.Bool("read_only", l.readOnly), zap.String("method", l.method()),
-			zap.String("backend_user", l.backendUser))
+			zap.String("backend_user", l.backendUser)}
+		if agentName != "" {
+			fields = append(fields, zap.String("agent", agentName), zap.String("agent_address", agentAddr))
+		}
+		s.log.Info("login", fields...)
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
 			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code,
-			Method: l.method(), BackendUser: l.backendUser, Client: s.client.addr.String()})
+			Method: l.method(), BackendUser: l.backendUser, Client: s.client.addr.String(),
+			Agent: agentName, AgentAddress: agentAddr})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues(l.method(), "failure").Inc()
 		l.uncount()
+		agentName, agentAddr := s.be.agent()
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: s.be.cfg.Name,
-			BackendAddress: s.be.remote.String(), Route: l.route, Code: rep.Code, Method: l.method(), Client: s.client.addr.String()})
+			BackendAddress: s.be.remote.String(), Route: l.route, Code: rep.Code, Method: l.method(), Client: s.client.addr.String(),
+			Agent: agentName, AgentAddress: agentAddr})
 		if hint := misconfiguration(rep); hint != "" {
 			// The backend refuses every login this way: no guess was
 			// wrong, so no ban counts it; the operator must act.

@@ -291,7 +291,7 @@ func (s *Server) setPools(cfg *config.Config) {
 	}
 	for _, b := range cfg.Backends {
 		p := newPool(b, s.log, s.metrics, prev)
-		p.start(s.dial)
+		p.start(s.dialFor(b))
 		pools[b] = p
 	}
 	s.pools = pools

@@ -401,8 +401,12 @@ func lingerClose(cd *clientData, timeout time.Duration) {
 // resetLeg closes a data leg with a TCP reset, so that the peer cannot take
 // the end of the stream for the end of the file.
 func resetLeg(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	switch tc := c.(type) {
+	case *net.TCPConn:
 		tc.SetLinger(0)
+	case interface{ Reset() error }: // a stream through an agent (agent.Conn)
+		tc.Reset()
+		return
 	}
 	c.Close()
 }

@@ -111,6 +111,8 @@ type Server struct {
 	acme       atomic.Pointer[map[string]*acmeManager]
 	challenges []*challengeListener
 	renewEvery time.Duration // Options.ACMERenewCheckInterval
+	// agents: the outbound-only agents of via_agent backends (agents.go).
+	agents *agentHub
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -138,6 +140,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	}
 	s.live.Store(cfg)
 	s.metrics = newMetrics(s)
+	s.agents = newAgentHub(s.log, s.metrics.reg)
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
 	s.renewEvery = opt.ACMERenewCheckInterval
@@ -173,6 +176,14 @@ func (s *Server) Start() error {
 		}
 		fls = append(fls, fl)
 	}
+	if al := s.config().AgentListener; al != nil {
+		if err := s.agents.start(al); err != nil {
+			for _, fl := range fls {
+				fl.ln.Close()
+			}
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -180,6 +191,7 @@ func (s *Server) Start() error {
 			fl.ln.Close()
 		}
 		s.stopACME()
+		s.agents.close()
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
@@ -241,6 +253,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
+	if err := s.agents.checkReload(cfg.AgentListener); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
@@ -297,6 +313,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.live.Store(cfg)
 	s.bans.SetRules(cfg.Bans)
 	s.userFiles.set(cfg)
+	s.agents.update(cfg.AgentListener)
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
 	return nil
@@ -305,6 +322,21 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 // ReloadFailed records a reload refused before it reached Reload (a
 // configuration that did not load), for the reload metrics.
 func (s *Server) ReloadFailed(err error) { s.metrics.reloaded(err) }
+
+// AgentAddr is the bound address of the agent listener, or nil.
+func (s *Server) AgentAddr() net.Addr { return s.agents.addr() }
+
+// AgentsConnected is how many connections agents of name hold now.
+func (s *Server) AgentsConnected(name string) int { return s.agents.connected(name) }
+
+// dialFor is how connections to b's servers are opened: through its
+// agents for a via_agent backend, else by the dialer.
+func (s *Server) dialFor(b *config.Backend) dialFunc {
+	if b.ViaAgent != "" {
+		return s.agents.dialer(b.ViaAgent)
+	}
+	return s.dial
+}
 
 // Addr is the bound address of the named listener, or nil.
 func (s *Server) Addr(listener string) net.Addr {
@@ -418,6 +450,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go closeWhenDone(&s.wg, done)
+	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
 	select {
 	case <-done:

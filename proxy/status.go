@@ -28,6 +28,8 @@ type Status struct {
 	Sessions []SessionStatus `json:"sessions"`
 	Backends []BackendStatus `json:"backends"`
 	Queues   []QueueStatus   `json:"queues"`
+	// Agents are the outbound-only agents' connections (agent_listener).
+	Agents []AgentStatus `json:"agents,omitempty"`
 }
 
 // SessionStatus is one live session.
@@ -116,6 +118,7 @@ func (s *Server) Status() Status {
 	}
 	slices.SortFunc(st.Sessions, func(a, b SessionStatus) int { return a.Started.Compare(b.Started) })
 	st.Backends, st.Queues = s.backendLoad(now)
+	st.Agents = s.agents.status()
 	return st
 }
 

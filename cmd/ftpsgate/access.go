@@ -69,6 +69,10 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 			need(dir, 2|1, "create the acme storage in")
 		}
 	}
+	if al := cfg.AgentListener; al != nil {
+		need(al.CertFile, 4, "read")
+		need(al.KeyFile, 4, "read")
+	}
 	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
 		if f == "" || f == "-" {
 			continue

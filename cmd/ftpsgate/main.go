@@ -54,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "passwd":
 		return cmdPasswd(args[1:], os.Stdin, stdout, stderr)
+	case "agent":
+		return cmdAgent(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ftpsgate", versionString())
 		return 0
@@ -77,6 +79,8 @@ Usage:
   ftpsgate passwd [-f USERFILE] [-argon2id|-bcrypt] USER
       set USER's password in USERFILE (default /etc/ftpsgate/users), read from the
       terminal (twice, not shown) or from standard input; never from the command line
+  ftpsgate agent [-config] FILE [-check] [-log-format json|console] [-log-level …]
+      the outbound-only agent: dial the edge named in FILE and carry its connections
   ftpsgate version
 
 FILE defaults to `+defaultConfig+`. "ftpsgate run -h" lists a command's flags.
@@ -90,7 +94,12 @@ const defaultConfig = "/etc/ftpsgate/ftpsgate.hcl"
 // argument, the configuration file (also -config). It reports the file and
 // whether to go on; when not, code is the exit status (0 after -h).
 func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) (path string, code int, ok bool) {
-	cfg := fs.String("config", defaultConfig, "configuration `file`")
+	return parseArgsDefault(fs, args, stderr, defaultConfig)
+}
+
+// parseArgsDefault is parseArgs with another default file.
+func parseArgsDefault(fs *flag.FlagSet, args []string, stderr io.Writer, def string) (path string, code int, ok bool) {
+	cfg := fs.String("config", def, "configuration `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: ftpsgate %s [-config] FILE [flags]\n\nFlags:\n", fs.Name())
 		fs.PrintDefaults()

@@ -168,6 +168,7 @@ func (s *Session) Login(l Login) {
 	fs = text(text(text(fs, "backend", l.Backend), "backend_address", l.BackendAddress), "route", l.Route)
 	fs = text(text(fs, "reason", l.Reason), "client", l.Client)
 	fs = text(text(fs, "method", l.Method), "backend_user", l.BackendUser)
+	fs = text(text(fs, "agent", l.Agent), "agent_address", l.AgentAddress)
 	s.emit(EventLogin, append(fs, zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))...)
 }
 
@@ -196,6 +197,10 @@ type Login struct {
 	// Client is the client's address and port, so that one line says
 	// who, from where and with what result.
 	Client string
+	// Agent and AgentAddress name the outbound-only agent that carried
+	// the session to a via_agent backend, and its connection's address;
+	// "" for a backend the proxy dials.
+	Agent, AgentAddress string
 }
 
 // Command records a client command; PASS and ACCT arguments are redacted.

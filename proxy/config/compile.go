@@ -67,6 +67,8 @@ type compiler struct {
 	// adminAt is where the admin listener's address is set (its block,
 	// when it is the default).
 	adminAt *hcl.Range
+	// agentAt is where the agent listener's address is set.
+	agentAt *hcl.Range
 	// exposed are the secret files already warned about: listeners
 	// often share one key.
 	exposed map[string]bool
@@ -91,6 +93,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.errorf(nil, "No listener", "The configuration needs at least one listener block.")
 	}
 	c.checkOverlaps(cfg)
+	c.agentListener(fs, cfg)
 	if fs.Policy != nil {
 		c.policy(fs.Policy, cfg)
 	}

@@ -52,6 +52,7 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 	}
 	l.PassivePorts = pr
 	c.publicAddress(lb, l)
+	c.passiveOverrides(lb, l)
 	if lb.Greeting != nil {
 		if strings.ContainsAny(*lb.Greeting, "\r\n\x00") {
 			c.errorf(at(lb.GreetingAt, lb.DefRange), "Invalid greeting", "greeting must be one line.")
@@ -290,6 +291,11 @@ func (c *compiler) checkSockets(cfg *Config) {
 		binds = append(binds, bound{"the admin listener", s, c.adminAt})
 	}
 	binds = append(binds, c.acmeSockets(cfg)...)
+	if al := cfg.AgentListener; al != nil {
+		if s, ok := parseSocket(al.Address); ok {
+			binds = append(binds, bound{"the agent listener", s, c.agentAt})
+		}
+	}
 	for i, a := range binds {
 		for _, b := range binds[:i] {
 			if a.s.meets(b.s) {

@@ -22,6 +22,9 @@ type fileSchema struct {
 	Auths     []authBlock     `hcl:"auth,block"`
 	Scans     []scanBlock     `hcl:"scan,block"`
 	ACME      []acmeBlock     `hcl:"acme,block"`
+
+	// AgentListener accepts outbound-only agents (compile_agent.go).
+	AgentListener *agentListenerBlock `hcl:"agent_listener,block"`
 }
 
 type listenerBlock struct {
@@ -68,6 +71,25 @@ type listenerBlock struct {
 	AuthAt              hcl.Range           `hcl:"auth,attr_value_range"`
 	Scan                *string             `hcl:"scan"`
 	ScanAt              hcl.Range           `hcl:"scan,attr_value_range"`
+
+	// PassiveAddressOverrides are public_address per client network: a
+	// list of objects, decoded by passiveOverrides (gohcl would drop an
+	// unknown attribute of an object silently).
+	PassiveAddressOverrides *hcl.Attribute `hcl:"passive_address_overrides,optional"`
+}
+
+type agentListenerBlock struct {
+	DefRange       hcl.Range `hcl:",def_range"`
+	Address        string    `hcl:"address"`
+	AddressAt      hcl.Range `hcl:"address,attr_value_range"`
+	CertFile       string    `hcl:"cert_file"`
+	CertFileAt     hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFile        string    `hcl:"key_file"`
+	KeyFileAt      hcl.Range `hcl:"key_file,attr_value_range"`
+	ClientCAFile   string    `hcl:"client_ca_file"`
+	ClientCAFileAt hcl.Range `hcl:"client_ca_file,attr_value_range"`
+	AllowedNames   []string  `hcl:"allowed_names"`
+	AllowedNamesAt hcl.Range `hcl:"allowed_names,attr_value_range"`
 }
 
 type proxyProtocolBlock struct {
@@ -116,6 +138,10 @@ type backendBlock struct {
 	MaxDialsAt           hcl.Range         `hcl:"max_dials,attr_value_range"`
 	Retries              *int              `hcl:"retries"`
 	RetriesAt            hcl.Range         `hcl:"retries,attr_value_range"`
+
+	// ViaAgent names the agents through which the backend is reached.
+	ViaAgent   *string   `hcl:"via_agent"`
+	ViaAgentAt hcl.Range `hcl:"via_agent,attr_value_range"`
 }
 
 type healthCheckBlock struct {

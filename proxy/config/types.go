@@ -53,6 +53,30 @@ type Config struct {
 	// everything but /healthz and /readyz; the zero value requires none.
 	// Read at start, not on reload.
 	AdminAuth AdminAuth
+	// AgentListener, if set, accepts agents (ftpsgate agent) that carry
+	// the connections of via_agent backends. Its address is read at
+	// start; its names and certificates on reload too.
+	AgentListener *AgentListener
+}
+
+// AgentListener is where agents connect: mutual TLS, the agent's
+// certificate verified against ClientCAs and its name (the subject's
+// common name or a DNS name) one of AllowedNames.
+type AgentListener struct {
+	// Address is the host:port to listen on.
+	Address string
+	// Certificate is the edge's own key pair, which agents verify
+	// against their ca_file.
+	Certificate       *tls.Certificate
+	CertFile, KeyFile string
+	// ClientCAs are the CAs that sign agents' certificates (client_ca_file):
+	// pinned, never the system roots.
+	ClientCAs *x509.CertPool
+	// AllowedNames are the agents' names accepted. An agent whose
+	// certificate carries none of them is refused at its handshake;
+	// removing a name on reload drops its connections (a stolen
+	// certificate is revoked so).
+	AllowedNames []string
 }
 
 // AdminAuth is the admin listener's authentication, in the two forms
@@ -211,6 +235,12 @@ type Listener struct {
 	// PublicAddress is advertised in 227 replies. If invalid (zero), the
 	// address the client reached is used.
 	PublicAddress netip.Addr
+	// PassiveAddressOverrides advertise another address than
+	// PublicAddress to clients of some networks (PassiveAddress): internal
+	// clients reach the proxy at its internal address, and a 227 naming
+	// the public one sends them through hairpin NAT, which many networks
+	// do not do. Empty (the default): PublicAddress for everyone.
+	PassiveAddressOverrides []PassiveAddressOverride
 	// Backend is where sessions go unless a later rule routes them.
 	Backend *Backend
 	// Greeting is the text of the proxy's 220 reply.
@@ -313,6 +343,32 @@ type RouteLogin struct {
 	Backend *BackendLogin
 }
 
+// PassiveAddressOverride is one element of a listener's
+// passive_address_overrides: clients whose address lies in Networks are
+// told Address in 227 replies.
+type PassiveAddressOverride struct {
+	Networks []netip.Prefix
+	// Address is IPv4: a 227 carries nothing else.
+	Address netip.Addr
+}
+
+// PassiveAddress is the address a 227 reply advertises to a client at
+// client: that of the first override whose networks hold it, else
+// PublicAddress (invalid when unset: the caller then advertises the
+// address the client reached). EPSV replies carry no address and need
+// none.
+func (l *Listener) PassiveAddress(client netip.Addr) netip.Addr {
+	client = client.Unmap()
+	for _, o := range l.PassiveAddressOverrides {
+		for _, n := range o.Networks {
+			if n.Contains(client) {
+				return o.Address
+			}
+		}
+	}
+	return l.PublicAddress
+}
+
 // ProxyProtocol is a listener's PROXY protocol policy.
 type ProxyProtocol struct {
 	// Trusted are the addresses of the load balancers; a connection from
@@ -375,6 +431,13 @@ type Backend struct {
 	// Limits shield the backend's servers from bursts: sessions and
 	// connection setups at once, a queue for logins past them, retries.
 	Limits BackendLimits
+	// ViaAgent, if not empty, is the name of the agents (ftpsgate agent)
+	// through which the backend is reached: its control and data
+	// connections (and health checks) are streams through one of them,
+	// never dialled from the edge, so that nothing connects from the DMZ
+	// into the internal network. Data toward it is passive. "" (the
+	// default): dialled.
+	ViaAgent string
 }
 
 // BackendLimits pace and bound the connections to each server of a

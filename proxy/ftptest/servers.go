@@ -42,6 +42,9 @@ type VsftpdOptions struct {
 	Implicit bool
 	// IPv6: listen on [::1] instead of 127.0.0.1.
 	IPv6 bool
+	// Host is the IPv4 loopback address to listen on; "" means
+	// 127.0.0.1.
+	Host string
 }
 
 // Vsftpd starts vsftpd (unpacked from Debian's package by test-deps; never
@@ -78,12 +81,16 @@ func Vsftpd(t testing.TB, opt VsftpdOptions) *Server {
 			"xferlog_enable=YES", "vsftpd_log_file=" + logFile, "log_ftp_protocol=YES",
 			"max_clients=0", "max_per_ip=0",
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
+		host := "127.0.0.1"
+		if opt.Host != "" {
+			host = opt.Host
+		}
+		addr := host + ":" + strconv.Itoa(port)
 		if opt.IPv6 {
 			conf = append(conf, "listen=NO", "listen_ipv6=YES", "listen_address6=::1")
 			addr = "[::1]:" + strconv.Itoa(port)
 		} else {
-			conf = append(conf, "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1")
+			conf = append(conf, "listen=YES", "listen_ipv6=NO", "listen_address="+host)
 		}
 		if opt.TLS != nil {
 			conf = append(conf, "ssl_enable=YES", "rsa_cert_file="+opt.TLS.CertFile,
