@@ -5,7 +5,9 @@
 # Python 3, rclone, and a JDK with Apache Commons Net for the small
 # FTPSClient the tests compile), HAProxy for the scale-out test, Chromium
 # for the status page's test, testssl.sh for the TLS scan of the listeners,
-# Prometheus to scrape the admin listener with credentials, and a system
+# Prometheus to scrape the admin listener with credentials, redis-server
+# for the shared-state tests (each test starts its own on loopback; the
+# package's system service is never used), and a system
 # account the FTP servers log in as.
 #
 # It never removes a package. The FTP servers' Debian packages conflict
@@ -28,7 +30,7 @@ STATE=/var/lib/ftpsgate-test
 
 missing=""
 for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
-	wget:wget rclone:rclone javac:default-jdk-headless; do
+	wget:wget rclone:rclone javac:default-jdk-headless redis-server:redis-server; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done

@@ -150,3 +150,7 @@ func defaultHealthCheck() *HealthCheck {
 // names none: loopback only, since /status.json names users, client
 // addresses and file paths.
 const DefaultAdminAddress = "127.0.0.1:9100"
+
+// DefaultRedisPrefix starts the keys and channels of the state shared
+// through Redis when the redis block sets no prefix.
+const DefaultRedisPrefix = "ftpsgate:"

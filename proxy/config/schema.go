@@ -19,6 +19,7 @@ type fileSchema struct {
 	Rates     *ratesBlock     `hcl:"rates,block"`
 	Bans      *bansBlock      `hcl:"bans,block"`
 	Admin     *adminBlock     `hcl:"admin,block"`
+	State     *stateBlock     `hcl:"state,block"`
 }
 
 type listenerBlock struct {
@@ -263,4 +264,25 @@ type rateClassBlock struct {
 	Up       *string   `hcl:"up"`
 	UpAt     hcl.Range `hcl:"up,attr_value_range"`
 	Shared   *bool     `hcl:"shared"`
+}
+
+// stateBlock: where the instances behind one balancer share their bans
+// and session counts (compile_state.go).
+type stateBlock struct {
+	DefRange hcl.Range   `hcl:",def_range"`
+	Redis    *redisBlock `hcl:"redis,block"`
+}
+
+type redisBlock struct {
+	DefRange  hcl.Range `hcl:",def_range"`
+	Address   string    `hcl:"address"`
+	AddressAt hcl.Range `hcl:"address,attr_value_range"`
+	// TLS is true, false, or an object { ca_file = "…" }.
+	TLS            hcl.Expression `hcl:"tls,optional"`
+	PasswordFile   *string        `hcl:"password_file"`
+	PasswordFileAt hcl.Range      `hcl:"password_file,attr_value_range"`
+	Prefix         *string        `hcl:"prefix"`
+	PrefixAt       hcl.Range      `hcl:"prefix,attr_value_range"`
+	DB             *int           `hcl:"db"`
+	DBAt           hcl.Range      `hcl:"db,attr_value_range"`
 }
