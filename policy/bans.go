@@ -152,16 +152,18 @@ func (b *Bans) Rules() BanRules {
 	return b.rules
 }
 
-// Ban bans key until then, as another instance decided (shared state):
-// a ban already in force that ends later is kept.
-func (b *Bans) Ban(key netip.Prefix, until time.Time) {
+// Ban bans key until then, as another instance decided (shared state),
+// and reports whether that is news: a ban already in force that ends as
+// late or later is kept.
+func (b *Bans) Ban(key netip.Prefix, until time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if cur, ok := b.until[key]; ok && !cur.Before(until) {
-		return
+		return false
 	}
 	delete(b.failures, key)
 	b.until[key] = until
+	return true
 }
 
 // InForce returns the bans in force at now, by key.

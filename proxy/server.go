@@ -431,7 +431,7 @@ func (s *Server) shareState(cfg *config.Config) error {
 	if rc == nil || !ok {
 		return nil
 	}
-	r, err := newRedisState(rc, mem, s.log, s.stateM, func(key netip.Prefix) { s.banSessions(key, nil) })
+	r, err := newRedisState(rc, mem, s.log, s.stateM, nil, func(key netip.Prefix) { s.banSessions(key, nil) })
 	if err != nil {
 		return fmt.Errorf("state: redis: %w", err)
 	}

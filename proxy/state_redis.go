@@ -61,6 +61,9 @@ type redisState struct {
 	onBan func(key netip.Prefix)
 
 	healthy atomic.Bool
+	// subscribed: the ban channel is subscribed (subscribe). The health
+	// gauge is up when both are.
+	subscribed atomic.Bool
 	// dirty: Redis may lack this instance's counts or bans (it was
 	// unreachable, or an operation's outcome is unknown); the next
 	// heartbeat that reaches it writes them.
@@ -142,17 +145,23 @@ func redisOptions(rc *config.RedisState) (*redis.Options, error) {
 // newRedisState connects to the Redis of rc and starts the heartbeat and
 // the ban subscriber. It does not fail when Redis is unreachable: the
 // state then starts falling back, and shares once Redis answers.
-func newRedisState(rc *config.RedisState, local *memoryState, log *zap.Logger, m *stateMetrics, onBan func(netip.Prefix)) (*redisState, error) {
+//
+// now is the clock (nil: time.Now); onBan closes the sessions of a client
+// another instance banned.
+func newRedisState(rc *config.RedisState, local *memoryState, log *zap.Logger, m *stateMetrics, now func() time.Time,
+	onBan func(netip.Prefix)) (*redisState, error) {
+	if now == nil {
+		now = time.Now
+	}
 	o, err := redisOptions(rc)
 	if err != nil {
 		return nil, err
 	}
 	r := &redisState{local: local, rdb: redis.NewClient(o), prefix: rc.Prefix, id: newSessionID(),
-		log: log.With(zap.String("redis", rc.Address)), m: m, now: time.Now, onBan: onBan}
+		log: log.With(zap.String("redis", rc.Address)), m: m, now: now, onBan: onBan}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.healthy.Store(true)
 	r.dirty.Store(true)
-	r.m.up.Set(1)
 	r.heartbeat()
 	ps := r.rdb.Subscribe(r.ctx, r.key("bans"))
 	r.wg.Add(3)
@@ -187,7 +196,7 @@ func (r *redisState) down(err error) {
 	if r.ctx.Err() != nil || !r.healthy.CompareAndSwap(true, false) {
 		return
 	}
-	r.m.up.Set(0)
+	r.gauge()
 	r.m.fallbacks.Inc()
 	r.log.Warn("shared state unreachable: this instance falls back to its own bans and session counts until Redis answers",
 		zap.Error(err))
@@ -196,8 +205,18 @@ func (r *redisState) down(err error) {
 // up ends an episode of falling back.
 func (r *redisState) up() {
 	if r.healthy.CompareAndSwap(false, true) {
-		r.m.up.Set(1)
+		r.gauge()
 		r.log.Info("shared state reachable again: bans and session counts are shared")
+	}
+}
+
+// gauge sets the health gauge: 1 when Redis answers and the ban channel
+// is subscribed.
+func (r *redisState) gauge() {
+	if r.healthy.Load() && r.subscribed.Load() {
+		r.m.up.Set(1)
+	} else {
+		r.m.up.Set(0)
 	}
 }
 
@@ -266,14 +285,23 @@ func (r *redisState) subscribe(ps *redis.PubSub) {
 	for r.ctx.Err() == nil {
 		msg, err := ps.Receive(r.ctx)
 		if err != nil {
+			r.subscribed.Store(false)
+			r.gauge()
 			select { // go-redis redials on the next Receive
 			case <-r.ctx.Done():
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		if m, ok := msg.(*redis.Message); ok {
+		switch m := msg.(type) {
+		case *redis.Message:
 			r.received(m.Payload)
+		case *redis.Subscription:
+			// (Re)subscribed: bans published while this instance was
+			// not listening are in their keys.
+			r.catchUp()
+			r.subscribed.Store(true)
+			r.gauge()
 		}
 	}
 }
@@ -298,13 +326,46 @@ func (r *redisState) received(payload string) {
 		r.log.Warn("malformed ban message on the shared state's channel", zap.String("message", payload))
 		return
 	}
-	until := time.UnixMilli(ms)
-	if !r.now().Before(until) {
+	r.learn(key, time.UnixMilli(ms))
+}
+
+// learn applies a ban another instance decided: it is mirrored, and the
+// client's sessions that have not logged in are closed.
+func (r *redisState) learn(key netip.Prefix, until time.Time) {
+	if !r.now().Before(until) || !r.local.bans.Ban(key, until) {
 		return
 	}
-	r.local.bans.Ban(key, until)
-	r.log.Info("address banned by another instance", zap.Stringer("banned", key), zap.Time("until", until))
+	banned := key.String() // as login.failed names it
+	if key.IsSingleIP() {
+		banned = key.Addr().String()
+	}
+	r.log.Info("address banned by another instance", zap.String("banned", banned), zap.Time("until", until))
 	r.onBan(key)
+}
+
+// catchUp applies the bans in Redis this instance does not know: those
+// published while it was not subscribed (Redis was away, or it started
+// later).
+func (r *redisState) catchUp() {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*stateOpTimeout)
+	defer cancel()
+	ban := r.key("ban", "")
+	iter := r.rdb.Scan(ctx, 0, ban+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		key, err := netip.ParsePrefix(strings.TrimPrefix(iter.Val(), ban))
+		if err != nil {
+			continue
+		}
+		ms, err := r.rdb.Get(ctx, iter.Val()).Int64()
+		if err != nil {
+			continue // expired meanwhile, or not ours
+		}
+		r.learn(key, time.UnixMilli(ms))
+	}
+	if err := iter.Err(); err != nil {
+		r.m.errors.WithLabelValues("catch_up").Inc()
+		r.log.Debug("shared state: catching up on bans failed", zap.Error(err))
+	}
 }
 
 func (r *redisState) banned(a netip.Addr, now time.Time) *policy.Denial {
