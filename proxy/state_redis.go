@@ -329,8 +329,9 @@ func (r *redisState) received(payload string) {
 	r.learn(key, time.UnixMilli(ms))
 }
 
-// learn applies a ban another instance decided: it is mirrored, and the
-// client's sessions that have not logged in are closed.
+// learn applies a ban another instance decided, however this one learnt
+// it (the channel, a key read, the catch-up): the first time, it is
+// mirrored and the client's sessions that have not logged in are closed.
 func (r *redisState) learn(key netip.Prefix, until time.Time) {
 	if !r.now().Before(until) || !r.local.bans.Ban(key, until) {
 		return
@@ -385,7 +386,9 @@ func (r *redisState) banned(a netip.Addr, now time.Time) *policy.Denial {
 	if !ok || ms <= now.UnixMilli() {
 		return nil
 	}
-	r.local.bans.Ban(k, time.UnixMilli(ms))
+	// Learnt here before the channel's message arrives, the ban must
+	// close the client's other sessions all the same.
+	r.learn(k, time.UnixMilli(ms))
 	return r.local.banned(a, now)
 }
 
@@ -426,7 +429,7 @@ func (r *redisState) failure(a netip.Addr, now time.Time) time.Time {
 	case !ok:
 		return r.local.failure(a, now)
 	case res < 0: // banned already, perhaps by another instance
-		r.local.bans.Ban(k, time.UnixMilli(-res))
+		r.learn(k, time.UnixMilli(-res))
 		return time.Time{}
 	case res == 0:
 		return time.Time{}
