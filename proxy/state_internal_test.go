@@ -93,6 +93,18 @@ func TestSharedSessionCounts(t *testing.T) {
 		t.Fatalf("another counter: %d", got)
 	}
 
+	// A count astray in Redis (changed while Redis was away, or by an
+	// operation whose outcome a timeout hid) is right again after a
+	// heartbeat.
+	mr.HSet("t:sessions:"+a.id, string(bob), "7")
+	if got := b.sessions(bob, 0); got != 7 {
+		t.Fatalf("astray: %d", got)
+	}
+	a.heartbeat()
+	if got := b.sessions(bob, 0); got != 1 {
+		t.Fatalf("a count astray stays after a heartbeat: %d", got)
+	}
+
 	// a crashes: its goroutines stop, it says nothing to Redis.
 	a.cancel()
 	a.wg.Wait()

@@ -45,8 +45,9 @@ import (
 // Every operation is bounded by stateOpTimeout. When one fails, the
 // instance falls back to its own state (local, which mirrors every ban it
 // learns): it logs the error once, counts the episode, and stops asking
-// Redis until its heartbeat reaches Redis again; then it writes its own
-// counts and the bans it decided meanwhile back, and shares again. A
+// Redis until its heartbeat reaches Redis again; then it writes the bans
+// it decided meanwhile back, and shares again. Every heartbeat rewrites
+// the instance's counts from its own. A
 // login thus waits for Redis at most once per episode, stateOpTimeout.
 type redisState struct {
 	local  *memoryState
@@ -64,7 +65,7 @@ type redisState struct {
 	// subscribed: the ban channel is subscribed (subscribe). The health
 	// gauge is up when both are.
 	subscribed atomic.Bool
-	// dirty: Redis may lack this instance's counts or bans (it was
+	// dirty: Redis may lack bans this instance decided (it was
 	// unreachable, or an operation's outcome is unknown); the next
 	// heartbeat that reaches it writes them.
 	dirty atomic.Bool
@@ -236,40 +237,35 @@ func (r *redisState) beat() {
 	}
 }
 
-// heartbeat refreshes this instance's liveness; after an episode of
-// falling back (dirty), it first writes back this instance's counts and
-// the bans in force it knows.
+// heartbeat keeps this instance alive in Redis and rewrites its session
+// counts there from its own, so that whatever went astray (a count
+// changed while Redis was away, or whose outcome a timeout hid) is right
+// again within a heartbeat. After an episode of falling back (dirty) it
+// also writes back the bans in force this instance knows.
 func (r *redisState) heartbeat() {
 	ctx, cancel := context.WithTimeout(r.ctx, stateOpTimeout)
 	defer cancel()
 	now := r.now()
 	alive := now.Add(stateInstanceTTL).UnixMilli()
 	hash := r.key("sessions", r.id)
-	var err error
+	var bans map[netip.Prefix]time.Time
 	if r.dirty.Swap(false) {
-		counts := r.local.snapshot()
-		bans := r.local.bans.InForce(now)
-		_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, hash)
-			for c, n := range counts {
-				p.HSet(ctx, hash, string(c), n)
-			}
-			p.PExpire(ctx, hash, stateInstanceTTL)
-			p.ZAdd(ctx, r.key("instances"), redis.Z{Score: float64(alive), Member: r.id})
-			p.PExpire(ctx, r.key("instances"), stateInstanceTTL)
-			for k, until := range bans {
-				p.SetNX(ctx, r.key("ban", k.String()), until.UnixMilli(), until.Sub(now))
-			}
-			return nil
-		})
-	} else {
-		_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZAdd(ctx, r.key("instances"), redis.Z{Score: float64(alive), Member: r.id})
-			p.PExpire(ctx, r.key("instances"), stateInstanceTTL)
-			p.PExpire(ctx, hash, stateInstanceTTL)
-			return nil
-		})
+		bans = r.local.bans.InForce(now)
 	}
+	counts := r.local.snapshot()
+	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, hash)
+		for c, n := range counts {
+			p.HSet(ctx, hash, string(c), n)
+		}
+		p.PExpire(ctx, hash, stateInstanceTTL)
+		p.ZAdd(ctx, r.key("instances"), redis.Z{Score: float64(alive), Member: r.id})
+		p.PExpire(ctx, r.key("instances"), stateInstanceTTL)
+		for k, until := range bans {
+			p.SetNX(ctx, r.key("ban", k.String()), until.UnixMilli(), until.Sub(now))
+		}
+		return nil
+	})
 	if err != nil {
 		r.m.errors.WithLabelValues("heartbeat").Inc()
 		r.down(err)
