@@ -119,6 +119,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.live.Store(cfg)
 	s.metrics = newMetrics(s)
 	s.stateM = newStateMetrics(s.metrics.reg)
+	s.stateM.up.Set(1) // in memory: always up; a redis state sets its own
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
 	if s.certEvery <= 0 {

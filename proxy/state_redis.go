@@ -98,7 +98,7 @@ type stateMetrics struct {
 func newStateMetrics(reg prometheus.Registerer) *stateMetrics {
 	m := &stateMetrics{
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "ftpsgate", Name: "state_backend_up",
-			Help: "1 while the shared state's Redis answers, 0 while this instance falls back to its own state."}),
+			Help: "1 while the state backend serves: always in memory; with Redis, while it answers and the ban channel is subscribed (0: this instance falls back to its own state)."}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ftpsgate", Name: "state_fallbacks_total",
 			Help: "Episodes in which Redis could not be reached and this instance fell back to its own state."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ftpsgate", Name: "state_errors_total",
@@ -163,6 +163,7 @@ func newRedisState(rc *config.RedisState, local *memoryState, log *zap.Logger, m
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.healthy.Store(true)
 	r.dirty.Store(true)
+	r.gauge() // 0 until the ban channel is subscribed
 	r.heartbeat()
 	ps := r.rdb.Subscribe(r.ctx, r.key("bans"))
 	r.wg.Add(3)
