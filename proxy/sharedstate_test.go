@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
@@ -167,4 +168,28 @@ func metricValue(t *testing.T, g *gate, name string) float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestStateBlockReadAtStart: a reload that adds (or changes) the state
+// block keeps the running state and says so: sharing needs a restart.
+func TestStateBlockReadAtStart(t *testing.T) {
+	sb := startScriptedBackend(t, &scriptedBackend{})
+	g := startGate(t, sb.ln.Addr().String(), gateOptions{})
+	src := g.src + "state {\n  redis {\n    address = \"127.0.0.1:1\"\n  }\n}\n"
+	cfg, diags := config.Parse([]byte(src), "reloaded.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if err := g.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !g.logged("the state block changed; it is read at start only: restart to apply it") {
+		t.Fatal("no warning")
+	}
+	if got := metricValue(t, g, "ftpsgate_state_backend_up"); got != 1 {
+		t.Fatalf("state_backend_up: %v (the in-memory state stays)", got)
+	}
+	if g.logged(msgStateDown) {
+		t.Fatal("the reload connected to the new Redis")
+	}
 }
