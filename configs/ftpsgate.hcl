@@ -382,3 +382,21 @@ bans {
 #   client_ca_file = "/etc/ftpsgate/agents-ca.pem" # signs the agents' certificates; pinned
 #   allowed_names  = ["dc1"]                       # the agents' certificate names (CN or DNS)
 # }
+
+# Shared state: without it (or without its redis block) each instance keeps
+# bans, failed logins and session counts in its own memory. With it, every
+# instance naming the same Redis and prefix shares them: a ban holds on all
+# within a second, and max_sessions_per_user and max_sessions_per_ip count
+# the sessions of all. Rate limits stay per instance. If Redis goes away,
+# each instance falls back to its own state (logged, and counted in
+# ftpsgate_state_fallbacks_total) and shares again when Redis returns. Read
+# at start: a reload does not change it.
+# state {
+#   redis {
+#     address       = "127.0.0.1:6379"
+#     tls           = false  # true, or { ca_file = "/etc/ftpsgate/redis-ca.pem" }
+#     password_file = "/etc/ftpsgate/redis.password"  # first line; chmod 600
+#     prefix        = "ftpsgate:"
+#     db            = 0
+#   }
+# }

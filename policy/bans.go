@@ -136,3 +136,45 @@ func (b *Bans) SetRules(r BanRules) {
 	defer b.mu.Unlock()
 	b.rules = r
 }
+
+// Exempt reports whether failed logins from a count toward no ban: bans
+// are off, or a is in the safelist.
+func (b *Bans) Exempt(a netip.Addr) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rules.Failures <= 0 || b.safe(a.Unmap())
+}
+
+// Rules are the rules in force.
+func (b *Bans) Rules() BanRules {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rules
+}
+
+// Ban bans key until then, as another instance decided (shared state),
+// and reports whether that is news: a ban already in force that ends as
+// late or later is kept.
+func (b *Bans) Ban(key netip.Prefix, until time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cur, ok := b.until[key]; ok && !cur.Before(until) {
+		return false
+	}
+	delete(b.failures, key)
+	b.until[key] = until
+	return true
+}
+
+// InForce returns the bans in force at now, by key.
+func (b *Bans) InForce(now time.Time) map[netip.Prefix]time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := make(map[netip.Prefix]time.Time, len(b.until))
+	for k, u := range b.until {
+		if now.Before(u) {
+			m[k] = u
+		}
+	}
+	return m
+}

@@ -118,3 +118,50 @@ func TestClientKey(t *testing.T) {
 		}
 	}
 }
+
+// TestBansShared: the methods a shared state uses. Ban keeps the later of
+// two ends and reports news; InForce lists what holds; Exempt says whose
+// failures count toward nothing.
+func TestBansShared(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	k := netip.MustParsePrefix("192.0.2.1/32")
+	b := NewBans(BanRules{Failures: 3, Window: time.Minute, Duration: time.Minute,
+		Safelist: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}})
+	for i, step := range []struct {
+		until time.Time
+		news  bool
+	}{
+		{now.Add(time.Minute), true},
+		{now.Add(time.Minute), false},    // the same ban, heard twice
+		{now.Add(time.Second), false},    // an earlier end does not shorten it
+		{now.Add(2 * time.Minute), true}, // a later one extends it
+	} {
+		if got := b.Ban(k, step.until); got != step.news {
+			t.Fatalf("step %d: Ban reported %v", i, got)
+		}
+	}
+	if b.Check(netip.MustParseAddr("192.0.2.1"), now.Add(90*time.Second)) == nil {
+		t.Fatal("the extended ban does not hold")
+	}
+	if got := b.InForce(now); len(got) != 1 || !got[k].Equal(now.Add(2*time.Minute)) {
+		t.Fatalf("InForce: %v", got)
+	}
+	if got := b.InForce(now.Add(2 * time.Minute)); len(got) != 0 {
+		t.Fatalf("InForce after the end: %v", got)
+	}
+	for _, tc := range []struct {
+		addr     string
+		failures int
+		exempt   bool
+	}{
+		{"192.0.2.1", 3, false},
+		{"198.51.100.7", 3, true},
+		{"::ffff:198.51.100.7", 3, true},
+		{"192.0.2.1", 0, true}, // bans off
+	} {
+		b.SetRules(BanRules{Failures: tc.failures, Safelist: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}})
+		if got := b.Exempt(netip.MustParseAddr(tc.addr)); got != tc.exempt {
+			t.Errorf("Exempt(%s) with failures %d = %v", tc.addr, tc.failures, got)
+		}
+	}
+}

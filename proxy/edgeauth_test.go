@@ -417,10 +417,10 @@ func replace(t *testing.T, path string, data []byte) {
 	}
 }
 
-// waitFor polls cond for up to 20 seconds.
+// waitFor polls cond every 20 ms for up to 30 seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -219,12 +219,15 @@ func (s *Server) checkProxyHeader(pp *config.ProxyProtocol, pc *proxyproto.Conn,
 // are within their session limits, and, with audit.on_error = "refuse",
 // the audit stream can be written.
 func (s *Server) admit(sess *session) *policy.Denial {
-	if d := s.bans.Check(sess.client.addr.Addr(), time.Now()); d != nil {
+	if d := s.state.banned(sess.client.addr.Addr(), time.Now()); d != nil {
 		return d
 	}
+	// Counted until the session ends (untrack), refused or not.
+	from := s.state.sessions(clientCounter(sess.client.key), +1)
+	sess.clientCounted = true
 	s.mu.Lock()
 	a := policy.Admission{Sessions: len(s.sessions), MaxSessions: s.cfg.Limits.MaxSessions,
-		FromClient: s.perIP[sess.client.key], MaxPerClient: s.cfg.Limits.MaxSessionsPerIP}
+		FromClient: from, MaxPerClient: s.cfg.Limits.MaxSessionsPerIP}
 	refuse := s.cfg.Audit.OnError == config.AuditRefuse
 	s.mu.Unlock()
 	// The sink logs why, rate-limited; the session logs the refusal.

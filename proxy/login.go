@@ -304,15 +304,15 @@ func (l *login) result(rep *rewrite.Reply) error {
 func (l *login) failed() error {
 	s := l.s
 	now := time.Now()
-	until := s.srv.bans.Failure(s.client.addr.Addr(), now)
+	until := s.srv.state.failure(s.client.addr.Addr(), now)
 	if until.IsZero() {
-		if s.srv.bans.Check(s.client.addr.Addr(), now) != nil {
+		if s.srv.state.banned(s.client.addr.Addr(), now) != nil {
 			s.log.Info("login failed from a banned address; closing")
 			return errBanned
 		}
 		return nil
 	}
-	key := s.srv.bans.Key(s.client.addr.Addr())
+	key := s.srv.state.banKey(s.client.addr.Addr())
 	banned := key.String() // an IPv6 prefix, as 2001:db8:1:2::/64
 	if key.IsSingleIP() {
 		banned = key.Addr().String()

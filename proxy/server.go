@@ -27,7 +27,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/ftpsgate/ftpsgate/policy"
 	"github.com/ftpsgate/ftpsgate/proxy/audit"
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/rewrite"
@@ -63,16 +62,19 @@ type Server struct {
 	cfg       *config.Config // the configuration new sessions take (Reload replaces it)
 	listeners []*frontListener
 	sessions  map[*session]struct{}
-	perIP     map[netip.Prefix]int // sessions by client (policy.ClientKey)
-	users     map[string]int       // logged-in sessions by user name
 	// bindings: the TLS binding of each session, by binding id, for
 	// data connections that resume a sibling session's ticket (tls.go).
 	bindings map[string]*tlsBinding
 	draining bool // Shutdown or Close was called
 
-	// Safe for concurrent use, or set once by New.
-	bans    *policy.Bans
+	// Safe for concurrent use, or set once by New (state: by Start,
+	// before the first session).
+	//
+	// state holds bans, failed logins and session counts by user and by
+	// client (state.go): in memory, or shared through Redis.
+	state   sharedState
 	metrics *metrics
+	stateM  *stateMetrics
 	// loginDelays: how long backends take to answer logins, mimicked
 	// for names the policy refuses (login.go).
 	loginDelays loginDelays
@@ -130,9 +132,7 @@ func New(cfg *config.Config, opt Options) *Server {
 		dial:     opt.DialBackend,
 		sessions: make(map[*session]struct{}),
 		bindings: make(map[string]*tlsBinding),
-		users:    make(map[string]int),
-		perIP:    make(map[netip.Prefix]int),
-		bans:     policy.NewBans(cfg.Bans),
+		state:    newMemoryState(cfg.Bans),
 	}
 	s.hashSlots = newHashSlots()
 	if s.log == nil {
@@ -141,6 +141,8 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.live.Store(cfg)
 	s.metrics = newMetrics(s)
 	s.agents = newAgentHub(s.log, s.metrics.reg)
+	s.stateM = newStateMetrics(s.metrics.reg)
+	s.stateM.up.Set(1) // in memory: always up; a redis state sets its own
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
 	s.renewEvery = opt.ACMERenewCheckInterval
@@ -160,8 +162,12 @@ func (s *Server) Start() error {
 	if err := s.checkConfig(s.config()); err != nil {
 		return err
 	}
+	if err := s.shareState(s.config()); err != nil {
+		return err
+	}
 	// The challenge listeners first: certmagic must find them bound.
 	if err := s.startACME(s.config()); err != nil {
+		s.state.close()
 		return err
 	}
 	var fls []*frontListener
@@ -172,6 +178,7 @@ func (s *Server) Start() error {
 				fl.ln.Close()
 			}
 			s.stopACME()
+			s.state.close()
 			return err
 		}
 		fls = append(fls, fl)
@@ -181,6 +188,8 @@ func (s *Server) Start() error {
 			for _, fl := range fls {
 				fl.ln.Close()
 			}
+			s.stopACME()
+			s.state.close()
 			return err
 		}
 	}
@@ -192,6 +201,7 @@ func (s *Server) Start() error {
 		}
 		s.stopACME()
 		s.agents.close()
+		s.state.close()
 		return errors.New("server is shut down")
 	}
 	s.listeners = fls
@@ -309,11 +319,15 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	for _, fl := range added {
 		s.startListener(fl)
 	}
+	old := s.cfg
 	s.cfg = cfg
 	s.live.Store(cfg)
-	s.bans.SetRules(cfg.Bans)
+	s.state.setRules(cfg.Bans)
 	s.userFiles.set(cfg)
 	s.agents.update(cfg.AgentListener)
+	if !sameRedis(old.State.Redis, cfg.State.Redis) {
+		s.log.Warn("the state block changed; it is read at start only: restart to apply it")
+	}
 	s.warnInsecure(cfg)
 	s.setPools(cfg)
 	return nil
@@ -351,17 +365,9 @@ func (s *Server) Addr(listener string) net.Addr {
 }
 
 // userSessions adds delta to the count of user's logged-in sessions and
-// returns the new count.
+// returns the new count (across instances, with shared state).
 func (s *Server) userSessions(user string, delta int) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.users[user] + delta
-	if n <= 0 {
-		delete(s.users, user)
-		return 0
-	}
-	s.users[user] = n
-	return n
+	return s.state.sessions(userCounter(user), delta)
 }
 
 // PassivePortsInUse is how many of the named listener's passive ports are
@@ -388,7 +394,6 @@ func (s *Server) track(sess *session) bool {
 	}
 	s.sessions[sess] = struct{}{}
 	s.bindings[string(sess.bind.id)] = sess.bind
-	s.perIP[sess.client.key]++
 	return true
 }
 
@@ -396,11 +401,10 @@ func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	delete(s.bindings, string(sess.bind.id))
-	k := sess.client.key
-	if s.perIP[k]--; s.perIP[k] <= 0 {
-		delete(s.perIP, k)
-	}
 	s.mu.Unlock()
+	if sess.clientCounted {
+		s.state.sessions(clientCounter(sess.client.key), -1)
+	}
 }
 
 // binding returns the TLS binding of the tracked session whose binding id
@@ -452,6 +456,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go closeWhenDone(&s.wg, done)
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
+	defer s.state.close()
 	select {
 	case <-done:
 		return nil
@@ -488,4 +493,21 @@ func newSessionID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// shareState makes the state block of cfg the server's state: with a
+// redis block, bans and session counts are shared through Redis (the
+// in-memory state becomes its mirror and fallback).
+func (s *Server) shareState(cfg *config.Config) error {
+	rc := cfg.State.Redis
+	mem, ok := s.state.(*memoryState)
+	if rc == nil || !ok {
+		return nil
+	}
+	r, err := newRedisState(rc, mem, s.log, s.stateM, nil, func(key netip.Prefix) { s.banSessions(key, nil) })
+	if err != nil {
+		return fmt.Errorf("state: redis: %w", err)
+	}
+	s.state = r
+	return nil
 }

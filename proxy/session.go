@@ -58,6 +58,9 @@ type session struct {
 	bind   *tlsBinding // ties data connections' TLS sessions to ctrl's
 	r      *bufio.Reader
 	client clientInfo
+	// clientCounted: the session counts toward its client's sessions
+	// (Server.admit), until untrack gives its place back.
+	clientCounted bool
 
 	wmu sync.Mutex // serialises writes to ctrl
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -208,6 +209,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if diags.HasErrors() {
 		log.Error("configuration is not valid", zap.String("config", *path), zap.Int("errors", len(diags.Errs())))
 		return 1
+	}
+	if cfg.State.Redis != nil {
+		redis.SetLogger(redisLog{log})
 	}
 	// A reader of the audit stream on standard output (audit.file = "-")
 	// that goes away must not kill the proxy: with SIGPIPE ignored, the

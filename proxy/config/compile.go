@@ -119,6 +119,9 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 		c.bans(fs.Bans, cfg)
 	}
 	cfg.Bans.IPv6Prefix = cfg.Limits.IPv6Prefix
+	if fs.State != nil {
+		c.state(fs.State, cfg)
+	}
 	c.checkSockets(cfg)
 	return cfg
 }

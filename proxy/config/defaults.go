@@ -178,3 +178,7 @@ const DefaultACMEStorage = "/var/lib/ftpsgate/acme"
 func defaultACME() *ACME {
 	return &ACME{Directory: DefaultACMEDirectory, Storage: DefaultACMEStorage}
 }
+
+// DefaultRedisPrefix starts the keys and channels of the state shared
+// through Redis when the redis block sets no prefix.
+const DefaultRedisPrefix = "ftpsgate:"

@@ -25,6 +25,7 @@ type fileSchema struct {
 
 	// AgentListener accepts outbound-only agents (compile_agent.go).
 	AgentListener *agentListenerBlock `hcl:"agent_listener,block"`
+	State         *stateBlock         `hcl:"state,block"`
 }
 
 type listenerBlock struct {
@@ -376,4 +377,25 @@ type challengeBlock struct {
 	DefRange  hcl.Range `hcl:",def_range"`
 	Address   string    `hcl:"address"`
 	AddressAt hcl.Range `hcl:"address,attr_value_range"`
+}
+
+// stateBlock: where the instances behind one balancer share their bans
+// and session counts (compile_state.go).
+type stateBlock struct {
+	DefRange hcl.Range   `hcl:",def_range"`
+	Redis    *redisBlock `hcl:"redis,block"`
+}
+
+type redisBlock struct {
+	DefRange  hcl.Range `hcl:",def_range"`
+	Address   string    `hcl:"address"`
+	AddressAt hcl.Range `hcl:"address,attr_value_range"`
+	// TLS is true, false, or an object { ca_file = "…" }.
+	TLS            hcl.Expression `hcl:"tls,optional"`
+	PasswordFile   *string        `hcl:"password_file"`
+	PasswordFileAt hcl.Range      `hcl:"password_file,attr_value_range"`
+	Prefix         *string        `hcl:"prefix"`
+	PrefixAt       hcl.Range      `hcl:"prefix,attr_value_range"`
+	DB             *int           `hcl:"db"`
+	DBAt           hcl.Range      `hcl:"db,attr_value_range"`
 }

@@ -42,6 +42,10 @@ type Config struct {
 	// and RateUp).
 	Rates Rates
 	Bans  policy.BanRules
+	// State is where bans, failed logins and session counts are kept:
+	// in this process (the zero value), or shared by every instance
+	// through Redis (State.Redis). Read at start, not on reload.
+	State State
 	// Admin is the address of the admin HTTP listener (/metrics,
 	// /healthz, /readyz), or "" for none.
 	Admin string
@@ -716,4 +720,34 @@ func (c *Config) ACMEByName(name string) *ACME {
 		}
 	}
 	return nil
+}
+
+// State says where the server keeps what its instances may share: bans,
+// the failed logins that lead to them, and the session counts behind
+// max_sessions_per_user and max_sessions_per_ip. Rate limits are always
+// per instance.
+type State struct {
+	// Redis, when set, shares that state between the instances that name
+	// the same server and Prefix; nil keeps it in this process.
+	Redis *RedisState
+}
+
+// RedisState is the Redis server the instances share their state through.
+type RedisState struct {
+	// Address is the server's host:port.
+	Address string
+	// TLS turns on TLS toward the server; CAFile, when set, holds the CAs
+	// that verify its certificate (the system's pool otherwise). The
+	// certificate is always verified: a server that could be impersonated
+	// could lift every ban.
+	TLS    bool
+	CAFile string
+	// Password, read from password_file, authenticates to the server
+	// (AUTH); "" sends none.
+	Password string
+	// Prefix starts every key and channel name, so that several
+	// deployments can share one server; "ftpsgate:" by default.
+	Prefix string
+	// DB is the database number (SELECT); 0 by default.
+	DB int
 }

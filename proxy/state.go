@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ftpsgate/ftpsgate/policy"
+	"github.com/ftpsgate/ftpsgate/proxy/config"
+)
+
+// The state instances behind one balancer may share: bans, the failed
+// logins that lead to them, and the session counts behind
+// max_sessions_per_user and max_sessions_per_ip (issue 19). Rate limits
+// are not in it: they stay per instance (ratelimit.go).
+//
+// memoryState keeps it in this process, as a single instance needs.
+// redisState shares it through Redis (the state block) and keeps a
+// memoryState of its own: a mirror of what it learns, and what it falls
+// back to while Redis cannot be reached (state_redis.go).
+
+// sharedState is where a server keeps its bans and session counts. Its
+// methods are safe for concurrent use and never block longer than
+// stateOpTimeout.
+type sharedState interface {
+	// banned reports the ban in force on a's client key at now, if any.
+	banned(a netip.Addr, now time.Time) *policy.Denial
+	// failure counts a failed login from a at now. It reports the end of
+	// the ban this failure started, or the zero time if it started none.
+	failure(a netip.Addr, now time.Time) time.Time
+	// banKey is a's client key under the ban rules in force.
+	banKey(a netip.Addr) netip.Prefix
+	// sessions adds delta to the sessions of c and returns their count
+	// across every instance sharing the state.
+	sessions(c counter, delta int) int
+	// setRules replaces the ban rules (a reload).
+	setRules(policy.BanRules)
+	// close stops the state's goroutines; safe to call twice.
+	close()
+}
+
+// A counter names a count of sessions: a user's logged-in sessions, or a
+// client's (policy.ClientKey) sessions.
+type counter string
+
+func userCounter(user string) counter        { return counter("u:" + user) }
+func clientCounter(key netip.Prefix) counter { return counter("a:" + key.String()) }
+
+var (
+	_ sharedState = (*memoryState)(nil)
+	_ sharedState = (*redisState)(nil)
+)
+
+// memoryState is the state of one instance, in its memory.
+type memoryState struct {
+	bans *policy.Bans
+
+	mu     sync.Mutex
+	counts map[counter]int // > 0
+}
+
+func newMemoryState(r policy.BanRules) *memoryState {
+	return &memoryState{bans: policy.NewBans(r), counts: make(map[counter]int)}
+}
+
+func (m *memoryState) banned(a netip.Addr, now time.Time) *policy.Denial { return m.bans.Check(a, now) }
+func (m *memoryState) failure(a netip.Addr, now time.Time) time.Time {
+	return m.bans.Failure(a, now)
+}
+func (m *memoryState) banKey(a netip.Addr) netip.Prefix { return m.bans.Key(a) }
+func (m *memoryState) setRules(r policy.BanRules)       { m.bans.SetRules(r) }
+func (m *memoryState) close()                           {}
+
+func (m *memoryState) sessions(c counter, delta int) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.counts[c] + delta
+	if n <= 0 {
+		delete(m.counts, c)
+		return 0
+	}
+	m.counts[c] = n
+	return n
+}
+
+// snapshot copies the session counts.
+func (m *memoryState) snapshot() map[counter]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := make(map[counter]int, len(m.counts))
+	for k, v := range m.counts {
+		c[k] = v
+	}
+	return c
+}
+
+// sameRedis reports whether a and b name the same shared state.
+func sameRedis(a, b *config.RedisState) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
