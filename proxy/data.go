@@ -99,7 +99,7 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 	p := s.dataConnector(cmd.Verb).listenData(ln, s.prot == 'P')
 	p.passive = passivePort{verb: cmd.Verb, advertised: advertise, port: ln.Port(), local: local}
 	s.data.pending = p
-	s.logPassive(p.passive)
+	s.data.logPassive(s.log, p.passive)
 	rep := rewrite.EPSVReply(ln.Port())
 	if cmd.Verb == "PASV" {
 		if rep, err = rewrite.PASVReply(netip.AddrPortFrom(advertise, ln.Port())); err != nil { // unreachable: advertise is IPv4
@@ -114,12 +114,12 @@ func (s *session) cmdPassive(cmd rewrite.Command) error {
 // the two differ, and a client that never connects shows only as a 425
 // (transfer.awaitClient logs the same fields then). The first of a session
 // is logged at info level, the others at debug level.
-func (s *session) logPassive(pp passivePort) {
+func (d *dataChannel) logPassive(log *zap.Logger, pp passivePort) {
 	level := zap.DebugLevel
-	if !s.data.told {
-		s.data.told, level = true, zap.InfoLevel
+	if !d.told {
+		d.told, level = true, zap.InfoLevel
 	}
-	if ce := s.log.Check(level, "passive data port offered"); ce != nil {
+	if ce := log.Check(level, "passive data port offered"); ce != nil {
 		ce.Write(pp.fields()...)
 	}
 }

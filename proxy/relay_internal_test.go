@@ -107,81 +107,92 @@ func TestEOFConnCoalesces(t *testing.T) {
 	})
 }
 
-// TestRelayCoalescesTLSRecords relays 1 MiB from a plain connection to a
-// real TLS client: every byte arrives in order, and the TLS records of
-// each 64 KiB chunk leave in one send (about 16 sends, not 64 or more).
-func TestRelayCoalescesTLSRecords(t *testing.T) {
-	certs := ftptest.NewCerts(t, ftptest.ECDSA)
-	pair := func() (net.Conn, net.Conn) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		dialed := make(chan net.Conn, 1)
-		go func() {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Error(err)
-			}
-			dialed <- c
-		}()
-		a, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a, <-dialed
-	}
-	payload := make([]byte, 1<<20)
-	rand.Read(payload)
-
-	srcW, srcR := pair()   // the backend's plain leg
-	cliSrv, cliC := pair() // the client's leg
-	rc := &recordingConn{Conn: cliSrv}
-	pairCert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
+// tcpPair is a connected pair of loopback TCP connections.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := tls.Server(&eofConn{Conn: rc}, &tls.Config{Certificates: []tls.Certificate{pairCert}})
+	defer ln.Close()
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, <-dialed
+}
+
+// relayToTLSClient relays what src yields to a real TLS client, as the
+// proxy's leg toward a client does, and returns the relay's count, what
+// the client received, and each send the relay made on the raw
+// connection after the handshake.
+func relayToTLSClient(t *testing.T, src net.Conn) (n int64, received []byte, sends [][]byte) {
+	t.Helper()
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	cert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliSrv, cliC := tcpPair(t)
+	rc := &recordingConn{Conn: cliSrv}
+	server := tls.Server(&eofConn{Conn: rc}, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client := tls.Client(cliC, certs.ClientConfig())
 	defer client.Close()
 	defer server.Close()
 	deadline := time.Now().Add(time.Minute)
 	client.SetDeadline(deadline)
 	server.SetDeadline(deadline)
-
-	go func() {
-		srcW.Write(payload)
-		srcW.Close()
-	}()
-	received := make(chan []byte, 1)
+	got := make(chan []byte, 1)
 	go func() {
 		b, err := io.ReadAll(client)
 		if err != nil {
 			t.Error(err)
 		}
-		received <- b
+		got <- b
 	}()
 	if err := server.HandshakeContext(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	handshakeSends := len(rc.writes)
+	first := len(rc.writes)
 	var total atomic.Int64
-	n, err := relay(server, srcR, false, 30*time.Second, &total, nil, nil)
-	if err != nil || n != int64(len(payload)) || total.Load() != n {
-		t.Fatalf("relay = %d, %v (total %d), want %d bytes", n, err, total.Load(), len(payload))
+	n, err = relay(server, src, false, 30*time.Second, &total, nil, nil)
+	if err != nil || total.Load() != n {
+		t.Fatalf("relay = %d, %v (total %d)", n, err, total.Load())
 	}
-	sends := len(rc.writes) - handshakeSends
+	sends = rc.writes[first:]
 	server.Close()
-	if got := <-received; !bytes.Equal(got, payload) {
-		t.Fatalf("client received %d bytes, not the %d sent, or not in order", len(got), len(payload))
+	return n, <-got, sends
+}
+
+// TestRelayCoalescesTLSRecords relays 1 MiB from a plain connection to a
+// real TLS client: every byte arrives in order, and the TLS records of
+// each 64 KiB chunk leave in one send (about 16 sends, not 64 or more).
+func TestRelayCoalescesTLSRecords(t *testing.T) {
+	payload := make([]byte, 1<<20)
+	rand.Read(payload)
+	srcW, srcR := tcpPair(t) // the backend's plain leg
+	go func() {
+		srcW.Write(payload)
+		srcW.Close()
+	}()
+	n, got, sends := relayToTLSClient(t, srcR)
+	if n != int64(len(payload)) || !bytes.Equal(got, payload) {
+		t.Fatalf("relayed %d, client received %d bytes, not the %d sent, or not in order", n, len(got), len(payload))
 	}
 	// 16 chunks of 64 KiB at best; reads may return less than a chunk, so
 	// allow twice that, still far under the 64 records' worth of sends.
-	if sends > 32 {
-		t.Fatalf("%d sends for 1 MiB: records were not coalesced", sends)
+	if len(sends) > 32 {
+		t.Fatalf("%d sends for 1 MiB: records were not coalesced", len(sends))
 	}
-	t.Logf("1 MiB relayed in %d sends", sends)
+	t.Logf("1 MiB relayed in %d sends", len(sends))
 }
 
 // TestRelayBuffersGrowForBulk: a transfer reads in 64 KiB chunks until it
@@ -191,11 +202,6 @@ func TestRelayCoalescesTLSRecords(t *testing.T) {
 // client carries the records of one read: their size shows the buffer.
 // Every byte arrives in order, across the change of buffers too.
 func TestRelayBuffersGrowForBulk(t *testing.T) {
-	certs := ftptest.NewCerts(t, ftptest.ECDSA)
-	cert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		size int
@@ -209,55 +215,17 @@ func TestRelayBuffersGrowForBulk(t *testing.T) {
 			payload := make([]byte, tc.size)
 			rand.Read(payload)
 			srcW, srcR := net.Pipe()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			cliC, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			cliSrv, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc := &recordingConn{Conn: cliSrv}
-			server := tls.Server(&eofConn{Conn: rc}, &tls.Config{Certificates: []tls.Certificate{cert}})
-			client := tls.Client(cliC, certs.ClientConfig())
-			defer client.Close()
-			defer server.Close()
-			deadline := time.Now().Add(time.Minute)
-			client.SetDeadline(deadline)
-			server.SetDeadline(deadline)
 			go func() {
 				srcW.Write(payload)
 				srcW.Close()
 			}()
-			received := make(chan []byte, 1)
-			go func() {
-				b, err := io.ReadAll(client)
-				if err != nil {
-					t.Error(err)
-				}
-				received <- b
-			}()
-			if err := server.HandshakeContext(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			first := len(rc.writes)
-			var total atomic.Int64
-			n, err := relay(server, srcR, false, 30*time.Second, &total, nil, nil)
-			if err != nil || n != int64(len(payload)) {
-				t.Fatalf("relay = %d, %v, want %d bytes", n, err, len(payload))
+			n, got, sends := relayToTLSClient(t, srcR)
+			if n != int64(len(payload)) || !bytes.Equal(got, payload) {
+				t.Fatalf("relayed %d, client received %d bytes, not the %d sent, or not in order", n, len(got), len(payload))
 			}
 			largest := 0
-			for _, w := range rc.writes[first:] {
+			for _, w := range sends {
 				largest = max(largest, len(w))
-			}
-			server.Close()
-			if got := <-received; !bytes.Equal(got, payload) {
-				t.Fatalf("client received %d bytes, not the %d sent, or not in order", len(got), len(payload))
 			}
 			if grew := largest > sealedSize(relayBufferSize); grew != tc.bulk {
 				t.Fatalf("largest send %d bytes: the buffers grew %v, want %v", largest, grew, tc.bulk)
