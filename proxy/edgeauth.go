@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -158,15 +157,9 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 	if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(l.user), 0)); d != nil {
 		return s.deny(cmd, d)
 	}
-	be, err := s.dialer().connect(b, l.user, s)
-	if errors.Is(err, errQueueQuit) {
-		return s.reply(cmd, 530, "Login abandoned: QUIT received while waiting for the FTP server.")
-	}
-	if err != nil {
+	if ok, err := l.connect(cmd, b, l.user); !ok {
 		return err
 	}
-	s.be = be
-	s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	rep, err := s.be.roundTrip(rewrite.Command{Verb: "USER", Arg: user}, s.cfg.Timeouts.BackendReply)
 	if err == nil && rep.Code == 331 {
 		rep, err = s.be.roundTrip(rewrite.Command{Verb: "PASS", Arg: pass}, s.cfg.Timeouts.BackendReply)

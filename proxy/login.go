@@ -104,17 +104,9 @@ func (l *login) handleUSER(cmd rewrite.Command) error {
 	}
 	connected := s.be == nil
 	if s.be == nil {
-		be, err := s.dialer().connect(b, cmd.Arg, s)
-		if errors.Is(err, errQueueQuit) {
-			// Every command gets its reply, in order: this one, then
-			// the QUIT that readCommand reads next.
-			return s.reply(cmd, 530, "Login abandoned: QUIT received while waiting for the FTP server.")
-		}
-		if err != nil {
+		if ok, err := l.connect(cmd, b, cmd.Arg); !ok {
 			return err
 		}
-		s.be = be
-		s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	}
 	l.route, l.scan = route, s.scanOf(route)
 	l.uncount()
@@ -416,4 +408,24 @@ func (l *loginDelays) delay(backend string, k delayKind) time.Duration {
 // passed since start.
 func (l *loginDelays) wait(backend string, k delayKind, start time.Time) {
 	time.Sleep(time.Until(start.Add(l.delay(backend, k))))
+}
+
+// connect connects the session to backend b for user's login (the queue,
+// the dial, the greeting: dialer.go). A QUIT read while the login waited
+// in the queue ends it: cmd gets its 530 (every command gets its reply, in
+// order: this one, then the QUIT that readCommand reads next). ok is false
+// when the session has no backend: err is then the reply's error or the
+// connection's.
+func (l *login) connect(cmd rewrite.Command, b *config.Backend, user string) (ok bool, err error) {
+	s := l.s
+	be, err := s.dialer().connect(b, user, s)
+	if errors.Is(err, errQueueQuit) {
+		return false, s.reply(cmd, 530, "Login abandoned: QUIT received while waiting for the FTP server.")
+	}
+	if err != nil {
+		return false, err
+	}
+	s.be = be
+	s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
+	return true, nil
 }

@@ -53,10 +53,17 @@ func (c *compiler) userFile(r *hcl.Range, a *Auth, name, path string) *userfile.
 	c.secretFile(r, "user_file", path, "the password hashes of its users")
 	f, errs := userfile.Parse(data)
 	for _, e := range errs {
-		c.errorf(&hcl.Range{Filename: path, Start: hcl.Pos{Line: e.Line, Column: 1}, End: hcl.Pos{Line: e.Line, Column: 1}},
+		c.errorf(fileLine(path, e.Line),
 			"Invalid user file line", "auth %q: %s", name, e.Err)
 	}
 	return f
+}
+
+// fileLine is the range of line of the file at path, for a diagnostic
+// about a file the configuration names (a user file's bad line).
+func fileLine(path string, line int) *hcl.Range {
+	p := hcl.Pos{Line: line, Column: 1}
+	return &hcl.Range{Filename: path, Start: p, End: p}
 }
 
 // totpSecrets loads the TOTP secrets file at path for the auth block
@@ -70,7 +77,7 @@ func (c *compiler) totpSecrets(r *hcl.Range, name, path string) *userfile.Secret
 	c.secretFile(r, "totp_secrets_file", path, "every user's second factor")
 	s, errs := userfile.ParseSecrets(data)
 	for _, e := range errs {
-		c.errorf(&hcl.Range{Filename: path, Start: hcl.Pos{Line: e.Line, Column: 1}, End: hcl.Pos{Line: e.Line, Column: 1}},
+		c.errorf(fileLine(path, e.Line),
 			"Invalid TOTP secrets line", "auth %q: %s", name, e.Err)
 	}
 	return s
