@@ -52,7 +52,7 @@ type Agent struct {
 	sessions map[*yamux.Session]struct{}
 
 	connected  atomic.Int64 // sessions established now
-	reconnects atomic.Int64 // sessions established after the first of each slot
+	reconnects atomic.Int64 // sessions established after the first attempt of each slot
 	streams    atomic.Int64 // streams being served
 	refused    atomic.Int64 // requests refused
 }
@@ -124,14 +124,15 @@ func (a *Agent) keepSession(slot int) {
 	for first := true; a.ctx.Err() == nil; {
 		start := time.Now()
 		sess, err := a.connect()
+		retry := !first
+		first = false
 		if err != nil {
 			failures++
 			log.Warn("cannot connect to the edge", zap.Error(err), zap.Int("failures", failures))
 		} else {
-			if !first {
+			if retry {
 				a.reconnects.Add(1)
 			}
-			first = false
 			log.Info("connected to the edge", zap.Stringer("local", sess.LocalAddr()))
 			a.serve(sess, log)
 			if time.Since(start) > a.opt.MaxBackoff {
@@ -202,6 +203,14 @@ func (a *Agent) connect() (*yamux.Session, error) {
 	if err != nil {
 		raw.Close()
 		return nil, err
+	}
+	// Under TLS 1.3 the client's handshake ends before the edge has
+	// checked the client certificate: an edge that refuses this agent's
+	// says so only in its next record. One round trip to the edge's
+	// yamux session settles it, before the session counts as connected.
+	if _, err := sess.Ping(); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("the edge ended the session at once (does it allow this agent's certificate?): %w", err)
 	}
 	a.mu.Lock()
 	if a.ctx.Err() != nil {
