@@ -99,8 +99,6 @@ func (l *login) edgeUSER(cmd rewrite.Command, e *edgeLogin, d *policy.Denial, ro
 func (l *login) edgePASS(cmd rewrite.Command) error {
 	s := l.s
 	e := l.edge
-	method := e.auth.Method()
-	users := s.srv.userFile(e.auth)
 	refused := l.refused
 	l.refused = nil
 	if refused == nil {
@@ -108,54 +106,89 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 			return s.deny(cmd, d)
 		}
 	}
-	password, code := cmd.Arg, ""
-	if e.auth.TOTP != nil {
-		password, code = userfile.SplitCode(cmd.Arg)
+	v := l.edgeCheck(e, cmd.Arg, refused)
+	if v.reason != "" {
+		return l.edgeRefuse(cmd, e, v.reason)
 	}
-	known, ok := s.srv.verifyPassword(users, l.user, password, refused != nil)
-	reason := ""
+	// Accepted at the edge: only now is a backend connection opened.
+	if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(l.user), 0)); d != nil {
+		return s.deny(cmd, d)
+	}
+	return l.edgeBackendLogin(cmd, e, v)
+}
+
+// edgeVerdict is an auth block's answer about a login.
+type edgeVerdict struct {
+	// reason is why the login is refused (the audit's reason), or empty
+	// when it is accepted.
+	reason string
+	// password is the client's password without a TOTP code: what the
+	// backend gets when no backend account is mapped.
+	password string
+}
+
+// edgeCheck checks arg, the PASS argument, for l.user against e's auth
+// block. refused, if not nil, is the policy's refusal of the name at USER:
+// the answer is then no, after the same work as for any other name.
+func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edgeVerdict {
+	s := l.s
+	password, code := arg, ""
+	if e.auth.TOTP != nil {
+		password, code = userfile.SplitCode(arg)
+	}
+	known, ok := s.srv.verifyPassword(s.srv.userFile(e.auth), l.user, password, refused != nil)
+	v := edgeVerdict{password: password}
 	switch {
 	case refused != nil:
-		reason = refused.Rule
+		v.reason = refused.Rule
 	case !known:
-		reason = reasonUnknownUser
+		v.reason = reasonUnknownUser
 	case !ok:
-		reason = reasonWrongPassword
+		v.reason = reasonWrongPassword
 	}
 	if e.auth.TOTP != nil {
 		// Checked whatever the password's outcome: the same work, and
 		// the same answer, for every failure.
 		step, hasSecret, codeOK := e.auth.TOTP.Check(l.user, code, time.Now())
 		switch {
-		case reason != "":
+		case v.reason != "":
 		case !hasSecret:
-			reason = reasonTOTPMissing
+			v.reason = reasonTOTPMissing
 		case !codeOK:
-			reason = reasonTOTPInvalid
+			v.reason = reasonTOTPInvalid
 		case !s.srv.totpUse(e.auth.Name, l.user, step):
-			reason = reasonTOTPReused
+			v.reason = reasonTOTPReused
 		}
 	}
-	if reason != "" {
-		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
-		s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
-		s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
-			Method: method, Client: s.client.addr.String()})
-		if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
-			return err
-		}
-		l.edge = nil
-		return l.failed()
-	}
+	return v
+}
 
-	// Accepted at the edge: only now is a backend connection opened.
+// edgeRefuse answers a login the auth block refused for reason: 530,
+// logged, audited, counted toward a ban.
+func (l *login) edgeRefuse(cmd rewrite.Command, e *edgeLogin, reason string) error {
+	s := l.s
+	method := e.auth.Method()
+	s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+	s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
+	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
+		Method: method, Client: s.client.addr.String()})
+	if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
+		return err
+	}
+	l.edge = nil
+	return l.failed()
+}
+
+// edgeBackendLogin connects the backend of a login the edge accepted and
+// logs in there with the mapped account, or the client's own name and
+// password.
+func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdict) error {
+	s := l.s
+	method := e.auth.Method()
 	b := e.backend
-	user, pass := l.user, password
+	user, pass := l.user, v.password
 	if e.mapped != nil {
 		user, pass = e.mapped.User, e.mapped.Password
-	}
-	if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(l.user), 0)); d != nil {
-		return s.deny(cmd, d)
 	}
 	if ok, err := l.connect(cmd, b, l.user); !ok {
 		return err
@@ -167,13 +200,16 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 	if err != nil {
 		return err
 	}
+	refusal := func(code int) {
+		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
+		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
+			Route: l.route, Code: code, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+	}
 	if rep.Code >= 400 && rep.Code < 500 {
 		// Busy (421), or a transient refusal: the client may try again.
 		s.log.Warn("the backend refused a login the edge accepted, for now", zap.String("backend", b.Name),
 			zap.String("reply", rep.String()))
-		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
-		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
-			Route: l.route, Code: 421, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+		refusal(421)
 		s.be.close()
 		s.be = nil
 		s.reply(cmd, 421, "Service not available: the FTP server refused the session; try again later.")
@@ -186,9 +222,7 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 		s.log.Warn("the backend refused a login the edge accepted", zap.String("method", method),
 			zap.String("backend_user", user), zap.String("backend", b.Name), zap.String("reply", rep.String()),
 			zap.Bool("mapped", e.mapped != nil))
-		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
-		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
-			Route: l.route, Code: 530, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+		refusal(530)
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, time.Second)
 		s.be.close()
 		s.be = nil
