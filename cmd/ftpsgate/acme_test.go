@@ -147,8 +147,14 @@ type pebble struct {
 // given, is the certificates' lifetime (Pebble's default: 90 days).
 func startPebble(t *testing.T, httpPort, tlsPort int, validity ...time.Duration) *pebble {
 	t.Helper()
+	return startPebbleDNS(t, httpPort, tlsPort, startDNS(t), validity...)
+}
+
+// startPebbleDNS is startPebble with dnsAddr as Pebble's resolver (a
+// real DNS server's, for DNS-01).
+func startPebbleDNS(t *testing.T, httpPort, tlsPort int, dnsAddr string, validity ...time.Duration) *pebble {
+	t.Helper()
 	bin := pebbleBinary(t)
-	dnsAddr := startDNS(t)
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	p := &pebble{caFile: certs.CAFile, https: certs.Pool, out: &ftptest.SyncBuffer{},
 		mgmt: fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))}
