@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -595,8 +597,9 @@ backend "b" { address = "127.0.0.1:21" }
 // TestACMERenewal: a short-lived certificate is renewed in the background
 // (the renewal check runs every second here, instead of every 10
 // minutes); new handshakes get the new certificate without a restart or
-// a reload, a session opened before goes on with its own, and the renewal
-// is logged and counted.
+// a reload, a session opened before goes on with its own, a download in
+// flight across the renewal completes whole, and the renewal is logged
+// and counted.
 func TestACMERenewal(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	httpPort := ftptest.FreePort(t)
@@ -625,11 +628,36 @@ backend "b" { address = %q }
 	waitObtained(t, logs, "ftp.test", "obtain")
 	roots := p.issuingRoot(t)
 	first := loginVerified(t, addr, roots, be)[0][0]
+	// A download in flight across the renewal: the client reads its
+	// first MiB, then nothing until the renewal is logged (the rest
+	// waits in the socket buffers and at the backend), then the rest.
+	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
 	open := ftptest.Dial(t, addr)
-	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test"})
+	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test", ClientSessionCache: tls.NewLRUClientSessionCache(4)})
 	open.LoginProtP(be.User, be.Password)
+	open.Cmd(200, "TYPE I")
+	dataAddr := open.EPSV()
+	open.Send("RETR big.bin")
+	d := open.DialData(dataAddr)
+	open.Expect(150)
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(d, head); err != nil {
+		t.Fatal(err)
+	}
 
 	waitObtained(t, logs, "ftp.test", "renew")
+	rest := ftptest.ReadAll(t, d)
+	d.Close()
+	open.Expect(226)
+	h := sha256.New()
+	h.Write(head)
+	h.Write(rest)
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum || len(head)+len(rest) != 64<<20 {
+		t.Fatalf("the download in flight across the renewal: %d bytes, sha256 %s; want %d bytes, %s", len(head)+len(rest), got, 64<<20, sum)
+	}
+	if cs := d.Conn.(*tls.Conn).ConnectionState(); !cs.PeerCertificates[0].Equal(first) {
+		t.Fatal("the transfer's data connection changed certificate")
+	}
 	second := loginVerified(t, addr, roots, be)[0][0]
 	if second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) {
 		t.Fatalf("after the renewal, serial %x (expires %v); before, %x (expires %v)", second.SerialNumber, second.NotAfter,
