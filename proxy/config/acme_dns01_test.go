@@ -172,3 +172,56 @@ func TestOnDemandAllows(t *testing.T) {
 		}
 	}
 }
+
+// readmeBlock is the hcl block that follows marker in README.md.
+func readmeBlock(t *testing.T, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), marker)
+	_, block, ok2 := strings.Cut(sec, "```hcl\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatalf("README.md has no hcl block after %q", marker)
+	}
+	return block
+}
+
+// TestACMEReadmeQuickStartAndDNS01: the quick start's "with Let's
+// Encrypt" block is three lines of config and a closing brace, and
+// valid with a listener naming it; so is the DNS-01 section's example.
+func TestACMEReadmeQuickStartAndDNS01(t *testing.T) {
+	listener := `listener "ftps" {
+  address       = ":21"
+  acme          = "%s"
+  passive_ports = "50000-50999"
+  backend       = "legacy"
+}
+backend "legacy" {
+  address = "10.0.0.5:21"
+}
+`
+	block := readmeBlock(t, "<!-- quick-start: acme -->")
+	if lines := strings.Split(strings.TrimSpace(block), "\n"); len(lines) != 4 || lines[3] != "}" {
+		t.Fatalf("the quick start's acme block is not three lines and a brace:\n%s", block)
+	}
+	cfg, diags := Parse([]byte(block+strings.Replace(listener, "%s", "le", 1)), "README.md")
+	if diags.HasErrors() {
+		t.Fatalf("%s\n%s", diags.Error(), block)
+	}
+	if a := cfg.ACME[0]; a.Directory != DefaultACMEDirectory || a.HTTP01 != ":80" || cfg.Listeners[0].ACME != a {
+		t.Fatalf("%+v", a)
+	}
+
+	key := tsigKey(t, "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n")
+	block = strings.Replace(readmeBlock(t, "#### DNS-01"), "/etc/ftpsgate/tsig.key", key, 1)
+	cfg, diags = Parse([]byte(block+strings.Replace(listener, "%s", "internal", 1)), "README.md")
+	if diags.HasErrors() {
+		t.Fatalf("%s\n%s", diags.Error(), block)
+	}
+	if a := cfg.ACME[0]; a.DNS01 == nil || a.DNS01.DNS == nil || len(a.Domains) != 2 {
+		t.Fatalf("%+v", a)
+	}
+}
