@@ -291,3 +291,64 @@ backend "b" { address = %q }
 		t.Fatalf("obtained with a key Knot does not know: %v", got)
 	}
 }
+
+// TestValidateACMEBlocks: ftpsgate validate reports a mistake in a dns01
+// or on_demand block at its file and line, and accepts the blocks once
+// they are right.
+func TestValidateACMEBlocks(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "tsig.key")
+	if err := os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString([]byte("a TSIG secret of 32 bytes, here."))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := fmt.Sprintf(`listener "ftps" {
+  address = "127.0.0.1:2121"
+  acme = "public"
+  passive_ports = "50000-50009"
+  backend = "b"
+}
+acme "public" {
+  domains = ["ftp.example.com", "*.ftp.example.com"]
+  storage = %q
+  dns01 {
+    provider = "rfc2136"
+    server   = "127.0.0.1:53"
+    key_name = "acme-update"
+    key_file = %q
+  }
+  on_demand {
+    allow = ["*.customers.example.com"]
+    rate  = "5/1h"
+  }
+}
+backend "b" { address = "127.0.0.1:21" }
+`, filepath.Join(dir, "acme"), key)
+	path := filepath.Join(dir, "gate.hcl")
+	for _, tc := range []struct {
+		name, old, new, want string
+	}{
+		{"valid", "", "", ""},
+		{"unknown provider", `"rfc2136"`, `"cloudflare"`, path + ":11:"},
+		{"MD5 key", `    key_file = `, "    key_algorithm = \"hmac-md5\"\n    key_file = ", path + ":14:"},
+		{"pattern under a TLD", `"*.customers.example.com"`, `"*.com"`, path + ":17:"},
+		{"bad rate", `"5/1h"`, `"lots"`, path + ":18:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(good, tc.old, tc.new, 1)
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut strings.Builder
+			code := run([]string{"validate", path}, &out, &errOut)
+			if tc.want == "" {
+				if code != 0 {
+					t.Fatalf("exit %d:\n%s", code, errOut.String())
+				}
+				return
+			}
+			if code != 1 || !strings.Contains(errOut.String(), tc.want) {
+				t.Fatalf("exit %d, want 1 and %q:\n%s", code, tc.want, errOut.String())
+			}
+		})
+	}
+}
