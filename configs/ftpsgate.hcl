@@ -106,6 +106,9 @@ listener "ftps-implicit" {
 #   # Account key, certificates, keys and locks (created 0700). Instances
 #   # sharing it on a shared volume issue once.
 #   storage = "/var/lib/ftpsgate/acme"
+#   # Or all of it in the state block's Redis (needs state { redis { … } }),
+#   # locks expiring unless refreshed: instances issue once, no shared volume.
+#   storage_redis = false
 #   # External account binding, for CAs that require one (ZeroSSL, Google,
 #   # step-ca with EAB): the key id and a file holding the MAC key.
 #   eab {

@@ -43,22 +43,35 @@ type acmeManager struct {
 	// certmagic configuration with OnDemand set obtains nothing at
 	// start, so the block's domains keep a configuration of their own.
 	onDemand *onDemand
-	log      *zap.Logger
-	m        *metrics
-	audit    *audit.Logger
-	ctx      context.Context // ends certmagic's retries and renewals
-	cancel   context.CancelFunc
-	stop     sync.Once
+	// redis is the storage in Redis (storage_redis), or nil.
+	redis  *redisStorage
+	log    *zap.Logger
+	m      *metrics
+	audit  *audit.Logger
+	ctx    context.Context // ends certmagic's retries and renewals
+	cancel context.CancelFunc
+	stop   sync.Once
 }
 
 // newACMEManager prepares the manager of a; nothing is asked of the CA
 // until manage. The storage directory is created (mode 0700: it holds
 // private keys).
-func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration) (*acmeManager, error) {
-	if err := os.MkdirAll(a.Storage, 0o700); err != nil {
-		return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
-	}
+func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration,
+	rc *config.RedisState) (*acmeManager, error) {
 	am := &acmeManager{cfg: a, log: log.With(zap.String("acme", a.Name)), m: m, audit: aud}
+	var storage certmagic.Storage
+	if a.StorageRedis {
+		rs, err := newRedisStorage(rc, am.log)
+		if err != nil {
+			return nil, fmt.Errorf("acme %q: storage in redis: %w", a.Name, err)
+		}
+		am.redis, storage = rs, rs
+	} else {
+		if err := os.MkdirAll(a.Storage, 0o700); err != nil {
+			return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
+		}
+		storage = &certmagic.FileStorage{Path: a.Storage}
+	}
 	am.ctx, am.cancel = context.WithCancel(context.Background())
 	cmLog := am.log.Named("certmagic")
 	am.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -72,7 +85,7 @@ func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logg
 		Logger:             cmLog,
 	})
 	am.magic = certmagic.New(am.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: a.Storage},
+		Storage: storage,
 		// FTP clients connecting by address send no SNI.
 		DefaultServerName:  a.Domains[0],
 		FallbackServerName: a.Domains[0],
@@ -146,6 +159,9 @@ func (am *acmeManager) close() {
 	am.stop.Do(func() {
 		am.cancel()
 		am.cache.Stop()
+		if am.redis != nil {
+			am.redis.close()
+		}
 	})
 }
 
@@ -268,7 +284,7 @@ func (s *Server) startACME(cfg *config.Config) (err error) {
 	}()
 	byAddr := map[string]*challengeListener{}
 	for _, a := range cfg.ACME {
-		am, err := newACMEManager(a, s.log, s.metrics, s.audit, s.renewEvery)
+		am, err := newACMEManager(a, s.log, s.metrics, s.audit, s.renewEvery, cfg.State.Redis)
 		if err != nil {
 			return err
 		}
@@ -390,7 +406,7 @@ func sameACME(a, b *config.ACME) bool {
 		return fmt.Sprint(o.Allow, o.Orders, o.Per)
 	}
 	return slices.Equal(a.Domains, b.Domains) && a.Email == b.Email && a.Directory == b.Directory &&
-		a.CARootsFile == b.CARootsFile && eab(a.EAB) == eab(b.EAB) && a.Storage == b.Storage &&
+		a.CARootsFile == b.CARootsFile && eab(a.EAB) == eab(b.EAB) && a.Storage == b.Storage && a.StorageRedis == b.StorageRedis &&
 		a.HTTP01 == b.HTTP01 && a.TLSALPN01 == b.TLSALPN01 && dns01(a.DNS01) == dns01(b.DNS01) &&
 		onDemand(a.OnDemand) == onDemand(b.OnDemand)
 }

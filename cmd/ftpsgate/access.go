@@ -59,6 +59,9 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 				need(f, 4, "read")
 			}
 		}
+		if a.StorageRedis {
+			continue // in the state block's Redis
+		}
 		// run creates the storage directory, and writes certificates,
 		// keys and locks in it.
 		dir := a.Storage

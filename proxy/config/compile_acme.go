@@ -50,6 +50,13 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 				"storage must be an absolute directory path (it holds the certificates' private keys), not %q.", a.Storage)
 		}
 	}
+	if ab.StorageRedis != nil {
+		a.StorageRedis = *ab.StorageRedis
+		if a.StorageRedis && ab.Storage != nil {
+			c.errorf(at(ab.StorageRedisAt, ab.DefRange), "Two storages",
+				"acme %q sets both storage and storage_redis = true: choose one.", ab.Name)
+		}
+	}
 	if eb := ab.EAB; eb != nil {
 		a.EAB = c.externalAccount(eb)
 	}
@@ -313,4 +320,17 @@ func parseOrderRate(s string) (int, time.Duration, error) {
 		return 0, 0, fmt.Errorf("rate's period must be a duration of at least a second, such as \"1h\", not %q", ds)
 	}
 	return n, d, nil
+}
+
+// acmeStorageRedis checks that the acme blocks with storage_redis have a
+// state block's Redis to use (the state block is compiled after them).
+func (c *compiler) acmeStorageRedis(cfg *Config) {
+	for i, a := range cfg.ACME {
+		if a.StorageRedis && cfg.State.Redis == nil {
+			ab := c.acmeBlocks[i]
+			c.errorf(at(ab.StorageRedisAt, ab.DefRange), "No Redis for storage_redis",
+				"acme %q sets storage_redis = true, but there is no state { redis { … } } block: add one, or keep "+
+					"the storage directory.", a.Name)
+		}
+	}
 }

@@ -347,23 +347,26 @@ type scanBlock struct {
 }
 
 type acmeBlock struct {
-	Name        string          `hcl:"name,label"`
-	DefRange    hcl.Range       `hcl:",def_range"`
-	Domains     []string        `hcl:"domains"`
-	DomainsAt   hcl.Range       `hcl:"domains,attr_value_range"`
-	Email       *string         `hcl:"email"`
-	EmailAt     hcl.Range       `hcl:"email,attr_value_range"`
-	Directory   *string         `hcl:"directory"`
-	DirectoryAt hcl.Range       `hcl:"directory,attr_value_range"`
-	CARoots     *string         `hcl:"ca_roots"`
-	CARootsAt   hcl.Range       `hcl:"ca_roots,attr_value_range"`
-	Storage     *string         `hcl:"storage"`
-	StorageAt   hcl.Range       `hcl:"storage,attr_value_range"`
-	EAB         *eabBlock       `hcl:"eab,block"`
-	HTTP01      *challengeBlock `hcl:"http01,block"`
-	TLSALPN01   *challengeBlock `hcl:"tls_alpn01,block"`
-	DNS01       *dns01Block     `hcl:"dns01,block"`
-	OnDemand    *onDemandBlock  `hcl:"on_demand,block"`
+	Name        string    `hcl:"name,label"`
+	DefRange    hcl.Range `hcl:",def_range"`
+	Domains     []string  `hcl:"domains"`
+	DomainsAt   hcl.Range `hcl:"domains,attr_value_range"`
+	Email       *string   `hcl:"email"`
+	EmailAt     hcl.Range `hcl:"email,attr_value_range"`
+	Directory   *string   `hcl:"directory"`
+	DirectoryAt hcl.Range `hcl:"directory,attr_value_range"`
+	CARoots     *string   `hcl:"ca_roots"`
+	CARootsAt   hcl.Range `hcl:"ca_roots,attr_value_range"`
+	Storage     *string   `hcl:"storage"`
+	StorageAt   hcl.Range `hcl:"storage,attr_value_range"`
+	// StorageRedis keeps the storage in the state block's Redis.
+	StorageRedis   *bool           `hcl:"storage_redis"`
+	StorageRedisAt hcl.Range       `hcl:"storage_redis,attr_value_range"`
+	EAB            *eabBlock       `hcl:"eab,block"`
+	HTTP01         *challengeBlock `hcl:"http01,block"`
+	TLSALPN01      *challengeBlock `hcl:"tls_alpn01,block"`
+	DNS01          *dns01Block     `hcl:"dns01,block"`
+	OnDemand       *onDemandBlock  `hcl:"on_demand,block"`
 }
 
 // dns01Block: the DNS-01 challenge through a libdns provider; the

@@ -695,6 +695,11 @@ type ACME struct {
 	// their keys, and the locks that let several instances sharing it
 	// issue once. Default DefaultACMEStorage.
 	Storage string
+	// StorageRedis keeps all of that in the state block's Redis instead
+	// (keys under its prefix and "acme:"), with locks that expire unless
+	// their holder refreshes them: instances behind one balancer issue
+	// once without a shared volume. False: the Storage directory.
+	StorageRedis bool
 	// HTTP01 is the host:port of the HTTP-01 challenge listener ("" for
 	// none): it answers the CA's challenge requests and 404 to anything
 	// else. The CA connects to port 80 of each domain: forward it here.
