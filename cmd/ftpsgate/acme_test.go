@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -789,10 +792,34 @@ listener "two" {
 // the first only; when the second wins the lock (about half the runs), its
 // challenge is answered by the first, from the shared storage.
 func TestACMESharedStorage(t *testing.T) {
+	testACMEShared(t, fmt.Sprintf("storage = %q", filepath.Join(t.TempDir(), "acme")), "")
+}
+
+// TestACMESharedRedisStorage: TestACMESharedStorage with the storage in
+// a real redis-server (storage_redis, the state block's Redis) instead
+// of a shared directory: one order, both instances serve, and the one
+// that did not order loaded the certificate from Redis.
+func TestACMESharedRedisStorage(t *testing.T) {
+	rd := ftptest.StartRedis(t)
+	testACMEShared(t, "storage_redis = true", fmt.Sprintf("state {\n  redis {\n    address = %q\n  }\n}\n", rd.Addr))
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer rdb.Close()
+	keys, err := rdb.ZRange(context.Background(), "ftpsgate:acme:index", 0, -1).Result()
+	if err != nil || !slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, "/ftp.test/ftp.test.key") }) {
+		t.Fatalf("the certificate's key is not in Redis: %v %v", keys, err)
+	}
+	if locks, _ := rdb.Keys(context.Background(), "ftpsgate:acme:lock:*").Result(); len(locks) != 0 {
+		t.Fatalf("locks left in Redis after the order: %v", locks)
+	}
+}
+
+// testACMEShared runs two instances whose acme blocks share storage
+// (the block's storage line), with extra blocks, and checks that they
+// place one order and both serve the certificate.
+func testACMEShared(t *testing.T, storage, extra string) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	httpPort := ftptest.FreePort(t)
 	p := startPebble(t, httpPort, ftptest.FreePort(t))
-	storage := filepath.Join(t.TempDir(), "acme")
 	srcs := make([]string, 2)
 	for i, port := range []int{httpPort, ftptest.FreePort(t)} {
 		f, l := ftptest.FreePortRange(t, 5)
@@ -805,13 +832,14 @@ func TestACMESharedStorage(t *testing.T) {
 }
 acme "ca" {
   domains = ["ftp.test"]
+  email = "ops@ftp.test"
   directory = %q
   ca_roots = %q
-  storage = %q
+  %s
   http01 { address = "127.0.0.1:%d" }
 }
 backend "b" { address = %q }
-`, f, l, p.directory, p.caFile, storage, port, be.Addr)
+%s`, f, l, p.directory, p.caFile, storage, port, be.Addr, extra)
 	}
 	type started struct {
 		srv  *proxy.Server

@@ -90,8 +90,8 @@ func TestACMEDNS01AndOnDemand(t *testing.T) {
 	}
 }
 
-// TestACMEDNS01Diagnostics: every mistake in a dns01 or on_demand block
-// is refused at its line.
+// TestACMEDNS01Diagnostics: every mistake in a dns01 or on_demand block,
+// or with storage_redis, is refused at its line.
 func TestACMEDNS01Diagnostics(t *testing.T) {
 	key := tsigKey(t, "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n")
 	notBase64 := tsigKey(t, "key \"acme-update\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n")
@@ -123,6 +123,8 @@ func TestACMEDNS01Diagnostics(t *testing.T) {
 		{"rate without period", `"5/10m"`, `"5"`, 20, "Invalid rate"},
 		{"rate of zero", `"5/10m"`, `"0/1h"`, 20, "Invalid rate"},
 		{"rate below a second", `"5/10m"`, `"5/10ms"`, 20, "Invalid rate"},
+		{"storage_redis without a state block", "  dns01 {", "  storage_redis = true\n  dns01 {", 9, "No Redis for storage_redis"},
+		{"storage_redis and storage", "  dns01 {", "  storage = \"/var/lib/x\"\n  storage_redis = true\n  dns01 {", 10, "Two storages"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,5 +225,18 @@ backend "legacy" {
 	}
 	if a := cfg.ACME[0]; a.DNS01 == nil || a.DNS01.DNS == nil || len(a.Domains) != 2 {
 		t.Fatalf("%+v", a)
+	}
+}
+
+func TestACMEStorageRedis(t *testing.T) {
+	key := tsigKey(t, "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n")
+	src := strings.Replace(strings.Replace(dns01Tmpl, "KEY", key, 1), "  dns01 {", "  storage_redis = true\n  dns01 {", 1) +
+		"state {\n  redis {\n    address = \"127.0.0.1:6379\"\n  }\n}\n"
+	cfg, diags := Parse([]byte(src), "gate.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if a := cfg.ACME[0]; !a.StorageRedis || cfg.State.Redis == nil {
+		t.Fatalf("acme %+v, state %+v", a, cfg.State)
 	}
 }
