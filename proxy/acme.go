@@ -181,6 +181,9 @@ func (am *acmeManager) onEvent(_ context.Context, event string, data map[string]
 		am.log.Info("certificate obtained", zap.String("domain", domain), zap.String("operation", op),
 			zap.String("issuer", issuer))
 		am.m.acmeOperations.WithLabelValues(am.cfg.Name, domain, op, "success").Inc()
+		if am.onDemand != nil && !slices.Contains(am.cfg.Domains, domain) {
+			am.onDemand.remember(domain)
+		}
 		am.audit.Certificate(audit.Certificate{ACME: am.cfg.Name, Domain: domain, Operation: op, Result: "success", Issuer: issuer})
 	case "cert_failed":
 		err, _ := data["error"].(error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,9 @@ type onDemand struct {
 	// admitted again without one for a period of the rate, since
 	// certmagic asks once per waiting handshake and again on a retry.
 	admitted map[string]time.Time
+	// obtained are the names obtained on demand, for the expiry gauge
+	// (bounded by the rate).
+	obtained map[string]bool
 }
 
 var (
@@ -43,7 +47,7 @@ var (
 // storage and issuer settings as am's own.
 func newOnDemand(am *acmeManager, tmpl certmagic.ACMEIssuer, log *zap.Logger) *onDemand {
 	o := am.cfg.OnDemand
-	od := &onDemand{am: am, admitted: map[string]time.Time{},
+	od := &onDemand{am: am, admitted: map[string]time.Time{}, obtained: map[string]bool{},
 		limiter: rate.NewLimiter(rate.Every(o.Per/time.Duration(o.Orders)), o.Orders)}
 	od.magic = certmagic.New(am.cache, certmagic.Config{
 		Storage:  am.magic.Storage,
@@ -91,4 +95,23 @@ func (od *onDemand) decide(_ context.Context, name string) error {
 	od.admitted[name] = now
 	od.am.log.Info("on-demand certificate allowed", zap.String("domain", name))
 	return nil
+}
+
+// remember notes that name's certificate was obtained on demand.
+func (od *onDemand) remember(name string) {
+	od.mu.Lock()
+	defer od.mu.Unlock()
+	od.obtained[name] = true
+}
+
+// names are the names obtained on demand so far, sorted.
+func (od *onDemand) names() []string {
+	od.mu.Lock()
+	defer od.mu.Unlock()
+	out := make([]string, 0, len(od.obtained))
+	for n := range od.obtained {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }

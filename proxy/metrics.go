@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -261,7 +262,11 @@ func (c *acmeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry }
 
 func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, am := range c.s.acmeManagers() {
-		for _, d := range am.cfg.Domains {
+		names := am.cfg.Domains
+		if am.onDemand != nil {
+			names = append(slices.Clone(names), am.onDemand.names()...)
+		}
+		for _, d := range names {
 			if cert := am.newest(d); cert != nil {
 				ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(cert.Leaf.NotAfter.Unix()), name, d)
 			}

@@ -104,7 +104,8 @@ timeouts { tls_handshake = "2m" } # an on-demand order runs inside the handshake
 	}
 	rec := httptest.NewRecorder()
 	srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_on_demand_refused_total{acme="ca"} 1`) {
+	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_on_demand_refused_total{acme="ca"} 1`) ||
+		!strings.Contains(rec.Body.String(), `ftpsgate_acme_certificate_expiry_timestamp_seconds{acme="ca",domain="b.customers.test"}`) {
 		t.Fatalf("/metrics:\n%s", rec.Body.String())
 	}
 }
