@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,4 +86,76 @@ func (p *pebble) issuingRootPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestACMERenewalCAStopped: the CA stops while the proxy holds a
+// short-lived certificate. The renewal fails: logged at error level with
+// operation renew, counted, in the audit; the proxy goes on serving the
+// cached certificate, which logins still verify.
+func TestACMERenewalCAStopped(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	httpPort := ftptest.FreePort(t)
+	p := startPebble(t, httpPort, ftptest.FreePort(t), time.Minute)
+	f, l := ftptest.FreePortRange(t, 5)
+	src := fmt.Sprintf(`listener "ftps" {
+  address = "127.0.0.1:0"
+  acme = "ca"
+  passive_ports = "%d-%d"
+  backend = "b"
+}
+acme "ca" {
+  domains = ["ftp.test"]
+  email = "ops@ftp.test"
+  directory = %q
+  ca_roots = %q
+  storage = %q
+  http01 { address = "127.0.0.1:%d" }
+}
+backend "b" { address = %q }
+`, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
+	srv, logs, auditBuf := startACMEServer(t, src)
+	addr := srv.Addr("ftps").String()
+	waitObtained(t, logs, "ftp.test", "obtain")
+	roots := p.issuingRoot(t)
+	first := loginVerified(t, addr, roots, be)[0][0]
+	p.stop(t)
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var renew map[string]any
+		for _, l := range logLines(t, logs.String(), "certificate not obtained: the CA refused or could not be reached; retrying with backoff, "+
+			"listeners serve the current certificate if there is one") {
+			if l["operation"] == "renew" {
+				renew = l
+			}
+		}
+		if renew != nil {
+			if renew["level"] != "error" || renew["domain"] != "ftp.test" || !strings.Contains(fmt.Sprint(renew["error"]), "connection refused") {
+				t.Fatalf("log line %v", renew)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed renewal logged:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling the log, bounded by deadline
+	}
+	if time.Now().After(first.NotAfter) {
+		t.Fatalf("the certificate expired (%v) before the failed renewal was seen: nothing left to check", first.NotAfter)
+	}
+	if got := loginVerified(t, addr, roots, be)[0][0]; !got.Equal(first) {
+		t.Fatal("after the failed renewal, another certificate was served")
+	}
+	rec := httptest.NewRecorder()
+	srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `ftpsgate_acme_certificate_requests_total{acme="ca",domain="ftp.test",operation="renew",result="failure"}`) {
+		t.Fatalf("/metrics:\n%s", rec.Body.String())
+	}
+	var failed bool
+	for _, e := range certificateEvents(t, auditBuf.String()) {
+		failed = failed || e["operation"] == "renew" && e["result"] == "failure"
+	}
+	if !failed {
+		t.Fatalf("no failed renewal in the audit:\n%s", auditBuf.String())
+	}
 }
