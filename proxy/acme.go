@@ -55,7 +55,7 @@ type acmeManager struct {
 
 // newACMEManager prepares the manager of a; nothing is asked of the CA
 // until manage. The storage directory is created (mode 0700: it holds
-// private keys).
+// private keys), unless the storage is rc's Redis (storage_redis).
 func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration,
 	rc *config.RedisState) (*acmeManager, error) {
 	am := &acmeManager{cfg: a, log: log.With(zap.String("acme", a.Name)), m: m, audit: aud}
@@ -139,8 +139,12 @@ func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logg
 // cannot be reached is logged (onEvent) and retried with backoff, and the
 // proxy serves meanwhile.
 func (am *acmeManager) manage() {
+	storage := am.cfg.Storage
+	if am.redis != nil {
+		storage = am.redis.String()
+	}
 	fields := []zap.Field{zap.Strings("domains", am.cfg.Domains), zap.String("directory", am.cfg.Directory),
-		zap.String("storage", am.cfg.Storage), zap.String("http01", am.cfg.HTTP01), zap.String("tls_alpn01", am.cfg.TLSALPN01)}
+		zap.String("storage", storage), zap.String("http01", am.cfg.HTTP01), zap.String("tls_alpn01", am.cfg.TLSALPN01)}
 	if d := am.cfg.DNS01; d != nil {
 		fields = append(fields, zap.String("dns01", d.Provider), zap.String("dns01_settings", d.Settings),
 			zap.Strings("dns01_resolvers", d.Resolvers))
@@ -206,8 +210,8 @@ var errNoCertificate = errors.New("no certificate obtained yet (see the acme log
 // certificate is the certificate an FTP listener serves for hello: the
 // cached one its SNI matches (a domain's, a wildcard's, an on-demand
 // name's), else one obtained on demand if a pattern allows the SNI, else
-// the first domain's, else any of the block's. A hello offering the ACME TLS-ALPN protocol is refused: an
-// FTP port never answers a challenge.
+// the first domain's, else any of the block's. A hello offering the ACME
+// TLS-ALPN protocol is refused: an FTP port never answers a challenge.
 func (am *acmeManager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if slices.Contains(hello.SupportedProtos, acmez.ACMETLS1Protocol) {
 		return nil, errors.New("an ACME TLS-ALPN challenge on an FTP port: refused")
