@@ -106,6 +106,9 @@ listener "ftps-implicit" {
 #   # Account key, certificates, keys and locks (created 0700). Instances
 #   # sharing it on a shared volume issue once.
 #   storage = "/var/lib/ftpsgate/acme"
+#   # Or all of it in the state block's Redis (needs state { redis { … } }),
+#   # locks expiring unless refreshed: instances issue once, no shared volume.
+#   storage_redis = false
 #   # External account binding, for CAs that require one (ZeroSSL, Google,
 #   # step-ca with EAB): the key id and a file holding the MAC key.
 #   eab {
@@ -118,6 +121,29 @@ listener "ftps-implicit" {
 #   }
 #   tls_alpn01 {
 #     address = ":443"    # acme-tls/1 handshakes only
+#   }
+#   # Or DNS-01 (used alone: no http01 or tls_alpn01 in the same block): a TXT
+#   # record set through a DNS provider; the only way to wildcard domains
+#   # ("*.example.com") and to hosts the CA cannot reach.
+#   dns01 {
+#     provider = "rfc2136"            # dynamic updates with a TSIG key: BIND, Knot, PowerDNS
+#     server        = "ns1.example.com:53"  # the zone's primary, which takes updates
+#     key_name      = "acme-update"
+#     key_algorithm = "hmac-sha256"   # default; hmac-sha1/224/384/512 also
+#     key_file      = "/etc/ftpsgate/tsig.key"  # the key's base64 secret alone
+#     # Servers asked whether the record is visible yet. Default: the zone's
+#     # authoritative servers, found through the system's resolvers.
+#     resolvers = ["ns1.example.com:53"]
+#     propagation_timeout = "2m"      # then the attempt fails and is retried
+#   }
+#   # On-demand issuance: a handshake whose SNI matches a pattern ("*" is one
+#   # label) gets a certificate for that name on the spot; other names, and
+#   # clients sending no SNI, get the first domain's. At most rate orders
+#   # (N/period; default "10/1h"), so that made-up names cannot spend the
+#   # CA's rate limits.
+#   on_demand {
+#     allow = ["*.customers.example.com"]
+#     rate  = "10/1h"
 #   }
 # }
 

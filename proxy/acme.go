@@ -38,6 +38,13 @@ type acmeManager struct {
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
 	cache  *certmagic.Cache
+	// onDemand is the certmagic configuration of the names on_demand
+	// allows, on the same cache and storage (nil without on_demand): a
+	// certmagic configuration with OnDemand set obtains nothing at
+	// start, so the block's domains keep a configuration of their own.
+	onDemand *onDemand
+	// redis is the storage in Redis (storage_redis), or nil.
+	redis  *redisStorage
 	log    *zap.Logger
 	m      *metrics
 	audit  *audit.Logger
@@ -48,21 +55,37 @@ type acmeManager struct {
 
 // newACMEManager prepares the manager of a; nothing is asked of the CA
 // until manage. The storage directory is created (mode 0700: it holds
-// private keys).
-func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration) (*acmeManager, error) {
-	if err := os.MkdirAll(a.Storage, 0o700); err != nil {
-		return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
-	}
+// private keys), unless the storage is rc's Redis (storage_redis).
+func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logger, renewEvery time.Duration,
+	rc *config.RedisState) (*acmeManager, error) {
 	am := &acmeManager{cfg: a, log: log.With(zap.String("acme", a.Name)), m: m, audit: aud}
+	var storage certmagic.Storage
+	if a.StorageRedis {
+		rs, err := newRedisStorage(rc, am.log)
+		if err != nil {
+			return nil, fmt.Errorf("acme %q: storage in redis: %w", a.Name, err)
+		}
+		am.redis, storage = rs, rs
+	} else {
+		if err := os.MkdirAll(a.Storage, 0o700); err != nil {
+			return nil, fmt.Errorf("acme %q: storage: %w", a.Name, err)
+		}
+		storage = &certmagic.FileStorage{Path: a.Storage}
+	}
 	am.ctx, am.cancel = context.WithCancel(context.Background())
 	cmLog := am.log.Named("certmagic")
 	am.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return am.magic, nil },
+		GetConfigForCert: func(c certmagic.Certificate) (*certmagic.Config, error) {
+			if am.onDemand != nil && !slices.ContainsFunc(c.Names, func(n string) bool { return slices.Contains(a.Domains, n) }) {
+				return am.onDemand.magic, nil
+			}
+			return am.magic, nil
+		},
 		RenewCheckInterval: renewEvery, // zero: certmagic's default
 		Logger:             cmLog,
 	})
 	am.magic = certmagic.New(am.cache, certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: a.Storage},
+		Storage: storage,
 		// FTP clients connecting by address send no SNI.
 		DefaultServerName:  a.Domains[0],
 		FallbackServerName: a.Domains[0],
@@ -95,8 +118,19 @@ func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logg
 	if a.EAB != nil {
 		tmpl.ExternalAccount = &acme.EAB{KeyID: a.EAB.KeyID, MACKey: a.EAB.HMACKey}
 	}
+	if d := a.DNS01; d != nil {
+		tmpl.DNS01Solver = &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
+			DNSProvider:        d.DNS,
+			Resolvers:          d.Resolvers,
+			PropagationTimeout: d.PropagationTimeout,
+			Logger:             cmLog,
+		}}
+	}
 	am.issuer = certmagic.NewACMEIssuer(am.magic, tmpl)
 	am.magic.Issuers = []certmagic.Issuer{am.issuer}
+	if a.OnDemand != nil {
+		am.onDemand = newOnDemand(am, tmpl, cmLog)
+	}
 	return am, nil
 }
 
@@ -105,8 +139,20 @@ func newACMEManager(a *config.ACME, log *zap.Logger, m *metrics, aud *audit.Logg
 // cannot be reached is logged (onEvent) and retried with backoff, and the
 // proxy serves meanwhile.
 func (am *acmeManager) manage() {
-	am.log.Info("managing certificates", zap.Strings("domains", am.cfg.Domains), zap.String("directory", am.cfg.Directory),
-		zap.String("storage", am.cfg.Storage), zap.String("http01", am.cfg.HTTP01), zap.String("tls_alpn01", am.cfg.TLSALPN01))
+	storage := am.cfg.Storage
+	if am.redis != nil {
+		storage = am.redis.String()
+	}
+	fields := []zap.Field{zap.Strings("domains", am.cfg.Domains), zap.String("directory", am.cfg.Directory),
+		zap.String("storage", storage), zap.String("http01", am.cfg.HTTP01), zap.String("tls_alpn01", am.cfg.TLSALPN01)}
+	if d := am.cfg.DNS01; d != nil {
+		fields = append(fields, zap.String("dns01", d.Provider), zap.String("dns01_settings", d.Settings),
+			zap.Strings("dns01_resolvers", d.Resolvers))
+	}
+	if o := am.cfg.OnDemand; o != nil {
+		fields = append(fields, zap.Strings("on_demand", o.Allow), zap.Int("on_demand_orders", o.Orders), zap.Duration("on_demand_per", o.Per))
+	}
+	am.log.Info("managing certificates", fields...)
 	if err := am.magic.ManageAsync(am.ctx, am.cfg.Domains); err != nil {
 		am.log.Error("certificate management did not start", zap.Error(err))
 	}
@@ -117,6 +163,9 @@ func (am *acmeManager) close() {
 	am.stop.Do(func() {
 		am.cancel()
 		am.cache.Stop()
+		if am.redis != nil {
+			am.redis.close()
+		}
 	})
 }
 
@@ -136,6 +185,9 @@ func (am *acmeManager) onEvent(_ context.Context, event string, data map[string]
 		am.log.Info("certificate obtained", zap.String("domain", domain), zap.String("operation", op),
 			zap.String("issuer", issuer))
 		am.m.acmeOperations.WithLabelValues(am.cfg.Name, domain, op, "success").Inc()
+		if am.onDemand != nil && !slices.Contains(am.cfg.Domains, domain) {
+			am.onDemand.remember(domain)
+		}
 		am.audit.Certificate(audit.Certificate{ACME: am.cfg.Name, Domain: domain, Operation: op, Result: "success", Issuer: issuer})
 	case "cert_failed":
 		err, _ := data["error"].(error)
@@ -156,14 +208,29 @@ func (am *acmeManager) onEvent(_ context.Context, event string, data map[string]
 var errNoCertificate = errors.New("no certificate obtained yet (see the acme log lines)")
 
 // certificate is the certificate an FTP listener serves for hello: the
-// one of the domain its SNI names, else the first domain's, else any of
-// the block's. A hello offering the ACME TLS-ALPN protocol is refused: an
-// FTP port never answers a challenge.
+// cached one its SNI matches (a domain's, a wildcard's, an on-demand
+// name's), else one obtained on demand if a pattern allows the SNI, else
+// the first domain's, else any of the block's. A hello offering the ACME
+// TLS-ALPN protocol is refused: an FTP port never answers a challenge.
 func (am *acmeManager) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if slices.Contains(hello.SupportedProtos, acmez.ACMETLS1Protocol) {
 		return nil, errors.New("an ACME TLS-ALPN challenge on an FTP port: refused")
 	}
 	sni := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
+	if sni != "" {
+		// A domain's, a wildcard's matching sni, or an on-demand one's.
+		if c := am.newest(sni); c != nil {
+			return &c.Certificate, nil
+		}
+		if am.onDemand != nil && am.cfg.OnDemand.Allows(sni) {
+			c, err := am.onDemand.certificate(hello, sni)
+			if err == nil {
+				return c, nil
+			}
+			am.log.Warn("no on-demand certificate; the handshake gets the default certificate", zap.String("domain", sni),
+				zap.Error(err))
+		}
+	}
 	names := am.cfg.Domains
 	if i := slices.Index(names, sni); i > 0 {
 		names = append([]string{sni}, slices.Delete(slices.Clone(names), i, i+1)...)
@@ -224,7 +291,7 @@ func (s *Server) startACME(cfg *config.Config) (err error) {
 	}()
 	byAddr := map[string]*challengeListener{}
 	for _, a := range cfg.ACME {
-		am, err := newACMEManager(a, s.log, s.metrics, s.audit, s.renewEvery)
+		am, err := newACMEManager(a, s.log, s.metrics, s.audit, s.renewEvery, cfg.State.Redis)
 		if err != nil {
 			return err
 		}
@@ -333,9 +400,22 @@ func sameACME(a, b *config.ACME) bool {
 		}
 		return e.KeyID + "\x00" + e.HMACKey
 	}
+	dns01 := func(d *config.ACMEDNS01) string {
+		if d == nil {
+			return ""
+		}
+		return fmt.Sprint(d.Provider, d.Settings, d.Resolvers, d.PropagationTimeout)
+	}
+	onDemand := func(o *config.ACMEOnDemand) string {
+		if o == nil {
+			return ""
+		}
+		return fmt.Sprint(o.Allow, o.Orders, o.Per)
+	}
 	return slices.Equal(a.Domains, b.Domains) && a.Email == b.Email && a.Directory == b.Directory &&
-		a.CARootsFile == b.CARootsFile && eab(a.EAB) == eab(b.EAB) && a.Storage == b.Storage &&
-		a.HTTP01 == b.HTTP01 && a.TLSALPN01 == b.TLSALPN01
+		a.CARootsFile == b.CARootsFile && eab(a.EAB) == eab(b.EAB) && a.Storage == b.Storage && a.StorageRedis == b.StorageRedis &&
+		a.HTTP01 == b.HTTP01 && a.TLSALPN01 == b.TLSALPN01 && dns01(a.DNS01) == dns01(b.DNS01) &&
+		onDemand(a.OnDemand) == onDemand(b.OnDemand)
 }
 
 // serveHTTP01 is a goroutine serving an HTTP-01 challenge listener until

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,10 @@ type metrics struct {
 	scanLatency  *prometheus.HistogramVec
 	// acmeOperations counts certificate requests to an ACME CA (acme.go).
 	acmeOperations *prometheus.CounterVec
+	// acmeOnDemandRefused counts on-demand orders refused by the on_demand
+	// block's rate (acme_ondemand.go); by acme block only, since the
+	// names are the clients' choice.
+	acmeOnDemandRefused *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -122,6 +127,9 @@ func newMetrics(s *Server) *metrics {
 	m.acmeOperations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "acme_certificate_requests_total",
 		Help: "Certificate requests to an ACME CA, by acme block, domain, operation (obtain, renew) and result (success, failure); failures are retried with backoff."},
 		[]string{"acme", "domain", "operation", "result"})
+	m.acmeOnDemandRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "acme_on_demand_refused_total",
+		Help: "On-demand certificate orders refused because the on_demand block's rate was spent; those handshakes got the default certificate."},
+		[]string{"acme"})
 	lingering := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "data_legs_lingering",
 		Help: "Client data connections kept open after a transfer until the client closes them (at most limits.max_lingering_data_legs)."},
 		func() float64 { return float64(s.lingering.Load()) })
@@ -140,7 +148,7 @@ func newMetrics(s *Server) *metrics {
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,
 		m.scanVerdicts, m.scanLatency,
-		newAuditCollector(s.audit), &queueCollector{s: s}, m.acmeOperations, newACMECollector(s),
+		newAuditCollector(s.audit), &queueCollector{s: s}, m.acmeOperations, m.acmeOnDemandRefused, newACMECollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -254,7 +262,11 @@ func (c *acmeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry }
 
 func (c *acmeCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, am := range c.s.acmeManagers() {
-		for _, d := range am.cfg.Domains {
+		names := am.cfg.Domains
+		if am.onDemand != nil {
+			names = append(slices.Clone(names), am.onDemand.names()...)
+		}
+		for _, d := range names {
 			if cert := am.newest(d); cert != nil {
 				ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(cert.Leaf.NotAfter.Unix()), name, d)
 			}

@@ -54,6 +54,14 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 		if a.EAB != nil {
 			need(a.EAB.HMACFile, 4, "read")
 		}
+		if a.DNS01 != nil {
+			for _, f := range a.DNS01.Files {
+				need(f, 4, "read")
+			}
+		}
+		if a.StorageRedis {
+			continue // in the state block's Redis
+		}
 		// run creates the storage directory, and writes certificates,
 		// keys and locks in it.
 		dir := a.Storage

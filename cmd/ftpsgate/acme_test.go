@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +23,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -147,8 +152,14 @@ type pebble struct {
 // given, is the certificates' lifetime (Pebble's default: 90 days).
 func startPebble(t *testing.T, httpPort, tlsPort int, validity ...time.Duration) *pebble {
 	t.Helper()
+	return startPebbleDNS(t, httpPort, tlsPort, startDNS(t), validity...)
+}
+
+// startPebbleDNS is startPebble with dnsAddr as Pebble's resolver (a
+// real DNS server's, for DNS-01).
+func startPebbleDNS(t *testing.T, httpPort, tlsPort int, dnsAddr string, validity ...time.Duration) *pebble {
+	t.Helper()
 	bin := pebbleBinary(t)
-	dnsAddr := startDNS(t)
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	p := &pebble{caFile: certs.CAFile, https: certs.Pool, out: &ftptest.SyncBuffer{},
 		mgmt: fmt.Sprintf("127.0.0.1:%d", ftptest.FreePort(t))}
@@ -589,8 +600,9 @@ backend "b" { address = "127.0.0.1:21" }
 // TestACMERenewal: a short-lived certificate is renewed in the background
 // (the renewal check runs every second here, instead of every 10
 // minutes); new handshakes get the new certificate without a restart or
-// a reload, a session opened before goes on with its own, and the renewal
-// is logged and counted.
+// a reload, a session opened before goes on with its own, a download in
+// flight across the renewal completes whole, and the renewal is logged
+// and counted.
 func TestACMERenewal(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	httpPort := ftptest.FreePort(t)
@@ -619,11 +631,36 @@ backend "b" { address = %q }
 	waitObtained(t, logs, "ftp.test", "obtain")
 	roots := p.issuingRoot(t)
 	first := loginVerified(t, addr, roots, be)[0][0]
+	// A download in flight across the renewal: the client reads its
+	// first MiB, then nothing until the renewal is logged (the rest
+	// waits in the socket buffers and at the backend), then the rest.
+	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
 	open := ftptest.Dial(t, addr)
-	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test"})
+	open.AuthTLS(&tls.Config{RootCAs: roots, ServerName: "ftp.test", ClientSessionCache: tls.NewLRUClientSessionCache(4)})
 	open.LoginProtP(be.User, be.Password)
+	open.Cmd(200, "TYPE I")
+	dataAddr := open.EPSV()
+	open.Send("RETR big.bin")
+	d := open.DialData(dataAddr)
+	open.Expect(150)
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(d, head); err != nil {
+		t.Fatal(err)
+	}
 
 	waitObtained(t, logs, "ftp.test", "renew")
+	rest := ftptest.ReadAll(t, d)
+	d.Close()
+	open.Expect(226)
+	h := sha256.New()
+	h.Write(head)
+	h.Write(rest)
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum || len(head)+len(rest) != 64<<20 {
+		t.Fatalf("the download in flight across the renewal: %d bytes, sha256 %s; want %d bytes, %s", len(head)+len(rest), got, 64<<20, sum)
+	}
+	if cs := d.Conn.(*tls.Conn).ConnectionState(); !cs.PeerCertificates[0].Equal(first) {
+		t.Fatal("the transfer's data connection changed certificate")
+	}
 	second := loginVerified(t, addr, roots, be)[0][0]
 	if second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) {
 		t.Fatalf("after the renewal, serial %x (expires %v); before, %x (expires %v)", second.SerialNumber, second.NotAfter,
@@ -755,10 +792,34 @@ listener "two" {
 // the first only; when the second wins the lock (about half the runs), its
 // challenge is answered by the first, from the shared storage.
 func TestACMESharedStorage(t *testing.T) {
+	testACMEShared(t, fmt.Sprintf("storage = %q", filepath.Join(t.TempDir(), "acme")), "")
+}
+
+// TestACMESharedRedisStorage: TestACMESharedStorage with the storage in
+// a real redis-server (storage_redis, the state block's Redis) instead
+// of a shared directory: one order, both instances serve, and the one
+// that did not order loaded the certificate from Redis.
+func TestACMESharedRedisStorage(t *testing.T) {
+	rd := ftptest.StartRedis(t)
+	testACMEShared(t, "storage_redis = true", fmt.Sprintf("state {\n  redis {\n    address = %q\n  }\n}\n", rd.Addr))
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer rdb.Close()
+	keys, err := rdb.ZRange(context.Background(), "ftpsgate:acme:index", 0, -1).Result()
+	if err != nil || !slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, "/ftp.test/ftp.test.key") }) {
+		t.Fatalf("the certificate's key is not in Redis: %v %v", keys, err)
+	}
+	if locks, _ := rdb.Keys(context.Background(), "ftpsgate:acme:lock:*").Result(); len(locks) != 0 {
+		t.Fatalf("locks left in Redis after the order: %v", locks)
+	}
+}
+
+// testACMEShared runs two instances whose acme blocks share storage
+// (the block's storage line), with extra blocks, and checks that they
+// place one order and both serve the certificate.
+func testACMEShared(t *testing.T, storage, extra string) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	httpPort := ftptest.FreePort(t)
 	p := startPebble(t, httpPort, ftptest.FreePort(t))
-	storage := filepath.Join(t.TempDir(), "acme")
 	srcs := make([]string, 2)
 	for i, port := range []int{httpPort, ftptest.FreePort(t)} {
 		f, l := ftptest.FreePortRange(t, 5)
@@ -771,13 +832,14 @@ func TestACMESharedStorage(t *testing.T) {
 }
 acme "ca" {
   domains = ["ftp.test"]
+  email = "ops@ftp.test"
   directory = %q
   ca_roots = %q
-  storage = %q
+  %s
   http01 { address = "127.0.0.1:%d" }
 }
 backend "b" { address = %q }
-`, f, l, p.directory, p.caFile, storage, port, be.Addr)
+%s`, f, l, p.directory, p.caFile, storage, port, be.Addr, extra)
 	}
 	type started struct {
 		srv  *proxy.Server

@@ -122,6 +122,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	if fs.State != nil {
 		c.state(fs.State, cfg)
 	}
+	c.acmeStorageRedis(cfg)
 	c.checkSockets(cfg)
 	return cfg
 }

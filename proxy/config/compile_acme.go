@@ -3,11 +3,14 @@ package config
 import (
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -47,6 +50,13 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 				"storage must be an absolute directory path (it holds the certificates' private keys), not %q.", a.Storage)
 		}
 	}
+	if ab.StorageRedis != nil {
+		a.StorageRedis = *ab.StorageRedis
+		if a.StorageRedis && ab.Storage != nil {
+			c.errorf(at(ab.StorageRedisAt, ab.DefRange), "Two storages",
+				"acme %q sets both storage and storage_redis = true: choose one.", ab.Name)
+		}
+	}
 	if eb := ab.EAB; eb != nil {
 		a.EAB = c.externalAccount(eb)
 	}
@@ -76,10 +86,23 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 				"The http01 (%s) and tls_alpn01 (%s) listeners of one acme block must have the same host.", a.HTTP01, a.TLSALPN01)
 		}
 	}
-	if a.HTTP01 == "" && a.TLSALPN01 == "" {
+	if ab.DNS01 != nil {
+		a.DNS01 = c.dns01(ab.DNS01)
+		if a.HTTP01 != "" || a.TLSALPN01 != "" {
+			// certmagic uses DNS-01 alone when it has a DNS solver.
+			c.errorf(&ab.DNS01.DefRange, "Two kinds of challenge",
+				"acme %q has a dns01 block and an http01 or tls_alpn01 block: DNS-01 is used alone, so remove the others "+
+					"(or put the domains that need them in an acme block of their own).", ab.Name)
+		}
+	}
+	if ab.OnDemand != nil {
+		a.OnDemand = c.onDemand(ab.OnDemand)
+	}
+	if a.HTTP01 == "" && a.TLSALPN01 == "" && ab.DNS01 == nil {
 		c.errorf(&ab.DefRange, "No ACME challenge",
-			"acme %q needs an http01 or a tls_alpn01 block: the CA must reach one of them (on port 80 or 443 of each domain) "+
-				"to validate the domains. FTP's own ports never answer a challenge.", ab.Name)
+			"acme %q needs an http01, a tls_alpn01 or a dns01 block: the CA must reach one of the first two (on port 80 or 443 "+
+				"of each domain), or find a TXT record set through the third, to validate the domains. FTP's own ports never "+
+				"answer a challenge.", ab.Name)
 	}
 	cfg.ACME = append(cfg.ACME, a)
 	c.acmeBlocks = append(c.acmeBlocks, ab)
@@ -87,8 +110,8 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 
 // acmeDomains compiles an acme block's domains: DNS names, lower case,
 // each in one acme block only (two would race for one certificate).
-// Wildcards need the DNS-01 challenge, which HTTP-01 and TLS-ALPN-01
-// cannot replace (RFC 8555 §7.1.3).
+// Wildcards ("*." and a name) need the DNS-01 challenge, which HTTP-01
+// and TLS-ALPN-01 cannot replace (RFC 8555 §7.1.3).
 func (c *compiler) acmeDomains(ab *acmeBlock, a *ACME, cfg *Config) {
 	r := at(ab.DomainsAt, ab.DefRange)
 	if len(ab.Domains) == 0 {
@@ -98,10 +121,11 @@ func (c *compiler) acmeDomains(ab *acmeBlock, a *ACME, cfg *Config) {
 		er := c.elemRange(r, i)
 		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
 		switch {
-		case strings.Contains(d, "*"):
-			c.errorf(er, "Invalid domain", "%q is a wildcard: it needs the DNS-01 challenge, which ftpsgate does not offer yet.", d)
+		case strings.Contains(d, "*") && ab.DNS01 == nil:
+			c.errorf(er, "Invalid domain", "%q is a wildcard: it needs the DNS-01 challenge (a dns01 block); "+
+				"HTTP-01 and TLS-ALPN-01 cannot validate it (RFC 8555 §7.1.3).", d)
 			continue
-		case !validDNSName(d):
+		case !validDNSName(strings.TrimPrefix(d, "*.")):
 			c.errorf(er, "Invalid domain", "%q is not a DNS name such as \"ftp.example.com\".", d)
 			continue
 		case slices.Contains(a.Domains, d):
@@ -220,4 +244,93 @@ func (c *compiler) acmeSockets(cfg *Config) []bound {
 		}
 	}
 	return binds
+}
+
+// dns01 compiles a dns01 block: the provider it names, built from its
+// own attributes (dnsProviders), and the propagation check.
+func (c *compiler) dns01(b *dns01Block) *ACMEDNS01 {
+	d := &ACMEDNS01{Provider: b.Provider, PropagationTimeout: DefaultDNSPropagationTimeout}
+	build, ok := dnsProviders[b.Provider]
+	if !ok {
+		c.errorf(at(b.ProviderAt, b.DefRange), "Unknown DNS provider",
+			"provider must be one of %s, not %q (the README's DNS-01 section says how another libdns provider is added).",
+			strings.Join(DNSProviderNames(), ", "), b.Provider)
+	} else {
+		build(c, b.Settings, b.DefRange, d)
+	}
+	if b.Resolvers != nil {
+		r := at(b.ResolversAt, b.DefRange)
+		for i, s := range *b.Resolvers {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				s = net.JoinHostPort(strings.Trim(s, "[]"), "53")
+			}
+			if err := checkHostPort(s, false); err != nil {
+				c.errorf(c.elemRange(r, i), "Invalid resolver", "resolvers are DNS servers as host or host:port (port 53 by default): %s", err)
+				continue
+			}
+			d.Resolvers = append(d.Resolvers, s)
+		}
+	}
+	c.duration(at(b.PropagationTimeoutAt, b.DefRange), "propagation_timeout", b.PropagationTimeout, &d.PropagationTimeout)
+	return d
+}
+
+// onDemand compiles an on_demand block: its patterns, and its rate as
+// "N/DURATION" ("10/1h": ten orders an hour).
+func (c *compiler) onDemand(b *onDemandBlock) *ACMEOnDemand {
+	o := &ACMEOnDemand{}
+	r := at(b.AllowAt, b.DefRange)
+	if len(b.Allow) == 0 {
+		c.errorf(r, "Invalid allow", "allow must name at least one pattern, such as [\"*.customers.example.com\"].")
+	}
+	for i, p := range b.Allow {
+		p = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(p)), ".")
+		if !validDNSName(strings.TrimPrefix(p, "*.")) || strings.Count(p, "*") > 1 ||
+			strings.Contains(p, "*") && !strings.HasPrefix(p, "*.") || strings.Count(strings.TrimPrefix(p, "*."), ".") < 1 {
+			// "*.com" would let any client order a certificate for a
+			// name under a public suffix.
+			c.errorf(c.elemRange(r, i), "Invalid allow pattern",
+				"%q is not a DNS name (\"ftp.example.com\") or \"*.\" and a name of at least two labels "+
+					"(\"*.customers.example.com\": one label in place of the \"*\").", p)
+			continue
+		}
+		o.Allow = append(o.Allow, p)
+	}
+	rate := DefaultOnDemandRate
+	if b.Rate != nil {
+		rate = *b.Rate
+	}
+	n, per, err := parseOrderRate(rate)
+	if err != nil {
+		c.errorf(at(b.RateAt, b.DefRange), "Invalid rate", "%s", err)
+	}
+	o.Orders, o.Per = n, per
+	return o
+}
+
+// parseOrderRate parses "N/DURATION" ("10/1h", "1/30s"), N at least 1.
+func parseOrderRate(s string) (int, time.Duration, error) {
+	ns, ds, ok := strings.Cut(strings.TrimSpace(s), "/")
+	n, err := strconv.Atoi(strings.TrimSpace(ns))
+	if !ok || err != nil || n < 1 || n > 10000 {
+		return 0, 0, fmt.Errorf("rate must be a number of orders from 1 to 10000, a slash and a duration, such as %q, not %q", DefaultOnDemandRate, s)
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(ds))
+	if err != nil || d < time.Second {
+		return 0, 0, fmt.Errorf("rate's period must be a duration of at least a second, such as \"1h\", not %q", ds)
+	}
+	return n, d, nil
+}
+
+// acmeStorageRedis checks that the acme blocks with storage_redis have a
+// state block's Redis to use (the state block is compiled after them).
+func (c *compiler) acmeStorageRedis(cfg *Config) {
+	for i, a := range cfg.ACME {
+		if a.StorageRedis && cfg.State.Redis == nil {
+			ab := c.acmeBlocks[i]
+			c.errorf(at(ab.StorageRedisAt, ab.DefRange), "No Redis for storage_redis",
+				"acme %q sets storage_redis = true, but there is no state { redis { … } } block: add one, or keep "+
+					"the storage directory.", a.Name)
+		}
+	}
 }

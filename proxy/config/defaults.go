@@ -171,6 +171,14 @@ const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 // creates it with mode 0700.
 const DefaultACMEStorage = "/var/lib/ftpsgate/acme"
 
+// DefaultDNSPropagationTimeout is how long a DNS-01 TXT record may take to
+// become visible when the dns01 block does not say.
+const DefaultDNSPropagationTimeout = 2 * time.Minute
+
+// DefaultOnDemandRate is the on_demand block's rate when it names none:
+// 10 orders an hour, at most 10 at once.
+const DefaultOnDemandRate = "10/1h"
+
 // defaultACME is an acme block's defaults: Let's Encrypt's production
 // directory, trusted through the system's roots, the storage under the
 // state directory, no contact address, no external account binding, no

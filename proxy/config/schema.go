@@ -347,21 +347,62 @@ type scanBlock struct {
 }
 
 type acmeBlock struct {
-	Name        string          `hcl:"name,label"`
-	DefRange    hcl.Range       `hcl:",def_range"`
-	Domains     []string        `hcl:"domains"`
-	DomainsAt   hcl.Range       `hcl:"domains,attr_value_range"`
-	Email       *string         `hcl:"email"`
-	EmailAt     hcl.Range       `hcl:"email,attr_value_range"`
-	Directory   *string         `hcl:"directory"`
-	DirectoryAt hcl.Range       `hcl:"directory,attr_value_range"`
-	CARoots     *string         `hcl:"ca_roots"`
-	CARootsAt   hcl.Range       `hcl:"ca_roots,attr_value_range"`
-	Storage     *string         `hcl:"storage"`
-	StorageAt   hcl.Range       `hcl:"storage,attr_value_range"`
-	EAB         *eabBlock       `hcl:"eab,block"`
-	HTTP01      *challengeBlock `hcl:"http01,block"`
-	TLSALPN01   *challengeBlock `hcl:"tls_alpn01,block"`
+	Name        string    `hcl:"name,label"`
+	DefRange    hcl.Range `hcl:",def_range"`
+	Domains     []string  `hcl:"domains"`
+	DomainsAt   hcl.Range `hcl:"domains,attr_value_range"`
+	Email       *string   `hcl:"email"`
+	EmailAt     hcl.Range `hcl:"email,attr_value_range"`
+	Directory   *string   `hcl:"directory"`
+	DirectoryAt hcl.Range `hcl:"directory,attr_value_range"`
+	CARoots     *string   `hcl:"ca_roots"`
+	CARootsAt   hcl.Range `hcl:"ca_roots,attr_value_range"`
+	Storage     *string   `hcl:"storage"`
+	StorageAt   hcl.Range `hcl:"storage,attr_value_range"`
+	// StorageRedis keeps the storage in the state block's Redis.
+	StorageRedis   *bool           `hcl:"storage_redis"`
+	StorageRedisAt hcl.Range       `hcl:"storage_redis,attr_value_range"`
+	EAB            *eabBlock       `hcl:"eab,block"`
+	HTTP01         *challengeBlock `hcl:"http01,block"`
+	TLSALPN01      *challengeBlock `hcl:"tls_alpn01,block"`
+	DNS01          *dns01Block     `hcl:"dns01,block"`
+	OnDemand       *onDemandBlock  `hcl:"on_demand,block"`
+}
+
+// dns01Block: the DNS-01 challenge through a libdns provider; the
+// provider's own attributes stay in Settings and are decoded by its entry
+// of dnsProviders (dnsproviders.go).
+type dns01Block struct {
+	DefRange             hcl.Range `hcl:",def_range"`
+	Provider             string    `hcl:"provider"`
+	ProviderAt           hcl.Range `hcl:"provider,attr_value_range"`
+	Resolvers            *[]string `hcl:"resolvers"`
+	ResolversAt          hcl.Range `hcl:"resolvers,attr_value_range"`
+	PropagationTimeout   *string   `hcl:"propagation_timeout"`
+	PropagationTimeoutAt hcl.Range `hcl:"propagation_timeout,attr_value_range"`
+	Settings             hcl.Body  `hcl:",remain"`
+}
+
+// rfc2136Block: the rfc2136 provider's attributes of a dns01 block.
+type rfc2136Block struct {
+	Server         string    `hcl:"server"`
+	ServerAt       hcl.Range `hcl:"server,attr_value_range"`
+	KeyName        string    `hcl:"key_name"`
+	KeyNameAt      hcl.Range `hcl:"key_name,attr_value_range"`
+	KeyAlgorithm   *string   `hcl:"key_algorithm"`
+	KeyAlgorithmAt hcl.Range `hcl:"key_algorithm,attr_value_range"`
+	KeyFile        string    `hcl:"key_file"`
+	KeyFileAt      hcl.Range `hcl:"key_file,attr_value_range"`
+}
+
+// onDemandBlock: certificates obtained during the handshake for the
+// names a pattern allows.
+type onDemandBlock struct {
+	DefRange hcl.Range `hcl:",def_range"`
+	Allow    []string  `hcl:"allow"`
+	AllowAt  hcl.Range `hcl:"allow,attr_value_range"`
+	Rate     *string   `hcl:"rate"`
+	RateAt   hcl.Range `hcl:"rate,attr_value_range"`
 }
 
 type eabBlock struct {

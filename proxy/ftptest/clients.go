@@ -44,6 +44,9 @@ type PythonSpec struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	Implicit bool   `json:"implicit,omitempty"`
+	// ServerName, if set, is the name the certificate is verified under
+	// (and the SNI), while Host is connected to: explicit FTPS only.
+	ServerName string `json:"server_name,omitempty"`
 	// Stock uses ftplib.FTP_TLS as shipped, whose data connections never
 	// resume the control connection's TLS session; by default the driver
 	// uses the few-line subclass the README shows, which does.

@@ -61,6 +61,11 @@ def main():
         cls = ReusingFTP_TLS
     ftp = cls(context=ctx, timeout=60)
     ftp.connect(spec["host"], spec["port"])
+    if spec.get("server_name"):
+        # The name TLS verifies (and sends as SNI) from here on: ftplib
+        # uses self.host for it; data connections go to the control
+        # connection's peer address, not to self.host.
+        ftp.host = spec["server_name"]
     out = {"welcome": ftp.welcome, "steps": []}
     if spec.get("login", True):
         ftp.login(spec["user"], spec["password"])  # sends AUTH TLS first
