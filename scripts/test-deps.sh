@@ -70,11 +70,26 @@ if [ -n "$missing" ] || [ "$need_vsftpd" = yes ] || [ "$need_pureftpd" = yes ] |
 fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
-	# Debian starts Prometheus on 9090 after install where an init system
-	# runs, and clamav-daemon brings clamav-freshclam, whose service then
-	# downloads signatures; the tests never use those instances: they run
-	# a clamd of their own on loopback, with a database made offline.
+	# Debian starts a package's service after install where an init
+	# system runs: Prometheus on 9090, Knot on port 53 (where a local
+	# resolver may already listen, which would fail the install),
+	# clamav-freshclam downloading signatures, redis-server. The tests
+	# never use those instances (each runs its own on loopback), so a
+	# policy-rc.d (Debian's invoke-rc.d policy, which deb-systemd-invoke
+	# honours too) refuses every start during this install, unless the
+	# machine already has one of its own, which is left as it is.
+	policy=/usr/sbin/policy-rc.d ours=""
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# ftpsgate test-deps: no service starts while it installs\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		ours=yes
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get install -y -qq --no-remove --no-install-recommends $missing >/dev/null
+	if [ "$ours" = yes ]; then
+		rm -f "$policy"
+		trap - EXIT
+	fi
 fi
 # unpack ROOT PACKAGE…: the packages' files under ROOT, without installing
 # them (no maintainer scripts, no conflicts, nothing removed).
