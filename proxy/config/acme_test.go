@@ -161,3 +161,42 @@ func TestACMEReadmeExample(t *testing.T) {
 		t.Fatalf("%+v", cfg.ACME[0])
 	}
 }
+
+// Two acme blocks without an email: certmagic would register the second
+// with an invalid address and it would never get a certificate, so the
+// second is refused at its line; one block without, or each with its
+// own, is accepted.
+func TestACMEBlocksWithoutEmail(t *testing.T) {
+	roots, _ := acmeFiles(t)
+	base := strings.Replace(acmeTmpl, "ROOTS", roots, 1)
+	other := "acme \"other\" {\n  domains = [\"x.example.com\"]\n  EMAIL  storage = \"/var/lib/ftpsgate/acme-other\"\n  http01 {\n    address = \":80\"\n  }\n}\nbackend \"legacy\" {"
+	for _, tc := range []struct {
+		name, publicEmail, otherEmail string
+		refused                       bool
+	}{
+		{"both without", "", "", true},
+		{"one without", `  email    = "ops@example.com"` + "\n", "", false},
+		{"each its own", `  email    = "ops@example.com"` + "\n", "email = \"dev@example.com\"\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(base, `  email    = "ops@example.com"`+"\n", tc.publicEmail, 1)
+			src = strings.Replace(src, "backend \"legacy\" {", strings.Replace(other, "EMAIL", tc.otherEmail, 1), 1)
+			cfg, diags := Parse([]byte(src), "gate.hcl")
+			if !tc.refused {
+				if cfg == nil || diags.HasErrors() {
+					t.Fatalf("refused: %s\n%s", diags.Error(), src)
+				}
+				return
+			}
+			for _, d := range diags {
+				if d.Summary == "Missing email" {
+					if d.Subject == nil || d.Subject.Start.Line != 18 {
+						t.Fatalf("%q at %v, want line 18", d.Summary, d.Subject)
+					}
+					return
+				}
+			}
+			t.Fatalf("no \"Missing email\" diagnostic in %q\n%s", diags.Error(), src)
+		})
+	}
+}

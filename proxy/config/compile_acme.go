@@ -31,6 +31,19 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 			c.errorf(at(ab.EmailAt, ab.DefRange), "Invalid email", "email must be one address such as \"ops@example.com\", not %q.", a.Email)
 		}
 	}
+	if a.Email == "" {
+		// certmagic remembers, for the whole process, the account email
+		// the first block without one ended up with; a second block
+		// without one then registers as "mailto:default", which CAs
+		// refuse, and never obtains a certificate.
+		for _, o := range cfg.ACME {
+			if o.Email == "" {
+				c.errorf(&ab.DefRange, "Missing email",
+					"acme %q and acme %q both have no email: with several acme blocks, give each its email (certmagic would register the second with an invalid one).", o.Name, ab.Name)
+				break
+			}
+		}
+	}
 	if ab.Directory != nil {
 		a.Directory = *ab.Directory
 		u, err := url.Parse(a.Directory)
