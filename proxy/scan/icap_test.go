@@ -103,15 +103,17 @@ func TestICAPVerdicts(t *testing.T) {
 		{"chunk size negative", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n-5\r\n", text, protoErr, ""},
 		{"chunk size overflows", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\nffffffffffffffffff\r\n", text, protoErr, ""},
 		{"chunk larger than the bound", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n7fffffffffffffff\r\n", text, protoErr, ""},
+		{"body past the bound", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n" +
+			strings.Repeat("8000\r\n"+strings.Repeat("b", 32<<10)+"\r\n", 3) + "0\r\n\r\n", text, protoErr, ""},
 		{"chunk shorter than announced", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n11\r\nshort", text, protoErr, ""},
-		{"chunk without CRLF", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n11\r\njust a text file\nXX0\r\n\r\n", text, protoErr, ""},
+		{"chunk without CRLF", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n11\r\njust a text file\nXX\r\n0\r\n\r\n", text, protoErr, ""},
 		{"chunk-size line of 8 KiB", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n1;" + strings.Repeat("x", 8<<10) + "\r\n", text, protoErr, ""},
 		{"no last chunk", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n11\r\njust a text file\n\r\n", text, protoErr, ""},
 		{"endless trailer", "ICAP/1.0 200 OK\r\nEncapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n0\r\n" + strings.Repeat("X-T: t\r\n", 4000), text, protoErr, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := maphash.MakeSeed()
-			r, err := readResponseSeeded(bufio.NewReader(strings.NewReader(tc.reply)), 1<<20, seed)
+			r, err := readResponseSeeded(bufio.NewReader(strings.NewReader(tc.reply)), 64<<10, seed)
 			var found bool
 			var sig string
 			if err == nil {
@@ -206,6 +208,7 @@ func fakeICAP(t *testing.T, options string, serve func(c net.Conn, br *bufio.Rea
 			return
 		}
 		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute)) // a stuck client does not hold the test
 		br := bufio.NewReader(c)
 		if err := skipHead(br); err != nil {
 			return
