@@ -182,3 +182,46 @@ func TestScanICAPAboveMax(t *testing.T) {
 		})
 	}
 }
+
+// TestScanICAPS: icaps:// to c-icap's TLS port, its certificate verified
+// against ca_file: EICAR refused (550), a clean file accepted; a
+// certificate from another CA fails the handshake, and the upload is
+// refused (451) before the backend sees it.
+func TestScanICAPS(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	other := ftptest.NewCerts(t, ftptest.ECDSA)
+	clamd := ftptest.StartClamd(t, 25<<20)
+	ci := ftptest.StartCICAP(t, clamd, ftptest.CICAPOptions{TLSCert: certs.CertFile, TLSKey: certs.KeyFile})
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	t.Run("verified", func(t *testing.T) {
+		g := icapGate(t, be, ci.TLSURL, fmt.Sprintf("ca_file = %q", certs.CAFile))
+		c := g.login(t, be.User, be.Password)
+		if code, msg := scanUpload(t, c, "tls-eicar.com", ftptest.EICAR); code != 550 || !strings.Contains(msg, ftptest.EICARSignature) {
+			t.Fatalf("EICAR over icaps: %d %s", code, msg)
+		}
+		if code, msg := scanUpload(t, c, "tls-clean.txt", []byte("clean\n")); code != 226 {
+			t.Fatalf("clean file over icaps: %d %s", code, msg)
+		}
+		c.Cmd(221, "QUIT")
+		if exists(filepath.Join(be.Root, "tls-eicar.com")) || !exists(filepath.Join(be.Root, "tls-clean.txt")) {
+			t.Fatal("files on the backend")
+		}
+	})
+	t.Run("another CA", func(t *testing.T) {
+		g := icapGate(t, be, ci.TLSURL, fmt.Sprintf("ca_file = %q", other.CAFile))
+		c := g.login(t, be.User, be.Password)
+		d := c.DialData(c.EPSV())
+		c.Send("STOR tls-unverified.txt")
+		if code, msg := c.Read(); code != 451 {
+			t.Fatalf("upload with an unverified scanner: %d %s", code, msg)
+		}
+		d.Close()
+		c.Cmd(221, "QUIT")
+		if exists(filepath.Join(be.Root, "tls-unverified.txt")) {
+			t.Fatal("an upload scanned by an unverified server reached the backend")
+		}
+		if !g.logged("scanner unavailable; upload refused (on_error = reject)") {
+			t.Fatal("not logged")
+		}
+	})
+}
