@@ -20,11 +20,12 @@ import (
 // Inline scanning (scan blocks, README "Scan uploads"): an upload's bytes
 // go to the backend and to the scanner at once. The relay hands each
 // chunk to the upload's scan (feed) before it writes it to the backend;
-// a goroutine of the scan's own streams the chunks to the scanner, so the
-// two writes overlap. At most scanBuffers chunks wait for the scanner:
-// past that the relay waits (the client's TCP window closes), and never
-// for longer than the scan block's timeout, after which the scan has
-// failed and its goroutine only discards. The backend's final reply is
+// a goroutine of the scan's own streams the chunks to the scanner (clamd
+// or an ICAP service, by the block's engine), so the two writes overlap.
+// At most scanBuffers chunks wait for the scanner: past that the relay
+// waits (the client's TCP window closes), and never for longer than the
+// scan block's timeout, after which the scan has failed and its goroutine
+// only discards. The backend's final reply is
 // held until the verdict (transfer.judge); the control channel is
 // answered meanwhile, as during any transfer.
 
