@@ -225,3 +225,28 @@ func TestScanICAPS(t *testing.T) {
 		}
 	})
 }
+
+// TestScanICAPUnknownService: a service name c-icap does not know is
+// found by the OPTIONS the proxy sends before the command reaches the
+// backend: the STOR is refused at once (451, no 150), and the backend
+// never sees the file.
+func TestScanICAPUnknownService(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	ci := ftptest.StartCICAP(t, clamd, ftptest.CICAPOptions{})
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := icapGate(t, be, strings.TrimSuffix(ci.URL, "virus_scan")+"no_such_service", "")
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Send("STOR unknown-service.txt")
+	if code, msg := c.Read(); code != 451 {
+		t.Fatalf("STOR with an unknown ICAP service: %d %s", code, msg)
+	}
+	d.Close()
+	c.Cmd(221, "QUIT")
+	if exists(filepath.Join(be.Root, "unknown-service.txt")) {
+		t.Fatal("the file reached the backend")
+	}
+	if !g.logged("scanner unavailable; upload refused (on_error = reject)") {
+		t.Fatal("not logged")
+	}
+}
