@@ -48,6 +48,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadReply$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzActive$$' -fuzztime $(FUZZTIME) ./rewrite/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxy/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME) ./proxy/scan/
 
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m

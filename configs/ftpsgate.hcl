@@ -283,20 +283,29 @@ policy {
 # the file is deleted on the backend and the client gets
 # "550 Upload rejected: malware detected (NAME)".
 # scan "clamav" {
-#   # clamd's INSTREAM, written in-house; the only engine for now.
+#   # "clamd" (clamd's INSTREAM) or "icap" (an ICAP server's RESPMOD, RFC
+#   # 3507: c-icap, Kaspersky, ESET, Trend Micro, Symantec, DLP servers);
+#   # both written in-house.
 #   engine = "clamd"
-#   # clamd's LocalSocket ("unix:/path") or TCPSocket ("tcp:host:port").
+#   # clamd's LocalSocket ("unix:/path") or TCPSocket ("tcp:host:port"); for
+#   # "icap", the service's URL: "icap://host:1344/virus_scan", or
+#   # "icaps://host:11344/virus_scan" over TLS (the certificate verified).
 #   address = "unix:/run/clamav/clamd.ctl"
+#   # icaps:// only: the CA that signed the ICAP server's certificate
+#   # (default: the system's roots).
+#   # ca_file = "/etc/ftpsgate/icap-ca.pem"
 #   # Bounds the connection to clamd, each write to it without progress, and
 #   # the wait for the verdict after the last byte (the 226 waits meanwhile).
 #   timeout = "60s"
-#   # The most bytes of one upload sent to clamd: at most clamd's own
-#   # StreamMaxLength (its default, 25M), or clamd refuses larger ones.
+#   # The most bytes of one upload sent to the scanner: at most clamd's own
+#   # StreamMaxLength (its default, 25M), or clamd refuses larger ones; at most
+#   # c-icap's virus_scan.MaxObjectSize, above which c-icap passes a file
+#   # unscanned.
 #   max_size = "25M"
 #   # A larger upload whose first max_size bytes are clean: "reject" (552,
 #   # deleted; the default) or "pass" (accepted, logged as partly scanned).
 #   above_max = "reject"
-#   # No verdict (clamd down, timeout): "reject" (451, deleted; the default)
+#   # No verdict (scanner down, timeout): "reject" (451, deleted; the default)
 #   # or "pass" (accepted unscanned). Both are logged and audited.
 #   on_error = "reject"
 #   # Which uploads are scanned. APPE and a STOR after REST are scanned for

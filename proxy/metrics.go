@@ -43,8 +43,9 @@ type metrics struct {
 	throttledSeconds *prometheus.CounterVec
 	throttledBytes   *prometheus.CounterVec
 	tooLarge         prometheus.Counter
-	// Upload scans (scan blocks): verdicts by scan block and result, and
-	// how long the final reply waited for them.
+	// Upload scans (scan blocks): verdicts by scan block, engine and
+	// result, and how long the final reply waited for them (scanVerdict,
+	// scanWaited).
 	scanVerdicts *prometheus.CounterVec
 	scanLatency  *prometheus.HistogramVec
 	// acmeOperations counts certificate requests to an ACME CA (acme.go).
@@ -119,11 +120,11 @@ func newMetrics(s *Server) *metrics {
 		Help: "Shared rate-limit buckets held (listener, user or class, client address), each by the sessions that use it."},
 		func() float64 { return float64(s.buckets.len()) })
 	m.scanVerdicts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "scan_verdicts_total",
-		Help: "Upload scans, by scan block and result: clean, infected, too_large (rejected above max_size), partial (passed above max_size), error (no verdict; rejected or passed as on_error says)."},
-		[]string{"scan", "result"})
+		Help: "Upload scans, by scan block, engine (clamd, icap) and result: clean, infected, too_large (rejected above max_size), partial (passed above max_size), error (no verdict; rejected or passed as on_error says)."},
+		[]string{"scan", "engine", "result"})
 	m.scanLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "scan_latency_seconds",
-		Help:    "Time an upload's final reply was held for the scanner's verdict, from the server's final reply: what scanning adds to the upload.",
-		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan"})
+		Help:    "Time an upload's final reply was held for the scanner's verdict, from the server's final reply, by scan block and engine: what scanning adds to the upload.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"scan", "engine"})
 	m.acmeOperations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "acme_certificate_requests_total",
 		Help: "Certificate requests to an ACME CA, by acme block, domain, operation (obtain, renew) and result (success, failure); failures are retried with backoff."},
 		[]string{"acme", "domain", "operation", "result"})

@@ -94,8 +94,8 @@ func TestScanClamd(t *testing.T) {
 				t.Fatal("refusal not logged")
 			}
 			body := g.metricsText(t)
-			for _, want := range []string{`ftpsgate_scan_verdicts_total{result="infected",scan="av"} 1`,
-				`ftpsgate_scan_verdicts_total{result="clean",scan="av"} 1`, `ftpsgate_scan_latency_seconds_count{scan="av"} 2`} {
+			for _, want := range []string{`ftpsgate_scan_verdicts_total{engine="clamd",result="infected",scan="av"} 1`,
+				`ftpsgate_scan_verdicts_total{engine="clamd",result="clean",scan="av"} 1`, `ftpsgate_scan_latency_seconds_count{engine="clamd",scan="av"} 2`} {
 				if !strings.Contains(body, want) {
 					t.Fatalf("/metrics lacks %s", want)
 				}

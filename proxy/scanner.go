@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -19,21 +20,64 @@ import (
 // Inline scanning (scan blocks, README "Scan uploads"): an upload's bytes
 // go to the backend and to the scanner at once. The relay hands each
 // chunk to the upload's scan (feed) before it writes it to the backend;
-// a goroutine of the scan's own streams the chunks to the scanner, so the
-// two writes overlap. At most scanBuffers chunks wait for the scanner:
-// past that the relay waits (the client's TCP window closes), and never
-// for longer than the scan block's timeout, after which the scan has
-// failed and its goroutine only discards. The backend's final reply is
+// a goroutine of the scan's own streams the chunks to the scanner (clamd
+// or an ICAP service, by the block's engine), so the two writes overlap.
+// At most scanBuffers chunks wait for the scanner: past that the relay
+// waits (the client's TCP window closes), and never for longer than the
+// scan block's timeout, after which the scan has failed and its goroutine
+// only discards. The backend's final reply is
 // held until the verdict (transfer.judge); the control channel is
 // answered meanwhile, as during any transfer.
 
 // scanBuffers bounds the chunks of one upload waiting for the scanner.
 const scanBuffers = 4
 
+// scanStream is one scan in progress, of either engine: *scan.Stream
+// (clamd) or *scan.ICAPStream.
+type scanStream interface {
+	// Write sends a chunk of the upload; past the scan's max_size it
+	// only counts.
+	Write(p []byte) (int, error)
+	// Finish ends the stream and returns the verdict.
+	Finish() (scan.Verdict, error)
+	// Close abandons the scan; any goroutine may call it, more than once.
+	Close() error
+}
+
+var (
+	_ scanStream = (*scan.Stream)(nil)
+	_ scanStream = (*scan.ICAPStream)(nil)
+)
+
+// startStream connects to cfg's scanner and starts the scan of the file
+// at path (which only ICAP sends, for the server's logs).
+func startStream(cfg *config.Scan, path string) (scanStream, error) {
+	if cfg.Engine == config.ICAP {
+		c := &scan.ICAP{URL: cfg.ICAP, Timeout: cfg.Timeout, MaxSize: cfg.MaxSize}
+		if cfg.RootCAs != nil {
+			c.TLS = &tls.Config{RootCAs: cfg.RootCAs}
+		}
+		return c.Start(context.Background(), path)
+	}
+	c := &scan.Clamd{Network: cfg.Network, Address: cfg.Address, Timeout: cfg.Timeout, MaxSize: cfg.MaxSize}
+	return c.Start(context.Background())
+}
+
+// scanVerdict counts a scan's result in the metrics.
+func (m *metrics) scanVerdict(cfg *config.Scan, result string) {
+	m.scanVerdicts.WithLabelValues(cfg.Name, cfg.Engine.String(), result).Inc()
+}
+
+// scanWaited records how long an upload's final reply waited for its
+// verdict.
+func (m *metrics) scanWaited(cfg *config.Scan, d time.Duration) {
+	m.scanLatency.WithLabelValues(cfg.Name, cfg.Engine.String()).Observe(d.Seconds())
+}
+
 // uploadScan is the scan of one upload.
 type uploadScan struct {
 	cfg    *config.Scan
-	stream *scan.Stream
+	stream scanStream
 	tokens chan struct{}   // one per chunk waiting, up to scanBuffers
 	work   chan *[]byte    // chunks from relayBuffers[0], their length set
 	done   chan struct{}   // closed when run has the verdict (or gave up)
@@ -48,9 +92,8 @@ type uploadScan struct {
 // startScan connects to the scan block's scanner and starts a scan; the
 // scan's goroutine is counted in the session's WaitGroup. Called by the
 // session goroutine, before the transfer starts.
-func (s *session) startScan(cfg *config.Scan, stop <-chan struct{}) (*uploadScan, error) {
-	c := &scan.Clamd{Network: cfg.Network, Address: cfg.Address, Timeout: cfg.Timeout, MaxSize: cfg.MaxSize}
-	st, err := c.Start(context.Background())
+func (s *session) startScan(cfg *config.Scan, path string, stop <-chan struct{}) (*uploadScan, error) {
+	st, err := startStream(cfg, path)
 	if err != nil {
 		return nil, err
 	}
@@ -168,12 +211,12 @@ func (s *session) scanOf(route string) *config.Scan {
 // "pass".
 func (x *transfer) openScan(cmd rewrite.Command, cfg *config.Scan) (bool, error) {
 	s := x.s
-	u, err := s.startScan(cfg, x.stop)
+	u, err := s.startScan(cfg, cmd.Arg, x.stop)
 	if err == nil {
 		x.scan = u
 		return true, nil
 	}
-	s.srv.metrics.scanVerdicts.WithLabelValues(cfg.Name, scanError).Inc()
+	s.srv.metrics.scanVerdict(cfg, scanError)
 	x.scanOutcome, x.scanErr = scanError, err.Error()
 	if cfg.OnError == config.ScanPass {
 		x.log.Warn("scanner unavailable; upload passed unscanned (on_error = pass)", zap.String("scan", cfg.Name),
@@ -230,9 +273,9 @@ func (x *transfer) judge(out outcome) outcome {
 		out.reply = rewrite.NewReply(426, "Transfer aborted before the malware scan's verdict.")
 		return out
 	}
-	m.scanLatency.WithLabelValues(cfg.Name).Observe(time.Since(since).Seconds())
+	m.scanWaited(cfg, time.Since(since))
 	v, err := u.verdict, u.err
-	fields := []zap.Field{zap.String("scan", cfg.Name), zap.String("verb", x.verb), zap.String("path", x.path),
+	fields := []zap.Field{zap.String("scan", cfg.Name), zap.Stringer("engine", cfg.Engine), zap.String("verb", x.verb), zap.String("path", x.path),
 		zap.Int64("bytes", out.bytes), zap.Int64("scanned", v.Scanned), zap.Duration("wait", time.Since(since))}
 	var reply *rewrite.Reply
 	switch {
@@ -262,7 +305,7 @@ func (x *transfer) judge(out outcome) outcome {
 		out.scan = scanClean
 		x.log.Debug("upload scanned clean", fields...)
 	}
-	m.scanVerdicts.WithLabelValues(cfg.Name, out.scan).Inc()
+	m.scanVerdict(cfg, out.scan)
 	if reply != nil {
 		out.result, out.reply = audit.Rejected, reply
 		out.deleted = x.deleteUpload(&out)

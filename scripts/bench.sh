@@ -272,6 +272,56 @@ echo "bench: 1. throughput, $SIZE one stream, median of $RUNS"
 throughput "download $SIZE" down big.bin
 throughput "upload $SIZE" up up.bin
 
+# 1b. Uploads scanned inline (issue 20): an ftpsgate of its own whose
+# listener names a clamd scan block, in front of the same vsftpd, beside
+# the unscanned upload above. Its clamd is started here with a database
+# of one signature made offline (sigtool --md5 of the EICAR test file, as
+# the tests do: nothing is downloaded, the system's clamd is not used).
+# clamd reads the stream into a temporary file (tmpfs here) and scans it
+# after its last byte, while the 226 waits: its CPU per GiB, a row of its
+# own and counted with the server's in the bound row, is what bounds the
+# scanned rate.
+echo "bench: 1b. upload $SIZE scanned inline by clamd"
+scan_test="upload $SIZE" scan_label="ftpsgate, uploads scanned inline (clamd)"
+read -r GATE_SCAN < <(free_ports 1)
+mkdir -p "$work/clamd/db"
+printf '%s' 'X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' >"$work/clamd/Eicar-Test-Signature"
+(cd "$work/clamd" && sigtool --md5 Eicar-Test-Signature >db/eicar.hdb) || die "sigtool failed"
+scan_max=$(($(bytes "$SIZE") + (1 << 20)))
+printf '%s\n' "Foreground yes" "DatabaseDirectory $work/clamd/db" "LocalSocket $work/clamd/clamd.sock" \
+	"LogFile $work/clamd/clamd.log" "PidFile $work/clamd/clamd.pid" "TemporaryDirectory $work/clamd" \
+	"StreamMaxLength $scan_max" "MaxFileSize $scan_max" "MaxScanSize $scan_max" "SelfCheck 0" >"$work/clamd/clamd.conf"
+setsid "$(command -v clamd || echo /usr/sbin/clamd)" -c "$work/clamd/clamd.conf" >"$work/clamd/out.log" 2>&1 &
+pids+=($!)
+clamd_pid=$!
+# clamd_ping: clamd answers PING with PONG on its socket.
+clamd_ping() {
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1]); s.sendall(b"zPING\0")
+sys.exit(0 if s.recv(16).startswith(b"PONG") else 1)' "$work/clamd/clamd.sock" 2>/dev/null
+}
+for _ in $(seq 1 600); do clamd_ping && break; sleep 0.1; done
+clamd_ping || die "clamd did not start: $(cat "$work/clamd/out.log")"
+listener_extra='scan = "av"' gate_extra="scan \"av\" {
+  engine   = \"clamd\"
+  address  = \"unix:$work/clamd/clamd.sock\"
+  max_size = \"$scan_max\"
+  timeout  = \"10m\"
+}" ftpsgate scanned "$GATE_SCAN:$VSFTPD"
+scan_gate=$gate_pid
+p0=$(cpu "$scan_gate") s0=$(cpu "$vsftpd_pid") c0=$(cpu "$clamd_pid") pn=$(below "$scan_gate") sn=$(below "$vsftpd_pid")
+load transfer -dir up -size "$SIZE" -path up.bin -runs "$RUNS" -test "$scan_test" -label "$scan_label" -tls \
+	-addr "127.0.0.1:$GATE_SCAN"
+settled "$vsftpd_pid" "$sn"
+settled "$scan_gate" "$pn"
+clamd_ticks=$(($(cpu "$clamd_pid") - c0))
+scan_bytes=$(tail -n 1 "$results" | grep -o '"bytes":[0-9.e+-]*' | cut -d: -f2)
+cpu_rows "$scan_test" "$scan_label" $(($(cpu "$scan_gate") - p0)) $(($(cpu "$vsftpd_pid") - s0 + clamd_ticks))
+awk -v t="$scan_test" -v l="$scan_label" -v ticks="$clamd_ticks" -v hz="$(getconf CLK_TCK)" -v b="${scan_bytes:-0}" 'BEGIN {
+	if (b > 0) printf "{\"test\":\"%s, clamd CPU per GiB\",\"path\":\"%s\",\"value\":%.3f,\"unit\":\"s/GiB\"}\n", t, l, ticks / hz / (b / 2^30) }' >>"$results"
+kill -TERM "$scan_gate" "$clamd_pid" 2>/dev/null || true
+wait "$scan_gate" "$clamd_pid" 2>/dev/null || true
+
 echo "bench: 2. $PAR parallel $PAR_SIZE downloads"
 each "$PAR × $PAR_SIZE down" transfer -dir down -size "$PAR_SIZE" -path par.bin -streams "$PAR"
 ceiling -test "$PAR × $PAR_SIZE down" -dir down -size "$PAR_SIZE" -streams "$PAR"

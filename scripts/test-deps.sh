@@ -6,7 +6,8 @@
 # FTPSClient the tests compile), HAProxy for the scale-out test, Chromium
 # for the status page's test, testssl.sh for the TLS scan of the listeners,
 # Prometheus to scrape the admin listener with credentials, ClamAV (clamd
-# from clamav-daemon, sigtool from clamav) for the upload-scanning tests,
+# from clamav-daemon, sigtool from clamav) and c-icap with its virus_scan
+# module (libc-icap-mod-virus-scan) for the upload-scanning tests,
 # redis-server for the shared-state tests and Knot DNS (knotd, from knot)
 # for the ACME DNS-01 test (each test starts its own on loopback, with a
 # generated configuration; the packages' system services are never used),
@@ -32,7 +33,7 @@ STATE=/var/lib/ftpsgate-test
 
 missing=""
 for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
-	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav redis-server:redis-server knotd:knot; do
+	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav c-icap:c-icap redis-server:redis-server knotd:knot; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
@@ -40,7 +41,7 @@ done
 # libcap2, and pam_unix from libpam-modules; then pure-ftpd's and ProFTPD's);
 # Apache Commons Net, for the Java FTPS client.
 for pkg in libwrap0 libpam-modules libsodium23 libcap2 libssl3 libpam0g libacl1 libhiredis0.14 libmemcached11 \
-	libmemcachedutil2 libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0 libcommons-net-java; do
+	libmemcachedutil2 libpcre2-posix3 libidn2-0 libncursesw6 libsqlite3-0 libcommons-net-java libc-icap-mod-virus-scan; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 need_vsftpd=no
@@ -71,7 +72,7 @@ fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
 	# Debian starts a package's service after install where an init
-	# system runs: Prometheus on 9090, Knot on port 53 (where a local
+	# system runs: Prometheus on 9090, c-icap on 1344, Knot on port 53 (where a local
 	# resolver may already listen, which would fail the install),
 	# clamav-freshclam downloading signatures, redis-server. The tests
 	# never use those instances (each runs its own on loopback), so a

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,7 +12,7 @@ import (
 )
 
 var (
-	scanEngines = enum[ScanEngine]{{name: "clamd", value: Clamd}}
+	scanEngines = enum[ScanEngine]{{name: "clamd", value: Clamd}, {name: "icap", value: ICAP}}
 	scanActions = enum[ScanAction]{{name: "reject", value: ScanReject, note: "the default"}, {name: "pass", value: ScanPass}}
 	// scanVerbs are the verbs a scan block may name: the uploads.
 	scanVerbs = []string{"STOR", "APPE", "STOU"}
@@ -34,11 +35,7 @@ func (c *compiler) scan(sb *scanBlock) *Scan {
 	s := defaultScan()
 	s.Name = sb.Name
 	choose(c, at(sb.EngineAt, sb.DefRange), "Invalid scan engine", "engine", &sb.Engine, &s.Engine, scanEngines, "")
-	network, address, err := scan.ParseAddress(sb.Address)
-	if err != nil {
-		c.errorf(at(sb.AddressAt, sb.DefRange), "Invalid scanner address", "%s", err)
-	}
-	s.Network, s.Address = network, address
+	c.scanAddress(sb, s)
 	c.duration(at(sb.TimeoutAt, sb.DefRange), "timeout", sb.Timeout, &s.Timeout)
 	if sb.MaxSize != nil {
 		n, err := parseSize(*sb.MaxSize)
@@ -68,6 +65,44 @@ func (c *compiler) scan(sb *scanBlock) *Scan {
 		}
 	}
 	return s
+}
+
+// scanAddress reads address (and ca_file) by the block's engine: clamd's
+// "unix:/path" or "tcp:host:port", or an ICAP service's URL.
+func (c *compiler) scanAddress(sb *scanBlock, s *Scan) {
+	r := at(sb.AddressAt, sb.DefRange)
+	if s.Engine == ICAP {
+		u, err := scan.ParseICAPURL(sb.Address)
+		if err != nil {
+			c.errorf(r, "Invalid scanner address", "%s (engine \"icap\" takes icap://host[:port]/service or icaps://…)", err)
+			return
+		}
+		s.Network, s.Address, s.ICAP = "tcp", u.Host, u
+	} else {
+		network, address, err := scan.ParseAddress(sb.Address)
+		if err != nil {
+			c.errorf(r, "Invalid scanner address", "%s", err)
+		}
+		s.Network, s.Address = network, address
+	}
+	if sb.CAFile == nil {
+		return
+	}
+	r = at(sb.CAFileAt, sb.DefRange)
+	if s.ICAP == nil || s.ICAP.Scheme != "icaps" {
+		c.errorf(r, "Invalid ca_file", "ca_file verifies an icaps:// scanner; this scan block's address is not one.")
+		return
+	}
+	pem, err := readSmallFile(*sb.CAFile)
+	pool := x509.NewCertPool()
+	switch {
+	case err != nil:
+		c.errorf(r, "Cannot read ca_file", "%s", err)
+	case !pool.AppendCertsFromPEM(pem):
+		c.errorf(r, "Invalid ca_file", "%q holds no PEM certificate.", *sb.CAFile)
+	default:
+		s.RootCAs = pool
+	}
 }
 
 // scanNamed is the scan block a listener or route names (v, at r), or nil

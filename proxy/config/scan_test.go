@@ -23,6 +23,15 @@ scan "strict" {
   engine  = "clamd"
   address = "tcp:127.0.0.1:3310"
 }
+scan "icap" {
+  engine  = "icap"
+  address = "icap://icap.internal/avscan"
+}
+scan "icaps" {
+  engine  = "icap"
+  address = "icaps://icap.internal/avscan"
+  ca_file = "CA_FILE"
+}
 route "partners" {
   users   = ["partner-*"]
   backend = "legacy"
@@ -32,7 +41,7 @@ route "partners" {
 
 func scanConfig(t *testing.T) string {
 	cert, key := testCert(t)
-	src := scanTmpl + fmt.Sprintf(validTmpl, cert, key)
+	src := strings.Replace(scanTmpl, "CA_FILE", cert, 1) + fmt.Sprintf(validTmpl, cert, key)
 	return strings.Replace(src, `backend        = "legacy"`, "backend        = \"legacy\"\n  scan           = \"av\"", 1)
 }
 
@@ -59,6 +68,16 @@ func TestScanBlocks(t *testing.T) {
 		strict.AboveMax != ScanReject || strict.OnError != ScanReject || !slices.Equal(strict.Verbs, []string{"STOR", "APPE", "STOU"}) {
 		t.Fatalf("scan strict = %+v", strict)
 	}
+	// An ICAP service: its URL with the default port; icaps:// with the
+	// ca_file's roots.
+	icap, icaps := cfg.Scans["icap"], cfg.Scans["icaps"]
+	if icap.Engine != ICAP || icap.ICAP.String() != "icap://icap.internal:1344/avscan" || icap.Network != "tcp" ||
+		icap.Address != "icap.internal:1344" || icap.RootCAs != nil {
+		t.Fatalf("scan icap = %+v", icap)
+	}
+	if icaps.ICAP.String() != "icaps://icap.internal:11344/avscan" || icaps.RootCAs == nil {
+		t.Fatalf("scan icaps = %+v", icaps)
+	}
 	if cfg.Listeners[0].Scan != av || cfg.Listeners[1].Scan != nil {
 		t.Fatalf("listeners' scans: %v, %v", cfg.Listeners[0].Scan, cfg.Listeners[1].Scan)
 	}
@@ -73,7 +92,13 @@ func TestScanDiagnostics(t *testing.T) {
 		line           int
 		summary        string
 	}{
-		{"engine", `engine    = "clamd"`, `engine    = "icap"`, 2, "Invalid scan engine"},
+		{"engine", `engine    = "clamd"`, `engine    = "sophos"`, 2, "Invalid scan engine"},
+		{"clamd engine with an ICAP URL", `"unix:/run/clamav/clamd.ctl"`, `"icap://127.0.0.1/virus_scan"`, 3, "Invalid scanner address"},
+		{"icap engine with a clamd address", `"icap://icap.internal/avscan"`, `"tcp:127.0.0.1:1344"`, 16, "Invalid scanner address"},
+		{"icap without a service", `"icap://icap.internal/avscan"`, `"icap://icap.internal"`, 16, "Invalid scanner address"},
+		{"ca_file on icap://", `"icaps://icap.internal/avscan"`, `"icap://icap.internal/avscan"`, 21, "Invalid ca_file"},
+		{"ca_file unreadable", `ca_file = "/`, `ca_file = "/nonexistent/`, 21, "Cannot read ca_file"},
+		{"ca_file not PEM", `ca_file = "/`, `ca_file = "scan_test.go"#`, 21, "Invalid ca_file"},
 		{"address scheme", `"unix:/run/clamav/clamd.ctl"`, `"/run/clamav/clamd.ctl"`, 3, "Invalid scanner address"},
 		{"relative socket", `"unix:/run/clamav/clamd.ctl"`, `"unix:clamd.ctl"`, 3, "Invalid scanner address"},
 		{"tcp without port", `"tcp:127.0.0.1:3310"`, `"tcp:127.0.0.1"`, 12, "Invalid scanner address"},
@@ -87,8 +112,8 @@ func TestScanDiagnostics(t *testing.T) {
 		{"verb twice", `["STOR", "stou"]`, `["STOR", "stor"]`, 8, "Invalid verbs"},
 		{"no verbs", `["STOR", "stou"]`, `[]`, 8, "Invalid verbs"},
 		{"duplicate", `scan "strict"`, `scan "av"`, 10, "Duplicate scan"},
-		{"route names unknown scan", `scan    = "strict"`, `scan    = "nope"`, 17, "Unknown scan"},
-		{"listener names unknown scan", `scan           = "av"`, `scan           = "nope"`, 27, "Unknown scan"},
+		{"route names unknown scan", `scan    = "strict"`, `scan    = "nope"`, 26, "Unknown scan"},
+		{"listener names unknown scan", `scan           = "av"`, `scan           = "nope"`, 36, "Unknown scan"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := scanConfig(t)

@@ -344,6 +344,8 @@ type scanBlock struct {
 	OnErrorAt  hcl.Range `hcl:"on_error,attr_value_range"`
 	Verbs      *[]string `hcl:"verbs"`
 	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
+	CAFile     *string   `hcl:"ca_file"` // icaps:// only
+	CAFileAt   hcl.Range `hcl:"ca_file,attr_value_range"`
 }
 
 type acmeBlock struct {

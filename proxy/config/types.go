@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -595,11 +596,22 @@ type Limits struct {
 // off for a listener that has it.
 type Scan struct {
 	Name string
-	// Engine is the scanner's protocol; clamd's INSTREAM is the only one.
+	// Engine is the scanner's protocol: clamd's INSTREAM, or an ICAP
+	// server's RESPMOD service.
 	Engine ScanEngine
-	// Network ("tcp" or "unix") and Address are where the scanner
-	// listens, from address = "tcp:host:port" or "unix:/path".
+	// Network ("tcp" or "unix") and Address are where clamd listens,
+	// from address = "tcp:host:port" or "unix:/path". For ICAP, Network
+	// is "tcp" and Address the URL's host:port.
 	Network, Address string
+	// ICAP is the ICAP service's URL, from address =
+	// "icap://host[:port]/service" (port 1344 by default) or "icaps://…"
+	// (TLS, port 11344 by default); nil for clamd.
+	ICAP *url.URL
+	// RootCAs verifies an icaps:// server's certificate: the PEM file of
+	// ca_file, or nil for the system's roots. The certificate is always
+	// verified, for the URL's host: a scanner an attacker can stand in
+	// for would call every upload clean.
+	RootCAs *x509.CertPool
 	// Timeout bounds the connection to the scanner, each write to it
 	// without progress, and the wait for the verdict after the upload's
 	// last byte (the 226 is held meanwhile). Default 60 s.
@@ -636,11 +648,16 @@ type ScanEngine int
 const (
 	// Clamd is clamd's INSTREAM command, over TCP or a Unix socket.
 	Clamd ScanEngine = iota + 1
+	// ICAP is RFC 3507's RESPMOD, over TCP or TLS.
+	ICAP
 )
 
 func (e ScanEngine) String() string {
-	if e == Clamd {
+	switch e {
+	case Clamd:
 		return "clamd"
+	case ICAP:
+		return "icap"
 	}
 	return "invalid"
 }

@@ -1,7 +1,8 @@
 // Package scan is a client of malware scanners: clamd's INSTREAM command,
-// over TCP or a Unix socket. It streams what it is given and returns the
-// scanner's verdict; it knows nothing of FTP, and what a verdict leads to
-// is the caller's.
+// over TCP or a Unix socket (clamd.go), and an ICAP server's RESPMOD
+// service, over TCP or TLS (icap.go). It streams what it is given and
+// returns the scanner's verdict; it knows nothing of FTP, and what a
+// verdict leads to is the caller's.
 package scan
 
 import (
