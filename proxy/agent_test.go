@@ -114,6 +114,22 @@ func (s *agentSetup) startAgent(t *testing.T, name string, targets []string) *ag
 // startAgentNoWait starts an agent as startAgent does, and returns at once.
 func (s *agentSetup) startAgentNoWait(t *testing.T, name string, targets []string) *agent.Agent {
 	t.Helper()
+	cfg := s.agentConfig(t, name, targets)
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
+	a := agent.New(cfg, agent.Options{
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
+		DialEdge: d.DialContext, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+	})
+	done := make(chan struct{})
+	go func() { a.Run(); close(done) }()
+	t.Cleanup(func() { a.Close(); <-done })
+	return a
+}
+
+// agentConfig is the configuration of an agent named name (its
+// certificate's), connecting to the edge, with allow_targets targets.
+func (s *agentSetup) agentConfig(t *testing.T, name string, targets []string) *agent.Config {
+	t.Helper()
 	certFile, keyFile := s.certs.ClientCert(t, name)
 	q := make([]string, len(targets))
 	for i, tg := range targets {
@@ -131,15 +147,7 @@ allow_targets = [%s]
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
-	a := agent.New(cfg, agent.Options{
-		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
-		DialEdge: d.DialContext, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
-	})
-	done := make(chan struct{})
-	go func() { a.Run(); close(done) }()
-	t.Cleanup(func() { a.Close(); <-done })
-	return a
+	return cfg
 }
 
 // TestAgentFullSession: through the agent, curl (EPSV) and ftplib (PASV)
@@ -517,4 +525,59 @@ func TestAgentHandshakeFlood(t *testing.T) {
 	}
 	idle = nil
 	s.startAgent(t, "dc1", s.targets)
+}
+
+// TestAgentReload: the agent's Reload (its SIGHUP) applies allow_targets
+// to the next stream at once, within a session that goes on: its data
+// connections are refused (425), then carried, then refused again. A new
+// certificate applies to the next session with the edge: once the edge
+// allows only the new name, dropping the old one's connections, the agent
+// comes back under the new name, and carries sessions.
+func TestAgentReload(t *testing.T) {
+	s := newAgentSetup(t)
+	a := s.startAgent(t, "dc1", s.targets[:1]) // the control port only
+	be, g := s.be, s.g
+	writeFile(t, be.Root, "small.txt", []byte("through the agent\n"))
+	c := g.login(t, be.User, be.Password)
+	c.EPSV()
+	c.Cmd(425, "LIST")
+	if startOnly := a.Reload(s.agentConfig(t, "dc1", s.targets)); len(startOnly) != 0 {
+		t.Fatalf("start-only settings changed: %v", startOnly)
+	}
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR small.txt")
+	if got := string(ftptest.ReadAll(t, d)); got != "through the agent\n" {
+		t.Fatalf("after the reload: %q", got)
+	}
+	c.Expect(226)
+	a.Reload(s.agentConfig(t, "dc1", s.targets[:1]))
+	c.EPSV()
+	c.Cmd(425, "LIST")
+	c.Cmd(221, "QUIT")
+
+	// A new certificate, named dc2, for the sessions to come.
+	a.Reload(s.agentConfig(t, "dc2", s.targets))
+	src := strings.Replace(g.src, `allowed_names  = ["dc1"]`, `allowed_names  = ["dc2"]`, 1)
+	src = strings.Replace(src, `via_agent = "dc1"`, `via_agent = "dc2"`, 1)
+	cfg, diags := config.Parse([]byte(src), "test.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if err := g.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for g.srv.AgentsConnected("dc2") < a.Sessions() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge counts %d connections of dc2, %d of dc1", g.srv.AgentsConnected("dc2"), g.srv.AgentsConnected("dc1"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c = g.login(t, be.User, be.Password)
+	d = c.DialData(c.EPSV())
+	c.Cmd(150, "RETR small.txt")
+	ftptest.ReadAll(t, d)
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+	s.guard.check(t)
 }
