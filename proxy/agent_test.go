@@ -74,15 +74,23 @@ type agentSetup struct {
 
 func newAgentSetup(t *testing.T) *agentSetup {
 	t.Helper()
+	return newAgentSetupWith(t, "")
+}
+
+// newAgentSetupWith is newAgentSetup with listenerExtra, more HCL for the
+// edge's listeners.
+func newAgentSetupWith(t *testing.T, listenerExtra string) *agentSetup {
+	t.Helper()
 	first, last := ftptest.FreePortRange(t, 20)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Host: serverHost,
 		Extra: []string{fmt.Sprintf("pasv_min_port=%d", first), fmt.Sprintf("pasv_max_port=%d", last)}})
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	guard := &dialGuard{}
 	g := startGate(t, be.Addr, gateOptions{
-		listen:      edgeHost + ":0",
-		backend:     "tls = \"none\"\n  via_agent = \"dc1\"",
-		dialBackend: guard.dial,
+		listen:        edgeHost + ":0",
+		listenerExtra: listenerExtra,
+		backend:       "tls = \"none\"\n  via_agent = \"dc1\"",
+		dialBackend:   guard.dial,
 		extra: fmt.Sprintf(`agent_listener {
   address        = "%s:0"
   cert_file      = %q
@@ -114,7 +122,13 @@ func (s *agentSetup) startAgent(t *testing.T, name string, targets []string) *ag
 // startAgentNoWait starts an agent as startAgent does, and returns at once.
 func (s *agentSetup) startAgentNoWait(t *testing.T, name string, targets []string) *agent.Agent {
 	t.Helper()
-	cfg := s.agentConfig(t, name, targets)
+	return s.runAgent(t, s.agentConfig(t, name, targets))
+}
+
+// runAgent runs an agent of configuration cfg on agentHost until the test
+// ends.
+func (s *agentSetup) runAgent(t *testing.T, cfg *agent.Config) *agent.Agent {
+	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
 	a := agent.New(cfg, agent.Options{
 		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
@@ -130,7 +144,13 @@ func (s *agentSetup) startAgentNoWait(t *testing.T, name string, targets []strin
 // certificate's), connecting to the edge, with allow_targets targets.
 func (s *agentSetup) agentConfig(t *testing.T, name string, targets []string) *agent.Config {
 	t.Helper()
-	certFile, keyFile := s.certs.ClientCert(t, name)
+	return s.agentConfigFrom(t, s.certs, name, targets)
+}
+
+// agentConfigFrom is agentConfig with a certificate that issuer signed.
+func (s *agentSetup) agentConfigFrom(t *testing.T, issuer *ftptest.Certs, name string, targets []string) *agent.Config {
+	t.Helper()
+	certFile, keyFile := issuer.ClientCert(t, name)
 	q := make([]string, len(targets))
 	for i, tg := range targets {
 		q[i] = fmt.Sprintf("%q", tg)
@@ -309,8 +329,12 @@ func TestAgentLossAndReturn(t *testing.T) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 
-	// A new agent: service again, same edge.
+	// A new agent: service again, same edge, its connections counted as
+	// admitted after the first two.
 	s.startAgent(t, "dc1", s.targets)
+	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_connections_total{agent="dc1"} 4`) {
+		t.Fatalf("metrics after the agent came back:\n%s", m)
+	}
 	res := ftptest.Python(t, ftptest.PythonSpec{
 		Host: edgeHost, Port: port(t, g.explicit), CAFile: g.certs.CAFile, User: be.User, Password: be.Password,
 		Steps: []ftptest.PythonStep{{Op: "download", Remote: "big.bin"}},
@@ -324,7 +348,8 @@ func TestAgentLossAndReturn(t *testing.T) {
 // TestAgentRefusesTheEdge: an agent whose allow_targets leave out the
 // passive range refuses the edge's data connections: the client gets a
 // 425, never a connection elsewhere; and an agent of a name the edge does
-// not allow is refused at its handshake.
+// not allow, or of an allowed name but a certificate of another CA than
+// client_ca_file, is refused at its handshake.
 func TestAgentRefusesTheEdge(t *testing.T) {
 	s := newAgentSetup(t)
 	a := s.startAgent(t, "dc1", s.targets[:1]) // the control port only
@@ -350,6 +375,27 @@ func TestAgentRefusesTheEdge(t *testing.T) {
 	}
 	if g.srv.AgentsConnected("intruder") != 0 || other.Stats().Connected != 0 {
 		t.Fatal("an agent whose name is not allowed is connected")
+	}
+	// dc1, but signed by another CA: the edge pins client_ca_file. (The
+	// intruder goes on trying meanwhile: its refusals name the name.)
+	unknownCA := func() int {
+		n := 0
+		for _, e := range g.logs.FilterMessage("agent refused at its TLS handshake").All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), "certificate signed by unknown authority") {
+				n++
+			}
+		}
+		return n
+	}
+	forged := s.runAgent(t, s.agentConfigFrom(t, ftptest.NewCerts(t, ftptest.ECDSA), "dc1", s.targets))
+	for unknownCA() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no refused handshake logged for a dc1 certificate of another CA")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.srv.AgentsConnected("dc1"); n != a.Sessions() || forged.Stats().Connected != 0 {
+		t.Fatalf("a dc1 certificate of another CA is connected: the edge counts %d dc1 connections", n)
 	}
 	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="refused"} 1`) ||
 		strings.Contains(m, "ftpsgate_agent_handshake_failures_total 0") {

@@ -25,24 +25,32 @@ func verbCount(t *testing.T, g *gate, verb string) int {
 }
 
 // TestAgentLftp: through the agent, lftp uploads, downloads
-// (sha256-compared) and lists, once with PASV and once with EPSV (the
-// audit shows which verb each run used, and only that one); then it
+// (sha256-compared) and lists, once with PASV, once with EPSV and once in
+// active mode (PORT) (the audit shows which verb each run used, and only
+// that one); then it
 // interrupts a download it runs in the background ("kill all"): lftp sends
 // ABOR, the edge audits the transfer aborted, and the same lftp lists the
 // directory afterwards. The edge never connects to the FTP server itself.
 func TestAgentLftp(t *testing.T) {
-	s := newAgentSetup(t)
+	s := newAgentSetupWith(t, allowLocal) // lftp's PORT names 127.0.0.1
 	s.startAgent(t, "dc1", s.targets)
 	be, g := s.be, s.g
 	dir := t.TempDir()
 	local := filepath.Join(dir, "up.bin")
 	sum := ftptest.RandomFile(t, local, 16<<20)
 	open := fmt.Sprintf("open -u %s,%s ftp://%s; ", be.User, be.Password, g.explicit)
-	for _, m := range []struct{ verb, other, set string }{
-		{"PASV", "EPSV", "set ftp:prefer-epsv false; "},
-		{"EPSV", "PASV", "set ftp:prefer-epsv true; "},
+	modes := []string{"PASV", "EPSV", "PORT", "EPRT"}
+	for _, m := range []struct{ verb, set string }{
+		{"PASV", "set ftp:prefer-epsv false; "},
+		{"EPSV", "set ftp:prefer-epsv true; "},
+		// Active mode on the client's side; the edge's side toward the
+		// FTP server stays passive, through the agent.
+		{"PORT", "set ftp:passive-mode false; "},
 	} {
-		used, other := verbCount(t, g, m.verb), verbCount(t, g, m.other)
+		used := map[string]int{}
+		for _, v := range modes {
+			used[v] = verbCount(t, g, v)
+		}
 		name := "lftp-" + m.verb + ".bin"
 		down := filepath.Join(dir, name)
 		ls := ftptest.Lftp(t, g.certs.CAFile, m.set+open+fmt.Sprintf("put %s -o %s; get %s -o %s; cls -1", local, name, name, down))
@@ -54,11 +62,14 @@ func TestAgentLftp(t *testing.T) {
 		}
 		// put, get and cls: three data connections, each opened by the
 		// verb the run asked for.
-		if n := verbCount(t, g, m.verb) - used; n < 3 {
-			t.Fatalf("%s run: %d %s commands audited, want at least 3", m.verb, n, m.verb)
-		}
-		if n := verbCount(t, g, m.other) - other; n != 0 {
-			t.Fatalf("%s run: %d %s commands audited, want none", m.verb, n, m.other)
+		for _, v := range modes {
+			n := verbCount(t, g, v) - used[v]
+			if v == m.verb && n < 3 {
+				t.Fatalf("%s run: %d %s commands audited, want at least 3", m.verb, n, v)
+			}
+			if v != m.verb && n != 0 {
+				t.Fatalf("%s run: %d %s commands audited, want none", m.verb, n, v)
+			}
 		}
 	}
 
