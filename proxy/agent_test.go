@@ -282,7 +282,8 @@ func agentMetrics(t *testing.T, g *gate) string {
 }
 
 // TestAgentLossAndReturn: killing the agent in the middle of a download
-// gives the client a clear error, not a short file taken for whole; with
+// gives the client a clear error, not a short file taken for whole, and an
+// idle session its 421 at once; with
 // no agent connected a login gets "421 Service not available: no agent
 // connected"; a new agent restores service without restarting the edge.
 func TestAgentLossAndReturn(t *testing.T) {
@@ -291,6 +292,7 @@ func TestAgentLossAndReturn(t *testing.T) {
 	be, g := s.be, s.g
 	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
 
+	idle := g.login(t, be.User, be.Password)
 	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
@@ -308,6 +310,10 @@ func TestAgentLossAndReturn(t *testing.T) {
 		t.Fatalf("after the agent went away: %d %s, want a 4xx error", code, msg)
 	}
 	t.Logf("client told: %d %s (%v)", code, msg, err)
+	// An idle session is told at once, not at its next command.
+	if code, msg, err := idle.ReadErr(); err != nil || code != 421 || !strings.Contains(msg, "lost the connection to the FTP server") {
+		t.Fatalf("the idle session: %d %q (%v), want 421", code, msg, err)
+	}
 
 	deadline := time.Now().Add(30 * time.Second)
 	for g.srv.AgentsConnected("dc1") > 0 {
@@ -405,11 +411,13 @@ func TestAgentRefusesTheEdge(t *testing.T) {
 
 // TestAgentRevokedByReload: a reload whose allowed_names no longer list
 // an agent's name closes its connections (a stolen certificate is revoked
-// so), and refuses it when it comes back.
+// so), ending the sessions they carried with a 421, and refuses it when it
+// comes back.
 func TestAgentRevokedByReload(t *testing.T) {
 	s := newAgentSetup(t)
 	s.startAgent(t, "dc1", s.targets)
 	g := s.g
+	c := g.login(t, s.be.User, s.be.Password)
 	src := strings.Replace(g.src, `allowed_names  = ["dc1"]`, `allowed_names  = ["dc2"]`, 1)
 	src = strings.Replace(src, `via_agent = "dc1"`, `via_agent = "dc2"`, 1)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
@@ -421,6 +429,9 @@ func TestAgentRevokedByReload(t *testing.T) {
 	}
 	if n := g.srv.AgentsConnected("dc1"); n != 0 {
 		t.Fatalf("%d connections of the revoked agent remain", n)
+	}
+	if code, msg, err := c.ReadErr(); err != nil || code != 421 {
+		t.Fatalf("the session the revoked agent carried: %d %q (%v), want 421", code, msg, err)
 	}
 	refused := g.logs.FilterMessage("agent refused at its TLS handshake").Len()
 	deadline := time.Now().Add(30 * time.Second)
