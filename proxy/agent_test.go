@@ -74,12 +74,12 @@ type agentSetup struct {
 
 func newAgentSetup(t *testing.T) *agentSetup {
 	t.Helper()
-	return newAgentSetupWith(t, "")
+	return newAgentSetupWith(t, "", "")
 }
 
 // newAgentSetupWith is newAgentSetup with listenerExtra, more HCL for the
-// edge's listeners.
-func newAgentSetupWith(t *testing.T, listenerExtra string) *agentSetup {
+// edge's listeners, and backendExtra, for its backend block.
+func newAgentSetupWith(t *testing.T, listenerExtra, backendExtra string) *agentSetup {
 	t.Helper()
 	first, last := ftptest.FreePortRange(t, 20)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Host: serverHost,
@@ -89,7 +89,7 @@ func newAgentSetupWith(t *testing.T, listenerExtra string) *agentSetup {
 	g := startGate(t, be.Addr, gateOptions{
 		listen:        edgeHost + ":0",
 		listenerExtra: listenerExtra,
-		backend:       "tls = \"none\"\n  via_agent = \"dc1\"",
+		backend:       "tls = \"none\"\n  via_agent = \"dc1\"\n" + backendExtra,
 		dialBackend:   guard.dial,
 		extra: fmt.Sprintf(`agent_listener {
   address        = "%s:0"
@@ -636,5 +636,26 @@ func TestAgentReload(t *testing.T) {
 	ftptest.ReadAll(t, d)
 	c.Expect(226)
 	c.Cmd(221, "QUIT")
+	s.guard.check(t)
+}
+
+// TestAgentHealthCheck: a via_agent backend's health checks are streams
+// through the agent: the server is down while no agent is connected, up
+// once one is, down again when it goes; the edge never dials the server.
+func TestAgentHealthCheck(t *testing.T) {
+	s := newAgentSetupWith(t, "", `health_check {
+    interval = "100ms"
+    timeout  = "5s"
+    rise     = 1
+    fall     = 1
+  }`)
+	up := func(v string) string {
+		return fmt.Sprintf(`ftpsgate_backend_server_up{backend="legacy",server=%q} %s`, s.be.Addr, v)
+	}
+	waitMetric(t, s.g, up("0"))
+	a := s.startAgent(t, "dc1", s.targets)
+	waitMetric(t, s.g, up("1"))
+	a.Close()
+	waitMetric(t, s.g, up("0"))
 	s.guard.check(t)
 }

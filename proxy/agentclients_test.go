@@ -32,7 +32,7 @@ func verbCount(t *testing.T, g *gate, verb string) int {
 // ABOR, the edge audits the transfer aborted, and the same lftp lists the
 // directory afterwards. The edge never connects to the FTP server itself.
 func TestAgentLftp(t *testing.T) {
-	s := newAgentSetupWith(t, allowLocal) // lftp's PORT names 127.0.0.1
+	s := newAgentSetupWith(t, allowLocal, "") // lftp's PORT names 127.0.0.1
 	s.startAgent(t, "dc1", s.targets)
 	be, g := s.be, s.g
 	dir := t.TempDir()
