@@ -42,10 +42,11 @@ type Options struct {
 type Agent struct {
 	// cfg is the configuration now: each stream and each connection to
 	// the edge reads it once, when it starts (Reload swaps it).
-	cfg   atomic.Pointer[Config]
-	slots int // cfg.Sessions at New: how many sessions Run keeps
-	opt   Options
-	log   *zap.Logger
+	cfg    atomic.Pointer[Config]
+	slots  int    // cfg.Sessions at New: how many sessions Run keeps
+	health string // cfg.HealthAddress at New, where the health listener stays
+	opt    Options
+	log    *zap.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -80,7 +81,7 @@ func New(cfg *Config, opt Options) *Agent {
 		opt.DialTarget = d.DialContext
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{slots: cfg.Sessions, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, sessions: map[*yamux.Session]struct{}{}}
+	a := &Agent{slots: cfg.Sessions, health: cfg.HealthAddress, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, sessions: map[*yamux.Session]struct{}{}}
 	a.cfg.Store(cfg)
 	return a
 }
@@ -92,14 +93,14 @@ func New(cfg *Config, opt Options) *Agent {
 // ca_file, cert_file, key_file and handshake_timeout apply to each
 // session with the edge established from then on; those established keep
 // the TLS session they have. sessions and health_address are read at
-// start only: Reload returns the names of those that cfg changes, which
-// stay as they were until a restart.
+// start only: Reload returns the names of those in which cfg differs from
+// the configuration the agent started with; they stay as they were until
+// a restart.
 func (a *Agent) Reload(cfg *Config) (startOnly []string) {
-	old := a.cfg.Load()
 	if cfg.Sessions != a.slots {
 		startOnly = append(startOnly, "sessions")
 	}
-	if cfg.HealthAddress != old.HealthAddress {
+	if cfg.HealthAddress != a.health {
 		startOnly = append(startOnly, "health_address")
 	}
 	a.cfg.Store(cfg)
