@@ -37,11 +37,16 @@ type Options struct {
 }
 
 // Agent keeps cfg.Sessions connections to the edge and serves the streams
-// the edge opens on them. Run it with Run; Close stops it.
+// the edge opens on them. Run it with Run; Close stops it; Reload changes
+// its configuration while it runs.
 type Agent struct {
-	cfg *Config
-	opt Options
-	log *zap.Logger
+	// cfg is the configuration now: each stream and each connection to
+	// the edge reads it once, when it starts (Reload swaps it).
+	cfg    atomic.Pointer[Config]
+	slots  int    // cfg.Sessions at New: how many sessions Run keeps
+	health string // cfg.HealthAddress at New, where the health listener stays
+	opt    Options
+	log    *zap.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,7 +81,30 @@ func New(cfg *Config, opt Options) *Agent {
 		opt.DialTarget = d.DialContext
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Agent{cfg: cfg, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, sessions: map[*yamux.Session]struct{}{}}
+	a := &Agent{slots: cfg.Sessions, health: cfg.HealthAddress, opt: opt, log: opt.Logger, ctx: ctx, cancel: cancel, sessions: map[*yamux.Session]struct{}{}}
+	a.cfg.Store(cfg)
+	return a
+}
+
+// Reload makes cfg the agent's configuration, as SIGHUP does for
+// ftpsgate agent. allow_targets and dial_timeout apply at once, to every
+// stream the edge asks for next: a target removed is refused from then
+// on, while the streams already open to it go on. edge, server_name,
+// ca_file, cert_file, key_file and handshake_timeout apply to each
+// session with the edge established from then on; those established keep
+// the TLS session they have. sessions and health_address are read at
+// start only: Reload returns the names of those in which cfg differs from
+// the configuration the agent started with; they stay as they were until
+// a restart.
+func (a *Agent) Reload(cfg *Config) (startOnly []string) {
+	if cfg.Sessions != a.slots {
+		startOnly = append(startOnly, "sessions")
+	}
+	if cfg.HealthAddress != a.health {
+		startOnly = append(startOnly, "health_address")
+	}
+	a.cfg.Store(cfg)
+	return startOnly
 }
 
 // Stats are the agent's counters, for health checks and tests.
@@ -88,7 +116,7 @@ type Stats struct {
 }
 
 // Sessions is how many connections to the edge the agent keeps.
-func (a *Agent) Sessions() int { return a.cfg.Sessions }
+func (a *Agent) Sessions() int { return a.slots }
 
 // Stats returns the agent's counters now.
 func (a *Agent) Stats() Stats {
@@ -98,7 +126,7 @@ func (a *Agent) Stats() Stats {
 // Run keeps the sessions with the edge until Close; it returns when every
 // one of its goroutines has ended.
 func (a *Agent) Run() {
-	for i := range a.cfg.Sessions {
+	for i := range a.slots {
 		a.wg.Add(1)
 		go a.keepSession(i)
 	}
@@ -119,7 +147,7 @@ func (a *Agent) Close() { a.cancel() }
 // the session until it ends, and connects again after a backoff.
 func (a *Agent) keepSession(slot int) {
 	defer a.wg.Done()
-	log := a.log.With(zap.String("edge", a.cfg.Edge), zap.Int("slot", slot))
+	log := a.log.With(zap.Int("slot", slot))
 	failures := 0
 	for first := true; a.ctx.Err() == nil; {
 		start := time.Now()
@@ -128,12 +156,12 @@ func (a *Agent) keepSession(slot int) {
 		first = false
 		if err != nil {
 			failures++
-			log.Warn("cannot connect to the edge", zap.Error(err), zap.Int("failures", failures))
+			log.Warn("cannot connect to the edge", zap.String("edge", a.cfg.Load().Edge), zap.Error(err), zap.Int("failures", failures))
 		} else {
 			if retry {
 				a.reconnects.Add(1)
 			}
-			log.Info("connected to the edge", zap.Stringer("local", sess.LocalAddr()))
+			log.Info("connected to the edge", zap.Stringer("edge", sess.RemoteAddr()), zap.Stringer("local", sess.LocalAddr()))
 			a.serve(sess, log)
 			if time.Since(start) > a.opt.MaxBackoff {
 				failures = 0 // it held: the next try is quick
@@ -184,13 +212,14 @@ func YamuxConfig() *yamux.Config { return yamuxConfig() }
 // starts a yamux session on it, the agent as the side that accepts
 // streams.
 func (a *Agent) connect() (*yamux.Session, error) {
-	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.HandshakeTimeout)
+	cfg := a.cfg.Load()
+	ctx, cancel := context.WithTimeout(a.ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	raw, err := a.opt.DialEdge(ctx, "tcp", a.cfg.Edge)
+	raw, err := a.opt.DialEdge(ctx, "tcp", cfg.Edge)
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, a.cfg.TLS)
+	tc := tls.Client(raw, cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS with the edge: %w", err)
@@ -267,13 +296,14 @@ func (a *Agent) handleStream(st *yamux.Stream, log *zap.Logger) {
 		return
 	}
 	log = log.With(zap.Stringer("target", target))
-	if !a.cfg.Permitted(target) {
+	cfg := a.cfg.Load()
+	if !cfg.Permitted(target) {
 		a.refused.Add(1)
 		log.Warn("the edge asked for a target outside allow_targets; refused")
 		fmt.Fprintf(st, "ERR %s is not in allow_targets\n", target)
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(a.ctx, cfg.DialTimeout)
 	c, err := a.opt.DialTarget(ctx, "tcp", target.String())
 	cancel()
 	if err != nil {

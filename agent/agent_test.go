@@ -529,3 +529,43 @@ func TestConnCloseEndsRead(t *testing.T) {
 		t.Fatal("Read still waiting after Close")
 	}
 }
+
+// TestReloadStartOnly: Reload names the settings read at start only that
+// the new configuration changes (sessions, health_address); the agent
+// keeps its number of sessions until a restart.
+func TestReloadStartOnly(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	base := agentConfig(t, certs, "127.0.0.1:7443", "127.0.0.1:2121")
+	a := agent.New(base, agent.Options{})
+	defer a.Close()
+	for _, tc := range []struct {
+		name   string
+		change func(c *agent.Config)
+		want   string
+	}{
+		{"nothing", func(c *agent.Config) {}, ""},
+		{"allow_targets", func(c *agent.Config) { c.AllowTargets = nil }, ""},
+		{"edge", func(c *agent.Config) { c.Edge = "127.0.0.1:7444" }, ""},
+		{"sessions", func(c *agent.Config) { c.Sessions = 4 }, "sessions"},
+		{"health_address", func(c *agent.Config) { c.HealthAddress = "127.0.0.1:9000" }, "health_address"},
+		{"both", func(c *agent.Config) { c.Sessions, c.HealthAddress = 3, "127.0.0.1:9000" }, "sessions health_address"},
+	} {
+		c := *base
+		tc.change(&c)
+		if got := strings.Join(a.Reload(&c), " "); got != tc.want {
+			t.Errorf("%s: start-only %q, want %q", tc.name, got, tc.want)
+		}
+		a.Reload(base)
+		if a.Sessions() != base.Sessions {
+			t.Errorf("%s: the agent keeps %d sessions, want %d", tc.name, a.Sessions(), base.Sessions)
+		}
+	}
+	// Compared with the start, not with the last reload: a change not
+	// applied is named again at the next reload.
+	c := *base
+	c.HealthAddress = "127.0.0.1:9000"
+	a.Reload(&c)
+	if got := a.Reload(&c); len(got) != 1 || got[0] != "health_address" {
+		t.Errorf("the second reload of a health_address change: %v", got)
+	}
+}

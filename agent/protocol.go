@@ -39,6 +39,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 // ALPN is the protocol name the agent and the edge negotiate in TLS; a
@@ -149,10 +151,13 @@ type Conn struct {
 	wmu    sync.Mutex
 	wended bool // 'F' or 'R' sent
 	wbuf   []byte
+
+	closed    chan struct{} // closed by Close or Reset
+	closeOnce sync.Once
 }
 
 func newConn(stream net.Conn, r *bufio.Reader, remote net.Addr) *Conn {
-	return &Conn{stream: stream, r: r, remote: remote}
+	return &Conn{stream: stream, r: r, remote: remote, closed: make(chan struct{})}
 }
 
 // Read reads data; it returns io.EOF once the peer's direction ended with
@@ -251,6 +256,7 @@ func (c *Conn) Reset() error {
 	err := c.end(frameReset)
 	c.stream.SetReadDeadline(time.Now()) // a yamux Close leaves reads waiting for the peer
 	c.stream.Close()
+	c.closeOnce.Do(func() { close(c.closed) })
 	return err
 }
 
@@ -262,7 +268,24 @@ func (c *Conn) Close() error {
 	// A yamux Close is a half-close: a pending Read would wait for the
 	// peer's end. As with TCP, Close ends it now.
 	c.stream.SetReadDeadline(time.Now())
-	return c.stream.Close()
+	err := c.stream.Close()
+	c.closeOnce.Do(func() { close(c.closed) })
+	return err
+}
+
+// Closed returns a channel closed once c is closed (Close or Reset).
+func (c *Conn) Closed() <-chan struct{} { return c.closed }
+
+// AgentGone returns a channel closed when the connection with the agent
+// that carries c ends: the agent went away, or the edge closed its
+// connection (a reload revoked its name). Nothing then reaches the
+// target; a user of c that does not read learns it so. Nil (never
+// closed) when c's stream is not a yamux stream.
+func (c *Conn) AgentGone() <-chan struct{} {
+	if st, ok := c.stream.(interface{ Session() *yamux.Session }); ok {
+		return st.Session().CloseChan()
+	}
+	return nil
 }
 
 // LocalAddr is the stream's (the edge's end of the agent's connection).

@@ -3,6 +3,10 @@
 # the edge (an ftpsgate in the DMZ whose backend says via_agent) and opens
 # on its request only the connections allow_targets permit.
 # Check it with: ftpsgate agent -check -config /etc/ftpsgate/agent.hcl
+# SIGHUP rereads it: allow_targets at once for new streams, the edge and
+# the certificate for new connections to the edge; sessions and
+# health_address need a restart; a file that does not load is logged and
+# the running configuration kept.
 
 # The edge's agent_listener, host:port. The only connection the agent
 # makes outward.

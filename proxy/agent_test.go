@@ -74,15 +74,23 @@ type agentSetup struct {
 
 func newAgentSetup(t *testing.T) *agentSetup {
 	t.Helper()
+	return newAgentSetupWith(t, "", "")
+}
+
+// newAgentSetupWith is newAgentSetup with listenerExtra, more HCL for the
+// edge's listeners, and backendExtra, for its backend block.
+func newAgentSetupWith(t *testing.T, listenerExtra, backendExtra string) *agentSetup {
+	t.Helper()
 	first, last := ftptest.FreePortRange(t, 20)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Host: serverHost,
 		Extra: []string{fmt.Sprintf("pasv_min_port=%d", first), fmt.Sprintf("pasv_max_port=%d", last)}})
 	certs := ftptest.NewCerts(t, ftptest.ECDSA)
 	guard := &dialGuard{}
 	g := startGate(t, be.Addr, gateOptions{
-		listen:      edgeHost + ":0",
-		backend:     "tls = \"none\"\n  via_agent = \"dc1\"",
-		dialBackend: guard.dial,
+		listen:        edgeHost + ":0",
+		listenerExtra: listenerExtra,
+		backend:       "tls = \"none\"\n  via_agent = \"dc1\"\n" + backendExtra,
+		dialBackend:   guard.dial,
 		extra: fmt.Sprintf(`agent_listener {
   address        = "%s:0"
   cert_file      = %q
@@ -114,7 +122,35 @@ func (s *agentSetup) startAgent(t *testing.T, name string, targets []string) *ag
 // startAgentNoWait starts an agent as startAgent does, and returns at once.
 func (s *agentSetup) startAgentNoWait(t *testing.T, name string, targets []string) *agent.Agent {
 	t.Helper()
-	certFile, keyFile := s.certs.ClientCert(t, name)
+	return s.runAgent(t, s.agentConfig(t, name, targets))
+}
+
+// runAgent runs an agent of configuration cfg on agentHost until the test
+// ends.
+func (s *agentSetup) runAgent(t *testing.T, cfg *agent.Config) *agent.Agent {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
+	a := agent.New(cfg, agent.Options{
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
+		DialEdge: d.DialContext, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+	})
+	done := make(chan struct{})
+	go func() { a.Run(); close(done) }()
+	t.Cleanup(func() { a.Close(); <-done })
+	return a
+}
+
+// agentConfig is the configuration of an agent named name (its
+// certificate's), connecting to the edge, with allow_targets targets.
+func (s *agentSetup) agentConfig(t *testing.T, name string, targets []string) *agent.Config {
+	t.Helper()
+	return s.agentConfigFrom(t, s.certs, name, targets)
+}
+
+// agentConfigFrom is agentConfig with a certificate that issuer signed.
+func (s *agentSetup) agentConfigFrom(t *testing.T, issuer *ftptest.Certs, name string, targets []string) *agent.Config {
+	t.Helper()
+	certFile, keyFile := issuer.ClientCert(t, name)
 	q := make([]string, len(targets))
 	for i, tg := range targets {
 		q[i] = fmt.Sprintf("%q", tg)
@@ -131,15 +167,7 @@ allow_targets = [%s]
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentHost)}}
-	a := agent.New(cfg, agent.Options{
-		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Named("agent"),
-		DialEdge: d.DialContext, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
-	})
-	done := make(chan struct{})
-	go func() { a.Run(); close(done) }()
-	t.Cleanup(func() { a.Close(); <-done })
-	return a
+	return cfg
 }
 
 // TestAgentFullSession: through the agent, curl (EPSV) and ftplib (PASV)
@@ -254,7 +282,8 @@ func agentMetrics(t *testing.T, g *gate) string {
 }
 
 // TestAgentLossAndReturn: killing the agent in the middle of a download
-// gives the client a clear error, not a short file taken for whole; with
+// gives the client a clear error, not a short file taken for whole, and an
+// idle session its 421 at once; with
 // no agent connected a login gets "421 Service not available: no agent
 // connected"; a new agent restores service without restarting the edge.
 func TestAgentLossAndReturn(t *testing.T) {
@@ -263,6 +292,7 @@ func TestAgentLossAndReturn(t *testing.T) {
 	be, g := s.be, s.g
 	sum := ftptest.RandomFile(t, filepath.Join(be.Root, "big.bin"), 64<<20)
 
+	idle := g.login(t, be.User, be.Password)
 	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())
@@ -280,6 +310,10 @@ func TestAgentLossAndReturn(t *testing.T) {
 		t.Fatalf("after the agent went away: %d %s, want a 4xx error", code, msg)
 	}
 	t.Logf("client told: %d %s (%v)", code, msg, err)
+	// An idle session is told at once, not at its next command.
+	if code, msg, err := idle.ReadErr(); err != nil || code != 421 || !strings.Contains(msg, "lost the connection to the FTP server") {
+		t.Fatalf("the idle session: %d %q (%v), want 421", code, msg, err)
+	}
 
 	deadline := time.Now().Add(30 * time.Second)
 	for g.srv.AgentsConnected("dc1") > 0 {
@@ -301,8 +335,12 @@ func TestAgentLossAndReturn(t *testing.T) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 
-	// A new agent: service again, same edge.
+	// A new agent: service again, same edge, its connections counted as
+	// admitted after the first two.
 	s.startAgent(t, "dc1", s.targets)
+	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_connections_total{agent="dc1"} 4`) {
+		t.Fatalf("metrics after the agent came back:\n%s", m)
+	}
 	res := ftptest.Python(t, ftptest.PythonSpec{
 		Host: edgeHost, Port: port(t, g.explicit), CAFile: g.certs.CAFile, User: be.User, Password: be.Password,
 		Steps: []ftptest.PythonStep{{Op: "download", Remote: "big.bin"}},
@@ -316,7 +354,8 @@ func TestAgentLossAndReturn(t *testing.T) {
 // TestAgentRefusesTheEdge: an agent whose allow_targets leave out the
 // passive range refuses the edge's data connections: the client gets a
 // 425, never a connection elsewhere; and an agent of a name the edge does
-// not allow is refused at its handshake.
+// not allow, or of an allowed name but a certificate of another CA than
+// client_ca_file, is refused at its handshake.
 func TestAgentRefusesTheEdge(t *testing.T) {
 	s := newAgentSetup(t)
 	a := s.startAgent(t, "dc1", s.targets[:1]) // the control port only
@@ -343,6 +382,27 @@ func TestAgentRefusesTheEdge(t *testing.T) {
 	if g.srv.AgentsConnected("intruder") != 0 || other.Stats().Connected != 0 {
 		t.Fatal("an agent whose name is not allowed is connected")
 	}
+	// dc1, but signed by another CA: the edge pins client_ca_file. (The
+	// intruder goes on trying meanwhile: its refusals name the name.)
+	unknownCA := func() int {
+		n := 0
+		for _, e := range g.logs.FilterMessage("agent refused at its TLS handshake").All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), "certificate signed by unknown authority") {
+				n++
+			}
+		}
+		return n
+	}
+	forged := s.runAgent(t, s.agentConfigFrom(t, ftptest.NewCerts(t, ftptest.ECDSA), "dc1", s.targets))
+	for unknownCA() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no refused handshake logged for a dc1 certificate of another CA")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.srv.AgentsConnected("dc1"); n != a.Sessions() || forged.Stats().Connected != 0 {
+		t.Fatalf("a dc1 certificate of another CA is connected: the edge counts %d dc1 connections", n)
+	}
 	if m := agentMetrics(t, g); !strings.Contains(m, `ftpsgate_agent_streams_total{agent="dc1",result="refused"} 1`) ||
 		strings.Contains(m, "ftpsgate_agent_handshake_failures_total 0") {
 		t.Fatalf("metrics:\n%s", m)
@@ -351,11 +411,13 @@ func TestAgentRefusesTheEdge(t *testing.T) {
 
 // TestAgentRevokedByReload: a reload whose allowed_names no longer list
 // an agent's name closes its connections (a stolen certificate is revoked
-// so), and refuses it when it comes back.
+// so), ending the sessions they carried with a 421, and refuses it when it
+// comes back.
 func TestAgentRevokedByReload(t *testing.T) {
 	s := newAgentSetup(t)
 	s.startAgent(t, "dc1", s.targets)
 	g := s.g
+	c := g.login(t, s.be.User, s.be.Password)
 	src := strings.Replace(g.src, `allowed_names  = ["dc1"]`, `allowed_names  = ["dc2"]`, 1)
 	src = strings.Replace(src, `via_agent = "dc1"`, `via_agent = "dc2"`, 1)
 	cfg, diags := config.Parse([]byte(src), "test.hcl")
@@ -367,6 +429,9 @@ func TestAgentRevokedByReload(t *testing.T) {
 	}
 	if n := g.srv.AgentsConnected("dc1"); n != 0 {
 		t.Fatalf("%d connections of the revoked agent remain", n)
+	}
+	if code, msg, err := c.ReadErr(); err != nil || code != 421 {
+		t.Fatalf("the session the revoked agent carried: %d %q (%v), want 421", code, msg, err)
 	}
 	refused := g.logs.FilterMessage("agent refused at its TLS handshake").Len()
 	deadline := time.Now().Add(30 * time.Second)
@@ -517,4 +582,80 @@ func TestAgentHandshakeFlood(t *testing.T) {
 	}
 	idle = nil
 	s.startAgent(t, "dc1", s.targets)
+}
+
+// TestAgentReload: the agent's Reload (its SIGHUP) applies allow_targets
+// to the next stream at once, within a session that goes on: its data
+// connections are refused (425), then carried, then refused again. A new
+// certificate applies to the next session with the edge: once the edge
+// allows only the new name, dropping the old one's connections, the agent
+// comes back under the new name, and carries sessions.
+func TestAgentReload(t *testing.T) {
+	s := newAgentSetup(t)
+	a := s.startAgent(t, "dc1", s.targets[:1]) // the control port only
+	be, g := s.be, s.g
+	writeFile(t, be.Root, "small.txt", []byte("through the agent\n"))
+	c := g.login(t, be.User, be.Password)
+	c.EPSV()
+	c.Cmd(425, "LIST")
+	if startOnly := a.Reload(s.agentConfig(t, "dc1", s.targets)); len(startOnly) != 0 {
+		t.Fatalf("start-only settings changed: %v", startOnly)
+	}
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR small.txt")
+	if got := string(ftptest.ReadAll(t, d)); got != "through the agent\n" {
+		t.Fatalf("after the reload: %q", got)
+	}
+	c.Expect(226)
+	a.Reload(s.agentConfig(t, "dc1", s.targets[:1]))
+	c.EPSV()
+	c.Cmd(425, "LIST")
+	c.Cmd(221, "QUIT")
+
+	// A new certificate, named dc2, for the sessions to come.
+	a.Reload(s.agentConfig(t, "dc2", s.targets))
+	src := strings.Replace(g.src, `allowed_names  = ["dc1"]`, `allowed_names  = ["dc2"]`, 1)
+	src = strings.Replace(src, `via_agent = "dc1"`, `via_agent = "dc2"`, 1)
+	cfg, diags := config.Parse([]byte(src), "test.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if err := g.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for g.srv.AgentsConnected("dc2") < a.Sessions() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge counts %d connections of dc2, %d of dc1", g.srv.AgentsConnected("dc2"), g.srv.AgentsConnected("dc1"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c = g.login(t, be.User, be.Password)
+	d = c.DialData(c.EPSV())
+	c.Cmd(150, "RETR small.txt")
+	ftptest.ReadAll(t, d)
+	c.Expect(226)
+	c.Cmd(221, "QUIT")
+	s.guard.check(t)
+}
+
+// TestAgentHealthCheck: a via_agent backend's health checks are streams
+// through the agent: the server is down while no agent is connected, up
+// once one is, down again when it goes; the edge never dials the server.
+func TestAgentHealthCheck(t *testing.T) {
+	s := newAgentSetupWith(t, "", `health_check {
+    interval = "100ms"
+    timeout  = "5s"
+    rise     = 1
+    fall     = 1
+  }`)
+	up := func(v string) string {
+		return fmt.Sprintf(`ftpsgate_backend_server_up{backend="legacy",server=%q} %s`, s.be.Addr, v)
+	}
+	waitMetric(t, s.g, up("0"))
+	a := s.startAgent(t, "dc1", s.targets)
+	waitMetric(t, s.g, up("1"))
+	a.Close()
+	waitMetric(t, s.g, up("0"))
+	s.guard.check(t)
 }

@@ -365,6 +365,47 @@ func (h *agentHub) dial(ctx context.Context, name, address string) (net.Conn, er
 
 // agent names the agent that carries b's control connection, and its
 // address, or "" for a connection the proxy dialled.
+// watchAgent, for a backend reached through an agent, ends the session
+// with 421 as soon as that agent's connection ends (the agent went away,
+// or a reload revoked its name) while no transfer runs: the session's FTP
+// server is then out of reach, and the client must not learn it only at
+// its next command, or never while it idles. A running transfer fails by
+// itself (its legs end) and ends the session after its 426. The watching
+// goroutine belongs to be: it ends when be is closed, at the latest when
+// the session closes.
+func (s *session) watchAgent(be *backendConn) {
+	ac, ok := be.raw.(*agent.Conn)
+	if !ok {
+		return
+	}
+	go func() {
+		select {
+		case <-ac.Closed():
+		case <-ac.AgentGone():
+			select {
+			case <-ac.Closed(): // be was done with anyway
+			default:
+				s.agentGone(be)
+			}
+		}
+	}()
+}
+
+// agentGone wakes the session's control read with errBackendLost, unless
+// a transfer runs or the session is ending already.
+func (s *session) agentGone(be *backendConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.xfer != nil || s.fatal != nil || s.killed {
+		return
+	}
+	name, addr := be.agent()
+	s.log.Warn("the agent carrying the session's FTP server connection went away", zap.String("agent", name),
+		zap.String("agent_address", addr))
+	s.fatal = fmt.Errorf("%w: agent %q at %s went away", errBackendLost, name, addr)
+	s.raw.SetReadDeadline(time.Now()) // wake readCommand
+}
+
 func (b *backendConn) agent() (name, addr string) {
 	if ac, ok := b.raw.(*agent.Conn); ok {
 		return b.cfg.ViaAgent, ac.AgentAddr().String()

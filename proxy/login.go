@@ -426,6 +426,7 @@ func (l *login) connect(cmd rewrite.Command, b *config.Backend, user string) (ok
 		return false, err
 	}
 	s.be = be
+	s.watchAgent(be)
 	s.setView(func(v *sessionView) { v.Backend, v.Server = b.Name, be.server.addr })
 	return true, nil
 }

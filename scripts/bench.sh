@@ -6,6 +6,10 @@
 #
 # Paths, all in front of (or being) the same vsftpd and its files:
 #   ftpsgate           client (FTPS) -> ftpsgate -> plain vsftpd
+#   ftpsgate through the agent
+#                      client (FTPS) -> ftpsgate (edge, via_agent) <- ftpsgate
+#                      agent (dials the edge, mutual TLS, yamux) -> plain vsftpd;
+#                      transfers only
 #   vsftpd FTPS        client (FTPS) -> vsftpd doing TLS itself (ssl_enable)
 #   plain FTP direct   client (plain FTP) -> vsftpd
 #   mod_proxy          client (FTPS) -> ProFTPD mod_proxy + mod_tls -> plain vsftpd
@@ -321,6 +325,57 @@ awk -v t="$scan_test" -v l="$scan_label" -v ticks="$clamd_ticks" -v hz="$(getcon
 	if (b > 0) printf "{\"test\":\"%s, clamd CPU per GiB\",\"path\":\"%s\",\"value\":%.3f,\"unit\":\"s/GiB\"}\n", t, l, ticks / hz / (b / 2^30) }' >>"$results"
 kill -TERM "$scan_gate" "$clamd_pid" 2>/dev/null || true
 wait "$scan_gate" "$clamd_pid" 2>/dev/null || true
+
+# 1c. Through the agent (issue 21): an edge whose backend is the same vsftpd
+# via_agent, and an ftpsgate agent process carrying its connections, as in
+# a DMZ; one $SIZE stream each way, its CPU rows counting both ftpsgate
+# processes as the proxy. Its own ports, certificates and processes,
+# stopped at its end. The bench's vsftpd has no passive range, so the
+# agent may reach any unprivileged port of 127.0.0.1.
+echo "bench: 1c. through the agent, $SIZE one stream each way, median of $RUNS"
+read -r GATE_AGENT AGENT_LISTENER AGENT_HEALTH < <(free_ports 3)
+[ -n "$AGENT_HEALTH" ] || die "no free ports"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=bench-agents-ca \
+	-keyout "$work/agents-ca.key" -out "$work/agents-ca.crt" 2>/dev/null || die "openssl failed"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench -keyout "$work/agent.key" \
+	-out "$work/agent.csr" 2>/dev/null || die "openssl failed"
+printf 'extendedKeyUsage=clientAuth\n' >"$work/agent.ext"
+openssl x509 -req -in "$work/agent.csr" -CA "$work/agents-ca.crt" -CAkey "$work/agents-ca.key" -CAcreateserial \
+	-days 7 -extfile "$work/agent.ext" -out "$work/agent.crt" 2>/dev/null || die "openssl failed"
+backend_extra='via_agent = "bench"' gate_extra="agent_listener {
+  address        = \"127.0.0.1:$AGENT_LISTENER\"
+  cert_file      = \"$work/tls.crt\"
+  key_file       = \"$work/tls.key\"
+  client_ca_file = \"$work/agents-ca.crt\"
+  allowed_names  = [\"bench\"]
+}" ftpsgate agent-edge "$GATE_AGENT:$VSFTPD"
+edge_pid=$gate_pid
+cat >"$work/agent.hcl" <<EOF
+edge           = "127.0.0.1:$AGENT_LISTENER"
+server_name    = "localhost"
+ca_file        = "$work/tls.crt"
+cert_file      = "$work/agent.crt"
+key_file       = "$work/agent.key"
+allow_targets  = ["127.0.0.1:1024-65535"]
+health_address = "127.0.0.1:$AGENT_HEALTH"
+EOF
+setsid bin/ftpsgate agent -config "$work/agent.hcl" -log-level warn 2>"$work/agent.log" &
+pids+=($!)
+agent_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$AGENT_HEALTH/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$AGENT_HEALTH/healthz" >/dev/null || die "the agent did not connect: $(cat "$work/agent.log")"
+for t in "download $SIZE|down|big.bin" "upload $SIZE|up|up.bin"; do
+	IFS='|' read -r test dir file <<<"$t"
+	p0=$(($(cpu "$edge_pid") + $(cpu "$agent_pid"))) s0=$(cpu "$vsftpd_pid") sn=$(below "$vsftpd_pid")
+	load transfer -dir "$dir" -size "$SIZE" -path "$file" -runs "$RUNS" -test "$test" -label "ftpsgate through the agent" \
+		-tls -addr "127.0.0.1:$GATE_AGENT"
+	settled "$vsftpd_pid" "$sn"
+	cpu_rows "$test" "ftpsgate through the agent" $(($(cpu "$edge_pid") + $(cpu "$agent_pid") - p0)) $(($(cpu "$vsftpd_pid") - s0))
+done
+kill -TERM "$agent_pid"
+wait "$agent_pid" || true
+kill -TERM "$edge_pid"
+wait "$edge_pid" || true
 
 echo "bench: 2. $PAR parallel $PAR_SIZE downloads"
 each "$PAR × $PAR_SIZE down" transfer -dir down -size "$PAR_SIZE" -path par.bin -streams "$PAR"

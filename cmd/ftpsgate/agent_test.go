@@ -2,12 +2,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/yamux"
+
+	"github.com/ftpsgate/ftpsgate/agent"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
@@ -65,5 +75,182 @@ func TestValidateAsUserAgentListener(t *testing.T) {
 	code := run([]string{"validate", "-as-user", "nobody", path}, &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "user nobody cannot read "+edge.KeyFile) {
 		t.Fatalf("exit %d:\n%s", code, errOut.String())
+	}
+}
+
+// TestAgentSIGHUP: ftpsgate agent rereads its file on SIGHUP. A new
+// allow_targets applies to the next stream the edge asks for, on the
+// session already established; a broken file is refused, logged with its
+// line, and the agent runs on with the targets it had.
+func TestAgentSIGHUP(t *testing.T) {
+	certs := ftptest.NewCerts(t, ftptest.ECDSA)
+	certFile, keyFile := certs.ClientCert(t, "dc1")
+	edge := startSketchEdge(t, certs)
+	// Two targets: servers that each answer a connection with its name.
+	targets := map[string]string{}
+	for _, name := range []string{"one", "two"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				io.WriteString(c, name)
+				c.Close()
+			}
+		}()
+		targets[name] = ln.Addr().String()
+	}
+	path := filepath.Join(t.TempDir(), "agent.hcl")
+	write := func(allow string) {
+		t.Helper()
+		src := fmt.Sprintf("edge = %q\nserver_name = \"localhost\"\nca_file = %q\ncert_file = %q\nkey_file = %q\nsessions = 1\nallow_targets = [%s]\n",
+			edge.ln.Addr().String(), certs.CAFile, certFile, keyFile, allow)
+		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fmt.Sprintf("%q", targets["one"]))
+	stderr := &ftptest.SyncBuffer{}
+	cmd := exec.Command(gateBinary(t), "agent", "-config", path)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	sess := edge.next(t)
+	// reach reports what the target answered through the agent, or the
+	// agent's refusal.
+	reach := func(name string) string {
+		t.Helper()
+		st, err := sess.OpenStream()
+		if err != nil {
+			t.Fatalf("stream: %v\n%s", err, stderr.String())
+		}
+		c, err := agent.Open(st, netip.MustParseAddrPort(targets[name]), 30*time.Second)
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	hup := func(want string) {
+		t.Helper()
+		n := len(logLines(t, stderr.String(), want))
+		cmd.Process.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(time.Minute)
+		for len(logLines(t, stderr.String(), want)) == n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q after SIGHUP:\n%s", want, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond) // polling the log, bounded by deadline
+		}
+	}
+	if got := reach("one"); got != "one" {
+		t.Fatalf("target one before the reload: %q", got)
+	}
+	if got := reach("two"); !strings.Contains(got, "not in allow_targets") {
+		t.Fatalf("target two before the reload: %q", got)
+	}
+
+	write(fmt.Sprintf("%q", targets["two"]))
+	hup("agent configuration reloaded: new streams use its allow_targets, new sessions with the edge its certificate")
+	if got := reach("two"); got != "two" {
+		t.Fatalf("target two after the reload: %q", got)
+	}
+	if got := reach("one"); !strings.Contains(got, "not in allow_targets") {
+		t.Fatalf("target one after the reload: %q", got)
+	}
+
+	// Broken: refused, its line logged; the targets stay.
+	write(`"ftp.internal:21"`)
+	hup("agent configuration reload refused: running on the previous configuration")
+	if !strings.Contains(stderr.String(), path+":7:") {
+		t.Fatalf("the refused reload does not name the line:\n%s", stderr.String())
+	}
+	if got := reach("two"); got != "two" {
+		t.Fatalf("target two after the refused reload: %q", got)
+	}
+	if got := reach("one"); !strings.Contains(got, "not in allow_targets") {
+		t.Fatalf("target one after the refused reload: %q", got)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("agent exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the agent did not stop on SIGTERM")
+	}
+}
+
+// sketchEdge is the edge's end of the agent protocol, without the proxy:
+// a TLS listener requiring the agent's certificate, handing over the yamux
+// session of each agent that connects.
+type sketchEdge struct {
+	ln       net.Listener
+	sessions chan *yamux.Session
+}
+
+func startSketchEdge(t *testing.T, certs *ftptest.Certs) *sketchEdge {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certs.CertFile, certs.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: certs.Pool, MinVersion: tls.VersionTLS13, NextProtos: []string{agent.ALPN}}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &sketchEdge{ln: ln, sessions: make(chan *yamux.Session, 16)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if err := c.(*tls.Conn).Handshake(); err != nil {
+				c.Close()
+				continue
+			}
+			s, err := yamux.Client(c, agent.YamuxConfig())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { s.Close() })
+			e.sessions <- s
+		}
+	}()
+	return e
+}
+
+// next is the next agent session to connect.
+func (e *sketchEdge) next(t *testing.T) *yamux.Session {
+	t.Helper()
+	select {
+	case s := <-e.sessions:
+		return s
+	case <-time.After(time.Minute):
+		t.Fatal("no agent connected to the edge")
+		return nil
 	}
 }

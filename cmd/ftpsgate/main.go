@@ -81,7 +81,8 @@ Usage:
       set USER's password in USERFILE (default /etc/ftpsgate/users), read from the
       terminal (twice, not shown) or from standard input; never from the command line
   ftpsgate agent [-config] FILE [-check] [-log-format json|console] [-log-level …]
-      the outbound-only agent: dial the edge named in FILE and carry its connections
+      the outbound-only agent: dial the edge named in FILE and carry its connections,
+      until SIGTERM or SIGINT; SIGHUP reloads FILE
   ftpsgate version
 
 FILE defaults to `+defaultConfig+`. "ftpsgate run -h" lists a command's flags.
