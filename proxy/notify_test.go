@@ -462,3 +462,26 @@ func TestNotifyReload(t *testing.T) {
 		t.Fatalf("the old receiver got %d requests", n)
 	}
 }
+
+// TestNotifyScanRejected: EICAR refused by a real clamd posts
+// upload_rejected naming the signature, after the client has its 550.
+func TestNotifyScanRejected(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	rc := startReceiver(t, func(int, *hookRequest) int { return http.StatusOK })
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: `scan = "av"`,
+		extra: fmt.Sprintf("scan \"av\" {\n  engine = \"clamd\"\n  address = %q\n}\n", "unix:"+clamd.Unix) +
+			notifyBlock(t, rc.srv.URL, `events = ["upload_rejected", "upload_complete"]`)})
+	c := g.login(t, be.User, be.Password)
+	if code, msg := scanUpload(t, c, "eicar.com", ftptest.EICAR); code != 550 {
+		t.Fatalf("EICAR upload: %d %s", code, msg)
+	}
+	c.Cmd(221, "QUIT")
+	r := rc.wait(t, 1)[0]
+	e := r.event(t)
+	if r.header.Get("X-Ftpsgate-Event") != "upload_rejected" || e["path"] != "/eicar.com" || e["scan"] != "infected" ||
+		e["signature"] != ftptest.EICARSignature || e["code"] != float64(550) || !verified(t, hookSecret, r) {
+		t.Fatalf("event %s %s", r.header.Get("X-Ftpsgate-Event"), r.body)
+	}
+	waitMetric(t, g, `ftpsgate_notify_delivered_total{notify="hook"} 1`)
+}
