@@ -28,10 +28,16 @@ type notifier struct {
 	mu       sync.Mutex
 	closed   bool
 	retiring sync.WaitGroup
+	// retire bounds the retiring sets' drain: their drain_timeout, or
+	// close's context (cancelRetire), whichever ends first.
+	retire       context.Context
+	cancelRetire context.CancelFunc
 }
 
 func newNotifier(log *zap.Logger, reg prometheus.Registerer) *notifier {
-	return &notifier{log: log, metrics: notify.NewMetrics(reg)}
+	n := &notifier{log: log, metrics: notify.NewMetrics(reg)}
+	n.retire, n.cancelRetire = context.WithCancel(context.Background())
+	return n
 }
 
 // Wants reports whether a notify block in force posts events of kind.
@@ -55,7 +61,7 @@ func (n *notifier) use(cfg *config.Config) {
 		n.retiring.Add(1)
 		go func() {
 			defer n.retiring.Done()
-			old.Close(context.Background()) // bounded by each block's drain_timeout
+			old.Close(n.retire) // bounded by each block's drain_timeout
 		}()
 	}
 }
@@ -68,6 +74,8 @@ func (n *notifier) close(ctx context.Context) {
 	n.closed = true
 	set := n.set.Swap(nil)
 	n.mu.Unlock()
+	stop := context.AfterFunc(ctx, n.cancelRetire)
+	defer stop()
 	set.Close(ctx)
 	n.retiring.Wait()
 }

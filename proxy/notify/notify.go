@@ -217,6 +217,13 @@ type endpoint struct {
 	latency              prometheus.Observer
 
 	nextDropLog atomic.Int64 // UnixNano before which drops are not logged
+	shutLost    atomic.Int64 // events dropped for the shutdown, for close's log line
+}
+
+// dropShutdown counts an event dropped because the endpoint is closing.
+func (e *endpoint) dropShutdown() {
+	e.droppedShutdown.Inc()
+	e.shutLost.Add(1)
 }
 
 // dropLogInterval is the least time between two log lines about one
@@ -261,7 +268,7 @@ func (e *endpoint) enqueue(ev *event) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.closing {
-		e.droppedShutdown.Inc()
+		e.dropShutdown()
 		e.logDrop(ev, "shutting down")
 		return
 	}
@@ -302,7 +309,7 @@ func (e *endpoint) work() {
 		}
 		e.depth.Dec()
 		if e.abort.Err() != nil {
-			e.droppedShutdown.Inc()
+			e.dropShutdown()
 			continue
 		}
 		e.deliver(ev)
@@ -327,7 +334,7 @@ func (e *endpoint) deliver(ev *event) {
 			}
 			return
 		case e.abort.Err() != nil:
-			e.droppedShutdown.Inc()
+			e.dropShutdown()
 			log.Warn("notification dropped at shutdown: the drain time ran out", zap.Int("attempts", attempt+1))
 			return
 		case err == nil && !retryable(status):
@@ -349,7 +356,7 @@ func (e *endpoint) deliver(ev *event) {
 		case <-t.C:
 		case <-e.abort.Done():
 			t.Stop()
-			e.droppedShutdown.Inc()
+			e.dropShutdown()
 			log.Warn("notification dropped at shutdown: the drain time ran out", zap.Int("attempts", attempt+1))
 			return
 		}
@@ -425,6 +432,10 @@ func (e *endpoint) close(ctx context.Context) {
 		}
 		e.stop() // the workers count what is left as dropped
 		<-done
+		if n := e.shutLost.Load(); n > 0 {
+			e.log.Warn("notifications dropped at shutdown: the drain time ran out", zap.Int64("dropped", n),
+				zap.Duration("drain_timeout", e.cfg.DrainTimeout))
+		}
 		if t, ok := e.client.Transport.(*http.Transport); ok {
 			t.CloseIdleConnections()
 		}

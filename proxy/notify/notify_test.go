@@ -199,6 +199,9 @@ func TestCloseDrains(t *testing.T) {
 		if testutil.ToFloat64(m.depth.WithLabelValues("hook")) != 0 {
 			t.Fatal("queue depth not 0 after Close")
 		}
+		if e := s.endpoints[0]; e.shutLost.Load() != 5 {
+			t.Fatalf("close's log line would say %d dropped", e.shutLost.Load())
+		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		release := make(chan struct{})
