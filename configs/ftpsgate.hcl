@@ -313,6 +313,43 @@ policy {
 #   verbs = ["STOR", "APPE", "STOU"]
 # }
 
+# A notify block posts audit events to an HTTP endpoint (README: "Notify on
+# upload"): each event's audit line as the JSON body, after the client has
+# its final reply, signed with HMAC-SHA256 (X-Ftpsgate-Signature, over
+# X-Ftpsgate-Timestamp, X-Ftpsgate-Event-Id and the body). A bounded queue
+# and a few workers per block: a transfer never waits for the receiver, and
+# an event that finds the queue full is dropped and counted
+# (ftpsgate_notify_dropped_total). A reload applies to the events after it.
+# notify "intake" {
+#   # https; plain http only to loopback (127.0.0.0/8, ::1, localhost).
+#   url = "https://intake.example.com/ftp-events"
+#   # upload_complete, download_complete, upload_rejected (scan verdict,
+#   # max_file_size, policy), login_failed, ban. No default.
+#   events = ["upload_complete", "upload_rejected"]
+#   # The signing secret, at least 16 bytes (openssl rand -hex 32 > FILE;
+#   # chmod 600); re-read on reload. Never written in this file.
+#   secret_file = "/etc/ftpsgate/notify-intake.secret"
+#   # Plain http to a host that is not loopback: the body names users,
+#   # client addresses and files. Off by default.
+#   allow_plain_http = false
+#   # One attempt: connect, TLS, request, the receiver's answer.
+#   timeout = "10s"
+#   # Events waiting for a worker, at most; workers post concurrently.
+#   queue   = 1024
+#   workers = 2
+#   # A network error, a timeout, 5xx or 429 is tried again up to retries
+#   # times, waiting backoff, doubled each time up to max_backoff (with
+#   # jitter); another 4xx or a redirect is final (logged, counted failed).
+#   retries     = 8
+#   backoff     = "1s"
+#   max_backoff = "1m"
+#   # An event older than this is given up, whatever retries says.
+#   max_age = "15m"
+#   # At shutdown (and for the old blocks at a reload), how long what is
+#   # queued may still be delivered; the rest is counted dropped.
+#   drain_timeout = "5s"
+# }
+
 audit {
   # JSON lines, one per session fact; "-" for stdout; omit for none.
   file = "/var/log/ftpsgate/audit.log"

@@ -115,6 +115,8 @@ type Server struct {
 	renewEvery time.Duration // Options.ACMERenewCheckInterval
 	// agents: the outbound-only agents of via_agent backends (agents.go).
 	agents *agentHub
+	// notifier posts audit events to the notify blocks (notifier.go).
+	notifier *notifier
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -141,6 +143,8 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.live.Store(cfg)
 	s.metrics = newMetrics(s)
 	s.agents = newAgentHub(s.log, s.metrics.reg)
+	s.notifier = newNotifier(s.log, s.metrics.reg)
+	s.audit = s.audit.WithTap(s.notifier)
 	s.stateM = newStateMetrics(s.metrics.reg)
 	s.stateM.up.Set(1) // in memory: always up; a redis state sets its own
 	s.stop = make(chan struct{})
@@ -211,6 +215,7 @@ func (s *Server) Start() error {
 		s.startListener(fl)
 	}
 	s.userFiles.set(s.cfg)
+	s.notifier.use(s.cfg)
 	s.wg.Add(2)
 	go s.watchCertificates()
 	go s.watchUserFiles()
@@ -325,6 +330,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.state.setRules(cfg.Bans)
 	s.userFiles.set(cfg)
 	s.agents.update(cfg.AgentListener)
+	s.notifier.use(cfg)
 	if !sameRedis(old.State.Redis, cfg.State.Redis) {
 		s.log.Warn("the state block changed; it is read at start only: restart to apply it")
 	}
@@ -457,6 +463,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
 	defer s.state.close()
+	// After the sessions, whose last events it posts: within ctx.
+	defer s.notifier.close(ctx)
 	select {
 	case <-done:
 		return nil

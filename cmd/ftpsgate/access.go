@@ -81,6 +81,9 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 		need(al.CertFile, 4, "read")
 		need(al.KeyFile, 4, "read")
 	}
+	for _, n := range cfg.Notifies { // read at start and at each reload
+		need(n.SecretFile, 4, "read")
+	}
 	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
 		if f == "" || f == "-" {
 			continue

@@ -44,6 +44,7 @@ type Logger struct {
 	z       *zap.Logger
 	xferlog io.Writer // classic xferlog lines, or nil
 	sinks   []*sink   // Open's sinks behind z and xferlog; none for New's
+	tap     Tap       // notifications' view of the events (tap.go), or nil
 }
 
 // New returns a Logger writing through z. Each event is an Info entry whose
@@ -78,8 +79,13 @@ func (l *Logger) Session(id string) *Session {
 		return &Session{}
 	}
 	s := &Session{xferlog: l.xferlog}
-	if l.z != nil {
-		s.z = l.z.With(zap.String("session", id))
+	z := l.z
+	if l.tap != nil {
+		s.held = &held{tap: l.tap}
+		z = tapped(z, s.held)
+	}
+	if z != nil {
+		s.z = z.With(zap.String("session", id))
 	}
 	return s
 }
@@ -132,6 +138,7 @@ func (l *Logger) Stats() []SinkStats {
 type Session struct {
 	z       *zap.Logger
 	xferlog io.Writer
+	held    *held // events for the tap, until their reply; nil without a tap
 }
 
 func (s *Session) emit(event string, fields ...zap.Field) {
@@ -208,9 +215,13 @@ func (s *Session) Command(c rewrite.Command) {
 	s.emit(EventCommand, text(text(make([]zap.Field, 0, 3), "verb", c.Verb), "arg", c.LogArg())...)
 }
 
-// Reply records the final reply the client got for a command.
+// Reply records the final reply the client got for a command, and hands
+// the tap (WithTap) the events that waited for it.
 func (s *Session) Reply(verb string, code int) {
 	s.emit(EventReply, append(text(make([]zap.Field, 0, 2), "verb", verb), zap.Int("code", code))...)
+	if s.held != nil {
+		s.held.release(verb, false)
+	}
 }
 
 // Direction is which way a transfer's data goes. The same values name it
@@ -381,11 +392,15 @@ func (s *Session) PolicyDenied(rule, verb, reason string) {
 	s.emit(EventPolicyDenied, text(text(text(make([]zap.Field, 0, 3), "rule", rule), "verb", verb), "reason", reason)...)
 }
 
-// End records the end of the session.
+// End records the end of the session, and hands the tap every event
+// still waiting.
 func (s *Session) End(user string, d time.Duration, how string, bytesDown, bytesUp int64) {
 	fs := append(text(make([]zap.Field, 0, 5), "user", user), zap.Int64("duration_ms", d.Milliseconds()))
 	s.emit(EventSessionEnd, append(text(fs, "reason", how),
 		zap.Int64("bytes_down", bytesDown), zap.Int64("bytes_up", bytesUp))...)
+	if s.held != nil {
+		s.held.release("", true)
+	}
 }
 
 // HostDropped records a HOST received before AUTH TLS and forgotten at the

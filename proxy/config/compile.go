@@ -80,6 +80,7 @@ func (c *compiler) compile(fs *fileSchema) *Config {
 	cfg := defaultConfig()
 	c.auths(fs, cfg)
 	c.scans(fs, cfg)
+	c.notifies(fs, cfg)
 	for i := range fs.Backends {
 		c.backend(&fs.Backends[i], cfg)
 	}

@@ -161,6 +161,16 @@ func defaultScan() *Scan {
 		Verbs: []string{"STOR", "APPE", "STOU"}}
 }
 
+// defaultNotify is a notify block's defaults: 10 s per attempt; 1024
+// events queued at most (a few MB: a body is one audit line); 2 workers;
+// 8 retries, waiting 1 s, 2 s, 4 s… up to 1 min between them, and none
+// once the event is 15 min old; 5 s to drain the queue at shutdown. Plain
+// http only to loopback.
+func defaultNotify() *Notify {
+	return &Notify{Timeout: 10 * time.Second, Queue: 1024, Workers: 2, Retries: 8, Backoff: time.Second,
+		MaxBackoff: time.Minute, MaxAge: 15 * time.Minute, DrainTimeout: 5 * time.Second}
+}
+
 // DefaultACMEDirectory is an acme block's CA when it names none: Let's
 // Encrypt's production directory.
 const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"

@@ -21,6 +21,7 @@ type fileSchema struct {
 	Admin     *adminBlock     `hcl:"admin,block"`
 	Auths     []authBlock     `hcl:"auth,block"`
 	Scans     []scanBlock     `hcl:"scan,block"`
+	Notifies  []notifyBlock   `hcl:"notify,block"`
 	ACME      []acmeBlock     `hcl:"acme,block"`
 
 	// AgentListener accepts outbound-only agents (compile_agent.go).
@@ -346,6 +347,34 @@ type scanBlock struct {
 	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
 	CAFile     *string   `hcl:"ca_file"` // icaps:// only
 	CAFileAt   hcl.Range `hcl:"ca_file,attr_value_range"`
+}
+
+type notifyBlock struct {
+	Name           string    `hcl:"name,label"`
+	DefRange       hcl.Range `hcl:",def_range"`
+	URL            string    `hcl:"url"`
+	URLAt          hcl.Range `hcl:"url,attr_value_range"`
+	Events         []string  `hcl:"events"`
+	EventsAt       hcl.Range `hcl:"events,attr_value_range"`
+	SecretFile     string    `hcl:"secret_file"`
+	SecretFileAt   hcl.Range `hcl:"secret_file,attr_value_range"`
+	AllowPlainHTTP *bool     `hcl:"allow_plain_http"`
+	Timeout        *string   `hcl:"timeout"`
+	TimeoutAt      hcl.Range `hcl:"timeout,attr_value_range"`
+	Queue          *int      `hcl:"queue"`
+	QueueAt        hcl.Range `hcl:"queue,attr_value_range"`
+	Workers        *int      `hcl:"workers"`
+	WorkersAt      hcl.Range `hcl:"workers,attr_value_range"`
+	Retries        *int      `hcl:"retries"`
+	RetriesAt      hcl.Range `hcl:"retries,attr_value_range"`
+	Backoff        *string   `hcl:"backoff"`
+	BackoffAt      hcl.Range `hcl:"backoff,attr_value_range"`
+	MaxBackoff     *string   `hcl:"max_backoff"`
+	MaxBackoffAt   hcl.Range `hcl:"max_backoff,attr_value_range"`
+	MaxAge         *string   `hcl:"max_age"`
+	MaxAgeAt       hcl.Range `hcl:"max_age,attr_value_range"`
+	DrainTimeout   *string   `hcl:"drain_timeout"`
+	DrainTimeoutAt hcl.Range `hcl:"drain_timeout,attr_value_range"`
 }
 
 type acmeBlock struct {

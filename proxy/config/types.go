@@ -65,6 +65,9 @@ type Config struct {
 	// the connections of via_agent backends. Its address is read at
 	// start; its names and certificates on reload too.
 	AgentListener *AgentListener
+	// Notifies are the notify blocks, in the order of the file; names
+	// are unique. Each posts the audit events it names to its URL.
+	Notifies []*Notify
 }
 
 // AgentListener is where agents connect: mutual TLS, the agent's
@@ -588,6 +591,59 @@ type Limits struct {
 	// offset 0). It stops one client from filling the backend's disk. 0
 	// (the default): no bound.
 	MaxFileSize int64
+}
+
+// Notify is a notify block: an HTTP endpoint that is posted the audit
+// events it names (README, "Notify on upload"), each after the client has
+// its final reply, signed with HMAC-SHA256, from a bounded queue, with
+// retries. A notification never blocks or slows a session: one that finds
+// the queue full is dropped and counted. Changes apply, on reload, to the
+// events that follow.
+type Notify struct {
+	Name string
+	// URL is where events are posted: https, or http to a loopback
+	// address unless AllowPlainHTTP (a body names users, client
+	// addresses and files). It holds no credentials: the secret is
+	// SecretFile's.
+	URL string
+	// Events are the kinds posted, of audit.Kinds: "upload_complete",
+	// "download_complete", "upload_rejected", "login_failed", "ban".
+	// No default: a block names at least one.
+	Events []string
+	// Secret signs each request (X-Ftpsgate-Signature); it is read from
+	// SecretFile, never written in the configuration, and re-read on
+	// reload. At least 16 bytes, surrounding white space trimmed.
+	Secret     []byte
+	SecretFile string
+	// AllowPlainHTTP allows an http URL to a host that is not loopback.
+	// False, the default: the body would cross the network readable.
+	AllowPlainHTTP bool
+	// Timeout bounds one attempt: connect, TLS, request and the
+	// receiver's answer. Zero is never the case once compiled: 10s.
+	Timeout time.Duration
+	// Queue is how many events wait for the workers at most; an event
+	// that finds it full is dropped and counted
+	// (ftpsgate_notify_dropped_total). Default 1024.
+	Queue int
+	// Workers post concurrently, each one event at a time (with its
+	// retries). Default 2.
+	Workers int
+	// Retries is how many times a failed attempt is tried again (a
+	// network error, a timeout, 5xx or 429; any other status is final).
+	// Zero: one attempt only. Default 8.
+	Retries int
+	// Backoff is the wait before the first retry; it doubles each time
+	// up to MaxBackoff, and each wait is drawn between half of it and
+	// all of it (jitter, so that retries from many proxies spread).
+	// Defaults 1s and 1m.
+	Backoff, MaxBackoff time.Duration
+	// MaxAge: an event not delivered this long after it happened is
+	// given up (counted failed), whatever Retries says. Default 15m.
+	MaxAge time.Duration
+	// DrainTimeout bounds how long shutdown (and a reload, for the
+	// events queued before it) waits to deliver what is queued; the rest
+	// is counted dropped. Default 5s.
+	DrainTimeout time.Duration
 }
 
 // Scan is a scan block: a malware scanner that uploads go through before
