@@ -7,9 +7,10 @@
 # for the status page's test, testssl.sh for the TLS scan of the listeners,
 # Prometheus to scrape the admin listener with credentials, ClamAV (clamd
 # from clamav-daemon, sigtool from clamav) for the upload-scanning tests,
-# redis-server for the shared-state tests (each test starts its own on
-# loopback; the packages' system services are never used), and a system
-# account the FTP servers log in as.
+# redis-server for the shared-state tests, slapd (with ldap-utils) for the
+# LDAP tests of edge authentication (each test starts its own on loopback;
+# the packages' system services are never used), and a system account the
+# FTP servers log in as.
 #
 # It never removes a package. The FTP servers' Debian packages conflict
 # with each other (each provides ftp-server), so installing one would
@@ -31,7 +32,8 @@ STATE=/var/lib/ftpsgate-test
 
 missing=""
 for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
-	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav redis-server:redis-server; do
+	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav redis-server:redis-server \
+	slapd:slapd ldapwhoami:ldap-utils; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
