@@ -1,7 +1,6 @@
 package ftptest
 
 import (
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"os"
@@ -38,25 +37,7 @@ type Slapd struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan error
-	out    *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer written by a process and read by a test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	out    *SyncBuffer
 }
 
 // StartSlapd starts slapd with the entries of ldif under the suffix
@@ -172,7 +153,7 @@ func (s *Slapd) start() error {
 	// logged (Log), which tests read to see what reached the directory.
 	cmd := exec.Command(Tool(s.t, "slapd"), "-d", "256", "-F", s.cfg,
 		"-h", s.URL+"/ "+s.LDAPSURL+"/")
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
