@@ -110,18 +110,13 @@ func (p *ldapPool) check(cfg *config.LDAP, user, password string, refused bool, 
 func ldapCheckOn(c *ldap.Conn, cfg *config.LDAP, user, password string, refused bool, log *zap.Logger) ldapAnswer {
 	var dn, noEntry string
 	if cfg.BindDNTemplate != "" {
-		// RFC 4514 escaping: a name with ',', '+' or '=' cannot name
-		// another entry, nor one under another branch.
-		dn = strings.NewReplacer("{user}", ldap.EscapeDN(user)).Replace(cfg.BindDNTemplate)
+		dn = ldapBindDN(cfg, user)
 		noEntry = reasonInvalidCredentials
 	} else {
 		if err := c.Bind(cfg.ServiceDN, cfg.ServicePassword); err != nil {
 			return ldapAnswer{err: fmt.Errorf("bind as service_dn %q: %w", cfg.ServiceDN, err)}
 		}
-		// RFC 4515 escaping: '*', '(', ')', '\' and NUL in a name are
-		// matched as themselves, never as a wildcard or a filter of the
-		// client's own.
-		filter := strings.NewReplacer("{user}", ldap.EscapeFilter(user)).Replace(cfg.UserFilter)
+		filter := ldapUserFilter(cfg, user)
 		res, err := c.Search(ldap.NewSearchRequest(cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 			2, ldapSeconds(cfg.Timeout), false, filter, []string{"1.1"}, nil))
 		switch {
@@ -182,6 +177,20 @@ func ldapCheckOn(c *ldap.Conn, cfg *config.LDAP, user, password string, refused 
 		}
 	}
 	return ldapAnswer{reason: reasonNotInGroup}
+}
+
+// ldapBindDN is the DN of user by the block's bind_dn_template. The name
+// is escaped as a DN value (RFC 4514): with ',', '+', '=' or a NUL it
+// cannot name another entry, nor one under another branch.
+func ldapBindDN(cfg *config.LDAP, user string) string {
+	return strings.NewReplacer("{user}", ldap.EscapeDN(user)).Replace(cfg.BindDNTemplate)
+}
+
+// ldapUserFilter is the block's user_filter for user. The name is escaped
+// as a filter value (RFC 4515): '*', '(', ')', '\' and NUL are matched as
+// themselves, never as a wildcard or a filter of the client's own.
+func ldapUserFilter(cfg *config.LDAP, user string) string {
+	return strings.NewReplacer("{user}", ldap.EscapeFilter(user)).Replace(cfg.UserFilter)
 }
 
 // ldapRefusal reports whether err is the directory's refusal of a bind

@@ -349,3 +349,121 @@ func TestEdgeLDAPDirectoryDown(t *testing.T) {
 		t.Fatal("a login the directory did not answer reached the backend")
 	}
 }
+
+// slowProxy relays TCP to target on a loopback port of its own, holding
+// every chunk the target sends for delay after it was sent (a line with
+// latency, not a queue): a directory across a slow network, where each
+// round trip shows in the reply's timing.
+func slowProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				io.Copy(s, c)
+				s.Close()
+			}()
+			type chunk struct {
+				at   time.Time
+				data []byte
+			}
+			chunks := make(chan chunk, 1024)
+			wg.Add(1)
+			go func() { // the line: each chunk arrives delay after it was sent
+				defer wg.Done()
+				defer c.Close()
+				for ch := range chunks {
+					time.Sleep(time.Until(ch.at.Add(delay)))
+					if _, err := c.Write(ch.data); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				defer close(chunks)
+				for {
+					buf := make([]byte, 64<<10)
+					n, err := s.Read(buf)
+					if n > 0 {
+						chunks <- chunk{time.Now(), buf[:n]}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestEdgeLDAPTiming: with search-then-bind, an unknown name costs the
+// same round trips as a wrong password (a bind against a DN that does
+// not exist), so that the reply's timing does not tell which names the
+// directory holds. The directory is 30 ms away, so that a round trip
+// saved shows.
+func TestEdgeLDAPTiming(t *testing.T) {
+	d, certs := directory(t)
+	slow := slowProxy(t, strings.TrimPrefix(d.LDAPSURL, "ldaps://"), 30*time.Millisecond)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g, tap := ldapGate(t, be, fmt.Sprintf(`    url                   = "ldaps://%s"
+    ca_file               = %q
+    service_dn            = "cn=ftpsgate,%s"
+    service_password_file = %q
+    base_dn               = %q`, slow, certs.CAFile, services, serviceFile(t), people), "")
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	time530 := func(user string) time.Duration {
+		c.Cmd(331, "USER %s", user)
+		start := time.Now()
+		c.Cmd(530, "PASS not-the-password")
+		return time.Since(start)
+	}
+	var wrong, unknown []time.Duration
+	for i := 0; i < 7; i++ { // interleaved: load on the machine hits both alike
+		wrong = append(wrong, time530("alice"))
+		unknown = append(unknown, time530(fmt.Sprintf("nobody%d", i)))
+	}
+	mw, mu := median(wrong), median(unknown)
+	t.Logf("median 530 after a wrong password %v, after an unknown user %v (%v; %v)", mw, mu, wrong, unknown)
+	// Three round trips each (service bind, search, bind); one fewer
+	// would be 2/3.
+	if mu < mw*85/100 || mu > mw*100/85 {
+		t.Fatalf("median 530 after a wrong password %v, after an unknown user %v: separable", mw, mu)
+	}
+	if tap.dials.Load() != 0 {
+		t.Fatal("a refused login reached the backend")
+	}
+}
