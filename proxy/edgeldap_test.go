@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pquerna/otp/totp"
 
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
@@ -49,9 +52,10 @@ func directory(t *testing.T) (*ftptest.Slapd, *ftptest.Certs) {
 }
 
 // ldapGate starts a gate whose listeners check logins against the ldap
-// block body, mapped to the backend's account; a second backend block,
-// "finance", is the same server, and route "finance" leads to it.
-func ldapGate(t *testing.T, be *ftptest.Server, body, extra string) (*gate, *backendTap) {
+// block body (and authExtra, more of the auth block), mapped to the
+// backend's account; a second backend block, "finance", is the same
+// server, and route "finance" leads to it.
+func ldapGate(t *testing.T, be *ftptest.Server, body, authExtra, extra string) (*gate, *backendTap) {
 	t.Helper()
 	tap := &backendTap{control: be.Addr}
 	pw := filepath.Join(t.TempDir(), "backend.pass")
@@ -67,6 +71,7 @@ func ldapGate(t *testing.T, be *ftptest.Server, body, extra string) (*gate, *bac
   }
   backend_user          = %q
   backend_password_file = %q
+  %s
 }
 backend "finance" {
   address = %q
@@ -79,7 +84,7 @@ route "finance" {
 bans {
   safelist = ["127.0.0.0/8"]
 }
-%s`, body, be.User, pw, be.Addr, extra),
+%s`, body, be.User, pw, authExtra, be.Addr, extra),
 	})
 	return g, tap
 }
@@ -145,7 +150,7 @@ func TestEdgeLDAPBindTemplate(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	g, tap := ldapGate(t, be, fmt.Sprintf(`    url              = %q
     ca_file          = %q
-    bind_dn_template = "uid={user},%s"`, d.LDAPSURL, certs.CAFile, people), "")
+    bind_dn_template = "uid={user},%s"`, d.LDAPSURL, certs.CAFile, people), "", "")
 
 	refusedAtEdge(t, g, "alice", "wrong")
 	refusedAtEdge(t, g, "nobody", "alice-ldap-pw")
@@ -193,7 +198,7 @@ func TestEdgeLDAPBindTemplate(t *testing.T) {
 func TestEdgeLDAPSearchGroups(t *testing.T) {
 	d, certs := directory(t)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g, tap := ldapGate(t, be, searchBody(d, certs, t), "")
+	g, tap := ldapGate(t, be, searchBody(d, certs, t), "", "")
 
 	c := g.login(t, "alice", "alice-ldap-pw")
 	c.Cmd(257, "MKD alice-dir")
@@ -251,7 +256,7 @@ func TestEdgeLDAPCertificate(t *testing.T) {
 			g, tap := ldapGate(t, be, fmt.Sprintf(`    url              = %q
     start_tls        = %s
     ca_file          = %q
-    bind_dn_template = "uid={user},%s"`, tc.url, tc.startTLS, other.CAFile, people), "")
+    bind_dn_template = "uid={user},%s"`, tc.url, tc.startTLS, other.CAFile, people), "", "")
 			c := ftptest.Dial(t, g.explicit)
 			c.AuthTLS(g.certs.ClientConfig())
 			c.Cmd(331, "USER alice")
@@ -277,7 +282,7 @@ func TestEdgeLDAPCertificate(t *testing.T) {
 func TestEdgeLDAPDirectoryDown(t *testing.T) {
 	d, certs := directory(t)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
-	g, tap := ldapGate(t, be, searchBody(d, certs, t), "")
+	g, tap := ldapGate(t, be, searchBody(d, certs, t), "", "")
 	c := g.login(t, "alice", "alice-ldap-pw")
 	c.Cmd(221, "QUIT")
 
@@ -336,7 +341,7 @@ func TestEdgeLDAPDirectoryDown(t *testing.T) {
 	g3, tap3 := ldapGate(t, be, fmt.Sprintf(`    url              = "ldaps://%s"
     ca_file          = %q
     timeout          = "1s"
-    bind_dn_template = "uid={user},%s"`, hung.Addr(), certs.CAFile, people), "")
+    bind_dn_template = "uid={user},%s"`, hung.Addr(), certs.CAFile, people), "", "")
 	c = ftptest.Dial(t, g3.explicit)
 	c.AuthTLS(g3.certs.ClientConfig())
 	c.Cmd(331, "USER alice")
@@ -442,7 +447,7 @@ func TestEdgeLDAPTiming(t *testing.T) {
     ca_file               = %q
     service_dn            = "cn=ftpsgate,%s"
     service_password_file = %q
-    base_dn               = %q`, slow, certs.CAFile, services, serviceFile(t), people), "")
+    base_dn               = %q`, slow, certs.CAFile, services, serviceFile(t), people), "", "")
 	c := ftptest.Dial(t, g.explicit)
 	c.AuthTLS(g.certs.ClientConfig())
 	time530 := func(user string) time.Duration {
@@ -465,5 +470,57 @@ func TestEdgeLDAPTiming(t *testing.T) {
 	}
 	if tap.dials.Load() != 0 {
 		t.Fatal("a refused login reached the backend")
+	}
+}
+
+// TestEdgeLDAPTOTP: a directory and a second factor combine: the
+// password without its code goes to the bind, the code is checked after
+// it ("ldap+totp"), and a wrong code is refused without a backend
+// connection.
+func TestEdgeLDAPTOTP(t *testing.T) {
+	d, certs := directory(t)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	secret := "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	secrets := filepath.Join(t.TempDir(), "totp")
+	if err := os.WriteFile(secrets, []byte("alice:"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, tap := ldapGate(t, be, fmt.Sprintf(`    url              = %q
+    ca_file          = %q
+    bind_dn_template = "uid={user},%s"`, d.LDAPSURL, certs.CAFile, people), fmt.Sprintf("totp_secrets_file = %q", secrets), "")
+	code, err := totp.GenerateCode(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(code)
+	wrong := fmt.Sprintf("%06d", (n+1)%1000000)
+	refusedAtEdge(t, g, "alice", "alice-ldap-pw"+wrong)
+	refusedAtEdge(t, g, "alice", "alice-ldap-pw") // its last six characters taken for a code
+	if tap.dials.Load() != 0 {
+		t.Fatal("a refused login reached the backend")
+	}
+	c := g.login(t, "alice", "alice-ldap-pw"+code)
+	c.Cmd(221, "QUIT")
+	want := []string{"alice/failure/totp_invalid/ldap+totp", "alice/failure/invalid_credentials/ldap+totp", "alice/success//ldap+totp"}
+	if got := loginEvents(t, g); !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestEdgeLDAPServiceAccountRefused: a service account the directory
+// refuses is the operator's to fix, not the client's fault: 421 with a
+// warning that names it, and no 530 counted toward a ban.
+func TestEdgeLDAPServiceAccountRefused(t *testing.T) {
+	d, certs := directory(t)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	body := strings.Replace(searchBody(d, certs, t), "cn=ftpsgate,", "cn=nosuchservice,", 1)
+	g, tap := ldapGate(t, be, body, "", "")
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER alice")
+	c.Cmd(421, "PASS alice-ldap-pw")
+	w := g.logs.FilterMessage("the directory did not answer; the login is refused for now").All()
+	if len(w) != 1 || !strings.Contains(fmt.Sprint(w[0].ContextMap()["error"]), "service_dn") || tap.dials.Load() != 0 {
+		t.Fatalf("warnings %v, %d backend connections", w, tap.dials.Load())
 	}
 }
