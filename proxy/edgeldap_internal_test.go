@@ -103,3 +103,29 @@ func TestLDAPEscaping(t *testing.T) {
 		}
 	}
 }
+
+// TestLDAPPoolsReload: a reload closes the pools of the ldap blocks the
+// new configuration no longer has (their idle connections with them), and
+// keeps the others.
+func TestLDAPPoolsReload(t *testing.T) {
+	old := &config.LDAP{MaxConnections: 1, Timeout: time.Second, IdleTimeout: time.Minute}
+	kept := &config.LDAP{MaxConnections: 1, Timeout: time.Second, IdleTimeout: time.Minute}
+	var ps ldapPools
+	po, pk := ps.get(old), ps.get(kept)
+	if ps.get(old) != po {
+		t.Fatal("a second get made a second pool")
+	}
+	ps.set(&config.Config{Auths: map[string]*config.Auth{"k": {Name: "k", LDAP: kept}}})
+	po.mu.Lock()
+	closed := po.closed
+	po.mu.Unlock()
+	if !closed || ps.get(kept) != pk {
+		t.Fatalf("after the reload: old pool closed %v, kept pool kept %v", closed, ps.get(kept) == pk)
+	}
+	ps.close()
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if !pk.closed {
+		t.Fatal("close left a pool open")
+	}
+}
