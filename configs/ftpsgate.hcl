@@ -272,6 +272,39 @@ policy {
 #   backend_password_file = "/etc/ftpsgate/ftpsvc.pass"
 #   # or, instead of the file, an environment variable:
 #   backend_password_env = "FTPSVC_PASSWORD"
+#
+#   # Instead of user_file (one password source per block; TOTP combines
+#   # with it), a directory checks each password by a bind as the user.
+#   ldap {
+#     # ldaps://, or ldap:// with start_tls = true: never in clear. The
+#     # certificate is always verified, for the URL's host name.
+#     url       = "ldaps://ldap.example.com"
+#     start_tls = false
+#     ca_file   = "/etc/ftpsgate/ldap-ca.pem" # omitted: the system's roots
+#     # Bind as the user directly ({user} is escaped as a DN value)...
+#     bind_dn_template = "uid={user},ou=people,dc=example,dc=com"
+#     # ...or, instead, search as a service account, then bind as the entry
+#     # found ({user} escaped as a filter value; found twice: refused):
+#     service_dn            = "cn=ftpsgate,ou=services,dc=example,dc=com"
+#     service_password_file = "/etc/ftpsgate/ldap.pass"
+#     base_dn               = "ou=people,dc=example,dc=com"
+#     user_filter           = "(uid={user})"
+#     # Whether a group holds the user: the group's entry read with this
+#     # filter ({dn}: the user's DN); no memberOf overlay needed.
+#     group_filter    = "(|(member={dn})(uniqueMember={dn}))"
+#     timeout         = "5s" # each connect, bind, search; then 421
+#     max_connections = 8    # to the directory, at once
+#     idle_timeout    = "1m"
+#     # With group blocks, a user must be in one; the first that holds
+#     # the user decides, in this order. Without: any user who binds.
+#     group "cn=ftp-auditors,ou=groups,dc=example,dc=com" {
+#       read_only = true
+#     }
+#     group "cn=finance,ou=groups,dc=example,dc=com" {
+#       route = "finance" # that route's backend and backend account
+#     }
+#     group "cn=ftp,ou=groups,dc=example,dc=com" {}
+#   }
 
 #   scan    = "clamav"  # replaces the listener's scan for these sessions
 # }

@@ -107,8 +107,11 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 		}
 	}
 	v := l.edgeCheck(e, cmd.Arg, refused)
+	if v.err != nil {
+		return l.edgeUnavailable(cmd, v)
+	}
 	if v.reason != "" {
-		return l.edgeRefuse(cmd, e, v.reason)
+		return l.edgeRefuse(cmd, v)
 	}
 	// Accepted at the edge: only now is a backend connection opened.
 	if d := s.cfg.Policy.Sessions(s.srv.userSessions(s.cfg.Policy.Key(l.user), 0)); d != nil {
@@ -125,6 +128,24 @@ type edgeVerdict struct {
 	// password is the client's password without a TOTP code: what the
 	// backend gets when no backend account is mapped.
 	password string
+	// method is the audit's and the metrics' name of how the login was
+	// checked ("file", "ldap", "ldap+totp"…).
+	method string
+	// err is set when the password source gave no answer (a directory
+	// down or too slow): the client gets 421, no ban counts it, and no
+	// backend connection is opened. reason is then set too.
+	err error
+	// readOnly: the source makes the login read-only (an ldap group).
+	readOnly bool
+	// backend, if not nil, is the backend the source chose (an ldap
+	// group's route), in place of the one USER's route chose; route is
+	// that route's name. nil: unchanged.
+	backend *config.Backend
+	route   string
+	// mapped, if not nil, is the backend account the source chose (the
+	// route's), in place of the auth block's or USER's route's. nil:
+	// unchanged.
+	mapped *config.BackendLogin
 }
 
 // edgeCheck checks arg, the PASS argument, for l.user against e's auth
@@ -136,15 +157,22 @@ func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edge
 	if e.auth.TOTP != nil {
 		password, code = userfile.SplitCode(arg)
 	}
-	known, ok := s.srv.verifyPassword(s.srv.userFile(e.auth), l.user, password, refused != nil)
-	v := edgeVerdict{password: password}
-	switch {
-	case refused != nil:
+	var v edgeVerdict
+	if e.auth.LDAP != nil {
+		v = l.edgeLDAP(e, password, refused != nil)
+	} else {
+		known, ok := s.srv.verifyPassword(s.srv.userFile(e.auth), l.user, password, refused != nil)
+		v = edgeVerdict{password: password}
+		switch {
+		case !known:
+			v.reason = reasonUnknownUser
+		case !ok:
+			v.reason = reasonWrongPassword
+		}
+	}
+	v.method = e.auth.Method()
+	if refused != nil && v.err == nil {
 		v.reason = refused.Rule
-	case !known:
-		v.reason = reasonUnknownUser
-	case !ok:
-		v.reason = reasonWrongPassword
 	}
 	if e.auth.TOTP != nil {
 		// Checked whatever the password's outcome: the same work, and
@@ -163,11 +191,25 @@ func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edge
 	return v
 }
 
-// edgeRefuse answers a login the auth block refused for reason: 530,
-// logged, audited, counted toward a ban.
-func (l *login) edgeRefuse(cmd rewrite.Command, e *edgeLogin, reason string) error {
+// edgeUnavailable answers a login whose password source gave no answer
+// (v.err): 421, logged, audited, and the session ends; no ban counts it,
+// no backend is contacted, and nothing else is tried in its place.
+func (l *login) edgeUnavailable(cmd rewrite.Command, v edgeVerdict) error {
 	s := l.s
-	method := e.auth.Method()
+	s.srv.metrics.logins.WithLabelValues(v.method, "error").Inc()
+	s.log.Info("login failed", zap.String("method", v.method), zap.String("reason", v.reason), zap.Int("code", 421))
+	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 421, Reason: v.reason,
+		Method: v.method, Client: s.client.addr.String()})
+	l.edge = nil
+	s.reply(cmd, 421, "Service not available: the authentication service did not answer; try again later.")
+	return fmt.Errorf("%w: %s", errQuit, v.reason)
+}
+
+// edgeRefuse answers a login the auth block refused for v.reason: 530,
+// logged, audited, counted toward a ban.
+func (l *login) edgeRefuse(cmd rewrite.Command, v edgeVerdict) error {
+	s := l.s
+	method, reason := v.method, v.reason
 	s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
 	s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
 	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
@@ -184,12 +226,19 @@ func (l *login) edgeRefuse(cmd rewrite.Command, e *edgeLogin, reason string) err
 // password.
 func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdict) error {
 	s := l.s
-	method := e.auth.Method()
-	b := e.backend
-	user, pass := l.user, v.password
-	if e.mapped != nil {
-		user, pass = e.mapped.User, e.mapped.Password
+	method := v.method
+	b, mapped := e.backend, e.mapped
+	if v.backend != nil {
+		b, l.route, l.scan = v.backend, v.route, s.scanOf(v.route)
 	}
+	if v.mapped != nil {
+		mapped = v.mapped
+	}
+	user, pass := l.user, v.password
+	if mapped != nil {
+		user, pass = mapped.User, mapped.Password
+	}
+	l.readOnly = v.readOnly // result adds the policy's read_only_users
 	if ok, err := l.connect(cmd, b, l.user); !ok {
 		return err
 	}
@@ -221,7 +270,7 @@ func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdic
 		// backend's own user database), not a guess to count.
 		s.log.Warn("the backend refused a login the edge accepted", zap.String("method", method),
 			zap.String("backend_user", user), zap.String("backend", b.Name), zap.String("reply", rep.String()),
-			zap.Bool("mapped", e.mapped != nil))
+			zap.Bool("mapped", mapped != nil))
 		refusal(530)
 		s.be.roundTrip(rewrite.Command{Verb: "QUIT"}, time.Second)
 		s.be.close()

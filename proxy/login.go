@@ -253,7 +253,7 @@ func (l *login) result(rep *rewrite.Reply) error {
 		s.loggedIn = true
 		s.mu.Unlock()
 		s.bind.login(bindOwner{client: s.client.addr.Addr(), user: s.cfg.Policy.Key(l.user), backend: s.be.cfg.Name})
-		l.readOnly = s.cfg.Policy.ReadOnly(l.user)
+		l.readOnly = l.readOnly || s.cfg.Policy.ReadOnly(l.user) // an auth block's group may have set it
 		s.setView(func(v *sessionView) { v.User = l.user })
 		agentName, agentAddr := s.be.agent()
 		fields := []zap.Field{zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),

@@ -21,6 +21,7 @@ type metrics struct {
 	sessionsTotal   *prometheus.CounterVec
 	logins          *prometheus.CounterVec
 	userFileReloads *prometheus.CounterVec
+	ldapErrors      *prometheus.CounterVec
 	commands        *prometheus.CounterVec
 	denials         *prometheus.CounterVec
 	transfers       *prometheus.CounterVec
@@ -64,11 +65,14 @@ func newMetrics(s *Server) *metrics {
 	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
 		Help: "Control sessions accepted."}, []string{"listener"})
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
-		Help: "Login attempts, by method (backend: the backend checked the password; file: an auth block's user file) and result."},
+		Help: "Login attempts, by method (backend: the backend checked the password; file: an auth block's user file; ldap: its directory; +totp: with a second factor) and result (error: the password source did not answer, 421)."},
 		[]string{"method", "result"})
 	m.userFileReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "user_file_reloads_total",
 		Help: "Reloads of an auth block's user file after it changed, by result (failure: the previous users were kept)."},
 		[]string{"result"})
+	m.ldapErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "ldap_errors_total",
+		Help: "Logins an auth block's directory gave no answer about (down, too slow, every connection busy, the service account refused), by auth block: each got 421."},
+		[]string{"auth"})
 	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "commands_total",
 		Help: "Commands received, by verb (OTHER for verbs outside RFC 959 and its extensions)."}, []string{"verb"})
 	m.denials = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "policy_denials_total",
@@ -144,7 +148,7 @@ func newMetrics(s *Server) *metrics {
 		}
 		return float64(n)
 	})
-	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.userFileReloads, m.commands, m.denials, m.transfers,
+	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.userFileReloads, m.ldapErrors, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,

@@ -82,6 +82,9 @@ type Server struct {
 	// hashSlots bound the password checks running at once (edgeauth.go).
 	userFiles userFiles
 	hashSlots chan struct{}
+	// ldapPools are the connections to the auth blocks' directories
+	// (edgeldap.go).
+	ldapPools ldapPools
 	// totpMu guards totpLast: the step of the last TOTP code each user
 	// (by auth block) used.
 	totpMu   sync.Mutex
@@ -216,6 +219,7 @@ func (s *Server) Start() error {
 	}
 	s.userFiles.set(s.cfg)
 	s.notifier.use(s.cfg)
+	s.ldapPools.set(s.cfg)
 	s.wg.Add(2)
 	go s.watchCertificates()
 	go s.watchUserFiles()
@@ -329,6 +333,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.live.Store(cfg)
 	s.state.setRules(cfg.Bans)
 	s.userFiles.set(cfg)
+	s.ldapPools.set(cfg)
 	s.agents.update(cfg.AgentListener)
 	s.notifier.use(cfg)
 	if !sameRedis(old.State.Redis, cfg.State.Redis) {
@@ -462,6 +467,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go closeWhenDone(&s.wg, done)
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
+	defer s.ldapPools.close()
 	defer s.state.close()
 	// After the sessions, whose last events it posts: within ctx.
 	defer s.notifier.close(ctx)

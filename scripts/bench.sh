@@ -391,6 +391,26 @@ setup -test "setup, ProFTPD user file" -label "ftpsgate, control TLS resumed" -a
 setup -test "setup, ProFTPD user file" -label "ProFTPD FTPS" -addr "127.0.0.1:$PROFTPD_TLS"
 setup -test "setup, ProFTPD user file" -label "plain FTP direct" -addr "127.0.0.1:$PROFTPD" -tls=false
 setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PROFTPD"
+# The login checked at the edge (issue 17): an ftpsgate of its own with an
+# auth block whose user file holds one argon2id entry, as ftpsgate passwd
+# writes by default (m=19456 KiB, t=2, p=1), every login mapped to the
+# backend's account; beside "ftpsgate" above, where ProFTPD checks the
+# password the client sends. The edge's hash slots (one check per core at
+# once) bound this rate.
+EDGE_AUTH=$(free_port)
+printf 'bench-edge-pw\n' >"$work/edge-password"
+chmod 600 "$work/edge-password"
+bin/ftpsgate passwd -f "$work/edge-users" bench <"$work/edge-password" >/dev/null 2>&1 ||
+	die "ftpsgate passwd failed"
+listener_extra='auth = "bench"' gate_extra="auth \"bench\" {
+  user_file             = \"$work/edge-users\"
+  backend_user          = \"$ACCOUNT\"
+  backend_password_file = \"$work/password\"
+}" ftpsgate edge-auth "$EDGE_AUTH:$PROFTPD"
+bin/ftpsload setup -clients 32 -duration "$SETUP_TIME" -tls -user bench -password-file "$work/edge-password" -ca "$work/tls.crt" \
+	-test "setup, ProFTPD user file" -label "ftpsgate, user-file login at the edge" -addr "127.0.0.1:$EDGE_AUTH" >>"$results"
+kill -TERM "$gate_pid"
+wait "$gate_pid" || true
 setup -test "setup, vsftpd PAM" -label ftpsgate -addr "127.0.0.1:$GATE_VSFTPD"
 setup -test "setup, vsftpd PAM" -label "vsftpd FTPS" -addr "127.0.0.1:$VSFTPD_TLS"
 setup -test "setup, vsftpd PAM" -label mod_proxy -addr "127.0.0.1:$MP_VSFTPD"

@@ -8,10 +8,11 @@
 # Prometheus to scrape the admin listener with credentials, ClamAV (clamd
 # from clamav-daemon, sigtool from clamav) and c-icap with its virus_scan
 # module (libc-icap-mod-virus-scan) for the upload-scanning tests,
-# redis-server for the shared-state tests and Knot DNS (knotd, from knot)
-# for the ACME DNS-01 test (each test starts its own on loopback, with a
-# generated configuration; the packages' system services are never used),
-# and a system account the FTP servers log in as.
+# redis-server for the shared-state tests, Knot DNS (knotd, from knot) for
+# the ACME DNS-01 test, slapd (with ldap-utils) for the LDAP tests of edge
+# authentication (each test starts its own on loopback, with a generated
+# configuration; the packages' system services are never used), and a
+# system account the FTP servers log in as.
 #
 # It never removes a package. The FTP servers' Debian packages conflict
 # with each other (each provides ftp-server), so installing one would
@@ -33,7 +34,8 @@ STATE=/var/lib/ftpsgate-test
 
 missing=""
 for tool in curl:curl lftp:lftp python3:python3 openssl:openssl systemd-analyze:systemd haproxy:haproxy chromium:chromium testssl:testssl.sh prometheus:prometheus \
-	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav c-icap:c-icap redis-server:redis-server knotd:knot; do
+	wget:wget rclone:rclone javac:default-jdk-headless clamd:clamav-daemon sigtool:clamav c-icap:c-icap redis-server:redis-server \
+	knotd:knot slapd:slapd ldapwhoami:ldap-utils; do
 	cmd=${tool%%:*} pkg=${tool#*:}
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
@@ -72,7 +74,7 @@ fi
 if [ -n "$missing" ]; then
 	echo "test-deps: installing$missing"
 	# Debian starts a package's service after install where an init
-	# system runs: Prometheus on 9090, c-icap on 1344, Knot on port 53 (where a local
+	# system runs: Prometheus on 9090, c-icap on 1344, slapd on 389, Knot on port 53 (where a local
 	# resolver may already listen, which would fail the install),
 	# clamav-freshclam downloading signatures, redis-server. The tests
 	# never use those instances (each runs its own on loopback), so a

@@ -24,9 +24,16 @@ func (c *compiler) auths(fs *fileSchema, cfg *Config) {
 		}
 		a := &Auth{Name: ab.Name}
 		cfg.Auths[ab.Name] = a
-		if ab.UserFile == nil || *ab.UserFile == "" {
-			c.errorf(&ab.DefRange, "Invalid auth block", "auth %q needs a user_file: the users it accepts.", ab.Name)
-		} else {
+		switch {
+		case ab.UserFile != nil && ab.LDAP != nil:
+			c.errorf(&ab.LDAP.DefRange, "Two password sources",
+				"auth %q has a user_file and an ldap block: an auth block has one password source (user_file, ldap or hook); "+
+					"TOTP combines with any. Use two auth blocks, on two listeners or routes.", ab.Name)
+		case ab.LDAP != nil:
+			a.LDAP = c.ldap(ab.Name, ab.LDAP)
+		case ab.UserFile == nil || *ab.UserFile == "":
+			c.errorf(&ab.DefRange, "Invalid auth block", "auth %q needs a password source: a user_file or an ldap block.", ab.Name)
+		default:
 			a.UserFile = *ab.UserFile
 			a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), a, ab.Name, a.UserFile)
 		}
@@ -197,6 +204,7 @@ func (c *compiler) authLinks(fs *fileSchema, cfg *Config) {
 			unchecked = l.Name
 		}
 	}
+	c.ldapRoutes(fs)
 	cfg.RouteLogins = map[string]*RouteLogin{}
 	seen := map[string]bool{}
 	for i := range fs.Routes {

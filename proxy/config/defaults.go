@@ -200,3 +200,12 @@ func defaultACME() *ACME {
 // DefaultRedisPrefix starts the keys and channels of the state shared
 // through Redis when the redis block sets no prefix.
 const DefaultRedisPrefix = "ftpsgate:"
+
+// defaultLDAP is an ldap block's defaults: a 5 s timeout for each step
+// with the directory, at most 8 connections to it, closed after a minute
+// idle, users found by (uid={user}), and groups that list their members
+// by DN (groupOfNames, groupOfUniqueNames).
+func defaultLDAP() *LDAP {
+	return &LDAP{Timeout: 5 * time.Second, MaxConnections: 8, IdleTimeout: time.Minute,
+		UserFilter: "(uid={user})", GroupFilter: "(|(member={dn})(uniqueMember={dn}))"}
+}

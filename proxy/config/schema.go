@@ -194,6 +194,51 @@ type authBlock struct {
 	BackendPasswordFileAt hcl.Range `hcl:"backend_password_file,attr_value_range"`
 	BackendPasswordEnv    *string   `hcl:"backend_password_env"`
 	BackendPasswordEnvAt  hcl.Range `hcl:"backend_password_env,attr_value_range"`
+	// LDAP is the block's password source when it has no user_file
+	// (compile_ldap.go).
+	LDAP *ldapBlock `hcl:"ldap,block"`
+}
+
+// ldapBlock is an auth block's directory: bind by a DN template, or
+// search-then-bind through a service account.
+type ldapBlock struct {
+	DefRange              hcl.Range        `hcl:",def_range"`
+	URL                   string           `hcl:"url"`
+	URLAt                 hcl.Range        `hcl:"url,attr_value_range"`
+	StartTLS              *bool            `hcl:"start_tls"`
+	StartTLSAt            hcl.Range        `hcl:"start_tls,attr_value_range"`
+	CAFile                *string          `hcl:"ca_file"`
+	CAFileAt              hcl.Range        `hcl:"ca_file,attr_value_range"`
+	BindDNTemplate        *string          `hcl:"bind_dn_template"`
+	BindDNTemplateAt      hcl.Range        `hcl:"bind_dn_template,attr_value_range"`
+	ServiceDN             *string          `hcl:"service_dn"`
+	ServiceDNAt           hcl.Range        `hcl:"service_dn,attr_value_range"`
+	ServicePasswordFile   *string          `hcl:"service_password_file"`
+	ServicePasswordFileAt hcl.Range        `hcl:"service_password_file,attr_value_range"`
+	BaseDN                *string          `hcl:"base_dn"`
+	BaseDNAt              hcl.Range        `hcl:"base_dn,attr_value_range"`
+	UserFilter            *string          `hcl:"user_filter"`
+	UserFilterAt          hcl.Range        `hcl:"user_filter,attr_value_range"`
+	GroupFilter           *string          `hcl:"group_filter"`
+	GroupFilterAt         hcl.Range        `hcl:"group_filter,attr_value_range"`
+	Timeout               *string          `hcl:"timeout"`
+	TimeoutAt             hcl.Range        `hcl:"timeout,attr_value_range"`
+	MaxConnections        *int             `hcl:"max_connections"`
+	MaxConnectionsAt      hcl.Range        `hcl:"max_connections,attr_value_range"`
+	IdleTimeout           *string          `hcl:"idle_timeout"`
+	IdleTimeoutAt         hcl.Range        `hcl:"idle_timeout,attr_value_range"`
+	Groups                []ldapGroupBlock `hcl:"group,block"`
+}
+
+// ldapGroupBlock is a group "DN" { } block: members are allowed, read-only
+// or sent to a route.
+type ldapGroupBlock struct {
+	DN         string    `hcl:"dn,label"`
+	DefRange   hcl.Range `hcl:",def_range"`
+	ReadOnly   *bool     `hcl:"read_only"`
+	ReadOnlyAt hcl.Range `hcl:"read_only,attr_value_range"`
+	Route      *string   `hcl:"route"`
+	RouteAt    hcl.Range `hcl:"route,attr_value_range"`
 }
 
 type policyBlock struct {

@@ -324,14 +324,81 @@ type Auth struct {
 	// this block accepts uses; a route's own wins. Nil: the client's own
 	// user name and password are passed on, after the proxy accepted them.
 	Backend *BackendLogin
+	// LDAP, if set, is the block's password source in place of a user
+	// file: the directory that checks each password by a bind.
+	LDAP *LDAP
 }
 
 // Method is the audit's and the metrics' name of how Auth checks a login.
 func (a *Auth) Method() string {
-	if a.TOTP != nil {
-		return "file+totp"
+	m := "file"
+	if a.LDAP != nil {
+		m = "ldap"
 	}
-	return "file"
+	if a.TOTP != nil {
+		m += "+totp"
+	}
+	return m
+}
+
+// LDAP is an auth block's directory (an ldap block). A password is
+// checked by binding as the user: with BindDNTemplate the user's DN is
+// the template with {user} replaced by the name, escaped as a DN value
+// (RFC 4514); otherwise the proxy binds as ServiceDN, searches BaseDN
+// with UserFilter ({user} escaped as a filter value, RFC 4515), and binds
+// as the one entry found. A name the directory does not know costs a
+// bind too, against a DN that does not exist: the reply comes as late as
+// for a wrong password. An empty password is refused without a bind: a
+// simple bind with an empty password is an unauthenticated bind (RFC
+// 4513 §5.1.2), which many directories answer with success.
+type LDAP struct {
+	// URL is ldaps://host[:port] or ldap://host[:port]; ldap:// needs
+	// StartTLS: a password never crosses the network in clear.
+	URL      string
+	StartTLS bool
+	// TLS verifies the directory's certificate, always: against CAFile's
+	// certificates, or the system's roots when ca_file is not set, for the
+	// URL's host name. There is no setting that turns the check off: a
+	// directory an attacker impersonates would learn every password.
+	TLS    *tls.Config
+	CAFile string
+	// BindDNTemplate, with {user}: bind as the user directly.
+	BindDNTemplate string
+	// ServiceDN and ServicePassword (read from service_password_file):
+	// the account that searches; BaseDN and UserFilter, with {user}: where
+	// and how (default "(uid={user})").
+	ServiceDN, ServicePassword string
+	BaseDN, UserFilter         string
+	// GroupFilter is the filter that tells whether a group holds the
+	// user: each group's entry is read (scope base) with it; {dn} is the
+	// user's DN and {user} the name, both escaped. The default,
+	// "(|(member={dn})(uniqueMember={dn}))", needs no memberOf overlay.
+	GroupFilter string
+	// Groups, if any, are checked in order and the first that holds the
+	// user decides; a user in none is refused. Without groups, every
+	// user who binds is allowed. They are searched as the service
+	// account, or as the user with BindDNTemplate.
+	Groups []LDAPGroup
+	// Timeout bounds each step with the directory (connect and TLS
+	// handshake, each bind and search, a wait for a pooled connection);
+	// default 5 s. A directory that does not answer in time gets the
+	// client 421, never a login.
+	Timeout time.Duration
+	// MaxConnections bounds the connections open to the directory at
+	// once (default 8): a flood of logins does not become a flood of
+	// connections to it. A connection idle for IdleTimeout (default 1m)
+	// is closed.
+	MaxConnections int
+	IdleTimeout    time.Duration
+}
+
+// LDAPGroup is a group of an ldap block: its members log in, read-only
+// when ReadOnly is set, and on the route Route (its backend and backend
+// account) when it is set.
+type LDAPGroup struct {
+	DN       string
+	ReadOnly bool
+	Route    string
 }
 
 // BackendLogin is the account a login is mapped to on the backend. The
