@@ -579,3 +579,43 @@ func TestScanWithMaxFileSize(t *testing.T) {
 	}
 	c.Cmd(200, "NOOP") // the session goes on
 }
+
+// TestScanEdgeAuthLogin: a listener with both an auth block and a scan
+// block scans the uploads of a login the edge checked, as it does those
+// the backend checked. (The edge's USER set the session's route without
+// its scan block, so these uploads went through unscanned.)
+func TestScanEdgeAuthLogin(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 200<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	pw := filepath.Join(t.TempDir(), "backend.pass")
+	if err := os.WriteFile(pw, []byte(be.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGate(t, be.Addr, gateOptions{
+		listenerExtra: "auth = \"staff\"\n  scan = \"av\"",
+		extra: fmt.Sprintf(`auth "staff" {
+  user_file = %q
+  backend_user = %q
+  backend_password_file = %q
+}
+scan "av" {
+  engine = "clamd"
+  address = %q
+  max_size = "200M"
+}
+`, edgeUsers(t, t.TempDir()), be.User, pw, "unix:"+clamd.Unix),
+	})
+	c := g.login(t, "alice", "alice-edge-pw")
+	if code, msg := scanUpload(t, c, "eicar.com", ftptest.EICAR); code != 550 ||
+		msg != "Upload rejected: malware detected ("+ftptest.EICARSignature+")." {
+		t.Fatalf("EICAR upload after an edge login: %d %s", code, msg)
+	}
+	noEICAR(t, be.Root)
+	if code, msg := scanUpload(t, c, "clean.txt", []byte("clean\n")); code != 226 {
+		t.Fatalf("clean upload after an edge login: %d %s", code, msg)
+	}
+	c.Cmd(221, "QUIT")
+	if e := g.transferEvent(t, "/clean.txt"); e["scan"] != "clean" {
+		t.Fatalf("clean file's transfer event: %v", e)
+	}
+}

@@ -145,6 +145,9 @@ func newSession(srv *Server, fl *frontListener, c net.Conn, client, tcpPeer neti
 		client: clientInfo{addr: client, tcpPeer: tcpPeer, local: addrPortOf(c.LocalAddr())},
 	}
 	s.login.s = s
+	// Until a login's route decides, the listener's scan block: a login
+	// path that forgot to set it still scans (fails closed).
+	s.login.scan = s.lcfg.Scan
 	s.client.key = policy.ClientKey(client.Addr(), s.cfg.Limits.IPv6Prefix)
 	s.lastActive.Store(s.start.UnixNano())
 	if pc, ok := c.(*proxyproto.Conn); ok {
