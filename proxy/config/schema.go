@@ -344,6 +344,12 @@ type scanBlock struct {
 	OnErrorAt  hcl.Range `hcl:"on_error,attr_value_range"`
 	Verbs      *[]string `hcl:"verbs"`
 	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
+	Mode       *string   `hcl:"mode"`
+	ModeAt     hcl.Range `hcl:"mode,attr_value_range"`
+	SpoolDir   *string   `hcl:"spool_dir"`
+	SpoolDirAt hcl.Range `hcl:"spool_dir,attr_value_range"`
+	SpoolMax   *string   `hcl:"spool_max"`
+	SpoolMaxAt hcl.Range `hcl:"spool_max,attr_value_range"`
 }
 
 type acmeBlock struct {
