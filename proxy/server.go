@@ -115,6 +115,9 @@ type Server struct {
 	renewEvery time.Duration // Options.ACMERenewCheckInterval
 	// agents: the outbound-only agents of via_agent backends (agents.go).
 	agents *agentHub
+	// spools: the spools of scan blocks in mode "spool", opened by Start
+	// and by Reload (spool.go).
+	spools *spoolSet
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -142,6 +145,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.metrics = newMetrics(s)
 	s.agents = newAgentHub(s.log, s.metrics.reg)
 	s.stateM = newStateMetrics(s.metrics.reg)
+	s.spools = newSpoolSet(s.metrics.reg)
 	s.stateM.up.Set(1) // in memory: always up; a redis state sets its own
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
@@ -160,6 +164,9 @@ func New(cfg *config.Config, opt Options) *Server {
 // none stays open and the error names it.
 func (s *Server) Start() error {
 	if err := s.checkConfig(s.config()); err != nil {
+		return err
+	}
+	if err := s.spools.open(s.config(), s.log); err != nil {
 		return err
 	}
 	if err := s.shareState(s.config()); err != nil {
@@ -264,6 +271,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	if err := s.agents.checkReload(cfg.AgentListener); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	if err := s.spools.open(cfg, s.log); err != nil {
 		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
@@ -457,6 +468,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
 	defer s.state.close()
+	defer s.spools.sweep(s.log) // after every transfer, whose own files are gone
 	select {
 	case <-done:
 		return nil
