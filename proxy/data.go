@@ -257,6 +257,10 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		}
 	}
 	if sc := s.login.scan; x.direction == audit.Upload && sc.Scans(cmd.Verb) {
+		x.scanMode = sc.Mode.String()
+		if sc.Mode == config.ScanSpool {
+			return x.startSpooled(cmd, sc, active)
+		}
 		if ok, err := x.openScan(cmd, sc); !ok {
 			return err
 		}
