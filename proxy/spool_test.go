@@ -220,7 +220,8 @@ func TestSpoolVerdictPending(t *testing.T) {
 // the spool and nothing on the backend, which never hears of it: ABOR
 // mid-upload, ABOR while the verdict is pending, a client that vanishes
 // mid-upload (control and data connections dropped), and a server shut
-// down while the verdict is pending.
+// down while the verdict is pending. The backend gets no command for it,
+// not even ABOR, and a file of the same name it held is left alone.
 func TestSpoolAbandoned(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	for _, how := range []string{"ABOR mid-upload", "ABOR pending", "vanish mid-upload", "shutdown pending"} {
@@ -229,6 +230,12 @@ func TestSpoolAbandoned(t *testing.T) {
 			g, dir := spoolGate(t, be, fmt.Sprintf("address = %q\ntimeout = \"90s\"", addr))
 			c := g.login(t, be.User, be.Password)
 			name := strings.ReplaceAll(how, " ", "-") + ".txt"
+			// A file of that name is on the backend already: an
+			// abandoned spooled upload must leave it as it was.
+			before := filepath.Join(be.Root, name)
+			if err := os.WriteFile(before, []byte("before\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			d := c.DialData(c.EPSV())
 			c.Cmd(150, "STOR %s", name)
 			if strings.HasSuffix(how, "pending") {
@@ -269,8 +276,8 @@ func TestSpoolAbandoned(t *testing.T) {
 				t.Fatalf("transfer event: %v", e)
 			}
 			spoolEmpty(t, g, dir)
-			if exists(filepath.Join(be.Root, name)) || backendSaw(t, be, name) {
-				t.Fatal("the backend heard of an abandoned spooled upload")
+			if got, err := os.ReadFile(before); err != nil || string(got) != "before\n" || backendSaw(t, be, name) || backendSaw(t, be, "ABOR") {
+				t.Fatalf("the backend heard of an abandoned spooled upload (its file: %q %v)", got, err)
 			}
 		})
 	}
