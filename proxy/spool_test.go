@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
 )
 
@@ -454,5 +455,73 @@ func TestSpoolDirectory(t *testing.T) {
 	}
 	if _, err := start(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("a spool behind a symbolic link: %v", err)
+	}
+}
+
+// TestSpoolBackendNoData: a backend that gives no data connection (vsftpd
+// with pasv_enable=NO refuses EPSV and PASV) fails a clean spooled upload
+// after its scan: 451 saying so, the audit's result "failed", the spool
+// emptied, and the session goes on.
+func TestSpoolBackendNoData(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{Extra: []string{"pasv_enable=NO"}})
+	g, dir := spoolGate(t, be, fmt.Sprintf("address = %q", "unix:"+clamd.Unix))
+	c := g.login(t, be.User, be.Password)
+	code, msg := scanUpload(t, c, "nodata.txt", []byte("clean\n"))
+	if code != 451 || !strings.Contains(msg, "cannot open a data connection to the FTP server") {
+		t.Fatalf("upload: %d %s", code, msg)
+	}
+	spoolEmpty(t, g, dir)
+	c.Cmd(200, "NOOP")
+	c.Cmd(221, "QUIT")
+	if e := g.transferEvent(t, "/nodata.txt"); e["result"] != "failed" || e["code"] != float64(451) || e["scan"] != "clean" {
+		t.Fatalf("transfer event: %v", e)
+	}
+	if !g.logged("spooled upload not stored on the FTP server") {
+		t.Fatal("not logged")
+	}
+}
+
+// TestSpoolReload: a reload that adds a scan block in mode "spool" opens
+// its spool (created 0700) before new sessions use it; one whose
+// spool_dir cannot be used is refused, and the running configuration
+// stays.
+func TestSpoolReload(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	g := startGate(t, be.Addr, gateOptions{})
+	root := ftptest.TempDir(t)
+	reload := func(dir string) error {
+		src := strings.Replace(g.src, "  backend       = \"legacy\"\n", "  backend       = \"legacy\"\n  scan = \"av\"\n", 1) +
+			fmt.Sprintf("scan \"av\" {\n  engine = \"clamd\"\n  address = %q\n  mode = \"spool\"\n  spool_dir = %q\n}\n", "unix:"+clamd.Unix, dir)
+		cfg, diags := config.Parse([]byte(src), "test.hcl")
+		if diags.HasErrors() {
+			t.Fatal(diags.Error())
+		}
+		return g.srv.Reload(cfg)
+	}
+	file := filepath.Join(root, "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := reload(file); err == nil || !strings.Contains(err.Error(), "spool_dir") {
+		t.Fatalf("reload with a file as spool_dir: %v", err)
+	}
+	dir := filepath.Join(root, "spool")
+	if err := reload(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("spool directory: %v %v", fi, err)
+	}
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR eicar.com")
+	d.WriteAll(t, ftptest.EICAR)
+	c.Expect(550)
+	spoolEmpty(t, g, dir)
+	c.Cmd(221, "QUIT")
+	if backendSaw(t, be, "eicar.com") {
+		t.Fatal("the backend heard of EICAR")
 	}
 }
