@@ -374,7 +374,7 @@ func TestSpoolAboveMax(t *testing.T) {
 
 // TestSpoolRESTAndBackendRefusal: REST before STOR is honoured (the
 // backend is sent the same REST, and the spooled bytes land at the
-// offset); a backend that refuses the upload after its scan has its
+// offset); STOU's file is the one the backend named; a backend that refuses the upload after its scan has its
 // reply relayed, audited, and the spool emptied.
 func TestSpoolRESTAndBackendRefusal(t *testing.T) {
 	clamd := ftptest.StartClamd(t, 25<<20)
@@ -394,6 +394,17 @@ func TestSpoolRESTAndBackendRefusal(t *testing.T) {
 	}
 	if e := g.eventsOf(t, "transfer"); e[len(e)-1]["offset"] != float64(12) {
 		t.Fatalf("transfer event: %v", e[len(e)-1])
+	}
+	// STOU: the backend names the file; the audit says which.
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOU")
+	d.WriteAll(t, []byte("unique\n"))
+	c.Expect(226)
+	stou := g.eventsOf(t, "transfer")
+	if e := stou[len(stou)-1]; e["verb"] != "STOU" || e["result"] != "complete" {
+		t.Fatalf("STOU's transfer event: %v", e)
+	} else if got, err := os.ReadFile(filepath.Join(be.Root, e["path"].(string))); err != nil || string(got) != "unique\n" {
+		t.Fatalf("STOU's file %v: %q %v", e["path"], got, err)
 	}
 	// vsftpd cannot create a file in a directory that does not exist.
 	code, msg := scanUpload(t, c, "no/such/dir.txt", []byte("clean\n"))
