@@ -42,6 +42,9 @@ var (
 	// under above_max = "reject" while it was received (552): it could
 	// not be scanned whole, and is not kept.
 	errSpoolTooLarge = errors.New("larger than the scan's max_size")
+	// errSpoolWrite: the spool file could not be written (the disk is
+	// full, an I/O error): 452 for a full disk, else 451.
+	errSpoolWrite = errors.New("writing to the spool")
 )
 
 // spool is the area of one scan block's spooled uploads.
@@ -123,7 +126,7 @@ func (sf *spoolFile) Write(p []byte) (int, error) {
 	sf.size += int64(m)
 	sf.sp.release(n - int64(m))
 	if err != nil {
-		return m, fmt.Errorf("writing to the spool: %w", err)
+		return m, fmt.Errorf("%w: %w", errSpoolWrite, err)
 	}
 	return m, nil
 }

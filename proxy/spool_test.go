@@ -536,3 +536,37 @@ func TestSpoolReload(t *testing.T) {
 		t.Fatal("the backend heard of EICAR")
 	}
 }
+
+// TestSpoolDiskFull: a spool whose disk fills up before spool_max is
+// reached (a 1 MiB tmpfs under a 1 GiB spool_max) cuts the upload with
+// 452, logged as an error, and empties the spool; the backend never
+// hears of it, and the next upload that fits goes through.
+func TestSpoolDiskFull(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	dir := filepath.Join(ftptest.Tmpfs(t, 1<<20), "av")
+	g := startGate(t, be.Addr, gateOptions{
+		listenerExtra: `scan = "av"`,
+		extra: fmt.Sprintf("scan \"av\" {\n  engine = \"clamd\"\n  address = %q\n  mode = \"spool\"\n  spool_dir = %q\n  above_max = \"pass\"\n}\n",
+			"unix:"+clamd.Unix, dir),
+	})
+	c := g.login(t, be.User, be.Password)
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR big.bin")
+	written := writeData(d, randomBytes(t, 4*mib), time.Minute)
+	if msg := c.Expect(452); !strings.Contains(msg, "disk is full") {
+		t.Fatalf("452: %s", msg)
+	}
+	<-written
+	spoolEmpty(t, g, dir)
+	if code, msg := scanUpload(t, c, "small.txt", []byte("fits\n")); code != 226 {
+		t.Fatalf("upload after the disk filled up: %d %s", code, msg)
+	}
+	c.Cmd(221, "QUIT")
+	if backendSaw(t, be, "big.bin") {
+		t.Fatal("the backend heard of the upload")
+	}
+	if !g.logged("upload cut: the spool file could not be written") {
+		t.Fatal("not logged")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -179,12 +180,23 @@ func (x *transfer) spoolOutcome() (out outcome) {
 }
 
 // spoolRefused records a spooled upload cut while it was received (the
-// relay's rerr): the spool filled up (452, RFC 959's "insufficient
-// storage space"), or the upload passed max_size under above_max =
+// relay's rerr): the spool filled up, or the disk under it (452, RFC
+// 959's "insufficient storage space"), the spool file could not be
+// written (451), or the upload passed max_size under above_max =
 // "reject" (552, as an inline scan answers it). The backend saw nothing.
 func (x *transfer) spoolRefused(out *outcome, rerr error) {
 	sf := x.spool
 	fields := []zap.Field{zap.String("scan", sf.sp.name), zap.String("verb", x.verb), zap.String("path", x.path), zap.Int64("bytes", out.bytes)}
+	if errors.Is(rerr, errSpoolWrite) {
+		out.result = audit.Incomplete
+		out.reply = rewrite.NewReply(451, "Upload aborted: the proxy could not spool it; try again later.")
+		if errors.Is(rerr, syscall.ENOSPC) || errors.Is(rerr, syscall.EDQUOT) {
+			out.reply = rewrite.NewReply(452, "Insufficient storage space: the proxy's spool disk is full; try again later.")
+			x.s.srv.spools.m.refused.WithLabelValues(sf.sp.name, "during").Inc()
+		}
+		x.log.Error("upload cut: the spool file could not be written", append(fields, zap.String("file", sf.path), zap.Error(rerr))...)
+		return
+	}
 	if errors.Is(rerr, errSpoolFull) {
 		out.result = audit.Incomplete
 		out.reply = rewrite.NewReply(452, "Insufficient storage space: the proxy's upload spool filled up; try again later.")

@@ -384,7 +384,7 @@ func (x *transfer) brokenOff(out *outcome, rerr error) {
 		x.log.Info("upload cut at max_file_size", zap.String("verb", x.verb), zap.String("path", x.path),
 			zap.Int64("bytes", out.bytes), zap.Int64("offset", x.offset), zap.Int64("max_file_size", x.s.cfg.Limits.MaxFileSize))
 		return
-	case errors.Is(rerr, errSpoolFull), errors.Is(rerr, errSpoolTooLarge):
+	case errors.Is(rerr, errSpoolFull), errors.Is(rerr, errSpoolTooLarge), errors.Is(rerr, errSpoolWrite):
 		x.spoolRefused(out, rerr)
 		return
 	case x.cancelled():
