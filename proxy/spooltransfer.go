@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -240,42 +239,20 @@ func (x *transfer) forwardSpool(out *outcome) {
 	}
 	x.backend = bd
 	x.addLeg(bd.close)
-	if x.offset > 0 {
-		rep, err := x.be.roundTrip(rewrite.Command{Verb: "REST", Arg: strconv.FormatInt(x.offset, 10)}, x.timeouts.BackendReply)
-		if err != nil {
-			bd.close()
-			fail(audit.Failed, "Upload not stored: lost the connection to the FTP server.", err)
-			out.backendLost = err
-			return
-		}
-		if rep.Code != 350 {
-			bd.close()
-			out.result, out.reply = audit.Failed, rep
-			x.log.Info("backend refused REST of a spooled upload", zap.Int64("offset", x.offset), zap.String("reply", rep.String()))
-			return
-		}
-	}
-	cmd := rewrite.Command{Verb: x.verb, Arg: x.target} // the client's
-	if err := x.be.send(cmd); err != nil {
-		bd.close()
-		fail(audit.Failed, "Upload not stored: lost the connection to the FTP server.", err)
-		out.backendLost = err
-		return
-	}
-	out.backendIdle = false
-	first, err := x.be.read(x.timeouts.BackendReply)
+	first, refused, err := x.sendCommand(rewrite.Command{Verb: x.verb, Arg: x.target}) // the client's command
 	if err != nil {
 		bd.close()
 		fail(audit.Failed, "Upload not stored: lost the connection to the FTP server.", err)
 		out.backendLost = err
 		return
 	}
-	if first.Final() { // refused: permissions, quota…
+	if refused { // REST or the command refused: permissions, quota…
 		bd.close()
 		out.result, out.final = audit.Failed, first
 		x.log.Warn("FTP server refused a spooled upload", zap.String("verb", x.verb), zap.String("path", x.path), zap.String("reply", first.String()))
 		return
 	}
+	out.backendIdle = false
 	if name, ok := rewrite.STOUName(first); x.verb == "STOU" && ok {
 		x.named = x.s.cwd.fullPath(name)
 	}
