@@ -570,3 +570,40 @@ func TestSpoolDiskFull(t *testing.T) {
 		t.Fatal("not logged")
 	}
 }
+
+// TestSpoolMaxFileSize: a spooled upload cut at limits.max_file_size gets
+// the 552 that names the limit, and the backend hears nothing of it: a
+// file of the same name it held stays as it was (an inline upload's cut
+// removes the partial file with DELE; a spooled one has none).
+func TestSpoolMaxFileSize(t *testing.T) {
+	clamd := ftptest.StartClamd(t, 25<<20)
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	dir := filepath.Join(ftptest.TempDir(t), "spool")
+	g := startGate(t, be.Addr, gateOptions{
+		listenerExtra: `scan = "av"`,
+		extra: fmt.Sprintf("scan \"av\" {\n  engine = \"clamd\"\n  address = %q\n  mode = \"spool\"\n  spool_dir = %q\n}\n", "unix:"+clamd.Unix, dir) +
+			"limits {\n  max_file_size = \"1MiB\"\n}\n",
+	})
+	kept := filepath.Join(be.Root, "kept.bin")
+	if err := os.WriteFile(kept, []byte("held before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "STOR kept.bin")
+	written := writeData(d, randomBytes(t, 8*mib), time.Minute)
+	if msg := c.Expect(552); !strings.Contains(msg, "1MiB") {
+		t.Fatalf("552 %q does not name the limit", msg)
+	}
+	<-written
+	spoolEmpty(t, g, dir)
+	c.Cmd(200, "NOOP")
+	c.Cmd(221, "QUIT")
+	if got, err := os.ReadFile(kept); err != nil || string(got) != "held before\n" || backendSaw(t, be, "kept.bin") {
+		t.Fatalf("the backend heard of the upload (its file: %q %v)", got, err)
+	}
+	if e := g.transferEvent(t, "/kept.bin"); e["result"] != "too_large" || e["scan_mode"] != "spool" || e["partial_file"] != nil {
+		t.Fatalf("transfer event: %v", e)
+	}
+}
