@@ -349,7 +349,7 @@ func TestSpoolFull(t *testing.T) {
 
 // TestSpoolAboveMax: under above_max = "reject", an upload is cut as soon
 // as it passes max_size (552), not spooled whole; the backend never
-// hears of it.
+// hears of it. Under "pass" it goes through, partly scanned.
 func TestSpoolAboveMax(t *testing.T) {
 	clamd := ftptest.StartClamd(t, 25<<20)
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
@@ -368,6 +368,24 @@ func TestSpoolAboveMax(t *testing.T) {
 		t.Fatal("the backend heard of the upload")
 	}
 	if e := g.transferEvent(t, "/big.bin"); e["scan"] != "too_large" || e["result"] != "rejected" || e["bytes"].(float64) >= 8*mib {
+		t.Fatalf("transfer event: %v", e)
+	}
+
+	// Under above_max = "pass" it is spooled whole, its first max_size
+	// bytes scanned, and sent on.
+	g, dir = spoolGate(t, be, fmt.Sprintf("address = %q\nmax_size = \"64K\"\nabove_max = \"pass\"", "unix:"+clamd.Unix))
+	c = g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	data := randomBytes(t, 3*mib)
+	if code, msg := scanUpload(t, c, "passed.bin", data); code != 226 {
+		t.Fatalf("upload under above_max = pass: %d %s", code, msg)
+	}
+	spoolEmpty(t, g, dir)
+	c.Cmd(221, "QUIT")
+	if got, err := os.ReadFile(filepath.Join(be.Root, "passed.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file on the backend differs (%d bytes, %v)", len(got), err)
+	}
+	if e := g.transferEvent(t, "/passed.bin"); e["scan"] != "partial" || e["result"] != "complete" {
 		t.Fatalf("transfer event: %v", e)
 	}
 }
