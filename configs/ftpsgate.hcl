@@ -344,6 +344,19 @@ policy {
 #   # Which uploads are scanned. APPE and a STOR after REST are scanned for
 #   # the bytes they send, not the whole file.
 #   verbs = ["STOR", "APPE", "STOU"]
+#   # "inline" (the default: streamed to the backend and to clamd at once, an
+#   # infected file deleted after) or "spool": the upload is received whole
+#   # into spool_dir and scanned there, and only a clean file is sent on (the
+#   # proxy's own EPSV and STOR): the backend never holds malware, at the cost
+#   # of disk and of the whole file's latency before the backend's 226.
+#   mode = "inline"
+#   # mode = "spool" only. Created 0700; files 0600, removed on every path, and
+#   # a crashed run's removed at start: one directory per scan block and per
+#   # proxy. Default: /var/lib/ftpsgate/spool/NAME (the unit's state directory).
+#   spool_dir = "/var/lib/ftpsgate/spool/clamav"
+#   # mode = "spool" only: the spool's bytes, all sessions together. An upload
+#   # that finds it full, or fills it, gets 452. Default 1GiB.
+#   spool_max = "1GiB"
 # }
 
 # A notify block posts audit events to an HTTP endpoint (README: "Notify on

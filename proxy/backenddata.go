@@ -64,8 +64,12 @@ func (bd *backendData) closeNotified() bool {
 
 // close resets the leg (TCP RST, so that a broken upload is never taken
 // for a complete file) and stops any wait for the backend's connection. It
-// may be called more than once, from any goroutine.
+// may be called more than once, from any goroutine, and on nil (a spooled
+// upload's leg before it is opened).
 func (bd *backendData) close() {
+	if bd == nil {
+		return
+	}
 	bd.mu.Lock()
 	defer bd.mu.Unlock()
 	bd.dead = true

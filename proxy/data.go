@@ -257,6 +257,10 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 		}
 	}
 	if sc := s.login.scan; x.direction == audit.Upload && sc.Scans(cmd.Verb) {
+		x.scanMode = sc.Mode.String()
+		if sc.Mode == config.ScanSpool {
+			return x.startSpooled(cmd, sc, active)
+		}
 		if ok, err := x.openScan(cmd, sc); !ok {
 			return err
 		}
@@ -298,30 +302,12 @@ func (x *transfer) begin(cmd rewrite.Command, active netip.AddrPort) (bool, erro
 		x.log.Warn("backend data connection failed", zap.String("verb", cmd.Verb), zap.Error(err))
 		return false, x.s.reply(cmd, 425, "Cannot open data connection to the FTP server.")
 	}
-	if x.offset > 0 {
-		rep, err := x.be.roundTrip(rewrite.Command{Verb: "REST", Arg: strconv.FormatInt(x.offset, 10)}, x.timeouts.BackendReply)
-		if err != nil {
-			abandon()
-			return false, err
-		}
-		if rep.Code != 350 {
-			abandon()
-			x.log.Info("backend refused REST", zap.Int64("offset", x.offset), zap.String("reply", rep.String()))
-			return false, x.s.sendReply(cmd.Verb, rep)
-		}
-	}
-	if err := x.be.send(cmd); err != nil {
-		abandon()
-		return false, err
-	}
-	first, err := x.be.read(x.timeouts.BackendReply)
+	first, refused, err := x.sendCommand(cmd)
 	if err != nil {
 		abandon()
 		return false, err
 	}
-	if first.Final() { // refused (550…), or done without data
-		// vsftpd, pure-ftpd and ProFTPD forget a REST when they refuse
-		// its command (TestRESTHeldUntilItsTransfer).
+	if refused {
 		abandon()
 		return false, x.s.sendReply(cmd.Verb, first)
 	}
@@ -344,6 +330,35 @@ func (x *transfer) begin(cmd rewrite.Command, active netip.AddrPort) (bool, erro
 	x.announced, x.sized = rewrite.AnnouncedSize(first)
 	x.addLeg(x.backend.close)
 	return true, nil
+}
+
+// sendCommand sends the transfer command cmd to the backend, after REST
+// when the transfer has a restart offset, and reads the backend's first
+// reply: a preliminary one (150), or, when refused reports true, the one
+// that ends the transfer there (REST refused, the command refused or done
+// without data). err is a failure of the backend's control connection.
+func (x *transfer) sendCommand(cmd rewrite.Command) (first *rewrite.Reply, refused bool, err error) {
+	if x.offset > 0 {
+		rep, err := x.be.roundTrip(rewrite.Command{Verb: "REST", Arg: strconv.FormatInt(x.offset, 10)}, x.timeouts.BackendReply)
+		if err != nil {
+			return nil, false, err
+		}
+		if rep.Code != 350 {
+			x.log.Info("backend refused REST", zap.Int64("offset", x.offset), zap.String("reply", rep.String()))
+			return rep, true, nil
+		}
+	}
+	if err := x.be.send(cmd); err != nil {
+		return nil, false, err
+	}
+	first, err = x.be.read(x.timeouts.BackendReply)
+	if err != nil {
+		return nil, false, err
+	}
+	// A final reply: refused (550…), or done without data. vsftpd,
+	// pure-ftpd and ProFTPD forget a REST when they refuse its command
+	// (TestRESTHeldUntilItsTransfer).
+	return first, first.Final(), nil
 }
 
 // transferPath is the file a transfer command names: its argument, or for

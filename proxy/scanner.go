@@ -229,7 +229,7 @@ func (x *transfer) openScan(cmd rewrite.Command, cfg *config.Scan) (bool, error)
 	s.audit.Transfer(audit.Transfer{
 		Verb: cmd.Verb, Direction: x.direction, Path: cmd.Arg, Result: audit.Failed, Announced: -1, Code: 451,
 		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
-		Scan: scanError, ScanError: err.Error(),
+		Scan: scanError, ScanError: err.Error(), ScanMode: cfg.Mode.String(),
 	})
 	s.srv.metrics.transfer(x.direction, audit.Failed, 0, 0)
 	return false, s.reply(cmd, 451, "Upload refused: the malware scanner is unavailable; try again later.")
@@ -252,7 +252,7 @@ func (x *transfer) judge(out outcome) outcome {
 		out.scan = scanNone
 		return out
 	}
-	cfg, m := u.cfg, x.s.srv.metrics
+	cfg := u.cfg
 	// The data are all in: the client leg ends now, as finish would end
 	// it, so that the client reads the control channel (and may send
 	// NOOP or STAT) while the verdict is pending.
@@ -273,6 +273,19 @@ func (x *transfer) judge(out outcome) outcome {
 		out.reply = rewrite.NewReply(426, "Transfer aborted before the malware scan's verdict.")
 		return out
 	}
+	if reply := x.decide(&out, since); reply != nil {
+		out.result, out.reply = audit.Rejected, reply
+		out.deleted = x.deleteUpload(&out)
+	}
+	return out
+}
+
+// decide reads the verdict of the upload's scan, which has come (the
+// wait for it began at since), into out, and returns the reply of a
+// refused upload, or nil when the upload is accepted.
+func (x *transfer) decide(out *outcome, since time.Time) *rewrite.Reply {
+	u := x.scan
+	cfg, m := u.cfg, x.s.srv.metrics
 	m.scanWaited(cfg, time.Since(since))
 	v, err := u.verdict, u.err
 	fields := []zap.Field{zap.String("scan", cfg.Name), zap.Stringer("engine", cfg.Engine), zap.String("verb", x.verb), zap.String("path", x.path),
@@ -306,11 +319,7 @@ func (x *transfer) judge(out outcome) outcome {
 		x.log.Debug("upload scanned clean", fields...)
 	}
 	m.scanVerdict(cfg, out.scan)
-	if reply != nil {
-		out.result, out.reply = audit.Rejected, reply
-		out.deleted = x.deleteUpload(&out)
-	}
-	return out
+	return reply
 }
 
 // deleteUpload deletes the upload's file on the backend (DELE over the

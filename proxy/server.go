@@ -120,6 +120,9 @@ type Server struct {
 	agents *agentHub
 	// notifier posts audit events to the notify blocks (notifier.go).
 	notifier *notifier
+	// spools: the spools of scan blocks in mode "spool", opened by Start
+	// and by Reload (spool.go).
+	spools *spoolSet
 
 	certEvery time.Duration
 	stop      chan struct{} // closed by Shutdown
@@ -149,6 +152,7 @@ func New(cfg *config.Config, opt Options) *Server {
 	s.notifier = newNotifier(s.log, s.metrics.reg)
 	s.audit = s.audit.WithTap(s.notifier)
 	s.stateM = newStateMetrics(s.metrics.reg)
+	s.spools = newSpoolSet(s.metrics.reg)
 	s.stateM.up.Set(1) // in memory: always up; a redis state sets its own
 	s.stop = make(chan struct{})
 	s.certEvery = opt.CertCheckInterval
@@ -167,6 +171,9 @@ func New(cfg *config.Config, opt Options) *Server {
 // none stays open and the error names it.
 func (s *Server) Start() error {
 	if err := s.checkConfig(s.config()); err != nil {
+		return err
+	}
+	if err := s.spools.open(s.config(), s.log); err != nil {
 		return err
 	}
 	if err := s.shareState(s.config()); err != nil {
@@ -273,6 +280,10 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
 	if err := s.agents.checkReload(cfg.AgentListener); err != nil {
+		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	if err := s.spools.open(cfg, s.log); err != nil {
 		s.log.Error("reload refused; the running configuration stays", zap.Error(err))
 		return fmt.Errorf("reload refused, nothing changed: %w", err)
 	}
@@ -471,6 +482,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.state.close()
 	// After the sessions, whose last events it posts: within ctx.
 	defer s.notifier.close(ctx)
+	defer s.spools.sweep(s.log) // after every transfer, whose own files are gone
 	select {
 	case <-done:
 		return nil

@@ -370,7 +370,7 @@ func (s *session) close(how string) {
 	// A scanned upload deletes its unjudged file with DELE on the
 	// backend's control connection (scanner.go): it stays open until
 	// the transfer ends, each of its waits bounded by backend_reply.
-	scanned := x != nil && x.scan != nil
+	scanned := x != nil && x.scan != nil && x.spool == nil // a spooled upload deletes nothing
 	if s.be != nil && !scanned {
 		s.be.close() // also ends a transfer's wait for its final reply
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,17 @@ type transfer struct {
 	scanOutcome, scanErr string
 	target               string
 	judging              atomic.Bool
+	// scanMode is the scan block's mode ("inline", "spool"), "" for an
+	// upload no scan block covers. A spooled upload (spooltransfer.go)
+	// has its spool file, spool, the transfer goroutine's from run on;
+	// named, the full path of the file a STOU made on the backend;
+	// forwarding is set while it is sent on to the backend, sent
+	// counting its bytes (STAT says so).
+	scanMode   string
+	spool      *spoolFile
+	named      string
+	forwarding atomic.Bool
+	sent       atomic.Int64
 
 	// state: transferRunning until the transfer goroutine is about to send
 	// its final reply (transferDone), or until the client asks to abort
@@ -163,6 +175,9 @@ func (x *transfer) during(cmd rewrite.Command) *rewrite.Reply {
 	switch {
 	case cmd.Verb == "NOOP":
 		return rewrite.NewReply(200, "NOOP ok; transfer in progress.")
+	case cmd.Verb == "STAT" && cmd.Arg == "" && x.forwarding.Load():
+		return rewrite.NewReply(211, fmt.Sprintf("Upload of %s scanned clean; sending it to the FTP server: %d of %d bytes.",
+			x.path, x.sent.Load(), x.bytes.Load()))
 	case cmd.Verb == "STAT" && cmd.Arg == "" && x.judging.Load():
 		return rewrite.NewReply(211, fmt.Sprintf("Upload of %s received, %d bytes; waiting for the malware scan's verdict for %s.",
 			x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
@@ -193,6 +208,10 @@ func (x *transfer) run() {
 		x.s.transferEnded(x.lost)
 		close(x.done)
 	}()
+	if x.spool != nil {
+		x.finish(x.spoolOutcome())
+		return
+	}
 	x.finish(x.judge(x.outcome()))
 }
 
@@ -219,6 +238,12 @@ type outcome struct {
 	// and whether the file was deleted on the backend.
 	scan, signature, scanErr string
 	deleted                  bool
+	// backendIdle: the backend was never sent the transfer command (a
+	// spooled upload before it is sent on), so an ABOR is not its
+	// business. spooled is how long a spooled upload was held before it
+	// was sent on.
+	backendIdle bool
+	spooled     time.Duration
 }
 
 // outcome connects both data legs, relays, and reads the backend's final
@@ -319,14 +344,20 @@ func (x *transfer) relayLegs(out *outcome) error {
 	if x.scan != nil {
 		tee = x.scan.feed
 	}
-	n, err := relay(x.backend.conn, cd.conn, true, stall, &x.bytes, out.flow, tee)
+	var dst net.Conn = x.spool // a spooled upload is received into its spool file
+	if x.spool == nil {
+		dst = x.backend.conn
+	}
+	n, err := relay(dst, cd.conn, true, stall, &x.bytes, out.flow, tee)
 	out.bytes = n
 	x.s.bytesUp.Add(n)
 	if errors.Is(err, errFileTooLarge) {
 		// Cut here: the client stops sending at once, and is told why
 		// on the control connection (552).
 		out.tooLarge = true
-		x.cleaning.Store(true) // before the client can see the cut
+		if x.spool == nil { // a spooled upload left nothing on the backend
+			x.cleaning.Store(true) // before the client can see the cut
+		}
 		resetLeg(cd.tcp)
 		return err
 	}
@@ -352,6 +383,9 @@ func (x *transfer) brokenOff(out *outcome, rerr error) {
 		x.s.srv.metrics.tooLarge.Inc()
 		x.log.Info("upload cut at max_file_size", zap.String("verb", x.verb), zap.String("path", x.path),
 			zap.Int64("bytes", out.bytes), zap.Int64("offset", x.offset), zap.Int64("max_file_size", x.s.cfg.Limits.MaxFileSize))
+		return
+	case errors.Is(rerr, errSpoolFull), errors.Is(rerr, errSpoolTooLarge), errors.Is(rerr, errSpoolWrite):
+		x.spoolRefused(out, rerr)
 		return
 	case x.cancelled():
 		// By the client's ABOR, or by the session's end (the client

@@ -54,6 +54,9 @@ func (x *transfer) finish(out outcome) {
 		reply = x.abortBackend(&out, reply)
 	}
 	switch {
+	case x.spool != nil:
+		// Spooled: the backend holds only what was scanned clean and
+		// sent on; there is nothing to delete.
 	case x.scan != nil && out.scan == scanNone && out.bytes > 0 && !out.deleted:
 		// A scanned upload that did not complete (one cut at
 		// max_file_size too) was not judged: what reached the backend
@@ -99,16 +102,21 @@ func (x *transfer) record(out outcome, code int) {
 		throttled, rateLimit, rateLevel = f.waited, int64(f.slowest), f.slowestAt.String()
 		fields = append(fields, zap.Duration("throttled", throttled), zap.String("rate_limit", f.rateLimit()))
 	}
+	path := x.path
+	if x.named != "" {
+		path = x.named
+	}
 	x.log.Info("transfer", fields...)
 	s.audit.Transfer(audit.Transfer{
 		Throttled: throttled, RateLimit: rateLimit, RateLevel: rateLevel, PartialFile: out.partial,
-		Verb: x.verb, Direction: x.direction, Path: x.path, Bytes: out.bytes, Duration: d,
+		Verb: x.verb, Direction: x.direction, Path: path, Bytes: out.bytes, Duration: d,
 		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
 		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
 		Resumed: out.client != nil && out.client.resumed, ResumedFrom: resumedFrom,
 		Code:   code,
 		Client: s.client.addr.Addr().String(), User: s.login.user, Binary: x.binary, File: x.file,
 		Scan: out.scan, Signature: out.signature, ScanError: out.scanErr, Deleted: out.deleted,
+		ScanMode: x.scanMode, Spooled: out.spooled,
 	})
 	s.srv.metrics.transfer(x.direction, out.result, out.bytes, d)
 }
@@ -119,7 +127,7 @@ func (x *transfer) record(out outcome, code int) {
 // it had completed; the ABOR itself then gets 226.
 func (x *transfer) abortBackend(out *outcome, reply *rewrite.Reply) *rewrite.Reply {
 	abor := rewrite.Command{Verb: "ABOR"}
-	if out.backendLost == nil {
+	if out.backendLost == nil && !out.backendIdle {
 		if err := x.be.send(abor); err != nil {
 			out.backendLost = err
 		} else {

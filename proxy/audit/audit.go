@@ -324,6 +324,12 @@ type Transfer struct {
 	// "none") never judged. False with Result "rejected" means the
 	// deletion failed: the file is there.
 	Deleted bool
+	// ScanMode is the scan block's mode, "inline" or "spool"; Spooled,
+	// under "spool", how long the upload was held on the proxy before it
+	// was sent on to the server: received whole, then scanned (the whole
+	// transfer, when it was never sent on).
+	ScanMode string
+	Spooled  time.Duration
 }
 
 // What became of the partial file of an upload cut at max_file_size.
@@ -371,7 +377,13 @@ func (s *Session) Transfer(t Transfer) {
 		if t.ScanError != "" {
 			fs = text(fs, "scan_error", t.ScanError)
 		}
-		if t.Result == Rejected || t.Deleted {
+		if t.ScanMode != "" {
+			fs = text(fs, "scan_mode", t.ScanMode)
+		}
+		if t.ScanMode == "spool" {
+			fs = append(fs, zap.Int64("spool_ms", t.Spooled.Milliseconds()))
+		}
+		if (t.Result == Rejected && t.ScanMode != "spool") || t.Deleted { // a spooled upload is never on the server to delete
 			fs = append(fs, zap.Bool("deleted", t.Deleted))
 		}
 	}

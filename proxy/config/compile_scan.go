@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/x509"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 var (
 	scanEngines = enum[ScanEngine]{{name: "clamd", value: Clamd}, {name: "icap", value: ICAP}}
 	scanActions = enum[ScanAction]{{name: "reject", value: ScanReject, note: "the default"}, {name: "pass", value: ScanPass}}
+	scanModes   = enum[ScanMode]{{name: "inline", value: ScanInline, note: "the default"}, {name: "spool", value: ScanSpool}}
 	// scanVerbs are the verbs a scan block may name: the uploads.
 	scanVerbs = []string{"STOR", "APPE", "STOU"}
 )
@@ -28,6 +30,22 @@ func (c *compiler) scans(fs *fileSchema, cfg *Config) {
 			continue
 		}
 		cfg.Scans[sb.Name] = c.scan(sb)
+	}
+	// A spool's stale files are removed at start: two blocks sharing a
+	// directory would remove each other's.
+	spools := map[string]string{}
+	for i := range fs.Scans {
+		sb := &fs.Scans[i]
+		s := cfg.Scans[sb.Name]
+		if s == nil || s.Mode != ScanSpool || s.SpoolDir == "" {
+			continue
+		}
+		if other, dup := spools[s.SpoolDir]; dup && other != sb.Name {
+			c.errorf(at(sb.SpoolDirAt, sb.DefRange), "Duplicate spool_dir",
+				"scan %q spools into %s, as scan %q does: each spool needs a directory of its own, whose stale files are removed at start.", sb.Name, s.SpoolDir, other)
+			continue
+		}
+		spools[s.SpoolDir] = sb.Name
 	}
 }
 
@@ -64,6 +82,7 @@ func (c *compiler) scan(sb *scanBlock) *Scan {
 			}
 		}
 	}
+	c.spool(sb, s)
 	return s
 }
 
@@ -102,6 +121,45 @@ func (c *compiler) scanAddress(sb *scanBlock, s *Scan) {
 		c.errorf(r, "Invalid ca_file", "%q holds no PEM certificate.", *sb.CAFile)
 	default:
 		s.RootCAs = pool
+	}
+}
+
+// spool compiles mode, spool_dir and spool_max into s.
+func (c *compiler) spool(sb *scanBlock, s *Scan) {
+	choose(c, at(sb.ModeAt, sb.DefRange), "Invalid scan mode", "mode", sb.Mode, &s.Mode, scanModes, "")
+	if s.Mode != ScanSpool {
+		for _, a := range []struct {
+			set  bool
+			r    hcl.Range
+			name string
+		}{{sb.SpoolDir != nil, sb.SpoolDirAt, "spool_dir"}, {sb.SpoolMax != nil, sb.SpoolMaxAt, "spool_max"}} {
+			if a.set {
+				c.errorf(at(a.r, sb.DefRange), "Invalid "+a.name, "%s applies to mode = \"spool\" only; this scan block is %s.", a.name, s.Mode)
+			}
+		}
+		return
+	}
+	s.SpoolDir = filepath.Join(DefaultSpoolRoot, sb.Name)
+	if sb.SpoolDir != nil {
+		d := *sb.SpoolDir
+		if !filepath.IsAbs(d) || filepath.Clean(d) == "/" {
+			c.errorf(at(sb.SpoolDirAt, sb.DefRange), "Invalid spool_dir",
+				"spool_dir must be an absolute directory path other than /, not %q: the proxy creates it and removes stale files from it.", d)
+		}
+		s.SpoolDir = filepath.Clean(d)
+	}
+	if sb.SpoolMax != nil {
+		n, err := ParseSize(*sb.SpoolMax, false)
+		if err != nil || n <= 0 {
+			c.errorf(at(sb.SpoolMaxAt, sb.DefRange), "Invalid spool_max",
+				"spool_max must be a positive size such as \"10GiB\", not %q.", *sb.SpoolMax)
+			return
+		}
+		s.SpoolMax = n
+	}
+	if s.AboveMax == ScanReject && s.SpoolMax < s.MaxSize {
+		c.errorf(at(sb.SpoolMaxAt, sb.DefRange), "Invalid spool_max",
+			"spool_max (%d bytes) is below max_size (%d bytes): an upload the scan accepts would not fit in the spool.", s.SpoolMax, s.MaxSize)
 	}
 }
 

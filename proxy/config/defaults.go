@@ -156,9 +156,12 @@ const DefaultAdminAddress = "127.0.0.1:9100"
 // larger than that, or one the scanner gives no verdict on, rejected
 // (above_max and on_error "reject": neither a large file nor a scanner's
 // outage is a way past the scan); STOR, APPE and STOU scanned.
+//
+// Inline, unless mode "spool" is chosen; under "spool", a spool of 1 GiB (forty
+// uploads of the default max_size) in DefaultSpoolRoot/NAME.
 func defaultScan() *Scan {
 	return &Scan{Timeout: 60 * time.Second, MaxSize: 25 << 20, AboveMax: ScanReject, OnError: ScanReject,
-		Verbs: []string{"STOR", "APPE", "STOU"}}
+		Verbs: []string{"STOR", "APPE", "STOU"}, Mode: ScanInline, SpoolMax: 1 << 30}
 }
 
 // defaultNotify is a notify block's defaults: 10 s per attempt; 1024
@@ -170,6 +173,12 @@ func defaultNotify() *Notify {
 	return &Notify{Timeout: 10 * time.Second, Queue: 1024, Workers: 2, Retries: 8, Backoff: time.Second,
 		MaxBackoff: time.Minute, MaxAge: 15 * time.Minute, DrainTimeout: 5 * time.Second}
 }
+
+// DefaultSpoolRoot holds the spool of each scan block in mode "spool"
+// that names no spool_dir, in a directory named after the block: under
+// the state directory the systemd unit gives the service
+// (StateDirectory=ftpsgate), on disk, writable by the service alone.
+const DefaultSpoolRoot = "/var/lib/ftpsgate/spool"
 
 // DefaultACMEDirectory is an acme block's CA when it names none: Let's
 // Encrypt's production directory.

@@ -392,6 +392,12 @@ type scanBlock struct {
 	VerbsAt    hcl.Range `hcl:"verbs,attr_value_range"`
 	CAFile     *string   `hcl:"ca_file"` // icaps:// only
 	CAFileAt   hcl.Range `hcl:"ca_file,attr_value_range"`
+	Mode       *string   `hcl:"mode"`
+	ModeAt     hcl.Range `hcl:"mode,attr_value_range"`
+	SpoolDir   *string   `hcl:"spool_dir"`
+	SpoolDirAt hcl.Range `hcl:"spool_dir,attr_value_range"`
+	SpoolMax   *string   `hcl:"spool_max"`
+	SpoolMaxAt hcl.Range `hcl:"spool_max,attr_value_range"`
 }
 
 type notifyBlock struct {

@@ -760,6 +760,51 @@ type Scan struct {
 	// by default). APPE and a STOR after REST are scanned for the bytes
 	// they send, not the whole file they leave.
 	Verbs []string
+	// Mode is how an upload meets the scanner: ScanInline (the default:
+	// it streams to the backend and to the scanner at once, and an
+	// infected file is deleted on the backend after the fact) or
+	// ScanSpool (it is received whole into SpoolDir and scanned there;
+	// only a clean file is then sent to the backend, which never holds
+	// malware, even briefly, at the cost of disk and of the whole
+	// file's latency).
+	Mode ScanMode
+	// SpoolDir is the directory spooled uploads are written to (mode
+	// "spool" only), created mode 0700 by the proxy; its files are mode
+	// 0600, created exclusively, and removed on every path. A file of
+	// the spool's name pattern found there at start is a crashed run's
+	// and is removed: no two scan blocks, and no two proxies, may share
+	// one. Default: DefaultSpoolRoot/NAME (the systemd unit's state
+	// directory; not /tmp, which other local users can write to, and
+	// which is often memory).
+	SpoolDir string
+	// SpoolMax bounds the bytes of SpoolDir's files, all sessions
+	// together (mode "spool" only): an upload that finds it full is
+	// refused with 452 before it is received, one that fills it while
+	// it is received is cut with 452. It stops a few clients from
+	// filling the proxy's disk. Default 1 GiB.
+	SpoolMax int64
+}
+
+// ScanMode is how an upload meets the scanner.
+type ScanMode int
+
+const (
+	// ScanInline streams an upload to the backend and to the scanner
+	// at once; the final reply waits for the verdict.
+	ScanInline ScanMode = iota
+	// ScanSpool receives an upload whole into the spool and scans it
+	// there; only a clean file is sent on to the backend.
+	ScanSpool
+)
+
+func (m ScanMode) String() string {
+	switch m {
+	case ScanInline:
+		return "inline"
+	case ScanSpool:
+		return "spool"
+	}
+	return "invalid"
 }
 
 // Scans reports whether uploads by verb go through the scanner.
