@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -35,8 +36,13 @@ scan "inline" {
 }
 `
 
+// spoolConfig is spoolTmpl followed by validTmpl, whose listener names
+// the scan block "av" (as scanConfig does with scanTmpl).
 func spoolConfig(t *testing.T) string {
-	return strings.Replace(scanConfig(t), scanTmpl, spoolTmpl, 1)
+	t.Helper()
+	cert, key := testCert(t)
+	src := spoolTmpl + fmt.Sprintf(validTmpl, cert, key)
+	return strings.Replace(src, `backend        = "legacy"`, "backend        = \"legacy\"\n  scan           = \"av\"", 1)
 }
 
 func TestScanSpoolSettings(t *testing.T) {
