@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,6 +166,19 @@ func TestQuotaDownload(t *testing.T) {
 	}
 	if q := g.srv.Status().Sessions[0].QuotaDown; q == nil || q.Used != 2*mib {
 		t.Fatalf("status after the download: %+v", q)
+	}
+	for path, want := range map[string]string{
+		"/status":      "download: 2MiB of 3MiB per 1h used; it resets at " + resetsAt(time.Hour),
+		"/status.json": `"rate_limit_down": 1048576,
+      "quota_down": {
+        "used": 2097152,
+        "limit": 3145728,`,
+	} {
+		rec := httptest.NewRecorder()
+		g.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if body := rec.Body.String(); !strings.Contains(body, want) {
+			t.Fatalf("%s lacks %q:\n%s", path, want, body)
+		}
 	}
 
 	local := filepath.Join(t.TempDir(), "big.bin")
