@@ -117,7 +117,8 @@ func TestAdminPprof(t *testing.T) {
 func TestTrafficMetrics(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "m.bin", randomBytes(t, 3*mib/2))
-	g := startGate(t, be.Addr, gateOptions{extra: "rates {\n  transfer_down = \"1MiB\"\n  quota_down = \"1MiB\"\n}"})
+	ps, _ := quotaPeriod(t)
+	g := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf("rates {\n  transfer_down = \"1MiB\"\n  quota_down = \"1MiB\"\n  quota_period = %q\n}", ps)})
 	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
 	d := c.DialData(c.EPSV())

@@ -10,10 +10,25 @@ import (
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 )
 
-// testQuotaKey is the key of bob's upload quota of period in the window
-// holding now.
-func testQuotaKey(period time.Duration) quotaKey {
-	return newQuotaKey("user:bob", config.Quota{Up: 1, Period: period}, true, time.Now())
+// testPeriod is a quota period whose window holding now ends at least
+// five minutes from now, so that no count is dropped midway through a
+// test (windows of 1, 7, 11 and 13 hours end together only at multiples
+// of 1001 hours from the epoch).
+func testPeriod(t *testing.T) time.Duration {
+	t.Helper()
+	for _, h := range []time.Duration{1, 7, 11, 13} {
+		if _, end := (config.Quota{Period: h * time.Hour}).Window(time.Now()); time.Until(end) > 5*time.Minute {
+			return h * time.Hour
+		}
+	}
+	t.Fatal("every candidate quota period ends within five minutes")
+	return 0
+}
+
+// testQuotaKey is the key of bob's upload quota in a window holding now
+// that ends at least five minutes from now.
+func testQuotaKey(t *testing.T) quotaKey {
+	return newQuotaKey("user:bob", config.Quota{Up: 1, Period: testPeriod(t)}, true, time.Now())
 }
 
 // TestQuotaCounts: what a quota count takes, in memory and shared through
@@ -34,6 +49,7 @@ func TestQuotaCounts(t *testing.T) {
 	}
 	mr := miniredis.RunT(t)
 	clock := newTestClock()
+	k := testQuotaKey(t)
 	for _, st := range []struct {
 		name  string
 		state sharedState
@@ -42,7 +58,6 @@ func TestQuotaCounts(t *testing.T) {
 		{"redis", newTestInstance(t, mr.Addr(), clock, banRules(3))},
 	} {
 		t.Run(st.name, func(t *testing.T) {
-			k := testQuotaKey(time.Hour)
 			for i, s := range steps {
 				if added, used := st.state.quota(k, s.n, s.limit); added != s.added || used != s.used {
 					t.Fatalf("step %d: quota(%d, limit %d) = %d, %d; want %d, %d", i, s.n, s.limit, added, used, s.added, s.used)
@@ -59,7 +74,6 @@ func TestQuotaCounts(t *testing.T) {
 		})
 	}
 	// Redis keeps the count until the window's end, and no longer.
-	k := testQuotaKey(time.Hour)
 	key := "t:quota:" + k.String()
 	if ttl := mr.TTL(key); ttl <= 0 || ttl > time.Until(k.end)+time.Second || ttl < time.Until(k.end)-time.Second {
 		t.Fatalf("%s expires in %s, want at the window's end, in %s", key, ttl, time.Until(k.end))
@@ -78,7 +92,7 @@ func TestSharedQuotaFallback(t *testing.T) {
 	clock := newTestClock()
 	a := newTestInstance(t, mr.Addr(), clock, banRules(3))
 	b := newTestInstance(t, mr.Addr(), clock, banRules(3))
-	k := testQuotaKey(24 * time.Hour)
+	k := testQuotaKey(t)
 	if added, used := a.quota(k, 200, 1000); added != 200 || used != 200 {
 		t.Fatalf("a: %d, %d", added, used)
 	}
@@ -113,7 +127,7 @@ func TestSharedQuotaFallback(t *testing.T) {
 // the next window when one ends.
 func TestQuotaLease(t *testing.T) {
 	st := newMemoryState(banRules(3))
-	q := config.Quota{Up: 1 << 20, Period: time.Hour}
+	q := config.Quota{Up: 1 << 20, Period: testPeriod(t)}
 	now := time.Now()
 	l := &quotaLease{st: st, key: newQuotaKey("user:bob", q, true, now), quota: q, limit: q.Up}
 	passed := 0

@@ -30,6 +30,22 @@ func resetsAt(period time.Duration) string {
 	return end.UTC().Format("2006-01-02 15:04:05 MST")
 }
 
+// quotaPeriod is a quota_period whose window holding now ends at least
+// five minutes from now: a test running across a window's end would see
+// its counts start again. Windows of 1, 7, 11, 13 and 17 hours end
+// together only at multiples of 17017 hours from the epoch.
+func quotaPeriod(t *testing.T) (string, time.Duration) {
+	t.Helper()
+	for _, h := range []int{1, 7, 11, 13, 17} {
+		d := time.Duration(h) * time.Hour
+		if _, end := (config.Quota{Period: d}).Window(time.Now()); time.Until(end) > 5*time.Minute {
+			return fmt.Sprintf("%dh", h), d
+		}
+	}
+	t.Fatal("every candidate quota period ends within five minutes")
+	return "", 0
+}
+
 // waitTransfers polls g's audit until it holds n transfer events.
 func waitTransfers(t *testing.T, g *gate, n int) []map[string]any {
 	t.Helper()
@@ -47,7 +63,8 @@ func waitTransfers(t *testing.T, g *gate, n int) []map[string]any {
 func TestQuotaUpload(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "down.bin", randomBytes(t, 4*mib))
-	g := startGate(t, be.Addr, gateOptions{extra: "rates {\n  quota_up = \"3MiB\"\n}"})
+	ps, pd := quotaPeriod(t)
+	g := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf("rates {\n  quota_up = \"3MiB\"\n  quota_period = %q\n}", ps)})
 
 	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
@@ -61,7 +78,7 @@ func TestQuotaUpload(t *testing.T) {
 	c.Cmd(150, "STOR second.bin")
 	written := writeData(d, randomBytes(t, 4*mib), time.Minute)
 	msg := c.Expect(552)
-	want := "the upload quota of 3MiB per 24h is used up; it resets at " + resetsAt(24*time.Hour)
+	want := "the upload quota of 3MiB per " + ps + " is used up; it resets at " + resetsAt(pd)
 	if !strings.Contains(msg, want) {
 		t.Fatalf("552 %q does not say %q", msg, want)
 	}
@@ -74,7 +91,7 @@ func TestQuotaUpload(t *testing.T) {
 
 	// Past the quota: refused before the backend sees the command.
 	d = c.DialData(c.EPSV())
-	if msg := c.Cmd(552, "STOR third.bin"); msg != "Upload quota exceeded: 3MiB per 24h used; it resets at "+resetsAt(24*time.Hour)+"." {
+	if msg := c.Cmd(552, "STOR third.bin"); msg != "Upload quota exceeded: 3MiB per "+ps+" used; it resets at "+resetsAt(pd)+"." {
 		t.Fatalf("refusal %q", msg)
 	}
 	d.Close()
@@ -91,7 +108,7 @@ func TestQuotaUpload(t *testing.T) {
 
 	ev := waitTransfers(t, g, 4)
 	if ev[1]["result"] != "quota_exceeded" || ev[1]["bytes"] != float64(mib) || ev[1]["code"] != float64(552) ||
-		ev[1]["partial_file"] != "removed" || ev[1]["quota"] != "3MiB per 24h" || ev[1]["quota_resets"] == nil {
+		ev[1]["partial_file"] != "removed" || ev[1]["quota"] != "3MiB per "+ps || ev[1]["quota_resets"] == nil {
 		t.Fatalf("audit of the cut upload: %v", ev[1])
 	}
 	if ev[2]["result"] != "quota_exceeded" || ev[2]["bytes"] != float64(0) || ev[2]["code"] != float64(552) || ev[2]["path"] != "third.bin" {
@@ -133,7 +150,8 @@ func TestQuotaDownload(t *testing.T) {
 	small := randomBytes(t, 2*mib)
 	writeFile(t, be.Root, "small.bin", small)
 	writeFile(t, be.Root, "big.bin", randomBytes(t, 4*mib))
-	g := startGate(t, be.Addr, gateOptions{extra: "rates {\n  user_down = \"1MiB\"\n  quota_down = \"3MiB\"\n  quota_period = \"1h\"\n}"})
+	ps, pd := quotaPeriod(t)
+	g := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf("rates {\n  user_down = \"1MiB\"\n  quota_down = \"3MiB\"\n  quota_period = %q\n}", ps)})
 
 	c := g.login(t, be.User, be.Password)
 	c.Cmd(200, "TYPE I")
@@ -145,7 +163,7 @@ func TestQuotaDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	stat := c.Cmd(211, "STAT")
-	for _, want := range []string{"Rate limit: 1MiB/s (user).", "Download quota: ", " of 3MiB per 1h used; it resets at " + resetsAt(time.Hour)} {
+	for _, want := range []string{"Rate limit: 1MiB/s (user).", "Download quota: ", " of 3MiB per " + ps + " used; it resets at " + resetsAt(pd)} {
 		if !strings.Contains(stat, want) {
 			t.Fatalf("STAT %q does not say %q", stat, want)
 		}
@@ -154,7 +172,7 @@ func TestQuotaDownload(t *testing.T) {
 	if len(st.Sessions) != 1 || st.Sessions[0].RateDown != mib || st.Sessions[0].RateUp != 0 || st.Sessions[0].QuotaUp != nil {
 		t.Fatalf("status: %+v", st.Sessions)
 	}
-	if q := st.Sessions[0].QuotaDown; q == nil || q.Limit != 3*mib || q.Used < mib/2 || q.Used > 3*mib || q.Period != time.Hour {
+	if q := st.Sessions[0].QuotaDown; q == nil || q.Limit != 3*mib || q.Used < mib/2 || q.Used > 3*mib || q.Period != pd {
 		t.Fatalf("status of the quota: %+v", q)
 	}
 	if _, err := io.Copy(h, d); err != nil {
@@ -168,7 +186,7 @@ func TestQuotaDownload(t *testing.T) {
 		t.Fatalf("status after the download: %+v", q)
 	}
 	for path, want := range map[string]string{
-		"/status":      "download: 2MiB of 3MiB per 1h used; it resets at " + resetsAt(time.Hour),
+		"/status": "download: 2MiB of 3MiB per " + ps + " used; it resets at " + resetsAt(pd),
 		"/status.json": `"rate_limit_down": 1048576,
       "quota_down": {
         "used": 2097152,
@@ -193,12 +211,12 @@ func TestQuotaDownload(t *testing.T) {
 	}
 	ev := waitTransfers(t, g, 2)
 	if ev[1]["result"] != "quota_exceeded" || ev[1]["bytes"] != float64(mib) || ev[1]["code"] != float64(552) ||
-		ev[1]["quota"] != "3MiB per 1h" || ev[1]["partial_file"] != nil {
+		ev[1]["quota"] != "3MiB per "+ps || ev[1]["partial_file"] != nil {
 		t.Fatalf("audit of the cut download: %v", ev[1])
 	}
 
 	d = c.DialData(c.EPSV())
-	if msg := c.Cmd(552, "RETR small.bin"); msg != "Download quota exceeded: 3MiB per 1h used; it resets at "+resetsAt(time.Hour)+"." {
+	if msg := c.Cmd(552, "RETR small.bin"); msg != "Download quota exceeded: 3MiB per "+ps+" used; it resets at "+resetsAt(pd)+"." {
 		t.Fatalf("refusal %q", msg)
 	}
 	d.Close()
@@ -226,8 +244,9 @@ func TestQuotaDownload(t *testing.T) {
 func TestQuotaAndRateOneUserTwoSpellings(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	writeFile(t, be.Root, "a.bin", randomBytes(t, 2*mib))
+	ps, _ := quotaPeriod(t)
 	g, _ := edgeGate(t, be, edgeUsers(t, t.TempDir(), "Alice", "Alice-pw"), true,
-		"rates {\n  user_down = \"8MiB\"\n  quota_down = \"3MiB\"\n}")
+		fmt.Sprintf("rates {\n  user_down = \"8MiB\"\n  quota_down = \"3MiB\"\n  quota_period = %q\n}", ps))
 
 	upper := g.login(t, "Alice", "Alice-pw")
 	lower := g.login(t, "alice", "alice-edge-pw")
@@ -267,15 +286,17 @@ func TestQuotaAndRateOneUserTwoSpellings(t *testing.T) {
 func TestSharedQuota(t *testing.T) {
 	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
 	rd := ftptest.StartRedis(t)
+	ps, pd := quotaPeriod(t)
 	opt := gateOptions{extra: fmt.Sprintf(`rates {
-  quota_up = "3MiB"
+  quota_up     = "3MiB"
+  quota_period = %q
 }
 state {
   redis {
     address = %q
     prefix  = "test:%s:"
   }
-}`, rd.Addr, t.Name())}
+}`, ps, rd.Addr, t.Name())}
 	a, b := startGate(t, be.Addr, opt), startGate(t, be.Addr, opt)
 
 	ca := a.login(t, be.User, be.Password)
@@ -290,7 +311,7 @@ state {
 	d = cb.DialData(cb.EPSV())
 	cb.Cmd(150, "STOR b.bin")
 	written := writeData(d, randomBytes(t, 2*mib), time.Minute)
-	if msg := cb.Expect(552); !strings.Contains(msg, "after 1048576 bytes: the upload quota of 3MiB per 24h is used up") {
+	if msg := cb.Expect(552); !strings.Contains(msg, "after 1048576 bytes: the upload quota of 3MiB per "+ps+" is used up") {
 		t.Fatalf("B's upload: %q, want it cut after the 1 MiB A left", msg)
 	}
 	<-written
@@ -314,7 +335,7 @@ state {
 	if got, err := rc.Get(ctx, keys[0]).Int64(); err != nil || got != 3*mib {
 		t.Fatalf("the shared count: %d %v, want %d", got, err, 3*mib)
 	}
-	_, end := config.Quota{Period: 24 * time.Hour}.Window(time.Now())
+	_, end := config.Quota{Period: pd}.Window(time.Now())
 	if got, err := rc.PExpireTime(ctx, keys[0]).Result(); err != nil || got != time.Duration(end.UnixMilli())*time.Millisecond {
 		t.Fatalf("the count expires at %v (%v), want the window's end %v", got, err, end.UnixMilli())
 	}
