@@ -68,12 +68,11 @@ type transfer struct {
 	// (transferAbort). Whoever moves it first decides who answers ABOR.
 	state atomic.Int32
 	// cleaning is set when an upload was cut at max_file_size or at its
-	// quota: the
-	// transfer still needs the backend's control connection, for the
-	// final reply and the DELE of the partial file, and the session's end
-	// waits for it (within the backend's reply timeouts) instead of
-	// cancelling it. A client that hangs up at the 552, as curl does,
-	// thus still leaves no partial file.
+	// quota: the transfer still needs the backend's control connection,
+	// for the final reply and the DELE of the partial file, and the
+	// session's end waits for it (within the backend's reply timeouts)
+	// instead of cancelling it. A client that hangs up at the 552, as
+	// curl does, thus still leaves no partial file.
 	cleaning atomic.Bool
 
 	mu     sync.Mutex // guards legs, killed

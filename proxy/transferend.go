@@ -252,10 +252,11 @@ func pos(n int64) int64 {
 }
 
 // removePartial removes, after the backend's final reply, the partial
-// file an upload cut at max_file_size or at its quota left on the backend: DELE on the
-// proxy's own control connection, which the transfer still owns. Only a
-// file the upload created is removed (STOR or STOU from offset 0): with
-// REST or APPE, the file held data before this transfer, which is kept.
+// file an upload cut at max_file_size or at its quota left on the
+// backend: DELE on the proxy's own control connection, which the
+// transfer still owns. Only a file the upload created is removed (STOR
+// or STOU from offset 0): with REST or APPE, the file held data before
+// this transfer, which is kept.
 // out.partial says what became of it, for the audit.
 func (x *transfer) removePartial(out *outcome) {
 	switch {
