@@ -74,6 +74,10 @@ type redisState struct {
 	// unreachable, or an operation's outcome is unknown); the next
 	// heartbeat that reaches it writes them.
 	dirty atomic.Bool
+	// failures counts failed operations, so that a heartbeat that
+	// succeeded before an operation failed does not end the episode
+	// that failure started (heartbeat).
+	failures atomic.Uint64
 
 	// pendingQuota are the quota bytes counted while falling back, by
 	// key, for the next heartbeat that reaches Redis to add.
@@ -204,6 +208,7 @@ func (r *redisState) do(name string, op func(ctx context.Context) error) bool {
 
 // down starts an episode of falling back, logged and counted once.
 func (r *redisState) down(err error) {
+	r.failures.Add(1)
 	r.dirty.Store(true)
 	if r.ctx.Err() != nil || !r.healthy.CompareAndSwap(true, false) {
 		return
@@ -256,6 +261,7 @@ func (r *redisState) beat() {
 func (r *redisState) heartbeat() {
 	ctx, cancel := context.WithTimeout(r.ctx, stateOpTimeout)
 	defer cancel()
+	seen := r.failures.Load()
 	now := r.now()
 	alive := now.Add(stateInstanceTTL).UnixMilli()
 	hash := r.key("sessions", r.id)
@@ -288,6 +294,12 @@ func (r *redisState) heartbeat() {
 		r.addPendingQuota(quotas)
 		r.m.errors.WithLabelValues("heartbeat").Inc()
 		r.down(err)
+		return
+	}
+	if r.failures.Load() != seen {
+		// An operation failed while this heartbeat was under way: its
+		// success may be older than that failure, and must not end the
+		// episode the failure started; the next heartbeat decides.
 		return
 	}
 	r.up()
