@@ -466,6 +466,16 @@ limits {
 #   address_up    = "0"
 #   transfer_down = "0"  # each transfer on its own
 #   transfer_up   = "0"
+#   # Quotas: the bytes of files each user may download (RETR) and upload
+#   # (STOR, STOU, APPE) per quota_period ("10GiB"; "0" or absent: none).
+#   # Periods are fixed windows aligned to the Unix epoch: "24h" resets at
+#   # 00:00 UTC. A transfer that crosses a quota is cut there with 552 (an
+#   # upload's partial file removed); past it, transfers get 552 until the
+#   # reset. Listings never count. With a state block's Redis, quotas count
+#   # across every instance.
+#   quota_down    = "0"
+#   quota_up      = "0"
+#   quota_period  = "24h"
 #   # Users of a class take its rates instead of user_down/user_up; the
 #   # first class naming a user wins. Each user has the class's rate for
 #   # all its sessions; shared = true: all the class's users share one.
@@ -474,6 +484,11 @@ limits {
 #     down   = "2MiB"
 #     up     = "2MiB"
 #     shared = false
+#     # The class's quotas (all its users together when shared); each one
+#     # left out is the rates block's, "0" lifts it.
+#     quota_down   = "10GiB"
+#     quota_up     = "10GiB"
+#     quota_period = "24h"
 #   }
 # }
 

@@ -244,6 +244,9 @@ func (s *session) cmdTransfer(cmd rewrite.Command) error {
 	if cmd.Verb == "RETR" || cmd.Verb == "STOR" {
 		x.offset = s.rest // REST applies to these only (RFC 959 §4.1.3, RFC 3659 §5)
 	}
+	if refused, err := s.quotaRefused(cmd, x, p); refused {
+		return err
+	}
 	if p != nil {
 		if r, ok := p.earlyRefusal(s.cfg.Timeouts.TLSHandshake); ok {
 			p.close()

@@ -44,6 +44,7 @@ type metrics struct {
 	throttledSeconds *prometheus.CounterVec
 	throttledBytes   *prometheus.CounterVec
 	tooLarge         prometheus.Counter
+	quotaRefusals    *prometheus.CounterVec
 	// Upload scans (scan blocks): verdicts by scan block, engine and
 	// result, and how long the final reply waited for them (scanVerdict,
 	// scanWaited).
@@ -120,6 +121,9 @@ func newMetrics(s *Server) *metrics {
 		[]string{"direction", "level"})
 	m.tooLarge = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "max_file_size_refusals_total",
 		Help: "Uploads cut with 552 when they crossed limits.max_file_size."})
+	m.quotaRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "quota_refusals_total",
+		Help: "Transfers refused with 552, or cut with 552, because their user's quota was used up, by direction."},
+		[]string{"direction"})
 	buckets := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "rate_buckets",
 		Help: "Shared rate-limit buckets held (listener, user or class, client address), each by the sessions that use it."},
 		func() float64 { return float64(s.buckets.len()) })
@@ -151,7 +155,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.userFileReloads, m.ldapErrors, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
-		m.throttledSeconds, m.throttledBytes, m.tooLarge, buckets,
+		m.throttledSeconds, m.throttledBytes, m.tooLarge, m.quotaRefusals, buckets,
 		m.scanVerdicts, m.scanLatency,
 		newAuditCollector(s.audit), &queueCollector{s: s}, m.acmeOperations, m.acmeOnDemandRefused, newACMECollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

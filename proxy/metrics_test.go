@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -104,5 +105,43 @@ func TestAdminPprof(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("%s, %q: /debug/pprof/heap answered %d, want %d", tt.extra, tt.authz, resp.StatusCode, tt.want)
 		}
+	}
+}
+
+// TestTrafficMetrics: the metrics issue 19 asks for, read from /metrics:
+// throttled bytes (a download under a 1 MiB/s transfer limit), quota
+// refusals (the same download cut at a 1 MiB quota, and the next one
+// refused) and the state backend's health (up in memory; down, with its
+// fallback counted, when the state block names a Redis that is not
+// there).
+func TestTrafficMetrics(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	writeFile(t, be.Root, "m.bin", randomBytes(t, 3*mib/2))
+	ps, _ := quotaPeriod(t)
+	g := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf("rates {\n  transfer_down = \"1MiB\"\n  quota_down = \"1MiB\"\n  quota_period = %q\n}", ps)})
+	c := g.login(t, be.User, be.Password)
+	c.Cmd(200, "TYPE I")
+	d := c.DialData(c.EPSV())
+	c.Cmd(150, "RETR m.bin")
+	io.Copy(io.Discard, d)
+	c.Expect(552) // cut at the quota
+	d = c.DialData(c.EPSV())
+	c.Cmd(552, "RETR m.bin") // refused
+	d.Close()
+	c.Cmd(221, "QUIT")
+	if v := metricValue(t, g, `ftpsgate_throttled_bytes_total{direction="download",level="transfer"}`); v <= 0 || v > mib {
+		t.Errorf("throttled bytes: %v", v)
+	}
+	if m := metric(t, g, `ftpsgate_quota_refusals_total{direction="download"}`); m != `ftpsgate_quota_refusals_total{direction="download"} 2` {
+		t.Errorf("quota refusals: %q", m)
+	}
+	if v := metricValue(t, g, "ftpsgate_state_backend_up"); v != 1 {
+		t.Errorf("state_backend_up in memory: %v", v)
+	}
+
+	away := startGate(t, be.Addr, gateOptions{extra: fmt.Sprintf("state {\n  redis {\n    address = \"127.0.0.1:%d\"\n  }\n}", ftptest.FreePort(t))})
+	waitFor(t, "the fallback to be counted", func() bool { return metricValue(t, away, "ftpsgate_state_fallbacks_total") == 1 })
+	if v := metricValue(t, away, "ftpsgate_state_backend_up"); v != 0 {
+		t.Errorf("state_backend_up with Redis away: %v", v)
 	}
 }

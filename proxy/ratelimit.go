@@ -195,10 +195,14 @@ type flow struct {
 	up       bool
 	listener string // the session's listener, by name
 	user     string
+	file     bool            // a file, not a listing: quotas count it
 	stop     <-chan struct{} // the transfer's cancel
 
 	// left is how many more bytes may pass (max_file_size), or -1.
 	left int64
+	// quota is the user's quota for this direction, nil without one
+	// (quota.go).
+	quota *quotaLease
 
 	// applied is the configuration whose rates are in force; limiters
 	// are the limits that apply (at most one per level).
@@ -224,12 +228,13 @@ type levelLimiter struct {
 // newFlow is the flow of transfer x; left is what max_file_size lets
 // through (-1: no bound).
 func newFlow(x *transfer, left int64) *flow {
-	return &flow{s: x.s, up: x.direction == audit.Upload, listener: x.s.lcfg.Name, user: x.user, stop: x.stop, left: left}
+	return &flow{s: x.s, up: x.direction == audit.Upload, listener: x.s.lcfg.Name, user: x.user, file: x.file, stop: x.stop, left: left}
 }
 
 // apply takes the rates of cfg, the configuration in force.
 func (f *flow) apply(cfg *config.Config) {
 	f.applied = cfg
+	f.applyQuota(cfg)
 	var want [sharedLevels]levelRate
 	for _, l := range cfg.Listeners {
 		if l.Name == f.listener {
@@ -283,19 +288,32 @@ func (f *flow) chunk(size int) int {
 }
 
 // pass waits until n bytes may be written, and returns how many may: n,
-// or fewer with errFileTooLarge when they would cross max_file_size, or 0
-// with errFlowStopped when the transfer was cancelled meanwhile.
+// or fewer with errFileTooLarge when they would cross max_file_size or
+// errQuotaExceeded when they would cross the user's quota, or 0 with
+// errFlowStopped when the transfer was cancelled meanwhile.
 func (f *flow) pass(n int) (int, error) {
 	var err error
 	if f.left >= 0 && int64(n) > f.left {
 		n, err = int(f.left), errFileTooLarge
 	}
 	f.refresh()
+	var now time.Time
+	if f.quota != nil {
+		now = time.Now()
+		if m := f.quota.take(n, now); m < n {
+			n, err = m, errQuotaExceeded
+		}
+	}
 	if len(f.limiters) > 0 {
-		now := time.Now() // one reading for every level: the clock costs more than a bucket
+		if now.IsZero() {
+			now = time.Now() // one reading for every level: the clock costs more than a bucket
+		}
 		for _, l := range f.limiters {
 			var werr error
 			if now, werr = f.take(l, n, now); werr != nil {
+				if f.quota != nil {
+					f.quota.untake(n)
+				}
 				return 0, werr
 			}
 		}
@@ -358,6 +376,14 @@ func (f *flow) throttled(l levelLimiter, d time.Duration, k int) {
 	}
 	f.waitSeconds[l.level].Add(d.Seconds())
 	f.waitBytes[l.level].Add(float64(k))
+}
+
+// end gives back what the transfer reserved of its quota and did not
+// relay.
+func (f *flow) end() {
+	if f.quota != nil {
+		f.quota.release()
+	}
 }
 
 // rateLimit describes the limit that throttled the transfer most, for the

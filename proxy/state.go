@@ -10,8 +10,9 @@ import (
 )
 
 // The state instances behind one balancer may share: bans, the failed
-// logins that lead to them, and the session counts behind
-// max_sessions_per_user and max_sessions_per_ip (issue 19). Rate limits
+// logins that lead to them, the session counts behind
+// max_sessions_per_user and max_sessions_per_ip, and the quota counts
+// (quota.go) (issue 19). Rate limits
 // are not in it: they stay per instance (ratelimit.go).
 //
 // memoryState keeps it in this process, as a single instance needs.
@@ -33,6 +34,14 @@ type sharedState interface {
 	// sessions adds delta to the sessions of c and returns their count
 	// across every instance sharing the state.
 	sessions(c counter, delta int) int
+	// quota adds up to n bytes to the quota count k and returns how
+	// many it added and the count after. With limit > 0 the count never
+	// passes limit: it adds less, down to 0, when n would pass it. A
+	// negative n gives bytes back (at most the count).
+	quota(k quotaKey, n, limit int64) (added, used int64)
+	// quotaUsed is the count of k as this instance knows it, without
+	// asking anyone (the status page and STAT).
+	quotaUsed(k quotaKey) int64
 	// setRules replaces the ban rules (a reload).
 	setRules(policy.BanRules)
 	// close stops the state's goroutines; safe to call twice.
@@ -57,10 +66,78 @@ type memoryState struct {
 
 	mu     sync.Mutex
 	counts map[counter]int // > 0
+	// quotas are the quota counts by quotaKey.String(), each dropped
+	// after its window's end (swept at most once a quotaSweep).
+	quotas map[string]*quotaCount
+	swept  time.Time
 }
 
+// quotaCount is one quota count and the end of its window.
+type quotaCount struct {
+	used int64
+	end  time.Time
+}
+
+// quotaSweep is how often the memory state drops the quota counts of
+// windows that ended.
+const quotaSweep = time.Minute
+
 func newMemoryState(r policy.BanRules) *memoryState {
-	return &memoryState{bans: policy.NewBans(r), counts: make(map[counter]int)}
+	return &memoryState{bans: policy.NewBans(r), counts: make(map[counter]int), quotas: make(map[string]*quotaCount)}
+}
+
+func (m *memoryState) quota(k quotaKey, n, limit int64) (added, used int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if now.Sub(m.swept) >= quotaSweep {
+		m.swept = now
+		for key, c := range m.quotas {
+			if !now.Before(c.end) {
+				delete(m.quotas, key)
+			}
+		}
+	}
+	c := m.quotas[k.String()]
+	if c == nil {
+		if n <= 0 || !now.Before(k.end) {
+			return 0, 0
+		}
+		c = &quotaCount{end: k.end}
+		m.quotas[k.String()] = c
+	}
+	added = clampQuota(n, limit, c.used)
+	c.used += added
+	return added, c.used
+}
+
+// clampQuota is what of n may be added to a count at used under limit
+// (0: none): n, less when it would pass limit, and no less than -used.
+func clampQuota(n, limit, used int64) int64 {
+	if n > 0 && limit > 0 {
+		n = min(n, max(limit-used, 0))
+	}
+	return max(n, -used)
+}
+
+// setQuota makes the count of k used (a mirror of the shared count).
+func (m *memoryState) setQuota(k quotaKey, used int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.quotas[k.String()]; c != nil {
+		c.used = used
+	} else if used > 0 {
+		m.quotas[k.String()] = &quotaCount{used: used, end: k.end}
+	}
+}
+
+func (m *memoryState) quotaUsed(k quotaKey) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.quotas[k.String()]; c != nil {
+		return c.used
+	}
+	return 0
 }
 
 func (m *memoryState) banned(a netip.Addr, now time.Time) *policy.Denial { return m.bans.Check(a, now) }

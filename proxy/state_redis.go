@@ -34,6 +34,9 @@ import (
 //   - sessions:<instance>: a hash of that instance's session counts,
 //     expiring with it, so that a crashed instance's sessions stop
 //     counting after stateInstanceTTL instead of leaking;
+//   - quota:<direction>:<period, s>:<window start, Unix s>:<user or
+//     class>: a quota count in bytes (quota.go), expiring at its
+//     window's end;
 //   - the channel bans: "<instance> <client key> <end, Unix ms>" for each
 //     ban, so that every instance closes the banned client's sessions
 //     that have not logged in, as the instance that banned it does.
@@ -49,6 +52,8 @@ import (
 // it decided meanwhile back, and shares again. Every heartbeat rewrites
 // the instance's counts from its own. A
 // login thus waits for Redis at most once per episode, stateOpTimeout.
+// Quota bytes counted locally meanwhile are added to Redis's counts by
+// the first heartbeat that reaches it again.
 type redisState struct {
 	local  *memoryState
 	rdb    *redis.Client
@@ -69,6 +74,15 @@ type redisState struct {
 	// unreachable, or an operation's outcome is unknown); the next
 	// heartbeat that reaches it writes them.
 	dirty atomic.Bool
+	// failures counts failed operations, so that a heartbeat that
+	// succeeded before an operation failed does not end the episode
+	// that failure started (heartbeat).
+	failures atomic.Uint64
+
+	// pendingQuota are the quota bytes counted while falling back, by
+	// key, for the next heartbeat that reaches Redis to add.
+	quotaMu      sync.Mutex
+	pendingQuota map[string]pendingQuota
 
 	ctx    context.Context // ended by close
 	cancel context.CancelFunc
@@ -194,6 +208,7 @@ func (r *redisState) do(name string, op func(ctx context.Context) error) bool {
 
 // down starts an episode of falling back, logged and counted once.
 func (r *redisState) down(err error) {
+	r.failures.Add(1)
 	r.dirty.Store(true)
 	if r.ctx.Err() != nil || !r.healthy.CompareAndSwap(true, false) {
 		return
@@ -246,6 +261,7 @@ func (r *redisState) beat() {
 func (r *redisState) heartbeat() {
 	ctx, cancel := context.WithTimeout(r.ctx, stateOpTimeout)
 	defer cancel()
+	seen := r.failures.Load()
 	now := r.now()
 	alive := now.Add(stateInstanceTTL).UnixMilli()
 	hash := r.key("sessions", r.id)
@@ -254,6 +270,7 @@ func (r *redisState) heartbeat() {
 		bans = r.local.bans.InForce(now)
 	}
 	counts := r.local.snapshot()
+	quotas := r.takePendingQuota()
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, hash)
 		for c, n := range counts {
@@ -265,11 +282,24 @@ func (r *redisState) heartbeat() {
 		for k, until := range bans {
 			p.SetNX(ctx, r.key("ban", k.String()), until.UnixMilli(), until.Sub(now))
 		}
+		for k, q := range quotas {
+			if q.end.After(now) && q.bytes != 0 {
+				p.IncrBy(ctx, r.key("quota", k), q.bytes)
+				p.PExpireAt(ctx, r.key("quota", k), q.end)
+			}
+		}
 		return nil
 	})
 	if err != nil {
+		r.addPendingQuota(quotas)
 		r.m.errors.WithLabelValues("heartbeat").Inc()
 		r.down(err)
+		return
+	}
+	if r.failures.Load() != seen {
+		// An operation failed while this heartbeat was under way: its
+		// success may be older than that failure, and must not end the
+		// episode the failure started; the next heartbeat decides.
 		return
 	}
 	r.up()
@@ -473,6 +503,75 @@ func (r *redisState) sessions(c counter, delta int) int {
 		return n
 	}
 	return int(total)
+}
+
+// quotaScript adds up to ARGV[1] bytes to the quota count KEYS[1], so
+// that it never passes ARGV[2] (0: no bound), and never goes below 0;
+// the key expires at ARGV[3] (Unix ms), its window's end. It returns what
+// it added and the count after. Amounts are small (a reservation,
+// quotaBlock), so Lua's doubles hold them exactly.
+var quotaScript = redis.NewScript(`
+local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 and limit > 0 then n = math.min(n, math.max(limit - cur, 0)) end
+if n < -cur then n = -cur end
+if n ~= 0 then
+  cur = redis.call('INCRBY', KEYS[1], string.format('%d', n))
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return {n, cur}`)
+
+// pendingQuota is what this instance counted on a quota while Redis was
+// away, and the end of the count's window.
+type pendingQuota struct {
+	bytes int64
+	end   time.Time
+}
+
+func (r *redisState) quota(k quotaKey, n, limit int64) (added, used int64) {
+	var res []int64
+	ok := r.do("quota", func(ctx context.Context) error {
+		var err error
+		res, err = quotaScript.Run(ctx, r.rdb, []string{r.key("quota", k.String())}, n, limit, k.end.UnixMilli()).Int64Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("quota script returned %d values", len(res))
+		}
+		return err
+	})
+	if !ok {
+		// Counted here on top of the last count Redis gave, and added
+		// to Redis's once it answers again.
+		added, used = r.local.quota(k, n, limit)
+		r.addPendingQuota(map[string]pendingQuota{k.String(): {added, k.end}})
+		return added, used
+	}
+	r.local.setQuota(k, res[1])
+	return res[0], res[1]
+}
+
+func (r *redisState) quotaUsed(k quotaKey) int64 { return r.local.quotaUsed(k) }
+
+// takePendingQuota takes the quota bytes counted while falling back.
+func (r *redisState) takePendingQuota() map[string]pendingQuota {
+	r.quotaMu.Lock()
+	defer r.quotaMu.Unlock()
+	p := r.pendingQuota
+	r.pendingQuota = nil
+	return p
+}
+
+// addPendingQuota adds bytes counted locally, for a later heartbeat.
+func (r *redisState) addPendingQuota(p map[string]pendingQuota) {
+	r.quotaMu.Lock()
+	defer r.quotaMu.Unlock()
+	for k, q := range p {
+		if r.pendingQuota == nil {
+			r.pendingQuota = make(map[string]pendingQuota)
+		}
+		cur := r.pendingQuota[k]
+		r.pendingQuota[k] = pendingQuota{cur.bytes + q.bytes, q.end}
+	}
 }
 
 func (r *redisState) banKey(a netip.Addr) netip.Prefix { return r.local.banKey(a) }

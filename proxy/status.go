@@ -44,6 +44,14 @@ type SessionStatus struct {
 	Started  time.Time       `json:"started"`
 	Idle     time.Duration   `json:"idle_ns"`
 	Transfer *TransferStatus `json:"transfer,omitempty"`
+	// RateDown and RateUp are the smallest rate limits (bytes per
+	// second) the session's transfers run under now (0: none), and
+	// QuotaDown and QuotaUp its user's quota use; for logged-in
+	// sessions.
+	RateDown  int64        `json:"rate_limit_down,omitempty"`
+	RateUp    int64        `json:"rate_limit_up,omitempty"`
+	QuotaDown *QuotaStatus `json:"quota_down,omitempty"`
+	QuotaUp   *QuotaStatus `json:"quota_up,omitempty"`
 }
 
 // TransferStatus is a transfer in progress. Size is the file's size when
@@ -104,6 +112,13 @@ func (s *Server) Status() Status {
 			Idle: now.Sub(time.Unix(0, sess.lastActive.Load())).Round(time.Second)}
 		if v := sess.view.Load(); v != nil {
 			ss.User, ss.TLS, ss.Backend, ss.Server = v.User, v.TLS, v.Backend, v.Server
+		}
+		if ss.User != "" {
+			cfg := s.live.Load()
+			down, _ := sess.effectiveRate(cfg, ss.User, false)
+			up, _ := sess.effectiveRate(cfg, ss.User, true)
+			ss.RateDown, ss.RateUp = int64(down), int64(up)
+			ss.QuotaDown, ss.QuotaUp = sess.quotaStatus(cfg, ss.User, false, now), sess.quotaStatus(cfg, ss.User, true, now)
 		}
 		if x := sess.currentTransfer(); x != nil {
 			ts := &TransferStatus{Verb: x.verb, Path: x.path, Direction: string(x.direction), Bytes: x.bytes.Load(),

@@ -79,12 +79,12 @@ type transfer struct {
 	// its final reply (transferDone), or until the client asks to abort
 	// (transferAbort). Whoever moves it first decides who answers ABOR.
 	state atomic.Int32
-	// cleaning is set when an upload was cut at max_file_size: the
-	// transfer still needs the backend's control connection, for the
-	// final reply and the DELE of the partial file, and the session's end
-	// waits for it (within the backend's reply timeouts) instead of
-	// cancelling it. A client that hangs up at the 552, as curl does,
-	// thus still leaves no partial file.
+	// cleaning is set when an upload was cut at max_file_size or at its
+	// quota: the transfer still needs the backend's control connection,
+	// for the final reply and the DELE of the partial file, and the
+	// session's end waits for it (within the backend's reply timeouts)
+	// instead of cancelling it. A client that hangs up at the 552, as
+	// curl does, thus still leaves no partial file.
 	cleaning atomic.Bool
 
 	mu     sync.Mutex // guards legs, killed
@@ -182,8 +182,10 @@ func (x *transfer) during(cmd rewrite.Command) *rewrite.Reply {
 		return rewrite.NewReply(211, fmt.Sprintf("Upload of %s received, %d bytes; waiting for the malware scan's verdict for %s.",
 			x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
 	case cmd.Verb == "STAT" && cmd.Arg == "":
-		return rewrite.NewReply(211, fmt.Sprintf("Transfer in progress: %s %s, %d bytes in %s.",
-			x.verb, x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond)))
+		lines := []string{fmt.Sprintf("Transfer in progress: %s %s, %d bytes in %s.",
+			x.verb, x.path, x.bytes.Load(), time.Since(x.start).Round(time.Millisecond))}
+		lines = append(lines, x.s.limitLines(x.user, x.direction == audit.Upload, x.file)...)
+		return rewrite.NewReply(211, append(lines, "End of status.")...)
 	}
 	return nil
 }
@@ -231,6 +233,8 @@ type outcome struct {
 	flow     *flow
 	tooLarge bool
 	partial  string
+	// overQuota: the transfer was cut at its user's quota (quota.go).
+	overQuota bool
 	// clientClosed: the client leg was closed already, cleanly (judge
 	// closes it before waiting for a verdict).
 	clientClosed bool
@@ -331,10 +335,18 @@ func (x *transfer) awaitClient() (*clientData, outcome) {
 func (x *transfer) relayLegs(out *outcome) error {
 	cd, stall := out.client, x.timeouts.DataStall
 	out.flow = newFlow(x, x.maxBytes())
+	defer out.flow.end()
 	if x.direction == audit.Download {
 		n, err := relay(cd.conn, x.backend.conn, false, stall, &x.bytes, out.flow, nil)
 		out.bytes = n
 		x.s.bytesDown.Add(n)
+		if errors.Is(err, errQuotaExceeded) {
+			// Cut here: finish resets the client's leg, so that the
+			// client cannot take what it got for the whole file, and
+			// the command gets 552, never 226.
+			out.overQuota = true
+			return err
+		}
 		if err == nil {
 			err = x.verifyDownload(n)
 		}
@@ -351,10 +363,11 @@ func (x *transfer) relayLegs(out *outcome) error {
 	n, err := relay(dst, cd.conn, true, stall, &x.bytes, out.flow, tee)
 	out.bytes = n
 	x.s.bytesUp.Add(n)
-	if errors.Is(err, errFileTooLarge) {
+	if errors.Is(err, errFileTooLarge) || errors.Is(err, errQuotaExceeded) {
 		// Cut here: the client stops sending at once, and is told why
 		// on the control connection (552).
-		out.tooLarge = true
+		out.tooLarge = errors.Is(err, errFileTooLarge)
+		out.overQuota = !out.tooLarge
 		if x.spool == nil { // a spooled upload left nothing on the backend
 			x.cleaning.Store(true) // before the client can see the cut
 		}
@@ -383,6 +396,14 @@ func (x *transfer) brokenOff(out *outcome, rerr error) {
 		x.s.srv.metrics.tooLarge.Inc()
 		x.log.Info("upload cut at max_file_size", zap.String("verb", x.verb), zap.String("path", x.path),
 			zap.Int64("bytes", out.bytes), zap.Int64("offset", x.offset), zap.Int64("max_file_size", x.s.cfg.Limits.MaxFileSize))
+		return
+	case out.overQuota:
+		l := out.flow.quota
+		out.result = audit.QuotaExceeded
+		out.reply = rewrite.NewReply(552, out.flow.quotaText(out.bytes))
+		x.s.srv.metrics.quotaRefusals.WithLabelValues(string(x.direction)).Inc()
+		x.log.Info("transfer cut at its quota", zap.String("verb", x.verb), zap.String("path", x.path),
+			zap.Int64("bytes", out.bytes), zap.String("quota", l.quota.String(out.flow.up)), zap.Time("resets", l.key.end))
 		return
 	case errors.Is(rerr, errSpoolFull), errors.Is(rerr, errSpoolTooLarge), errors.Is(rerr, errSpoolWrite):
 		x.spoolRefused(out, rerr)

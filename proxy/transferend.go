@@ -63,13 +63,13 @@ func (x *transfer) finish(out outcome) {
 		// must not stay there, even in a file that existed before it.
 		x.log.Warn("incomplete scanned upload; deleting what reached the backend", zap.String("path", x.path), zap.Int64("bytes", out.bytes))
 		out.deleted = x.deleteUpload(&out)
-		if out.tooLarge {
+		if out.tooLarge || out.overQuota {
 			out.partial = audit.PartialRemoveFailed
 			if out.deleted {
 				out.partial = audit.PartialRemoved
 			}
 		}
-	case out.tooLarge:
+	case out.tooLarge, out.overQuota && x.direction == audit.Upload:
 		x.removePartial(&out)
 	}
 	if out.backendLost != nil && !x.cancelled() {
@@ -107,8 +107,15 @@ func (x *transfer) record(out outcome, code int) {
 		path = x.named
 	}
 	x.log.Info("transfer", fields...)
+	var quota string
+	var quotaResets time.Time
+	if out.overQuota {
+		l := out.flow.quota
+		quota, quotaResets = l.quota.String(out.flow.up), l.key.end
+	}
 	s.audit.Transfer(audit.Transfer{
 		Throttled: throttled, RateLimit: rateLimit, RateLevel: rateLevel, PartialFile: out.partial,
+		Quota: quota, QuotaResets: quotaResets,
 		Verb: x.verb, Direction: x.direction, Path: path, Bytes: out.bytes, Duration: d,
 		Result: out.result, Check: out.check, Announced: x.announcedBytes(), Offset: x.offset,
 		CloseNotify: out.closeNotify, TLS: out.client != nil && out.client.tls != nil,
@@ -253,10 +260,11 @@ func pos(n int64) int64 {
 }
 
 // removePartial removes, after the backend's final reply, the partial
-// file an upload cut at max_file_size left on the backend: DELE on the
-// proxy's own control connection, which the transfer still owns. Only a
-// file the upload created is removed (STOR or STOU from offset 0): with
-// REST or APPE, the file held data before this transfer, which is kept.
+// file an upload cut at max_file_size or at its quota left on the
+// backend: DELE on the proxy's own control connection, which the
+// transfer still owns. Only a file the upload created is removed (STOR
+// or STOU from offset 0): with REST or APPE, the file held data before
+// this transfer, which is kept.
 // out.partial says what became of it, for the audit.
 func (x *transfer) removePartial(out *outcome) {
 	switch {

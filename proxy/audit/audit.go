@@ -254,6 +254,11 @@ const (
 	// Rejected: the upload arrived, but its scan refused it (Transfer's
 	// Scan says why) and the file was deleted on the server.
 	Rejected Result = "rejected"
+	// QuotaExceeded: refused with 552 because the user's quota for its
+	// direction was used up (Bytes 0), or cut with 552 when it reached
+	// it (Transfer.Quota names the quota; an upload's PartialFile says
+	// what became of its partial file).
+	QuotaExceeded Result = "quota_exceeded"
 )
 
 // Transfer is one data transfer's outcome.
@@ -307,9 +312,13 @@ type Transfer struct {
 	RateLimit int64
 	RateLevel string
 	// PartialFile is what became of the backend's partial file after an
-	// upload cut at max_file_size: PartialRemoved, PartialKept or
-	// PartialRemoveFailed; "" otherwise.
+	// upload cut at max_file_size or at its quota: PartialRemoved,
+	// PartialKept or PartialRemoveFailed; "" otherwise.
 	PartialFile string
+	// Quota is the quota a transfer was refused or cut at ("10GiB per
+	// 24h"), and QuotaResets the end of its window; "" otherwise.
+	Quota       string
+	QuotaResets time.Time
 	// Scan is the scan's outcome, for an upload a scan block covers
 	// ("" for any other transfer): "clean", "infected" (Signature names
 	// what the scanner found), "too_large" (larger than max_size and
@@ -368,6 +377,9 @@ func (s *Session) Transfer(t Transfer) {
 	}
 	if t.PartialFile != "" {
 		fs = text(fs, "partial_file", t.PartialFile)
+	}
+	if t.Quota != "" {
+		fs = append(text(fs, "quota", t.Quota), zap.Time("quota_resets", t.QuotaResets))
 	}
 	if t.Scan != "" {
 		fs = text(fs, "scan", t.Scan)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"slices"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -28,6 +29,7 @@ func (c *compiler) rates(rb *ratesBlock, cfg *Config) {
 	} {
 		c.rate(at(a.at, rb.DefRange), a.name, a.v, a.dst)
 	}
+	c.quota(rb.DefRange, quotaAttrs{rb.QuotaDown, rb.QuotaDownAt, rb.QuotaUp, rb.QuotaUpAt, rb.QuotaPeriod, rb.QuotaPeriodAt}, &r.Quota)
 	for i := range rb.Classes {
 		cb := &rb.Classes[i]
 		if slices.ContainsFunc(r.Classes, func(rc RateClass) bool { return rc.Name == cb.Name }) {
@@ -40,6 +42,8 @@ func (c *compiler) rates(rb *ratesBlock, cfg *Config) {
 		}
 		c.rate(at(cb.DownAt, cb.DefRange), "down", cb.Down, &rc.Rate.Down)
 		c.rate(at(cb.UpAt, cb.DefRange), "up", cb.Up, &rc.Rate.Up)
+		rc.Quota = r.Quota // what the class leaves out
+		c.quota(cb.DefRange, quotaAttrs{cb.QuotaDown, cb.QuotaDownAt, cb.QuotaUp, cb.QuotaUpAt, cb.QuotaPeriod, cb.QuotaPeriodAt}, &rc.Quota)
 		r.Classes = append(r.Classes, rc)
 	}
 }
@@ -58,5 +62,54 @@ func (c *compiler) rate(r *hcl.Range, name string, v *string, dst *Rate) {
 		c.errorf(r, "Invalid rate", "%s must be 0 (no limit) or at least %s per second, not %q.", name, FormatSize(MinRate), *v)
 	default:
 		*dst = Rate(n)
+	}
+}
+
+// MinQuotaPeriod and MaxQuotaPeriod bound quota_period: shorter, a quota
+// is a rate (use one); longer than a year, no one waits for its reset.
+const (
+	MinQuotaPeriod = time.Minute
+	MaxQuotaPeriod = 366 * 24 * time.Hour
+)
+
+// quotaAttrs are the quota attributes of the rates block or of a class.
+type quotaAttrs struct {
+	down     *string
+	downAt   hcl.Range
+	up       *string
+	upAt     hcl.Range
+	period   *string
+	periodAt hcl.Range
+}
+
+// quota compiles quota attributes into *q, leaving what is absent.
+func (c *compiler) quota(block hcl.Range, a quotaAttrs, q *Quota) {
+	for _, v := range []struct {
+		name string
+		v    *string
+		at   hcl.Range
+		dst  *int64
+	}{{"quota_down", a.down, a.downAt, &q.Down}, {"quota_up", a.up, a.upAt, &q.Up}} {
+		if v.v == nil {
+			continue
+		}
+		n, err := ParseSize(*v.v, false)
+		if err != nil {
+			c.errorf(at(v.at, block), "Invalid quota", "%s: %s.", v.name, err)
+			continue
+		}
+		*v.dst = n
+	}
+	if a.period == nil {
+		return
+	}
+	d, err := time.ParseDuration(*a.period)
+	switch {
+	case err != nil || d < MinQuotaPeriod || d > MaxQuotaPeriod || d%time.Second != 0:
+		c.errorf(at(a.periodAt, block), "Invalid quota period",
+			"quota_period must be a duration of whole seconds from %s to %s, such as \"24h\" or \"168h\", not %q.",
+			FormatPeriod(MinQuotaPeriod), FormatPeriod(MaxQuotaPeriod), *a.period)
+	default:
+		q.Period = d
 	}
 }

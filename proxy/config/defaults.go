@@ -23,8 +23,13 @@ func defaultConfig() *Config {
 		Timeouts: DefaultTimeouts(),
 		Limits:   DefaultLimits(),
 		Bans:     DefaultBans(),
+		Rates:    Rates{Quota: Quota{Period: DefaultQuotaPeriod}},
 	}
 }
+
+// DefaultQuotaPeriod is a quota's period unless quota_period says
+// otherwise: a day, from 00:00 UTC.
+const DefaultQuotaPeriod = 24 * time.Hour
 
 // DefaultPolicy is the policy block's default, policy.Default: TLS
 // required before USER and PASS (no password crosses the network in

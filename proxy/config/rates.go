@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ftpsgate/ftpsgate/policy"
 )
@@ -43,6 +44,64 @@ type Rates struct {
 	// Classes give the users they name their own limit instead of User;
 	// the first class that names a user wins.
 	Classes []RateClass
+	// Quota is each user's volume limit per period, for users no class
+	// names; zero directions: none.
+	Quota Quota
+}
+
+// Quota bounds the bytes of the files a user (or a shared class) may
+// download (Down: RETR) and upload (Up: STOR, STOU, APPE) per Period.
+// Listings are neither counted nor refused, so that a user past a quota
+// can still look around and delete. Periods are fixed windows aligned to
+// the Unix epoch (24h resets at 00:00 UTC), so that every instance
+// sharing the state (the state block) counts the same window. Unlike
+// rates, quotas count across instances when they share a Redis. It stops
+// one partner from taking more than its share of the backend's traffic
+// or disk over a day, which a rate alone does not bound.
+type Quota struct {
+	// Down and Up are bytes per Period; 0: no quota that way.
+	Down, Up int64
+	// Period is the window's length, DefaultQuotaPeriod by default.
+	Period time.Duration
+}
+
+// IsZero reports whether neither direction has a quota.
+func (q Quota) IsZero() bool { return q.Down == 0 && q.Up == 0 }
+
+// Limit is the quota of one direction (up: uploads).
+func (q Quota) Limit(up bool) int64 {
+	if up {
+		return q.Up
+	}
+	return q.Down
+}
+
+// Window is the period that holds t: [start, end), aligned to the epoch.
+func (q Quota) Window(t time.Time) (start, end time.Time) {
+	p := q.Period
+	if p <= 0 {
+		p = DefaultQuotaPeriod
+	}
+	n := t.UnixNano() / int64(p)
+	start = time.Unix(0, n*int64(p))
+	return start, start.Add(p)
+}
+
+// String describes a direction's quota: "10GiB per 24h0m0s".
+func (q Quota) String(up bool) string {
+	return FormatSize(q.Limit(up)) + " per " + FormatPeriod(q.Period)
+}
+
+// FormatPeriod writes a quota period shortly: "24h", "90m", "1h30m".
+func FormatPeriod(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // RateClass is a user class's limit.
@@ -55,6 +114,11 @@ type RateClass struct {
 	// A direction at zero is not limited for the class's users.
 	Rate   RatePair
 	Shared bool
+	// Quota is the class's quota: each user's, or, when Shared, all its
+	// users' together. An attribute the class leaves out is the rates
+	// block's (Rates.Quota), so that a class made for a rate never lifts
+	// a quota by omission; "0" lifts it.
+	Quota Quota
 }
 
 // IsZero reports whether no rate is set at these levels.
@@ -79,6 +143,24 @@ func (r *Rates) ForUser(rules *policy.Rules, user string) (key string, rate Rate
 		}
 	}
 	return "user:" + rules.Key(user), r.User
+}
+
+// QuotaForUser is user's quota and the key of the count it shares, as
+// ForUser keys the rate: "class:NAME" for a shared class, else
+// "user:NAME" (policy.Rules.Key). An empty user has no quota.
+func (r *Rates) QuotaForUser(rules *policy.Rules, user string) (key string, q Quota) {
+	if user == "" {
+		return "", Quota{}
+	}
+	for _, c := range r.Classes {
+		if rules.MatchUser(c.Users, user) {
+			if c.Shared {
+				return "class:" + c.Name, c.Quota
+			}
+			return "user:" + rules.Key(user), c.Quota
+		}
+	}
+	return "user:" + rules.Key(user), r.Quota
 }
 
 // sizeUnits are the suffixes ParseSize takes, longest first.

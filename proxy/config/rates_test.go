@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ftpsgate/ftpsgate/policy"
 )
@@ -146,6 +147,109 @@ limits {
 			_, diags := Parse([]byte(src), "rates.hcl")
 			if !diags.HasErrors() {
 				t.Fatalf("accepted:\n%s", src)
+			}
+			if d := diags[0]; d.Summary != tt.summary || d.Subject == nil || d.Subject.Start.Line != tt.line {
+				t.Fatalf("got %q at %v (%s), want %q at line %d", d.Summary, d.Subject, d.Detail, tt.summary, tt.line)
+			}
+		})
+	}
+}
+
+// TestQuotas: the quota attributes of the rates block and of its classes
+// compile (a class inherits what it leaves out; "0" lifts it), windows are
+// aligned to the epoch, and bad values are refused at their line.
+func TestQuotas(t *testing.T) {
+	cert, key := testCert(t)
+	listener := fmt.Sprintf(`listener "a" {
+  address = ":2121"
+  cert_file = %q
+  key_file = %q
+  passive_ports = "40000-40009"
+  backend = "b"
+}
+backend "b" {
+  address = "10.0.0.5:21"
+}
+`, cert, key)
+	cfg, diags := Parse([]byte(listener+`rates {
+  quota_down   = "10GiB"
+  quota_up     = "1GiB"
+  class "partners" {
+    users      = ["acme-*"]
+    shared     = true
+    quota_up   = "5GiB"
+  }
+  class "free" {
+    users        = ["free"]
+    quota_down   = "0"
+    quota_period = "1h"
+  }
+  class "rate-only" {
+    users = ["fast"]
+    down  = "8MiB"
+  }
+}
+`), "quota.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	rules := policy.Default()
+	day := 24 * time.Hour
+	for _, tt := range []struct {
+		user, key string
+		quota     Quota
+	}{
+		{"", "", Quota{}},
+		{"bob", "user:bob", Quota{10 << 30, 1 << 30, day}},
+		{"BOB", "user:bob", Quota{10 << 30, 1 << 30, day}}, // case_insensitive: one count
+		{"acme-1", "class:partners", Quota{10 << 30, 5 << 30, day}},
+		{"free", "user:free", Quota{0, 1 << 30, time.Hour}},
+		{"fast", "user:fast", Quota{10 << 30, 1 << 30, day}}, // a class for a rate keeps the quota
+	} {
+		key, q := cfg.Rates.QuotaForUser(&rules, tt.user)
+		if key != tt.key || q != tt.quota {
+			t.Errorf("QuotaForUser(%q) = %q %+v, want %q %+v", tt.user, key, q, tt.key, tt.quota)
+		}
+	}
+	if cfg, _ := Parse([]byte(listener), "none.hcl"); cfg == nil || !cfg.Rates.Quota.IsZero() || cfg.Rates.Quota.Period != DefaultQuotaPeriod {
+		t.Fatalf("default quota: %+v", cfg.Rates.Quota)
+	}
+
+	at := time.Date(2026, 12, 3, 18, 30, 5, 0, time.UTC)
+	for _, tt := range []struct {
+		period     time.Duration
+		start, end time.Time
+		text       string
+	}{
+		{day, time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC), "1KiB per 24h"},
+		{time.Hour, time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC), time.Date(2026, 12, 3, 19, 0, 0, 0, time.UTC), "1KiB per 1h"},
+		{90 * time.Minute, time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC), time.Date(2026, 12, 3, 19, 30, 0, 0, time.UTC), "1KiB per 1h30m"},
+		{7 * day, time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 10, 0, 0, 0, 0, time.UTC), "1KiB per 168h"}, // epoch weeks start on Thursdays
+	} {
+		q := Quota{Down: 1 << 10, Period: tt.period}
+		start, end := q.Window(at)
+		if !start.Equal(tt.start) || !end.Equal(tt.end) || q.String(false) != tt.text {
+			t.Errorf("period %s: window %s – %s (%q), want %s – %s (%q)", tt.period, start.UTC(), end.UTC(), q.String(false), tt.start, tt.end, tt.text)
+		}
+	}
+
+	for _, tt := range []struct {
+		name, block string
+		line        int
+		summary     string
+	}{
+		{"not a size", "rates {\n  quota_down = \"lots\"\n}", 12, "Invalid quota"},
+		{"negative", "rates {\n  quota_up = \"-1GiB\"\n}", 12, "Invalid quota"},
+		{"period not a duration", "rates {\n  quota_period = \"daily\"\n}", 12, "Invalid quota period"},
+		{"period too short", "rates {\n  quota_period = \"30s\"\n}", 12, "Invalid quota period"},
+		{"period too long", "rates {\n  quota_period = \"9000h\"\n}", 12, "Invalid quota period"},
+		{"period not whole seconds", "rates {\n  quota_period = \"90.5s\"\n}", 12, "Invalid quota period"},
+		{"class quota", "rates {\n  class \"c\" {\n    users = [\"x\"]\n    quota_up = \"1 ton\"\n  }\n}", 14, "Invalid quota"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, diags := Parse([]byte(listener+tt.block+"\n"), "quota.hcl")
+			if !diags.HasErrors() {
+				t.Fatalf("accepted:\n%s", tt.block)
 			}
 			if d := diags[0]; d.Summary != tt.summary || d.Subject == nil || d.Subject.Start.Line != tt.line {
 				t.Fatalf("got %q at %v (%s), want %q at line %d", d.Summary, d.Subject, d.Detail, tt.summary, tt.line)

@@ -359,6 +359,15 @@ type ratesBlock struct {
 	TransferUp     *string          `hcl:"transfer_up"`
 	TransferUpAt   hcl.Range        `hcl:"transfer_up,attr_value_range"`
 	Classes        []rateClassBlock `hcl:"class,block"`
+
+	// Each user's quota (sizes per quota_period), which a class may
+	// replace.
+	QuotaDown     *string   `hcl:"quota_down"`
+	QuotaDownAt   hcl.Range `hcl:"quota_down,attr_value_range"`
+	QuotaUp       *string   `hcl:"quota_up"`
+	QuotaUpAt     hcl.Range `hcl:"quota_up,attr_value_range"`
+	QuotaPeriod   *string   `hcl:"quota_period"`
+	QuotaPeriodAt hcl.Range `hcl:"quota_period,attr_value_range"`
 }
 
 type rateClassBlock struct {
@@ -371,6 +380,14 @@ type rateClassBlock struct {
 	Up       *string   `hcl:"up"`
 	UpAt     hcl.Range `hcl:"up,attr_value_range"`
 	Shared   *bool     `hcl:"shared"`
+
+	// The class's quota; an attribute left out is the rates block's.
+	QuotaDown     *string   `hcl:"quota_down"`
+	QuotaDownAt   hcl.Range `hcl:"quota_down,attr_value_range"`
+	QuotaUp       *string   `hcl:"quota_up"`
+	QuotaUpAt     hcl.Range `hcl:"quota_up,attr_value_range"`
+	QuotaPeriod   *string   `hcl:"quota_period"`
+	QuotaPeriodAt hcl.Range `hcl:"quota_period,attr_value_range"`
 }
 
 type scanBlock struct {
