@@ -91,7 +91,7 @@ func Kind(event string, fs []zapcore.Field) string {
 			switch {
 			case result == Complete:
 				return KindUploadComplete
-			case result == Rejected, result == TooLarge, result == Failed && str("scan") == "error":
+			case result == Rejected, result == TooLarge, result == QuotaExceeded, result == Failed && str("scan") == "error":
 				return KindUploadRejected
 			}
 		case Download:

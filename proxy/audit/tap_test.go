@@ -58,6 +58,8 @@ func TestKind(t *testing.T) {
 		{"upload failed", func(s *Session) { s.Transfer(tr("STOR", Upload, Failed, "")) }, ""},
 		{"infected", func(s *Session) { s.Transfer(tr("STOR", Upload, Rejected, "infected")) }, KindUploadRejected},
 		{"too large", func(s *Session) { s.Transfer(tr("STOU", Upload, TooLarge, "")) }, KindUploadRejected},
+		{"over quota", func(s *Session) { s.Transfer(tr("STOR", Upload, QuotaExceeded, "")) }, KindUploadRejected},
+		{"download over quota", func(s *Session) { s.Transfer(tr("RETR", Download, QuotaExceeded, "")) }, ""},
 		{"scanner down, rejected", func(s *Session) { s.Transfer(tr("STOR", Upload, Failed, "error")) }, KindUploadRejected},
 		{"policy refuses STOR", func(s *Session) { s.PolicyDenied("read_only", "STOR", "no") }, KindUploadRejected},
 		{"policy refuses APPE", func(s *Session) { s.PolicyDenied("read_only", "APPE", "no") }, KindUploadRejected},
