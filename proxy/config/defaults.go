@@ -182,3 +182,9 @@ func defaultACME() *ACME {
 // DefaultRedisPrefix starts the keys and channels of the state shared
 // through Redis when the redis block sets no prefix.
 const DefaultRedisPrefix = "ftpsgate:"
+
+// DefaultHookTimeout bounds an auth hook's request when its block sets no
+// timeout: long enough for a directory lookup behind the hook, short
+// enough that a hung hook answers the client (421) well within its own
+// timeouts.
+const DefaultHookTimeout = 5 * time.Second
