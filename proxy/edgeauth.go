@@ -36,6 +36,9 @@ const (
 	reasonTOTPMissing    = "totp_missing"    // the user has no TOTP secret
 	reasonTOTPInvalid    = "totp_invalid"    // no code, or not the code of this time
 	reasonTOTPReused     = "totp_reused"     // the code was already used
+	// reasonNoBackendAccount: a certificate-only login has no backend
+	// account to log in with (the client's password was not checked).
+	reasonNoBackendAccount = "no_backend_account"
 )
 
 // methodBackend is the method of a login the backend checked (no auth
@@ -48,6 +51,9 @@ type edgeLogin struct {
 	auth    *config.Auth
 	backend *config.Backend      // the backend USER's route chose
 	mapped  *config.BackendLogin // the backend account, or nil: the client's own
+	// readOnly: the auth block's method made the session read-only (a
+	// hook's answer), set when the edge accepts the login.
+	readOnly bool
 }
 
 // edgeFor returns the edge login of a session routed by route to b, or
@@ -107,6 +113,9 @@ func (l *login) edgePASS(cmd rewrite.Command) error {
 		}
 	}
 	v := l.edgeCheck(e, cmd.Arg, refused)
+	if v.unavailable {
+		return l.edgeUnavailable(cmd, v)
+	}
 	if v.reason != "" {
 		return l.edgeRefuse(cmd, e, v.reason)
 	}
@@ -122,45 +131,91 @@ type edgeVerdict struct {
 	// reason is why the login is refused (the audit's reason), or empty
 	// when it is accepted.
 	reason string
+	// unavailable: the service that decides (the hook) gave no answer;
+	// the login is refused with 421, and counts toward no ban.
+	unavailable bool
 	// password is the client's password without a TOTP code: what the
 	// backend gets when no backend account is mapped.
 	password string
+	// method is how the login was checked (the audit's and the
+	// metrics' name): "file", "hook", "cert", "cert+file", "+totp"…
+	method string
+	// readOnly: the method makes the session read-only (a hook's
+	// read_only), on top of the policy's read_only_users.
+	readOnly bool
+	// backend is the backend the method chose (a hook's "backend"), or
+	// nil: the one USER's route or listener chose.
+	backend *config.Backend
+	// mapped is the backend account the method chose (a hook's
+	// backend_user), or nil: the route's or the auth block's, if any.
+	mapped *config.BackendLogin
 }
 
 // edgeCheck checks arg, the PASS argument, for l.user against e's auth
-// block. refused, if not nil, is the policy's refusal of the name at USER:
-// the answer is then no, after the same work as for any other name.
+// block: the client certificate (cert block), then the password source
+// (user file or hook; none with cert mode "cert"), then the TOTP code.
+// refused, if not nil, is the policy's refusal of the name at USER: the
+// answer is then no, after the same work for a user file as for any
+// other name (a hook is not asked about a name the policy refuses).
 func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edgeVerdict {
 	s := l.s
+	a := e.auth
 	password, code := arg, ""
-	if e.auth.TOTP != nil {
+	if a.TOTP != nil {
 		password, code = userfile.SplitCode(arg)
 	}
-	known, ok := s.srv.verifyPassword(s.srv.userFile(e.auth), l.user, password, refused != nil)
-	v := edgeVerdict{password: password}
-	switch {
-	case refused != nil:
+	v := edgeVerdict{password: password, method: a.Method()}
+	if refused != nil {
 		v.reason = refused.Rule
-	case !known:
-		v.reason = reasonUnknownUser
-	case !ok:
-		v.reason = reasonWrongPassword
 	}
-	if e.auth.TOTP != nil {
+	if a.Cert != nil && v.reason == "" {
+		v.reason = l.certCheck(e)
+	}
+	switch {
+	case a.Hook != nil:
+		if v.reason == "" {
+			l.hookCheck(e, password, &v)
+		}
+	case a.Users != nil && !a.CertOnly():
+		known, ok := s.srv.verifyPassword(s.srv.userFile(a), l.user, password, refused != nil)
+		switch {
+		case v.reason != "":
+		case !known:
+			v.reason = reasonUnknownUser
+		case !ok:
+			v.reason = reasonWrongPassword
+		}
+	}
+	if a.TOTP != nil && !v.unavailable {
 		// Checked whatever the password's outcome: the same work, and
 		// the same answer, for every failure.
-		step, hasSecret, codeOK := e.auth.TOTP.Check(l.user, code, time.Now())
+		step, hasSecret, codeOK := a.TOTP.Check(l.user, code, time.Now())
 		switch {
 		case v.reason != "":
 		case !hasSecret:
 			v.reason = reasonTOTPMissing
 		case !codeOK:
 			v.reason = reasonTOTPInvalid
-		case !s.srv.totpUse(e.auth.Name, l.user, step):
+		case !s.srv.totpUse(a.Name, l.user, step):
 			v.reason = reasonTOTPReused
 		}
 	}
 	return v
+}
+
+// edgeUnavailable answers a login whose deciding service (the hook) gave
+// no answer: 421, logged (by the check), audited, counted, the session
+// closed. Not 530: the client did nothing wrong, and a 530 would tell its
+// user the password is wrong, count toward a ban, and stop scripts that
+// would retry a 421 later.
+func (l *login) edgeUnavailable(cmd rewrite.Command, v edgeVerdict) error {
+	s := l.s
+	s.srv.metrics.logins.WithLabelValues(v.method, "unavailable").Inc()
+	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 421, Reason: v.reason,
+		Method: v.method, Client: s.client.addr.String(), CertSubject: s.clientCertSubject()})
+	l.edge = nil
+	s.reply(cmd, 421, "Service not available: the login service did not answer; try again later.")
+	return fmt.Errorf("%w: %s", errQuit, v.reason)
 }
 
 // edgeRefuse answers a login the auth block refused for reason: 530,
@@ -171,7 +226,7 @@ func (l *login) edgeRefuse(cmd rewrite.Command, e *edgeLogin, reason string) err
 	s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
 	s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
 	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
-		Method: method, Client: s.client.addr.String()})
+		Method: method, Client: s.client.addr.String(), CertSubject: s.clientCertSubject()})
 	if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 		return err
 	}
@@ -185,10 +240,23 @@ func (l *login) edgeRefuse(cmd rewrite.Command, e *edgeLogin, reason string) err
 func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdict) error {
 	s := l.s
 	method := e.auth.Method()
+	if v.backend != nil {
+		e.backend = v.backend
+	}
+	if v.mapped != nil {
+		e.mapped = v.mapped
+	}
+	e.readOnly = v.readOnly
 	b := e.backend
 	user, pass := l.user, v.password
 	if e.mapped != nil {
 		user, pass = e.mapped.User, e.mapped.Password
+	} else if e.auth.CertOnly() {
+		// No password was checked: the client's own must not log in
+		// at the backend in its place.
+		s.log.Warn("certificate login without a backend account (backend_user on the auth block, its route, or the hook's answer); refused",
+			zap.String("auth", e.auth.Name))
+		return l.edgeRefuse(cmd, e, reasonNoBackendAccount)
 	}
 	if ok, err := l.connect(cmd, b, l.user); !ok {
 		return err
@@ -203,7 +271,8 @@ func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdic
 	refusal := func(code int) {
 		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
-			Route: l.route, Code: code, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+			Route: l.route, Code: code, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String(),
+			CertSubject: s.clientCertSubject()})
 	}
 	if rep.Code >= 400 && rep.Code < 500 {
 		// Busy (421), or a transient refusal: the client may try again.

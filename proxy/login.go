@@ -253,7 +253,7 @@ func (l *login) result(rep *rewrite.Reply) error {
 		s.loggedIn = true
 		s.mu.Unlock()
 		s.bind.login(bindOwner{client: s.client.addr.Addr(), user: s.cfg.Policy.Key(l.user), backend: s.be.cfg.Name})
-		l.readOnly = s.cfg.Policy.ReadOnly(l.user)
+		l.readOnly = s.cfg.Policy.ReadOnly(l.user) || (l.edge != nil && l.edge.readOnly)
 		s.setView(func(v *sessionView) { v.User = l.user })
 		agentName, agentAddr := s.be.agent()
 		fields := []zap.Field{zap.String("backend", s.be.cfg.Name), zap.Stringer("backend_address", s.be.remote),
@@ -266,7 +266,7 @@ func (l *login) result(rep *rewrite.Reply) error {
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
 			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code,
 			Method: l.method(), BackendUser: l.backendUser, Client: s.client.addr.String(),
-			Agent: agentName, AgentAddress: agentAddr})
+			Agent: agentName, AgentAddress: agentAddr, CertSubject: s.clientCertSubject()})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues(l.method(), "failure").Inc()
 		l.uncount()

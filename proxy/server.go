@@ -82,6 +82,11 @@ type Server struct {
 	// hashSlots bound the password checks running at once (edgeauth.go).
 	userFiles userFiles
 	hashSlots chan struct{}
+	// hooksMu guards hooks: the auth blocks' hook clients (edgehook.go).
+	hooksMu sync.Mutex
+	hooks   map[*config.Auth]*hookClient
+	// dialHook connects to auth hooks; nil: the system's dialer.
+	dialHook func(ctx context.Context, network, address string) (net.Conn, error)
 	// totpMu guards totpLast: the step of the last TOTP code each user
 	// (by auth block) used.
 	totpMu   sync.Mutex
@@ -324,6 +329,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.live.Store(cfg)
 	s.state.setRules(cfg.Bans)
 	s.userFiles.set(cfg)
+	s.pruneHooks(cfg)
 	s.agents.update(cfg.AgentListener)
 	if !sameRedis(old.State.Redis, cfg.State.Redis) {
 		s.log.Warn("the state block changed; it is read at start only: restart to apply it")
