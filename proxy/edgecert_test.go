@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,5 +247,75 @@ func TestEdgeCertAndPassword(t *testing.T) {
 	}
 	if strings.Contains(tap.wire(), "alice-edge-pw") {
 		t.Fatal("the client's password reached the backend")
+	}
+}
+
+// TestEdgeCertHook: mode "cert" with a hook: the hook authorises a
+// certificate's user, is told the certificate's subject, and is never
+// sent the password (none was asked for). A login the hook allows without
+// a backend account is refused (the client's unchecked password must not
+// log in at the backend) and opens no backend connection.
+func TestEdgeCertHook(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	clientCA := ftptest.NewCerts(t, ftptest.ECDSA)
+	hook := newHookServer(t, func(w http.ResponseWriter, req map[string]any) {
+		switch req["user"] {
+		case "alice":
+			fmt.Fprintf(w, `{"allow": true, "backend_user": %q}`, be.User)
+		default:
+			fmt.Fprint(w, `{"allow": true}`)
+		}
+	})
+	pw := filepath.Join(t.TempDir(), "backend.pass")
+	if err := os.WriteFile(pw, []byte(be.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tap := &backendTap{control: be.Addr}
+	g := startGate(t, be.Addr, gateOptions{
+		listenerExtra: fmt.Sprintf("auth = \"certs\"\n  client_auth = \"require\"\n  client_ca_file = %q", clientCA.CAFile),
+		extra: fmt.Sprintf(`auth "certs" {
+  hook {
+    url                    = %q
+    backend_password_files = { %q = %q }
+  }
+  cert {
+    mode = "cert"
+  }
+}
+bans {
+  safelist = ["127.0.0.0/8"]
+}`, hook.URL, be.User, pw),
+		dialBackend: tap.dial,
+	})
+	for _, tc := range []struct {
+		user string
+		code int
+	}{{"carol", 530}, {"alice", 230}} {
+		cert, key := clientCA.ClientCert(t, tc.user)
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(certConfig(t, g, cert, key))
+		c.Cmd(331, "USER %s", tc.user)
+		c.Cmd(tc.code, "PASS %s-secret", tc.user)
+		c.Cmd(221, "QUIT")
+	}
+	if n := tap.dials.Load(); n != 1 {
+		t.Fatalf("%d backend connections; want one, alice's", n)
+	}
+	reqs, _ := hook.requests()
+	for _, r := range reqs {
+		cert, _ := r["client_certificate"].(map[string]any)
+		if _, has := r["password"]; has || cert["subject"] != "CN="+fmt.Sprint(r["user"]) || cert["sha256"] == "" {
+			t.Fatalf("hook request %v", r)
+		}
+	}
+	var got []string
+	for _, e := range g.eventsOf(t, "login") {
+		got = append(got, fmt.Sprint(e["user"], "/", e["result"], "/", e["reason"], "/", e["method"]))
+	}
+	if want := "[carol/failure/no_backend_account/cert+hook alice/success//cert+hook]"; fmt.Sprint(got) != want {
+		t.Fatalf("logins %v, want %v", got, want)
+	}
+	if strings.Contains(tap.wire(), "-secret") {
+		t.Fatal("a client's password reached the backend")
 	}
 }
