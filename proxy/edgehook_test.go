@@ -298,3 +298,36 @@ func TestEdgeHookFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestEdgeHookBans: the hook's refusals count toward a ban; its failures
+// to answer (421) do not: a hook that is down bans no one.
+func TestEdgeHookBans(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	hook := newHookServer(t, func(w http.ResponseWriter, req map[string]any) {
+		if req["user"] == "garbage" {
+			fmt.Fprint(w, "not json")
+			return
+		}
+		fmt.Fprint(w, `{"allow": false}`)
+	})
+	g := startGate(t, be.Addr, gateOptions{listenerExtra: `auth = "partners"`,
+		extra: fmt.Sprintf("auth \"partners\" {\n  hook {\n    url = %q\n  }\n}\nbans {\n  failures = 2\n}\n", hook.URL)})
+	for i := 0; i < 3; i++ {
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(g.certs.ClientConfig())
+		c.Cmd(331, "USER garbage")
+		c.Cmd(421, "PASS pw")
+	}
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	for i := 0; i < 2; i++ {
+		c.Cmd(331, "USER alice")
+		c.Cmd(530, "PASS wrong-%d", i)
+	}
+	if msg := c.Expect(421); !strings.Contains(msg, "failed logins") {
+		t.Fatalf("after the second refusal: %q", msg)
+	}
+	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.HasPrefix(got, "421 ") {
+		t.Fatalf("banned address got %q", got)
+	}
+}
