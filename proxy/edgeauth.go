@@ -155,8 +155,8 @@ type edgeVerdict struct {
 // block: the client certificate (cert block), then the password source
 // (user file or hook; none with cert mode "cert"), then the TOTP code.
 // refused, if not nil, is the policy's refusal of the name at USER: the
-// answer is then no, after the same work for a user file as for any
-// other name (a hook is not asked about a name the policy refuses).
+// answer is then no, after the same work as for any other name (a user
+// file's dummy hash, the hook's round trip).
 func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edgeVerdict {
 	s := l.s
 	a := e.auth
@@ -173,8 +173,13 @@ func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edge
 	}
 	switch {
 	case a.Hook != nil:
-		if v.reason == "" {
+		if v.reason == "" || refused != nil {
 			l.hookCheck(e, password, &v)
+		}
+		if refused != nil && !v.unavailable {
+			// Asked all the same, its answer ignored: the reply takes
+			// as long as for a name the policy lets through.
+			v.reason, v.backend, v.mapped = refused.Rule, nil, nil
 		}
 	case a.Users != nil && !a.CertOnly():
 		known, ok := s.srv.verifyPassword(s.srv.userFile(a), l.user, password, refused != nil)
