@@ -96,6 +96,7 @@ func (l *login) edgeUSER(cmd rewrite.Command, e *edgeLogin, d *policy.Denial, ro
 	}
 	l.uncount()
 	l.user, l.readOnly, l.refused, l.route, l.edge, l.backendUser = cmd.Arg, false, d, route, e, ""
+	l.scan = s.scanOf(route)
 	s.log = s.base.With(zap.String("user", cmd.Arg))
 	return s.reply(cmd, 331, textPasswordRequired)
 }
