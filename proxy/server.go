@@ -462,6 +462,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go closeWhenDone(&s.wg, done)
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
+	defer s.pruneHooks(&config.Config{}) // every hook client's idle connections
 	defer s.state.close()
 	select {
 	case <-done:
