@@ -65,6 +65,13 @@ listener "ftps" {
   # backend opens: a wrong password, an unknown user or a refused name
   # never reaches it. Omitted: the backend checks the client's password.
   # auth = "staff"
+  # Mutual TLS: ask clients for a certificate at the handshake (implicit
+  # FTPS: on connect; explicit: at AUTH TLS), verified against this CA. One
+  # from another CA fails the handshake. "optional": a client may present
+  # one; "require": the handshake fails without one. An auth block's cert
+  # block maps the certificate to a user. Default: none asked for.
+  # client_auth    = "require"
+  # client_ca_file = "/etc/ftpsgate/client-ca.pem"
   # Behind a load balancer that sends the PROXY protocol (HAProxy
   # send-proxy, AWS NLB): the client's address comes from its header, which
   # is required from these balancers and believed from no one else.
@@ -251,6 +258,7 @@ policy {
 #   backend_password_file = "/etc/ftpsgate/partner-drop.pass"
 #   # or, instead of the file, an environment variable:
 #   backend_password_env = "PARTNER_DROP_PASSWORD"
+#   scan                  = "clamav"  # replaces the listener's scan for these sessions
 # }
 
 # Edge authentication: ftpsgate checks the login itself and connects to the
@@ -305,8 +313,32 @@ policy {
 #     }
 #     group "cn=ftp,ou=groups,dc=example,dc=com" {}
 #   }
-
-#   scan    = "clamav"  # replaces the listener's scan for these sessions
+#
+#   # Instead of user_file (one password source per block), an HTTP hook
+#   # decides each login: it gets a JSON POST (user, client address,
+#   # listener, TLS version and cipher, the client certificate's subject;
+#   # the password unless cert mode is "cert") and answers
+#   # {"allow": true, "backend": "legacy", "backend_user": "svc", "read_only": false}.
+#   # A timeout, a status other than 200 or an answer that does not parse
+#   # refuses the login with 421 (fail closed); "allow": false with 530.
+#   hook {
+#     url         = "https://auth.internal.example/ftp-login" # https, or http to 127.0.0.1/::1 only
+#     timeout     = "5s"                        # the default
+#     ca_file     = "/etc/ftpsgate/hook-ca.pem" # default: the system's roots
+#     secret_file = "/etc/ftpsgate/hook.secret" # sent as "Authorization: Bearer ..."
+#     cache_ttl   = "30s"                       # reuse an allow this long; default 0: ask every time
+#     # The accounts the hook may name as backend_user, each with its password
+#     # file: the hook names an account, never sends a password.
+#     backend_password_files = { svc = "/etc/ftpsgate/svc.pass" }
+#   }
+#   # The user from the client's certificate (the listener's client_auth):
+#   # USER must name it. mode "cert": the certificate alone logs in (needs a
+#   # backend_user); "cert_and_password" (the default): the password source
+#   # checks the password too. user_from: "cn" (default), "san_email", "san_dns".
+#   cert {
+#     mode      = "cert_and_password"
+#     user_from = "cn"
+#   }
 # }
 
 # A scan block is a malware scanner uploads go through, as a listener or a

@@ -152,6 +152,10 @@ func handshakeDiagnosis(err error, first *firstByte, hello *tls.ClientHelloInfo,
 	// crypto/tls exposes no typed value for the alerts a peer sends, so
 	// its words are read here, for the log's explanation only.
 	switch e := err.Error(); {
+	case strings.Contains(e, "client didn't provide a certificate"):
+		return "the client sent no certificate, and the listener requires one (client_auth = \"require\")"
+	case strings.Contains(e, "failed to verify certificate"):
+		return "the client's certificate does not verify against the listener's client_ca_file (another CA, expired, or not for client authentication)"
 	case strings.Contains(e, "bad certificate"), strings.Contains(e, "unknown certificate authority"),
 		strings.Contains(e, "certificate expired"), strings.Contains(e, "certificate unknown"),
 		strings.Contains(e, "bad record MAC"):

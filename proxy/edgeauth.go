@@ -36,6 +36,9 @@ const (
 	reasonTOTPMissing    = "totp_missing"    // the user has no TOTP secret
 	reasonTOTPInvalid    = "totp_invalid"    // no code, or not the code of this time
 	reasonTOTPReused     = "totp_reused"     // the code was already used
+	// reasonNoBackendAccount: a certificate-only login has no backend
+	// account to log in with (the client's password was not checked).
+	reasonNoBackendAccount = "no_backend_account"
 )
 
 // methodBackend is the method of a login the backend checked (no auth
@@ -130,77 +133,106 @@ type edgeVerdict struct {
 	// backend gets when no backend account is mapped.
 	password string
 	// method is the audit's and the metrics' name of how the login was
-	// checked ("file", "ldap", "ldap+totp"…).
+	// checked: "file", "ldap", "hook", "cert", "cert+file", "…+totp".
 	method string
-	// err is set when the password source gave no answer (a directory
-	// down or too slow): the client gets 421, no ban counts it, and no
+	// err is set when the service that decides (a directory, a hook)
+	// gave no answer: the client gets 421, no ban counts it, and no
 	// backend connection is opened. reason is then set too.
 	err error
-	// readOnly: the source makes the login read-only (an ldap group).
+	// readOnly: the source makes the login read-only (an ldap group, a
+	// hook's read_only), on top of the policy's read_only_users.
 	readOnly bool
 	// backend, if not nil, is the backend the source chose (an ldap
-	// group's route), in place of the one USER's route chose; route is
-	// that route's name. nil: unchanged.
+	// group's route, a hook's "backend"), in place of the one USER's
+	// route chose; route is the route's name when a route chose it (its
+	// scan block then applies), else empty (the session's stays).
 	backend *config.Backend
 	route   string
 	// mapped, if not nil, is the backend account the source chose (the
-	// route's), in place of the auth block's or USER's route's. nil:
-	// unchanged.
+	// route's, a hook's backend_user), in place of the auth block's or
+	// USER's route's. nil: unchanged.
 	mapped *config.BackendLogin
 }
 
 // edgeCheck checks arg, the PASS argument, for l.user against e's auth
-// block. refused, if not nil, is the policy's refusal of the name at USER:
-// the answer is then no, after the same work as for any other name.
+// block: the client certificate (cert block), then the password source
+// (user file, directory or hook; none with cert mode "cert"), then the
+// TOTP code. refused, if not nil, is the policy's refusal of the name at
+// USER: the answer is then no, after the same work as for any other name
+// (a user file's dummy hash, a bind to a DN that does not exist, the
+// hook's round trip).
 func (l *login) edgeCheck(e *edgeLogin, arg string, refused *policy.Denial) edgeVerdict {
 	s := l.s
+	a := e.auth
 	password, code := arg, ""
-	if e.auth.TOTP != nil {
+	if a.TOTP != nil {
 		password, code = userfile.SplitCode(arg)
 	}
-	var v edgeVerdict
-	if e.auth.LDAP != nil {
-		v = l.edgeLDAP(e, password, refused != nil)
-	} else {
-		known, ok := s.srv.verifyPassword(s.srv.userFile(e.auth), l.user, password, refused != nil)
-		v = edgeVerdict{password: password}
+	v := edgeVerdict{password: password}
+	if refused != nil {
+		v.reason = refused.Rule
+	}
+	if a.Cert != nil && v.reason == "" {
+		v.reason = l.certCheck(e)
+	}
+	switch {
+	case a.Hook != nil:
+		if v.reason == "" || refused != nil {
+			l.hookCheck(e, password, &v)
+		}
+		if refused != nil && v.err == nil {
+			// Asked all the same, its answer ignored: the reply takes
+			// as long as for a name the policy lets through.
+			v.reason, v.backend, v.route, v.mapped, v.readOnly = refused.Rule, nil, "", nil, false
+		}
+	case a.LDAP != nil:
+		if v.reason == "" || refused != nil {
+			reason := v.reason
+			v = l.edgeLDAP(e, password, refused != nil)
+			if reason != "" && v.err == nil {
+				v.reason = reason
+			}
+		}
+	case a.Users != nil && !a.CertOnly():
+		known, ok := s.srv.verifyPassword(s.srv.userFile(a), l.user, password, refused != nil)
 		switch {
+		case v.reason != "":
 		case !known:
 			v.reason = reasonUnknownUser
 		case !ok:
 			v.reason = reasonWrongPassword
 		}
 	}
-	v.method = e.auth.Method()
-	if refused != nil && v.err == nil {
-		v.reason = refused.Rule
-	}
-	if e.auth.TOTP != nil {
+	v.method = a.Method()
+	if a.TOTP != nil && v.err == nil {
 		// Checked whatever the password's outcome: the same work, and
 		// the same answer, for every failure.
-		step, hasSecret, codeOK := e.auth.TOTP.Check(l.user, code, time.Now())
+		step, hasSecret, codeOK := a.TOTP.Check(l.user, code, time.Now())
 		switch {
 		case v.reason != "":
 		case !hasSecret:
 			v.reason = reasonTOTPMissing
 		case !codeOK:
 			v.reason = reasonTOTPInvalid
-		case !s.srv.totpUse(e.auth.Name, l.user, step):
+		case !s.srv.totpUse(a.Name, l.user, step):
 			v.reason = reasonTOTPReused
 		}
 	}
 	return v
 }
 
-// edgeUnavailable answers a login whose password source gave no answer
-// (v.err): 421, logged, audited, and the session ends; no ban counts it,
-// no backend is contacted, and nothing else is tried in its place.
+// edgeUnavailable answers a login whose deciding service (a directory, a
+// hook) gave no answer (v.err): 421, logged, audited, counted, and the
+// session ends; no ban counts it, no backend is contacted, and nothing
+// else is tried in its place. Not 530: the client did nothing wrong, and
+// a 530 would tell its user the password is wrong, count toward a ban,
+// and stop scripts that would retry a 421 later.
 func (l *login) edgeUnavailable(cmd rewrite.Command, v edgeVerdict) error {
 	s := l.s
-	s.srv.metrics.logins.WithLabelValues(v.method, "error").Inc()
+	s.srv.metrics.logins.WithLabelValues(v.method, "unavailable").Inc()
 	s.log.Info("login failed", zap.String("method", v.method), zap.String("reason", v.reason), zap.Int("code", 421))
 	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 421, Reason: v.reason,
-		Method: v.method, Client: s.client.addr.String()})
+		Method: v.method, Client: s.client.addr.String(), CertSubject: s.clientCertSubject()})
 	l.edge = nil
 	s.reply(cmd, 421, "Service not available: the authentication service did not answer; try again later.")
 	return fmt.Errorf("%w: %s", errQuit, v.reason)
@@ -214,7 +246,7 @@ func (l *login) edgeRefuse(cmd rewrite.Command, v edgeVerdict) error {
 	s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
 	s.log.Info("login failed", zap.String("method", method), zap.String("reason", reason), zap.Int("code", 530))
 	s.audit.Login(audit.Login{User: l.user, Host: s.host, Route: l.route, Code: 530, Reason: reason,
-		Method: method, Client: s.client.addr.String()})
+		Method: method, Client: s.client.addr.String(), CertSubject: s.clientCertSubject()})
 	if err := s.reply(cmd, 530, textLoginIncorrect); err != nil {
 		return err
 	}
@@ -230,7 +262,10 @@ func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdic
 	method := v.method
 	b, mapped := e.backend, e.mapped
 	if v.backend != nil {
-		b, l.route, l.scan = v.backend, v.route, s.scanOf(v.route)
+		b = v.backend
+		if v.route != "" {
+			l.route, l.scan = v.route, s.scanOf(v.route)
+		}
 	}
 	if v.mapped != nil {
 		mapped = v.mapped
@@ -238,6 +273,13 @@ func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdic
 	user, pass := l.user, v.password
 	if mapped != nil {
 		user, pass = mapped.User, mapped.Password
+	} else if e.auth.CertOnly() {
+		// No password was checked: the client's own must not log in
+		// at the backend in its place.
+		s.log.Warn("certificate login without a backend account (backend_user on the auth block, its route, or the hook's answer); refused",
+			zap.String("auth", e.auth.Name))
+		v.reason = reasonNoBackendAccount
+		return l.edgeRefuse(cmd, v)
 	}
 	l.readOnly = v.readOnly // result adds the policy's read_only_users
 	if ok, err := l.connect(cmd, b, l.user); !ok {
@@ -253,7 +295,8 @@ func (l *login) edgeBackendLogin(cmd rewrite.Command, e *edgeLogin, v edgeVerdic
 	refusal := func(code int) {
 		s.srv.metrics.logins.WithLabelValues(method, "failure").Inc()
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, Backend: b.Name, BackendAddress: s.be.remote.String(),
-			Route: l.route, Code: code, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String()})
+			Route: l.route, Code: code, Reason: reasonBackendRefused, Method: method, BackendUser: user, Client: s.client.addr.String(),
+			CertSubject: s.clientCertSubject()})
 	}
 	if rep.Code >= 400 && rep.Code < 500 {
 		// Busy (421), or a transient refusal: the client may try again.

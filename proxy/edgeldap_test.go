@@ -300,7 +300,7 @@ func TestEdgeLDAPDirectoryDown(t *testing.T) {
 		t.Fatalf("the directory's outage banned the client: %q", got)
 	}
 	m := metricsOf(t, g)
-	for _, w := range []string{`ftpsgate_ldap_errors_total{auth="corp"} 1`, `ftpsgate_logins_total{method="ldap",result="error"} 1`} {
+	for _, w := range []string{`ftpsgate_ldap_errors_total{auth="corp"} 1`, `ftpsgate_logins_total{method="ldap",result="unavailable"} 1`} {
 		if !strings.Contains(m, w) {
 			t.Errorf("/metrics lacks %s", w)
 		}

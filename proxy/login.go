@@ -266,7 +266,7 @@ func (l *login) result(rep *rewrite.Reply) error {
 		s.audit.Login(audit.Login{User: l.user, Host: s.host, OK: true, Backend: s.be.cfg.Name,
 			BackendAddress: s.be.remote.String(), Route: l.route, ReadOnly: l.readOnly, Code: rep.Code,
 			Method: l.method(), BackendUser: l.backendUser, Client: s.client.addr.String(),
-			Agent: agentName, AgentAddress: agentAddr})
+			Agent: agentName, AgentAddress: agentAddr, CertSubject: s.clientCertSubject()})
 	case rep.Code >= 400:
 		s.srv.metrics.logins.WithLabelValues(l.method(), "failure").Inc()
 		l.uncount()

@@ -20,6 +20,7 @@ type metrics struct {
 	sessionsActive  *prometheus.GaugeVec
 	sessionsTotal   *prometheus.CounterVec
 	logins          *prometheus.CounterVec
+	hookRequests    *prometheus.CounterVec
 	userFileReloads *prometheus.CounterVec
 	ldapErrors      *prometheus.CounterVec
 	commands        *prometheus.CounterVec
@@ -66,8 +67,11 @@ func newMetrics(s *Server) *metrics {
 	m.sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
 		Help: "Control sessions accepted."}, []string{"listener"})
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
-		Help: "Login attempts, by method (backend: the backend checked the password; file: an auth block's user file; ldap: its directory; +totp: with a second factor) and result (error: the password source did not answer, 421)."},
+		Help: "Login attempts, by method (backend: the backend checked the password; else the auth block's: file, ldap, hook, cert, cert+file, …+totp) and result (success, failure, unavailable: the service that decides, a directory or a hook, gave no answer: 421)."},
 		[]string{"method", "result"})
+	m.hookRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_hook_requests_total",
+		Help: "Logins an auth block's HTTP hook decided, by auth block and result: allow, deny, cached (an allow within cache_ttl), unavailable (timeout, not 200, an answer that does not parse: 421)."},
+		[]string{"auth", "result"})
 	m.userFileReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "user_file_reloads_total",
 		Help: "Reloads of an auth block's user file after it changed, by result (failure: the previous users were kept)."},
 		[]string{"result"})
@@ -152,7 +156,7 @@ func newMetrics(s *Server) *metrics {
 		}
 		return float64(n)
 	})
-	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.userFileReloads, m.ldapErrors, m.commands, m.denials, m.transfers,
+	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.logins, m.hookRequests, m.userFileReloads, m.ldapErrors, m.commands, m.denials, m.transfers,
 		m.transferBytes, m.transferSeconds, m.tlsHandshakes, m.tlsFailures, m.tlsResumed, m.backendDial, m.backendFailures,
 		m.backendUp, m.backendRetries, m.queueWait, m.bans, m.reloadOK, m.reloadTime, m.lingerRefused, lingering, ports,
 		m.throttledSeconds, m.throttledBytes, m.tooLarge, m.quotaRefusals, buckets,

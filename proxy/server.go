@@ -85,6 +85,11 @@ type Server struct {
 	// ldapPools are the connections to the auth blocks' directories
 	// (edgeldap.go).
 	ldapPools ldapPools
+	// hooksMu guards hooks: the auth blocks' hook clients (edgehook.go).
+	hooksMu sync.Mutex
+	hooks   map[*config.Auth]*hookClient
+	// dialHook connects to auth hooks; nil: the system's dialer.
+	dialHook func(ctx context.Context, network, address string) (net.Conn, error)
 	// totpMu guards totpLast: the step of the last TOTP code each user
 	// (by auth block) used.
 	totpMu   sync.Mutex
@@ -345,6 +350,7 @@ func (s *Server) Reload(cfg *config.Config) (err error) {
 	s.state.setRules(cfg.Bans)
 	s.userFiles.set(cfg)
 	s.ldapPools.set(cfg)
+	s.pruneHooks(cfg)
 	s.agents.update(cfg.AgentListener)
 	s.notifier.use(cfg)
 	if !sameRedis(old.State.Redis, cfg.State.Redis) {
@@ -479,6 +485,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.agents.close() // after the sessions, whose connections are streams through agents
 	defer s.closePools()
 	defer s.ldapPools.close()
+	defer s.pruneHooks(&config.Config{}) // every hook client's idle connections
 	defer s.state.close()
 	// After the sessions, whose last events it posts: within ctx.
 	defer s.notifier.close(ctx)

@@ -157,6 +157,15 @@ func (b *tlsBinding) session() *tls.Config {
 		c.CipherSuites = b.listen.CipherSuites
 	}
 	c.WrapSession = b.wrap
+	if b.listen.ClientAuth != config.ClientCertNone {
+		// Data connections, and the control connection of an optional
+		// listener: a certificate is asked for, and one given must
+		// verify. Never NoClientCert: crypto/tls would then refuse to
+		// resume a session that carries a certificate, which every data
+		// connection of a mutual-TLS session must.
+		c.ClientCAs = b.listen.ClientCAs
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
 	return c
 }
 
@@ -323,6 +332,9 @@ func ticketAddr(ss *tls.SessionState) netip.Addr {
 // their own session, as before.
 func (b *tlsBinding) control() *tls.Config {
 	c := b.session()
+	if b.listen.ClientAuth == config.ClientCertRequire {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
 	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		ss, err := b.base.DecryptTicket(identity, cs)
 		if err != nil || ss == nil || !b.client.IsValid() || ticketAddr(ss) != b.client {

@@ -176,6 +176,7 @@ func (s *Session) Login(l Login) {
 	fs = text(text(fs, "reason", l.Reason), "client", l.Client)
 	fs = text(text(fs, "method", l.Method), "backend_user", l.BackendUser)
 	fs = text(text(fs, "agent", l.Agent), "agent_address", l.AgentAddress)
+	fs = text(fs, "cert_subject", l.CertSubject)
 	s.emit(EventLogin, append(fs, zap.Bool("read_only", l.ReadOnly), zap.Int("code", l.Code))...)
 }
 
@@ -204,6 +205,9 @@ type Login struct {
 	// Client is the client's address and port, so that one line says
 	// who, from where and with what result.
 	Client string
+	// CertSubject is the subject of the client's certificate, when the
+	// listener verified one (mutual TLS), as RFC 2253 writes it.
+	CertSubject string
 	// Agent and AgentAddress name the outbound-only agent that carried
 	// the session to a via_agent backend, and its connection's address;
 	// "" for a backend the proxy dials.

@@ -24,25 +24,67 @@ func (c *compiler) auths(fs *fileSchema, cfg *Config) {
 		}
 		a := &Auth{Name: ab.Name}
 		cfg.Auths[ab.Name] = a
-		switch {
-		case ab.UserFile != nil && ab.LDAP != nil:
-			c.errorf(&ab.LDAP.DefRange, "Two password sources",
-				"auth %q has a user_file and an ldap block: an auth block has one password source (user_file, ldap or hook); "+
-					"TOTP combines with any. Use two auth blocks, on two listeners or routes.", ab.Name)
-		case ab.LDAP != nil:
-			a.LDAP = c.ldap(ab.Name, ab.LDAP)
-		case ab.UserFile == nil || *ab.UserFile == "":
-			c.errorf(&ab.DefRange, "Invalid auth block", "auth %q needs a password source: a user_file or an ldap block.", ab.Name)
-		default:
-			a.UserFile = *ab.UserFile
-			a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), a, ab.Name, a.UserFile)
+		if ab.Cert != nil {
+			a.Cert = c.certAuth(ab.Cert)
 		}
+		c.passwordSource(ab, a)
 		if ab.TOTPSecretsFile != nil {
 			a.TOTPFile = *ab.TOTPSecretsFile
 			a.TOTP = c.totpSecrets(at(ab.TOTPSecretsFileAt, ab.DefRange), ab.Name, a.TOTPFile)
 		}
 		a.Backend = c.backendLogin(ab.DefRange, ab.BackendUser, ab.BackendUserAt, ab.BackendPasswordFile, ab.BackendPasswordFileAt,
 			ab.BackendPasswordEnv, ab.BackendPasswordEnvAt)
+		if a.CertOnly() && a.Backend == nil && a.Hook == nil {
+			c.warnf(&ab.Cert.DefRange, "Certificate login without a backend account",
+				"auth %q logs in on a certificate alone, but maps no backend_user: its logins are refused unless their route maps one.", ab.Name)
+		}
+	}
+}
+
+// passwordSource compiles the block's one password source: user_file or
+// hook. Two are refused (which would decide?); none is refused unless the
+// certificate alone logs in (cert mode "cert").
+func (c *compiler) passwordSource(ab *authBlock, a *Auth) {
+	type source struct {
+		name string
+		r    *hcl.Range
+	}
+	var set []source
+	if ab.UserFile != nil {
+		set = append(set, source{"user_file", at(ab.UserFileAt, ab.DefRange)})
+	}
+	if ab.LDAP != nil {
+		set = append(set, source{"ldap", &ab.LDAP.DefRange})
+	}
+	if ab.Hook != nil {
+		set = append(set, source{"hook", &ab.Hook.DefRange})
+	}
+	if len(set) > 1 {
+		c.errorf(set[1].r, "Two password sources", "auth %q has both %s (at %s) and %s: a block has one password source.",
+			ab.Name, set[0].name, set[0].r, set[1].name)
+		return
+	}
+	switch {
+	case ab.Hook != nil:
+		a.Hook = c.hook(ab.Name, ab.Hook)
+	case ab.LDAP != nil:
+		if a.CertOnly() {
+			c.errorf(&ab.LDAP.DefRange, "Invalid auth block",
+				"auth %q: cert mode \"cert\" checks no password, so its ldap block would check nothing; use mode \"cert_and_password\", or remove the ldap block.", ab.Name)
+			return
+		}
+		a.LDAP = c.ldap(ab.Name, ab.LDAP)
+	case ab.UserFile != nil && *ab.UserFile != "":
+		if a.CertOnly() {
+			c.errorf(at(ab.UserFileAt, ab.DefRange), "Invalid auth block",
+				"auth %q: cert mode \"cert\" checks no password, so its user_file would check nothing; use mode \"cert_and_password\", or remove user_file.", ab.Name)
+			return
+		}
+		a.UserFile = *ab.UserFile
+		a.Users = c.userFile(at(ab.UserFileAt, ab.DefRange), a, ab.Name, a.UserFile)
+	case !a.CertOnly():
+		c.errorf(&ab.DefRange, "Invalid auth block",
+			"auth %q needs a password source: user_file, an ldap block or a hook (or a cert block with mode \"cert\").", ab.Name)
 	}
 }
 
@@ -200,6 +242,7 @@ func (c *compiler) authLinks(fs *fileSchema, cfg *Config) {
 	for i, l := range cfg.Listeners {
 		lb := c.listeners[i]
 		l.Auth = c.authRef(cfg, lb.Auth, lb.AuthAt, lb.DefRange, fmt.Sprintf("Listener %q", l.Name))
+		c.checkCertListener(l, lb)
 		if l.Auth == nil && unchecked == "" {
 			unchecked = l.Name
 		}

@@ -45,6 +45,7 @@ func (c *compiler) listener(lb *listenerBlock, cfg *Config) {
 	choose(c, at(lb.TLSMinVersionAt, lb.DefRange), "Invalid TLS version", "tls_min_version", lb.TLSMinVersion,
 		&l.MinTLSVersion, tlsVersions, oldVersionsAreBad)
 	l.CipherSuites = c.cipherSuites(lb, l)
+	c.clientAuth(lb, l)
 	c.listenerACME(lb, l, cfg)
 	pr, err := ParsePortRange(lb.PassivePorts)
 	if err != nil {

@@ -223,3 +223,9 @@ func defaultLDAP() *LDAP {
 	return &LDAP{Timeout: 5 * time.Second, MaxConnections: 8, IdleTimeout: time.Minute,
 		UserFilter: "(uid={user})", GroupFilter: "(|(member={dn})(uniqueMember={dn}))"}
 }
+
+// DefaultHookTimeout bounds an auth hook's request when its block sets no
+// timeout: long enough for a directory lookup behind the hook, short
+// enough that a hung hook answers the client (421) well within its own
+// timeouts.
+const DefaultHookTimeout = 5 * time.Second

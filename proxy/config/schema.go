@@ -73,6 +73,12 @@ type listenerBlock struct {
 	AuthAt              hcl.Range           `hcl:"auth,attr_value_range"`
 	Scan                *string             `hcl:"scan"`
 	ScanAt              hcl.Range           `hcl:"scan,attr_value_range"`
+	// ClientAuth asks clients for a certificate ("optional", "require"),
+	// verified against ClientCAFile (compile_cert.go).
+	ClientAuth     *string   `hcl:"client_auth"`
+	ClientAuthAt   hcl.Range `hcl:"client_auth,attr_value_range"`
+	ClientCAFile   *string   `hcl:"client_ca_file"`
+	ClientCAFileAt hcl.Range `hcl:"client_ca_file,attr_value_range"`
 
 	// PassiveAddressOverrides are public_address per client network: a
 	// list of objects, decoded by passiveOverrides (gohcl would drop an
@@ -197,6 +203,10 @@ type authBlock struct {
 	// LDAP is the block's password source when it has no user_file
 	// (compile_ldap.go).
 	LDAP *ldapBlock `hcl:"ldap,block"`
+	// Hook and Cert are the HTTP hook and the client certificate
+	// (compile_hook.go, compile_cert.go).
+	Hook *hookBlock `hcl:"hook,block"`
+	Cert *certBlock `hcl:"cert,block"`
 }
 
 // ldapBlock is an auth block's directory: bind by a DN template, or
@@ -239,6 +249,32 @@ type ldapGroupBlock struct {
 	ReadOnlyAt hcl.Range `hcl:"read_only,attr_value_range"`
 	Route      *string   `hcl:"route"`
 	RouteAt    hcl.Range `hcl:"route,attr_value_range"`
+}
+
+type hookBlock struct {
+	DefRange     hcl.Range `hcl:",def_range"`
+	URL          string    `hcl:"url"`
+	URLAt        hcl.Range `hcl:"url,attr_value_range"`
+	Timeout      *string   `hcl:"timeout"`
+	TimeoutAt    hcl.Range `hcl:"timeout,attr_value_range"`
+	CAFile       *string   `hcl:"ca_file"`
+	CAFileAt     hcl.Range `hcl:"ca_file,attr_value_range"`
+	SecretFile   *string   `hcl:"secret_file"`
+	SecretFileAt hcl.Range `hcl:"secret_file,attr_value_range"`
+	CacheTTL     *string   `hcl:"cache_ttl"`
+	CacheTTLAt   hcl.Range `hcl:"cache_ttl,attr_value_range"`
+	// BackendPasswordFiles maps a backend_user the hook may answer to
+	// the file of its password.
+	BackendPasswordFiles   *map[string]string `hcl:"backend_password_files"`
+	BackendPasswordFilesAt hcl.Range          `hcl:"backend_password_files,attr_value_range"`
+}
+
+type certBlock struct {
+	DefRange   hcl.Range `hcl:",def_range"`
+	Mode       *string   `hcl:"mode"`
+	ModeAt     hcl.Range `hcl:"mode,attr_value_range"`
+	UserFrom   *string   `hcl:"user_from"`
+	UserFromAt hcl.Range `hcl:"user_from,attr_value_range"`
 }
 
 type policyBlock struct {

@@ -296,6 +296,42 @@ type Listener struct {
 	// sessions go through, unless the route that chose a session's
 	// backend names another. Nil (the default): uploads are not scanned.
 	Scan *Scan
+	// ClientAuth is whether the control connection's TLS handshake asks
+	// the client for a certificate (mutual TLS); ClientCAs, read from
+	// ClientCAFile, are the roots it must chain to. ClientCertNone (the
+	// zero value): no certificate is asked for. A certificate that does
+	// not chain to ClientCAs fails the handshake in both other modes, so
+	// a certificate of any other CA never names a user; an auth block's
+	// cert block then maps it to a user (CertAuth).
+	ClientAuth   ClientAuthMode
+	ClientCAFile string
+	ClientCAs    *x509.CertPool
+}
+
+// ClientAuthMode is a listener's client_auth.
+type ClientAuthMode int
+
+const (
+	// ClientCertNone: no client certificate is asked for (the default).
+	ClientCertNone ClientAuthMode = iota
+	// ClientCertOptional: a client may present one; if it does, it must
+	// verify.
+	ClientCertOptional
+	// ClientCertRequire: the handshake fails without a verified
+	// certificate (for explicit FTPS, the one after AUTH TLS).
+	ClientCertRequire
+)
+
+func (m ClientAuthMode) String() string {
+	switch m {
+	case ClientCertNone:
+		return "none"
+	case ClientCertOptional:
+		return "optional"
+	case ClientCertRequire:
+		return "require"
+	}
+	return "invalid"
 }
 
 // Auth is an auth block: the proxy checks a login itself, and opens a
@@ -327,18 +363,119 @@ type Auth struct {
 	// LDAP, if set, is the block's password source in place of a user
 	// file: the directory that checks each password by a bind.
 	LDAP *LDAP
+	// Hook, if set, is the block's password source in place of a user
+	// file: an HTTP service decides each login (one source per block).
+	Hook *Hook
+	// Cert, if set, takes the user from the client's verified
+	// certificate: USER must name it.
+	Cert *CertAuth
 }
 
-// Method is the audit's and the metrics' name of how Auth checks a login.
+// Method is the audit's and the metrics' name of how Auth checks a login:
+// the certificate ("cert", alone with mode "cert"), the password source
+// ("file", "ldap", "hook"), "+totp" with a second factor; "cert+hook" is a
+// certificate login the hook authorises without a password.
 func (a *Auth) Method() string {
-	m := "file"
-	if a.LDAP != nil {
-		m = "ldap"
+	var parts []string
+	if a.Cert != nil {
+		parts = append(parts, "cert")
+	}
+	switch {
+	case a.Hook != nil:
+		parts = append(parts, "hook")
+	case a.LDAP != nil:
+		parts = append(parts, "ldap")
+	case a.Users != nil && !a.CertOnly():
+		parts = append(parts, "file")
 	}
 	if a.TOTP != nil {
-		m += "+totp"
+		parts = append(parts, "totp")
 	}
-	return m
+	return strings.Join(parts, "+")
+}
+
+// CertOnly reports whether a login is accepted on its certificate alone,
+// without a password check (cert mode "cert").
+func (a *Auth) CertOnly() bool { return a.Cert != nil && a.Cert.Mode == CertOnly }
+
+// Hook is an auth block's HTTP hook: each login is POSTed to URL as JSON,
+// and the answer (allow, backend, backend_user, read_only) decides it.
+// The hook fails closed: a timeout, an answer other than 200, or a body
+// that does not parse strictly refuses the login with 421.
+type Hook struct {
+	// URL is https, or http to a loopback address (validate refuses any
+	// other): the request may carry the password, and the answer decides
+	// who logs in, so neither may cross a network in clear.
+	URL string
+	// Timeout bounds one request, connection to last byte of the
+	// answer; DefaultHookTimeout when not set.
+	Timeout time.Duration
+	// RootCAs verify an https hook's certificate; nil: the system's
+	// roots.
+	RootCAs *x509.CertPool
+	// Secret, read from secret_file, is sent as "Authorization: Bearer
+	// …", so that the hook can tell the proxy from anyone else who can
+	// reach it. Empty: no Authorization header.
+	Secret string
+	// CacheTTL is how long an answer that allowed a login is reused for
+	// the same user, password, client address and certificate; 0 (the
+	// default): every login asks the hook. Refusals are never cached: a
+	// fix (a password reset, an account unlocked) applies at once, and
+	// bans already stop an address that repeats a wrong password.
+	CacheTTL time.Duration
+	// BackendLogins are the backend accounts the hook may answer as
+	// backend_user, each with its password from a file: the hook names
+	// an account, never sends its password. A backend_user not here
+	// refuses the login.
+	BackendLogins map[string]*BackendLogin
+}
+
+// CertAuth is an auth block's cert block.
+type CertAuth struct {
+	Mode CertMode
+	// UserFrom is the part of the certificate that names the user.
+	UserFrom CertUserFrom
+}
+
+// CertMode is what a certificate login needs besides the certificate.
+type CertMode int
+
+const (
+	// CertAndPassword (the default): the password is checked too, by
+	// the block's password source.
+	CertAndPassword CertMode = iota
+	// CertOnly: the certificate alone logs in; PASS is still answered,
+	// and its argument is ignored (or is the TOTP code alone).
+	CertOnly
+)
+
+func (m CertMode) String() string {
+	if m == CertOnly {
+		return "cert"
+	}
+	return "cert_and_password"
+}
+
+// CertUserFrom is where a certificate names its user.
+type CertUserFrom int
+
+const (
+	// FromCN: the subject's common name (the default).
+	FromCN CertUserFrom = iota
+	// FromSANEmail: an rfc822Name subject alternative name, whole.
+	FromSANEmail
+	// FromSANDNS: a dNSName subject alternative name.
+	FromSANDNS
+)
+
+func (f CertUserFrom) String() string {
+	switch f {
+	case FromSANEmail:
+		return "san_email"
+	case FromSANDNS:
+		return "san_dns"
+	}
+	return "cn"
 }
 
 // LDAP is an auth block's directory (an ldap block). A password is

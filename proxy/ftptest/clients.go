@@ -47,6 +47,10 @@ type PythonSpec struct {
 	// ServerName, if set, is the name the certificate is verified under
 	// (and the SNI), while Host is connected to: explicit FTPS only.
 	ServerName string `json:"server_name,omitempty"`
+	// CertFile and KeyFile, if set, are the client certificate and key
+	// the TLS context presents (SSLContext.load_cert_chain).
+	CertFile string `json:"certfile,omitempty"`
+	KeyFile  string `json:"keyfile,omitempty"`
 	// Stock uses ftplib.FTP_TLS as shipped, whose data connections never
 	// resume the control connection's TLS session; by default the driver
 	// uses the few-line subclass the README shows, which does.

@@ -53,6 +53,8 @@ def sha256(b):
 def main():
     spec = json.loads(sys.argv[1])
     ctx = ssl.create_default_context(cafile=spec["cafile"])
+    if spec.get("certfile"):
+        ctx.load_cert_chain(spec["certfile"], spec["keyfile"])
     if spec.get("implicit"):
         cls = ImplicitFTP_TLS
     elif spec.get("stock"):
