@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +170,9 @@ func TestNotifyUpload(t *testing.T) {
 	c.Cmd(221, "QUIT")
 
 	reqs := rc.wait(t, 2)
+	gp.Lock()
+	replied := slices.Clone(repliedFirst) // written by the receiver's handler
+	gp.Unlock()
 	for i, want := range []struct{ kind, path string }{{"upload_complete", "/in.txt"}, {"download_complete", "/report.csv"}} {
 		r := reqs[i]
 		if r.header.Get("X-Ftpsgate-Event") != want.kind || !eventID.MatchString(r.header.Get("X-Ftpsgate-Event-Id")) ||
@@ -184,7 +188,7 @@ func TestNotifyUpload(t *testing.T) {
 		if line := g.auditLine(t, "transfer", "path", want.path); !bytes.Equal(r.body, line) {
 			t.Fatalf("request %d body\n%s\nis not the audit line\n%s", i, r.body, line)
 		}
-		if !repliedFirst[i] {
+		if i >= len(replied) || !replied[i] {
 			t.Fatalf("request %d came before the client had the final reply", i)
 		}
 	}

@@ -752,14 +752,17 @@ func TestACMESharedHTTP01(t *testing.T) {
 	}
 	var blocks string
 	for _, name := range []string{"one", "two"} {
+		// Each its email: two blocks without one are refused (certmagic
+		// would register the second as mailto:default).
 		blocks += fmt.Sprintf(`acme %q {
   domains = ["%s.test"]
+  email = "ops-%s@example.test"
   directory = %q
   ca_roots = %q
   storage = %q
   http01 { address = "127.0.0.1:%d" }
 }
-`, name, name, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort)
+`, name, name, name, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort)
 	}
 	src := fmt.Sprintf(`listener "one" {
   address = "127.0.0.1:0"
