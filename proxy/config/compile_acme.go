@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -11,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/hcl/v2"
 )
 
 // acme compiles an acme block into cfg.ACME, unless one of its name came
@@ -54,7 +51,7 @@ func (c *compiler) acme(ab *acmeBlock, cfg *Config) {
 	}
 	if ab.CARoots != nil {
 		a.CARootsFile = *ab.CARoots
-		a.CARoots = c.caRoots(at(ab.CARootsAt, ab.DefRange), a.CARootsFile)
+		a.CARoots = c.pemPool(at(ab.CARootsAt, ab.DefRange), "ca_roots", a.CARootsFile)
 	}
 	if ab.Storage != nil {
 		a.Storage = *ab.Storage
@@ -174,21 +171,6 @@ func validDNSName(s string) bool {
 	}
 	tld := labels[len(labels)-1]
 	return strings.Trim(tld, "0123456789") != "" // 192.0.2.1 is an address
-}
-
-// caRoots reads a PEM file of root certificates.
-func (c *compiler) caRoots(r *hcl.Range, path string) *x509.CertPool {
-	b, err := readSmallFile(path)
-	if err != nil {
-		c.errorf(r, "Cannot read ca_roots", "%s", err)
-		return nil
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		c.errorf(r, "Invalid ca_roots", "%q holds no PEM certificate.", path)
-		return nil
-	}
-	return pool
 }
 
 // externalAccount compiles an eab block: the key id, and the MAC key

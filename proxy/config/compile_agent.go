@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"net/netip"
 	"slices"
 )
@@ -24,16 +23,7 @@ func (c *compiler) agentListener(fs *fileSchema, cfg *Config) {
 			c.secretFile(at(ab.KeyFileAt, ab.DefRange), "key_file", ab.KeyFile, "the private key")
 		}
 		r := at(ab.ClientCAFileAt, ab.DefRange)
-		pem, err := readSmallFile(ab.ClientCAFile)
-		pool := x509.NewCertPool()
-		switch {
-		case err != nil:
-			c.errorf(r, "Cannot read client_ca_file", "%s", err)
-		case !pool.AppendCertsFromPEM(pem):
-			c.errorf(r, "Invalid client_ca_file", "%q holds no PEM certificate.", ab.ClientCAFile)
-		default:
-			al.ClientCAs = pool
-		}
+		al.ClientCAs = c.pemPool(r, "client_ca_file", ab.ClientCAFile)
 		nr := at(ab.AllowedNamesAt, ab.DefRange)
 		if len(ab.AllowedNames) == 0 {
 			c.errorf(nr, "Invalid allowed_names", "allowed_names must name the agents accepted (their certificates' names).")

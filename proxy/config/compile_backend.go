@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"net"
 
 	"github.com/hashicorp/hcl/v2"
@@ -148,16 +147,7 @@ func (c *compiler) backendTLS(bb *backendBlock, b *Backend) {
 	}
 	if bb.CAFile != nil {
 		r := at(bb.CAFileAt, bb.DefRange)
-		pem, err := readSmallFile(*bb.CAFile)
-		pool := x509.NewCertPool()
-		switch {
-		case err != nil:
-			c.errorf(r, "Cannot read ca_file", "%s", err)
-		case !pool.AppendCertsFromPEM(pem):
-			c.errorf(r, "Invalid ca_file", "%q holds no PEM certificate.", *bb.CAFile)
-		default:
-			conf.RootCAs = pool
-		}
+		conf.RootCAs = c.pemPool(r, "ca_file", *bb.CAFile)
 	}
 	if bb.InsecureSkipVerify != nil && *bb.InsecureSkipVerify {
 		conf.InsecureSkipVerify = true

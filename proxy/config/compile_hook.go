@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -91,21 +90,6 @@ func checkHookURL(raw string) error {
 func HookLoopback(u *url.URL) bool {
 	a, err := netip.ParseAddr(u.Hostname())
 	return err == nil && a.Unmap().IsLoopback()
-}
-
-// pemPool reads a PEM file of CA certificates for attr.
-func (c *compiler) pemPool(r *hcl.Range, attr, path string) *x509.CertPool {
-	b, err := readSmallFile(path)
-	if err != nil {
-		c.errorf(r, "Cannot read "+attr, "%s", err)
-		return nil
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		c.errorf(r, "Invalid "+attr, "%q holds no PEM certificate.", path)
-		return nil
-	}
-	return pool
 }
 
 // oneLineSecret reads a secret of one line (a trailing line end is

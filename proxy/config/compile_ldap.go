@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net/url"
 	"strings"
 
@@ -38,7 +37,7 @@ func (c *compiler) ldap(name string, lb *ldapBlock) *LDAP {
 	}
 	if lb.CAFile != nil {
 		l.CAFile = *lb.CAFile
-		l.TLS.RootCAs = c.caRootsOf(at(lb.CAFileAt, lb.DefRange), "ca_file", *lb.CAFile)
+		l.TLS.RootCAs = c.pemPool(at(lb.CAFileAt, lb.DefRange), "ca_file", *lb.CAFile)
 	}
 
 	search := lb.ServiceDN != nil || lb.ServicePasswordFile != nil || lb.BaseDN != nil || lb.UserFilter != nil
@@ -163,19 +162,4 @@ func (c *compiler) ldapRoutes(fs *fileSchema) {
 			}
 		}
 	}
-}
-
-// caRootsOf reads a PEM file of CA certificates for attr.
-func (c *compiler) caRootsOf(r *hcl.Range, attr, path string) *x509.CertPool {
-	b, err := readSmallFile(path)
-	if err != nil {
-		c.errorf(r, "Unreadable "+attr, "%s", err)
-		return nil
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		c.errorf(r, "Invalid "+attr, "%q holds no PEM certificate.", path)
-		return nil
-	}
-	return pool
 }

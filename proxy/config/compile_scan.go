@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/x509"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -112,16 +111,7 @@ func (c *compiler) scanAddress(sb *scanBlock, s *Scan) {
 		c.errorf(r, "Invalid ca_file", "ca_file verifies an icaps:// scanner; this scan block's address is not one.")
 		return
 	}
-	pem, err := readSmallFile(*sb.CAFile)
-	pool := x509.NewCertPool()
-	switch {
-	case err != nil:
-		c.errorf(r, "Cannot read ca_file", "%s", err)
-	case !pool.AppendCertsFromPEM(pem):
-		c.errorf(r, "Invalid ca_file", "%q holds no PEM certificate.", *sb.CAFile)
-	default:
-		s.RootCAs = pool
-	}
+	s.RootCAs = c.pemPool(r, "ca_file", *sb.CAFile)
 }
 
 // spool compiles mode, spool_dir and spool_max into s.

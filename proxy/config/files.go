@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -93,4 +94,21 @@ func (c *compiler) secretFile(at *hcl.Range, attr, path, what string) {
 		"%s %q (mode %04o) can be read by %s: that exposes %s. Run chmod 600 on it (or own it by root with mode 0640 and "+
 			"put the service in its group); in a Kubernetes Secret volume set defaultMode: 0440 and the pod's fsGroup.",
 		attr, path, perm, who, what)
+}
+
+// pemPool reads the PEM file of CA certificates at path, named attr in
+// the configuration (ca_file, client_ca_file, ca_roots); nil after a
+// problem, which is reported at r.
+func (c *compiler) pemPool(r *hcl.Range, attr, path string) *x509.CertPool {
+	b, err := readSmallFile(path)
+	if err != nil {
+		c.errorf(r, "Cannot read "+attr, "%s", err)
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		c.errorf(r, "Invalid "+attr, "%q holds no PEM certificate.", path)
+		return nil
+	}
+	return pool
 }
