@@ -167,13 +167,22 @@ func (s *Stream) Write(p []byte) (int, error) {
 
 // write writes b within the timeout of each write's progress.
 func (s *Stream) write(b []byte) error {
+	if err := writeProgress(s.conn, b, s.c.timeout()); err != nil {
+		s.err = fmt.Errorf("clamd: sending the stream: %w", err)
+		return s.err
+	}
+	return nil
+}
+
+// writeProgress writes b to conn, failing only when timeout passes with no
+// byte written (a slow scanner that keeps reading is not a stalled one).
+func writeProgress(conn net.Conn, b []byte, timeout time.Duration) error {
 	for len(b) > 0 {
-		s.conn.SetWriteDeadline(time.Now().Add(s.c.timeout()))
-		n, err := s.conn.Write(b)
+		conn.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := conn.Write(b)
 		b = b[n:]
 		if err != nil && (n == 0 || !isTimeout(err)) {
-			s.err = fmt.Errorf("clamd: sending the stream: %w", err)
-			return s.err
+			return err
 		}
 	}
 	return nil

@@ -358,14 +358,9 @@ func (s *ICAPStream) Write(p []byte) (int, error) {
 
 // write writes b within the timeout of each write's progress.
 func (s *ICAPStream) write(b []byte) error {
-	for len(b) > 0 {
-		s.conn.SetWriteDeadline(time.Now().Add(s.c.timeout()))
-		n, err := s.conn.Write(b)
-		b = b[n:]
-		if err != nil && (n == 0 || !isTimeout(err)) {
-			s.err = fmt.Errorf("icap: sending the stream: %w", err)
-			return s.err
-		}
+	if err := writeProgress(s.conn, b, s.c.timeout()); err != nil {
+		s.err = fmt.Errorf("icap: sending the stream: %w", err)
+		return s.err
 	}
 	return nil
 }
