@@ -154,6 +154,29 @@ type edgeVerdict struct {
 	mapped *config.BackendLogin
 }
 
+// routeVerdict sends the login of v through the route block named name,
+// as a source of the verdict chose it (an ldap group's route, a hook's
+// "route"): the route's backend, its name (so its scan block applies) and
+// its backend account, if it has one. false: no route block has that
+// name, and v is unchanged.
+func (s *session) routeVerdict(name string, v *edgeVerdict) bool {
+	for _, rt := range s.cfg.Routes {
+		if rt.Name != name {
+			continue
+		}
+		b := s.cfg.Backends[rt.Backend]
+		if b == nil {
+			return false
+		}
+		v.backend, v.route = b, rt.Name
+		if rl := s.cfg.RouteLogins[name]; rl != nil && rl.Backend != nil {
+			v.mapped = rl.Backend
+		}
+		return true
+	}
+	return false
+}
+
 // edgeCheck checks arg, the PASS argument, for l.user against e's auth
 // block: the client certificate (cert block), then the password source
 // (user file, directory or hook; none with cert mode "cert"), then the

@@ -6,11 +6,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+	"github.com/pquerna/otp/totp"
 )
 
 // Client certificates (issue 17): listeners that ask for a certificate
@@ -317,5 +320,52 @@ bans {
 	}
 	if strings.Contains(tap.wire(), "-secret") {
 		t.Fatal("a client's password reached the backend")
+	}
+}
+
+// TestEdgeCertTOTP: mode "cert" with a second factor: the certificate
+// names the user and PASS carries the TOTP code alone ("cert+totp"). The
+// code logs in once; the same code again, a wrong code and no code are
+// refused without a backend connection, and no code reaches the backend
+// or the audit.
+func TestEdgeCertTOTP(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	clientCA := ftptest.NewCerts(t, ftptest.ECDSA)
+	secret := "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	secrets := filepath.Join(t.TempDir(), "totp")
+	if err := os.WriteFile(secrets, []byte("alice:"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, tap := certGate(t, be, clientCA, "require", fmt.Sprintf(`cert {
+    mode = "cert"
+  }
+  totp_secrets_file = %q`, secrets))
+	cert, key := clientCA.ClientCert(t, "alice")
+	code, err := totp.GenerateCode(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(code)
+	wrong := fmt.Sprintf("%06d", (n+1)%1000000)
+	for _, tc := range []struct {
+		pass string
+		code int
+	}{{wrong, 530}, {"", 530}, {code, 230}, {code, 530}} {
+		c := ftptest.Dial(t, g.explicit)
+		c.AuthTLS(certConfig(t, g, cert, key))
+		c.Cmd(331, "USER alice")
+		c.Cmd(tc.code, "PASS %s", tc.pass)
+		c.Cmd(221, "QUIT")
+	}
+	if n := tap.dials.Load(); n != 1 {
+		t.Fatalf("%d backend connections; want 1, the accepted login's", n)
+	}
+	want := []string{"alice/failure/totp_invalid/cert+totp", "alice/failure/totp_invalid/cert+totp",
+		"alice/success//cert+totp", "alice/failure/totp_reused/cert+totp"}
+	if got := loginEvents(t, g); !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+	if strings.Contains(tap.wire(), code) || strings.Contains(g.auditBuf.String(), code) {
+		t.Fatal("the TOTP code reached the backend or the audit stream")
 	}
 }

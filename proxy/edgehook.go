@@ -38,6 +38,7 @@ const (
 	reasonHookUnavailable    = "hook_unavailable"          // timeout, non-200, garbage: 421
 	reasonHookUnknownBackend = "hook_unknown_backend"      // the answer names no backend block
 	reasonHookUnknownAccount = "hook_unknown_backend_user" // nor an account of backend_password_files
+	reasonHookUnknownRoute   = "hook_unknown_route"        // the answer names no route block
 )
 
 // maxHookAnswer bounds the body of a hook's answer: a few small fields.
@@ -76,6 +77,11 @@ type hookAnswer struct {
 	// Backend names a backend block the login goes to, in place of its
 	// route's or listener's.
 	Backend string `json:"backend,omitempty"`
+	// Route names a route block the login goes through, as an ldap
+	// group's route does: the route's backend, its scan block and its
+	// backend account (unless BackendUser names another). An answer may
+	// name a route or a backend, not both.
+	Route string `json:"route,omitempty"`
 	// BackendUser names an account of the hook block's
 	// backend_password_files the login uses at the backend.
 	BackendUser string `json:"backend_user,omitempty"`
@@ -256,6 +262,9 @@ func parseHookAnswer(data []byte) (hookAnswer, error) {
 	if a.Allow == nil {
 		return a, fmt.Errorf("%w: no \"allow\"", errHookAnswer)
 	}
+	if a.Route != "" && a.Backend != "" {
+		return a, fmt.Errorf("%w: both \"route\" and \"backend\"", errHookAnswer)
+	}
 	return a, nil
 }
 
@@ -296,12 +305,18 @@ func (l *login) hookCheck(e *edgeLogin, password string, v *edgeVerdict) {
 	s.srv.metrics.hookRequests.WithLabelValues(e.auth.Name, result).Inc()
 }
 
-// hookGrant applies an allowing answer to v: the backend block and the
-// account it names must exist, or the login is refused (the hook and the
-// configuration disagree: the log says so).
+// hookGrant applies an allowing answer to v: the route, backend block
+// and account it names must exist, or the login is refused (the hook and
+// the configuration disagree: the log says so).
 func (l *login) hookGrant(e *edgeLogin, a hookAnswer, v *edgeVerdict) {
 	s := l.s
 	v.readOnly = a.ReadOnly
+	if a.Route != "" && !s.routeVerdict(a.Route, v) {
+		s.log.Warn("auth hook allowed a login through a route no route block defines; refused",
+			zap.String("auth", e.auth.Name), zap.String("route", a.Route))
+		v.reason = reasonHookUnknownRoute
+		return
+	}
 	if a.Backend != "" {
 		b, ok := s.cfg.Backends[a.Backend]
 		if !ok {

@@ -4,16 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+	"github.com/pquerna/otp/totp"
 )
 
 // The HTTP hook of an auth block (issue 17): real httptest servers answer
@@ -59,6 +62,12 @@ func (h *hookServer) requests() ([]map[string]any, []string) {
 // url; the hook may map logins to the backend's account.
 func hookGate(t *testing.T, be *ftptest.Server, url, hookExtra, extra string) (*gate, *backendTap) {
 	t.Helper()
+	return hookGateAuth(t, be, url, hookExtra, "", extra)
+}
+
+// hookGateAuth is hookGate with authExtra, more of the auth block.
+func hookGateAuth(t *testing.T, be *ftptest.Server, url, hookExtra, authExtra, extra string) (*gate, *backendTap) {
+	t.Helper()
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "backend.pass")
 	secret := filepath.Join(dir, "hook.secret")
@@ -80,11 +89,12 @@ func hookGate(t *testing.T, be *ftptest.Server, url, hookExtra, extra string) (*
     backend_password_files = { %q = %q }
     %s
   }
+  %s
 }
 bans {
   safelist = ["127.0.0.0/8"]
 }
-%s`, url, secret, be.User, pw, hookExtra, extra),
+%s`, url, secret, be.User, pw, hookExtra, authExtra, extra),
 		dialBackend: tap.dial,
 	})
 	return g, tap
@@ -331,5 +341,151 @@ func TestEdgeHookBans(t *testing.T) {
 	}
 	if got := greetingFrom(t, "127.0.0.1", g.explicit); !strings.HasPrefix(got, "421 ") {
 		t.Fatalf("banned address got %q", got)
+	}
+}
+
+// TestEdgeHookRoute: an answer naming a route sends the login through it,
+// as an ldap group's route does: the route's backend and backend account
+// (vsftpd's log shows the account, never the client's name), the audit's
+// route, and the route's scan block (here a scanner that is down with
+// on_error = "reject", so an upload gets 451 and is never stored, where
+// the listener has no scan block at all). A route no block defines is
+// refused (530, hook_unknown_route); an answer naming both a route and a
+// backend is not an answer (421). Neither opens a backend connection.
+func TestEdgeHookRoute(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	hook := newHookServer(t, func(w http.ResponseWriter, req map[string]any) {
+		switch fmt.Sprint(req["user"], "/", req["password"]) {
+		case "erin/erin-pw":
+			fmt.Fprint(w, `{"allow": true, "route": "drop"}`)
+		case "frank/frank-pw":
+			fmt.Fprint(w, `{"allow": true, "route": "nope"}`)
+		case "gina/gina-pw":
+			fmt.Fprint(w, `{"allow": true, "route": "drop", "backend": "legacy"}`)
+		default:
+			fmt.Fprint(w, `{"allow": false}`)
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "tcp:" + ln.Addr().String()
+	ln.Close() // nothing listens there: the route's scanner is down
+	pw := filepath.Join(t.TempDir(), "drop.pass")
+	if err := os.WriteFile(pw, []byte(be.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, tap := hookGate(t, be, hook.URL, "", fmt.Sprintf(`backend "drop" {
+  address = %q
+  tls     = "none"
+}
+route "drop" {
+  users                 = ["nobody-by-name-*"]
+  backend               = "drop"
+  backend_user          = %q
+  backend_password_file = %q
+  scan                  = "av"
+}
+scan "av" {
+  engine   = "clamd"
+  address  = %q
+  on_error = "reject"
+}`, be.Addr, be.User, pw, down))
+
+	refusedAtEdge(t, g, "frank", "frank-pw")
+	c := ftptest.Dial(t, g.explicit)
+	c.AuthTLS(g.certs.ClientConfig())
+	c.Cmd(331, "USER gina")
+	if msg := c.Cmd(421, "PASS gina-pw"); !strings.Contains(msg, "authentication service did not answer") {
+		t.Fatalf("an answer with a route and a backend: %q", msg)
+	}
+	if n := tap.dials.Load(); n != 0 {
+		t.Fatalf("%d backend connections after refused logins; want none", n)
+	}
+
+	c = g.login(t, "erin", "erin-pw")
+	c.Cmd(257, "PWD")
+	d := c.DialDataTLS(c.EPSV(), c.TLS)
+	c.Send("STOR unscanned.bin")
+	code, msg := c.Read()
+	if code == 150 {
+		d.WriteAll(t, []byte("payload"))
+		code, msg = c.Read()
+	} else {
+		d.Close()
+	}
+	if code != 451 || exists(filepath.Join(be.Root, "unscanned.bin")) {
+		t.Fatalf("upload through the route's scan block, its scanner down: %d %s", code, msg)
+	}
+	c.Cmd(221, "QUIT")
+
+	var got []string
+	for _, e := range g.eventsOf(t, "login") {
+		got = append(got, fmt.Sprint(e["user"], "/", e["result"], "/", e["reason"], "/", e["code"], "/", e["backend"], "/",
+			e["route"], "/", e["backend_user"]))
+	}
+	want := []string{"frank/failure/hook_unknown_route/530///", "gina/failure/hook_unavailable/421///",
+		"erin/success//230/drop/drop/" + be.User}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+	if !g.logged("auth hook allowed a login through a route no route block defines; refused") {
+		t.Error("no log line for the unknown route")
+	}
+	log, err := os.ReadFile(be.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), "["+be.User+"] OK LOGIN"); n != 1 || strings.Contains(string(log), "[erin]") {
+		t.Fatalf("vsftpd's log (%d logins of %s):\n%s", n, be.User, log)
+	}
+}
+
+// TestEdgeHookTOTP: a hook and a second factor: the hook is sent the
+// password without its code, and the code is checked after the hook's
+// allow ("hook+totp"). A login the hook denies does not use up its code
+// (the right password with the same code then logs in); the same code
+// again is refused; neither refusal opens a backend connection.
+func TestEdgeHookTOTP(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	hook := newHookServer(t, func(w http.ResponseWriter, req map[string]any) {
+		if req["user"] == "erin" && req["password"] == "erin-pw" {
+			fmt.Fprintf(w, `{"allow": true, "backend_user": %q}`, be.User)
+			return
+		}
+		fmt.Fprint(w, `{"allow": false}`)
+	})
+	secret := "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	secrets := filepath.Join(t.TempDir(), "totp")
+	if err := os.WriteFile(secrets, []byte("erin:"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, tap := hookGateAuth(t, be, hook.URL, "", fmt.Sprintf("totp_secrets_file = %q", secrets), "")
+	code, err := totp.GenerateCode(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAtEdge(t, g, "erin", "wrong-pw"+code)
+	c := g.login(t, "erin", "erin-pw"+code)
+	c.Cmd(221, "QUIT")
+	refusedAtEdge(t, g, "erin", "erin-pw"+code)
+	if n := tap.dials.Load(); n != 1 {
+		t.Fatalf("%d backend connections; want 1", n)
+	}
+	reqs, _ := hook.requests()
+	var pws []string
+	for _, r := range reqs {
+		pws = append(pws, fmt.Sprint(r["password"]))
+	}
+	if want := []string{"wrong-pw", "erin-pw", "erin-pw"}; !slices.Equal(pws, want) {
+		t.Fatalf("the hook was sent the passwords %v, want %v (never a code)", pws, want)
+	}
+	want := []string{"erin/failure/hook_denied/hook+totp", "erin/success//hook+totp", "erin/failure/totp_reused/hook+totp"}
+	if got := loginEvents(t, g); !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
+	}
+	if strings.Contains(tap.wire(), code) {
+		t.Fatal("the TOTP code reached the backend")
 	}
 }

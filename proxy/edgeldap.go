@@ -64,14 +64,7 @@ func (l *login) edgeLDAP(e *edgeLogin, password string, refused bool) edgeVerdic
 	if g := ans.group; g != nil && v.reason == "" {
 		v.readOnly = g.ReadOnly
 		if g.Route != "" {
-			for _, rt := range s.cfg.Routes {
-				if rt.Name == g.Route {
-					v.backend, v.route = s.cfg.Backends[rt.Backend], rt.Name
-				}
-			}
-			if rl := s.cfg.RouteLogins[g.Route]; rl != nil && rl.Backend != nil {
-				v.mapped = rl.Backend
-			}
+			s.routeVerdict(g.Route, &v) // validate checked that the route exists
 		}
 		s.log.Debug("directory group", zap.String("group", g.DN), zap.Bool("read_only", g.ReadOnly), zap.String("route", g.Route))
 	}
