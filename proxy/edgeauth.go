@@ -374,19 +374,12 @@ func (s *Server) verifyPassword(users *userfile.File, user, password string, ref
 // totpUse records that user of the auth block named auth used the TOTP
 // code of step, and reports whether that code is new: a step at or
 // before the last one used is refused (RFC 6238 §5.2), so a code seen by
-// someone else is worthless once used, even within its window.
+// someone else is worthless once used, even within its window. With a
+// state block's Redis, a code used on one instance is refused on all.
 func (s *Server) totpUse(auth, user string, step uint64) bool {
-	s.totpMu.Lock()
-	defer s.totpMu.Unlock()
-	key := auth + "\x00" + user
-	if last, ok := s.totpLast[key]; ok && step <= last {
-		return false
-	}
-	if s.totpLast == nil {
-		s.totpLast = map[string]uint64{}
-	}
-	s.totpLast[key] = step
-	return true
+	// The step is accepted until TOTPSkew steps after its own.
+	until := time.Unix(int64(step+1+userfile.TOTPSkew)*int64(userfile.TOTPStep/time.Second), 0)
+	return s.state.totpUse(auth+"\x00"+user, step, until)
 }
 
 // newHashSlots is the number of password checks that may run at once: one

@@ -90,10 +90,6 @@ type Server struct {
 	hooks   map[*config.Auth]*hookClient
 	// dialHook connects to auth hooks; nil: the system's dialer.
 	dialHook func(ctx context.Context, network, address string) (net.Conn, error)
-	// totpMu guards totpLast: the step of the last TOTP code each user
-	// (by auth block) used.
-	totpMu   sync.Mutex
-	totpLast map[string]uint64
 	// lingering counts the client data legs lingering after a transfer
 	// (closeClientLeg), bounded by limits.max_lingering_data_legs.
 	lingering atomic.Int64

@@ -3,7 +3,10 @@ package proxy_test
 import (
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/ftpsgate/ftpsgate/proxy/config"
 	"github.com/ftpsgate/ftpsgate/proxy/ftptest"
+	"github.com/pquerna/otp/totp"
 )
 
 // The log messages of the shared state's episodes (state_redis.go).
@@ -179,5 +183,54 @@ func TestStateBlockReadAtStart(t *testing.T) {
 	}
 	if g.logged(msgStateDown) {
 		t.Fatal("the reload connected to the new Redis")
+	}
+}
+
+// TestSharedTOTP: two instances sharing their state through a real
+// redis-server: a TOTP code that logged in on one is refused on the other
+// (totp_reused), as it is on the first. Without the shared record, a code
+// seen on the wire could be replayed through the other instance within
+// its window.
+func TestSharedTOTP(t *testing.T) {
+	be := ftptest.Vsftpd(t, ftptest.VsftpdOptions{})
+	rd := ftptest.StartRedis(t)
+	dir := t.TempDir()
+	secret := "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	secrets := filepath.Join(dir, "totp")
+	if err := os.WriteFile(secrets, []byte(be.User+":"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opt := gateOptions{listenerExtra: `auth = "staff"`,
+		extra: fmt.Sprintf(`auth "staff" {
+  user_file         = %q
+  totp_secrets_file = %q
+}
+bans {
+  safelist = ["127.0.0.0/8"]
+}
+state {
+  redis {
+    address = %q
+    prefix  = "test:%s:"
+  }
+}`, edgeUsers(t, dir, be.User, be.Password), secrets, rd.Addr, t.Name())}
+	a, b := startGate(t, be.Addr, opt), startGate(t, be.Addr, opt)
+	code, err := totp.GenerateCode(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := a.login(t, be.User, be.Password+code)
+	c.Cmd(221, "QUIT")
+	for _, g := range []*gate{b, a} {
+		refusedAtEdge(t, g, be.User, be.Password+code)
+	}
+	var got []string
+	for _, g := range []*gate{a, b} {
+		got = append(got, loginEvents(t, g)...)
+	}
+	u := be.User
+	want := []string{u + "/success//file+totp", u + "/failure/totp_reused/file+totp", u + "/failure/totp_reused/file+totp"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("login events\n%v\nwant\n%v", got, want)
 	}
 }

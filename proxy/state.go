@@ -42,6 +42,12 @@ type sharedState interface {
 	// quotaUsed is the count of k as this instance knows it, without
 	// asking anyone (the status page and STAT).
 	quotaUsed(k quotaKey) int64
+	// totpUse records that the TOTP code of step was used for key (an
+	// auth block and a user) and reports whether it was new: a step at
+	// or before the last one used, on any instance sharing the state, is
+	// refused (RFC 6238 §5.2). The record may be forgotten after until,
+	// when the step can no longer be accepted anyway.
+	totpUse(key string, step uint64, until time.Time) bool
 	// setRules replaces the ban rules (a reload).
 	setRules(policy.BanRules)
 	// close stops the state's goroutines; safe to call twice.
@@ -70,6 +76,15 @@ type memoryState struct {
 	// after its window's end (swept at most once a quotaSweep).
 	quotas map[string]*quotaCount
 	swept  time.Time
+	// totp are the last TOTP steps used, by key, each with the time
+	// after which it can be forgotten (swept with the quotas).
+	totp map[string]totpUsed
+}
+
+// totpUsed is the last TOTP step a key used, and when it may be dropped.
+type totpUsed struct {
+	step  uint64
+	until time.Time
 }
 
 // quotaCount is one quota count and the end of its window.
@@ -86,18 +101,45 @@ func newMemoryState(r policy.BanRules) *memoryState {
 	return &memoryState{bans: policy.NewBans(r), counts: make(map[counter]int), quotas: make(map[string]*quotaCount)}
 }
 
+// sweep drops the quota counts of windows that ended and the TOTP steps
+// past their use, at most once a quotaSweep. m.mu is held.
+func (m *memoryState) sweep(now time.Time) {
+	if now.Sub(m.swept) < quotaSweep {
+		return
+	}
+	m.swept = now
+	for key, c := range m.quotas {
+		if !now.Before(c.end) {
+			delete(m.quotas, key)
+		}
+	}
+	for key, u := range m.totp {
+		if !now.Before(u.until) {
+			delete(m.totp, key)
+		}
+	}
+}
+
+func (m *memoryState) totpUse(key string, step uint64, until time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	m.sweep(now)
+	if u, ok := m.totp[key]; ok && step <= u.step && now.Before(u.until) {
+		return false
+	}
+	if m.totp == nil {
+		m.totp = make(map[string]totpUsed)
+	}
+	m.totp[key] = totpUsed{step, until}
+	return true
+}
+
 func (m *memoryState) quota(k quotaKey, n, limit int64) (added, used int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	if now.Sub(m.swept) >= quotaSweep {
-		m.swept = now
-		for key, c := range m.quotas {
-			if !now.Before(c.end) {
-				delete(m.quotas, key)
-			}
-		}
-	}
+	m.sweep(now)
 	c := m.quotas[k.String()]
 	if c == nil {
 		if n <= 0 || !now.Before(k.end) {

@@ -302,3 +302,50 @@ func TestSharedStateSlowRedis(t *testing.T) {
 		t.Fatalf("local count: %d", got)
 	}
 }
+
+// TestTOTPUse: a TOTP step is taken once per key, an earlier step is
+// refused after a later one, and a record past its until is forgotten. On
+// Redis, a step used on one instance is refused on the other; while Redis
+// is away each instance refuses what it saw used itself.
+func TestTOTPUse(t *testing.T) {
+	future, past := time.Now().Add(time.Hour), time.Now().Add(-time.Second)
+	m := newMemoryState(banRules(3))
+	for i, tc := range []struct {
+		key   string
+		step  uint64
+		until time.Time
+		fresh bool
+	}{
+		{"k", 10, future, true}, {"k", 10, future, false}, {"k", 9, future, false}, {"k", 11, future, true},
+		{"other", 10, future, true},                    // per key
+		{"old", 5, past, true}, {"old", 5, past, true}, // a record past its until is gone
+	} {
+		if got := m.totpUse(tc.key, tc.step, tc.until); got != tc.fresh {
+			t.Fatalf("%d: totpUse(%q, %d) = %v, want %v", i, tc.key, tc.step, got, tc.fresh)
+		}
+	}
+
+	mr := miniredis.RunT(t)
+	clock := newTestClock()
+	a := newTestInstance(t, mr.Addr(), clock, banRules(3))
+	b := newTestInstance(t, mr.Addr(), clock, banRules(3))
+	for i, tc := range []struct {
+		on    *testInstance
+		step  uint64
+		fresh bool
+	}{{a, 100, true}, {b, 100, false}, {b, 99, false}, {b, 101, true}, {a, 101, false}} {
+		if got := tc.on.totpUse("auth\x00alice", tc.step, future); got != tc.fresh {
+			t.Fatalf("%d: step %d = %v, want %v", i, tc.step, got, tc.fresh)
+		}
+	}
+	if ttl := mr.TTL("t:totp:auth\x00alice"); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("the step's key expires in %v; want about an hour", ttl)
+	}
+	mr.Close()
+	if !a.totpUse("auth\x00bob", 7, future) || a.totpUse("auth\x00bob", 7, future) {
+		t.Fatal("while Redis is away, the instance that saw a step used must refuse it")
+	}
+	if got := testutil.ToFloat64(a.m.fallbacks); got != 1 {
+		t.Fatalf("fallbacks: %v", got)
+	}
+}

@@ -552,6 +552,35 @@ func (r *redisState) quota(k quotaKey, n, limit int64) (added, used int64) {
 
 func (r *redisState) quotaUsed(k quotaKey) int64 { return r.local.quotaUsed(k) }
 
+// totpScript records a TOTP step unless the key has one at or after it:
+// 1 when the step is new, 0 when it was used (here or on another
+// instance).
+var totpScript = redis.NewScript(`
+local step = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1`)
+
+// totpUse asks Redis, so that a code used on one instance is refused on
+// every other; the local record is kept too, so that a code used here is
+// refused here while Redis is away, and what was used during an outage
+// (on this instance) is still refused here when it returns.
+func (r *redisState) totpUse(key string, step uint64, until time.Time) bool {
+	fresh := r.local.totpUse(key, step, until)
+	var res int64
+	ok := r.do("totp", func(ctx context.Context) error {
+		var err error
+		res, err = totpScript.Run(ctx, r.rdb, []string{r.key("totp", key)}, step, until.UnixMilli()).Int64()
+		return err
+	})
+	if !ok {
+		return fresh
+	}
+	return fresh && res == 1
+}
+
 // takePendingQuota takes the quota bytes counted while falling back.
 func (r *redisState) takePendingQuota() map[string]pendingQuota {
 	r.quotaMu.Lock()
