@@ -164,7 +164,10 @@ ftpsgate() {
 	gate_pid=$!
 	wait_greeting "$first" || die "ftpsgate did not start: $(cat "$work/$name.log")"
 }
-ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD"
+# The main gate, also in front of ftpsload's responder, whose logins cost
+# nothing: session setup through it is bounded by TLS, not by a server.
+GATE_RESPONDER=$(free_port)
+ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD" "$GATE_RESPONDER:$RESPONDER"
 main_gate=$gate_pid
 # The same in front of ProFTPD with the backend's shield set (issue 27):
 # a session bound the load never reaches, so that the row shows what the
@@ -388,6 +391,13 @@ setup -test "setup, ProFTPD user file" -label "ftpsgate, max_sessions set" -addr
 # A client that reconnects keeps its TLS session cache: its control
 # connections resume (issue 22), against the full handshakes above.
 setup -test "setup, ProFTPD user file" -label "ftpsgate, control TLS resumed" -addr "127.0.0.1:$GATE_PROFTPD" -resume
+# ProFTPD forks for every login and bounds the rows above near plain FTP's
+# rate; behind a backend whose logins cost nothing (ftpsload's responder)
+# the handshakes decide: full ones against resumed ones (issue 22).
+setup -test "setup, minimal responder" -label ftpsgate -addr "127.0.0.1:$GATE_RESPONDER"
+setup -test "setup, minimal responder" -label "ftpsgate, control TLS resumed" -addr "127.0.0.1:$GATE_RESPONDER" -resume
+setup -test "setup, minimal responder" -label "plain FTP direct" -addr "127.0.0.1:$RESPONDER" -tls=false
+setup -test "setup, minimal responder" -label mod_proxy -addr "127.0.0.1:$MP_RESPONDER"
 setup -test "setup, ProFTPD user file" -label "ProFTPD FTPS" -addr "127.0.0.1:$PROFTPD_TLS"
 setup -test "setup, ProFTPD user file" -label "plain FTP direct" -addr "127.0.0.1:$PROFTPD" -tls=false
 setup -test "setup, ProFTPD user file" -label mod_proxy -addr "127.0.0.1:$MP_PROFTPD"

@@ -28,6 +28,7 @@ func runReport(args []string) error {
 	if err != nil {
 		return err
 	}
+	results = withProxyRows(results)
 	var tests, paths []string
 	runs := map[[2]string][]result{}
 	for _, r := range results {
@@ -112,6 +113,9 @@ func cellText(r result, ratio float64) string {
 			parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
 		}
 	}
+	if v := r.Extra["tls_endpoint_s"]; v > 0 {
+		parts = append(parts, fmt.Sprintf("TLS endpoint %.2f", v), fmt.Sprintf("plain endpoint %.2f", r.Extra["plain_endpoint_s"]))
+	}
 	if len(parts) > 0 {
 		text += " = " + strings.Join(parts, " + ")
 	}
@@ -119,6 +123,57 @@ func cellText(r result, ratio float64) string {
 		text += fmt.Sprintf(" ⚠ %d failed", r.Failures)
 	}
 	return text
+}
+
+// floorPath is the column of the proxy's floor in the "proxy CPU per GiB"
+// rows.
+const floorPath = "floor: a lone TLS and a lone plain endpoint"
+
+// withProxyRows adds, after each test's "…, CPU per GiB" rows, a "…, proxy
+// CPU per GiB" row: the proxy's own share of each path that has a proxy,
+// and the floor no proxy with one TLS leg and one plain leg can go below:
+// what a Go TLS endpoint doing nothing else (the ceiling's server, the TLS
+// sender of a download and the receiver of an upload) and a plain FTP
+// endpoint doing nothing else (plain FTP direct's client, the plain
+// receiver of a download and sender of an upload) spent per GiB in the
+// same run. Without both baselines, no floor is given.
+func withProxyRows(results []result) []result {
+	const suffix = ", CPU per GiB"
+	last := map[string]int{} // a CPU test's last result
+	for i, r := range results {
+		if strings.HasSuffix(r.Test, suffix) {
+			last[r.Test] = i
+		}
+	}
+	var out []result
+	for i, r := range results {
+		out = append(out, r)
+		if !strings.HasSuffix(r.Test, suffix) || last[r.Test] != i {
+			continue
+		}
+		test := strings.TrimSuffix(r.Test, suffix) + ", proxy CPU per GiB"
+		var tlsEnd, plainEnd float64
+		var rows []result
+		for _, c := range results {
+			if c.Test != r.Test {
+				continue
+			}
+			switch {
+			case c.Path == "Go TLS ceiling":
+				tlsEnd = c.Extra["server_s"]
+			case c.Path == "plain FTP direct":
+				plainEnd = c.Extra["client_s"]
+			case c.Extra["proxy_s"] > 0:
+				rows = append(rows, result{Test: test, Path: c.Path, Value: c.Extra["proxy_s"], Unit: c.Unit})
+			}
+		}
+		out = append(out, rows...)
+		if len(rows) > 0 && tlsEnd > 0 && plainEnd > 0 {
+			out = append(out, result{Test: test, Path: floorPath, Value: tlsEnd + plainEnd, Unit: r.Unit,
+				Extra: map[string]float64{"tls_endpoint_s": tlsEnd, "plain_endpoint_s": plainEnd}})
+		}
+	}
+	return out
 }
 
 func readResults(name string) ([]result, error) {

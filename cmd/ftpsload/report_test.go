@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
 
 // The cells of make bench's table, from results as the measurements and
 // bench.sh write them.
@@ -37,5 +41,47 @@ func TestCPUSeconds(t *testing.T) {
 	}
 	if after := cpuSeconds(); after <= before || x == 0 {
 		t.Fatalf("cpuSeconds went from %v to %v across a busy loop", before, after)
+	}
+}
+
+// The proxy CPU rows, from the CPU rows of make bench's run of 2026-12-03
+// (download 1GiB): each proxied path's own share, and the floor, the Go
+// TLS ceiling's server plus plain FTP direct's client. Tests without both
+// baselines get the proxy shares and no floor.
+func TestWithProxyRows(t *testing.T) {
+	cpu := func(test, path string, c, p, s float64) result {
+		return result{Test: test, Path: path, Value: c + p + s, Unit: "s/GiB",
+			Extra: map[string]float64{"client_s": c, "proxy_s": p, "server_s": s}}
+	}
+	const down = "download 1GiB, CPU per GiB"
+	in := []result{
+		{Test: "download 1GiB", Path: "ftpsgate", Value: 740, Unit: "MB/s"},
+		cpu(down, "ftpsgate", 1.01, 1.31, 0.18),
+		cpu(down, "plain FTP direct", 0.27, 0, 0.24),
+		cpu(down, "mod_proxy", 0.95, 1.78, 0.15),
+		cpu(down, "Go TLS ceiling", 1.24, 0, 1.13),
+		{Test: "download 1GiB, CPU bound on 2 cores", Path: "ftpsgate", Value: 858, Unit: "MB/s"},
+		cpu("upload 1GiB, CPU per GiB", "ftpsgate", 1.03, 1.60, 1.25),
+	}
+	got := withProxyRows(in)
+	var text []string
+	for _, r := range got {
+		text = append(text, fmt.Sprintf("%s|%s|%.2f|%s", r.Test, r.Path, r.Value, cellText(r, 0)))
+	}
+	want := []string{
+		"download 1GiB|ftpsgate|740.00|740",
+		"download 1GiB, CPU per GiB|ftpsgate|2.50|2.50 = client 1.01 + proxy 1.31 + server 0.18",
+		"download 1GiB, CPU per GiB|plain FTP direct|0.51|0.51 = client 0.27 + server 0.24",
+		"download 1GiB, CPU per GiB|mod_proxy|2.88|2.88 = client 0.95 + proxy 1.78 + server 0.15",
+		"download 1GiB, CPU per GiB|Go TLS ceiling|2.37|2.37 = client 1.24 + server 1.13",
+		"download 1GiB, proxy CPU per GiB|ftpsgate|1.31|1.31",
+		"download 1GiB, proxy CPU per GiB|mod_proxy|1.78|1.78",
+		"download 1GiB, proxy CPU per GiB|" + floorPath + "|1.40|1.40 = TLS endpoint 1.13 + plain endpoint 0.27",
+		"download 1GiB, CPU bound on 2 cores|ftpsgate|858.00|858",
+		"upload 1GiB, CPU per GiB|ftpsgate|3.88|3.88 = client 1.03 + proxy 1.60 + server 1.25",
+		"upload 1GiB, proxy CPU per GiB|ftpsgate|1.60|1.60",
+	}
+	if strings.Join(text, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(text, "\n"), strings.Join(want, "\n"))
 	}
 }
