@@ -83,6 +83,10 @@ func (s *session) startTLS() error {
 		s.srv.metrics.tlsFailures.Inc()
 		return fmt.Errorf("%w: %s (%w)", errHandshake, why, err)
 	}
+	// The connection keeps conf, and conf the closure: without this, the
+	// parsed ClientHello (its key shares alone are over a KiB) would stay
+	// for the session's life.
+	hello = nil
 	cs := tc.ConnectionState()
 	s.tls, s.ctrl, s.r = tc, tc, bufio.NewReaderSize(tc, controlBufferSize)
 	if s.host != "" && !strings.EqualFold(s.host, cs.ServerName) {

@@ -164,10 +164,14 @@ func (h *held) release(verb string, all bool) {
 	}
 }
 
-// tapCore is the zap core of a session's held events.
+// tapCore is the zap core of a session's held events. It keeps the
+// session's fields (With) as they are and encodes them only for an event
+// a notification wants: every session has a tap (notify blocks may come
+// with a reload), and an encoder held per session would cost each idle
+// session a buffer of its own for nothing.
 type tapCore struct {
-	enc zapcore.Encoder // holds the session's fields (With)
-	h   *held
+	fields []zapcore.Field
+	h      *held
 }
 
 var _ zapcore.Core = (*tapCore)(nil)
@@ -175,11 +179,7 @@ var _ zapcore.Core = (*tapCore)(nil)
 func (c *tapCore) Enabled(lvl zapcore.Level) bool { return lvl >= zapcore.InfoLevel }
 
 func (c *tapCore) With(fs []zapcore.Field) zapcore.Core {
-	enc := c.enc.Clone()
-	for _, f := range fs {
-		f.AddTo(enc)
-	}
-	return &tapCore{enc: enc, h: c.h}
+	return &tapCore{fields: append(slices.Clip(c.fields), fs...), h: c.h}
 }
 
 func (c *tapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -194,7 +194,11 @@ func (c *tapCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	if kind == "" || !c.h.tap.Wants(kind) {
 		return nil
 	}
-	buf, err := c.enc.EncodeEntry(e, fs)
+	enc := zapcore.NewJSONEncoder(EncoderConfig())
+	for _, f := range c.fields {
+		f.AddTo(enc)
+	}
+	buf, err := enc.EncodeEntry(e, fs)
 	if err != nil {
 		return err
 	}
@@ -216,7 +220,7 @@ func (c *tapCore) Sync() error { return nil }
 
 // tapped returns z (nil: none) with the tap core of h beside its own.
 func tapped(z *zap.Logger, h *held) *zap.Logger {
-	core := &tapCore{enc: zapcore.NewJSONEncoder(EncoderConfig()), h: h}
+	core := &tapCore{h: h}
 	if z == nil {
 		return zap.New(core)
 	}
