@@ -399,7 +399,7 @@ func (a *Auth) Method() string {
 func (a *Auth) CertOnly() bool { return a.Cert != nil && a.Cert.Mode == CertOnly }
 
 // Hook is an auth block's HTTP hook: each login is POSTed to URL as JSON,
-// and the answer (allow, backend, backend_user, read_only) decides it.
+// and the answer (allow, backend or route, backend_user, read_only) decides it.
 // The hook fails closed: a timeout, an answer other than 200, or a body
 // that does not parse strictly refuses the login with 421.
 type Hook struct {
