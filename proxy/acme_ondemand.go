@@ -36,6 +36,33 @@ type onDemand struct {
 	// obtained are the names obtained on demand, for the expiry gauge
 	// (bounded by the rate).
 	obtained map[string]bool
+	// rateLog bounds the warnings of refusals past the rate: a client
+	// sending names the patterns allow, past the rate, would otherwise
+	// write one per handshake.
+	rateLog logThrottle
+}
+
+// logThrottle lets one log line through per period, and counts the ones
+// it held back meanwhile. The zero value is ready; the caller serialises.
+type logThrottle struct {
+	last       time.Time
+	suppressed int
+}
+
+// refusalLogPeriod is the least time between two warnings of the same
+// kind of on-demand refusal.
+const refusalLogPeriod = time.Minute
+
+// allow reports whether a line may be logged at now, and how many were
+// held back since the last one.
+func (t *logThrottle) allow(now time.Time, period time.Duration) (bool, int) {
+	if !t.last.IsZero() && now.Sub(t.last) < period {
+		t.suppressed++
+		return false, 0
+	}
+	n := t.suppressed
+	t.last, t.suppressed = now, 0
+	return true, n
 }
 
 var (
@@ -87,8 +114,11 @@ func (od *onDemand) decide(_ context.Context, name string) error {
 		return nil
 	}
 	if !od.limiter.AllowN(now, 1) {
-		od.am.log.Warn("on-demand certificate refused: the on_demand rate is spent; the handshake gets the default certificate",
-			zap.String("domain", name), zap.Int("orders", o.Orders), zap.Duration("per", o.Per))
+		if ok, held := od.rateLog.allow(now, refusalLogPeriod); ok {
+			od.am.log.Warn("on-demand certificate refused: the on_demand rate is spent; the handshake gets the default certificate",
+				zap.String("domain", name), zap.Int("orders", o.Orders), zap.Duration("per", o.Per),
+				zap.Int("not_logged_since_last", held))
+		}
 		od.am.m.acmeOnDemandRefused.WithLabelValues(od.am.cfg.Name).Inc()
 		return errOnDemandRate
 	}
