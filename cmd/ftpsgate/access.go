@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -13,9 +14,12 @@ import (
 )
 
 // checkAccess reports the files of cfg that user name could not use as
-// run needs them: the listeners' certificate and key files read, the audit
-// files' directories written, the acme blocks' files read and their
-// storage written. It judges by the files' owners, groups and
+// run needs them: the listeners' certificate, key and client CA files
+// read, the audit files' directories written, the acme blocks' files read
+// and their storage written, the auth blocks' user, TOTP and directory CA
+// files read, a spool directory usable (or creatable) as the proxy's own
+// 0700 directory. Secret files read into the configuration (passwords,
+// notify secrets aside) are not named here. It judges by the files' owners, groups and
 // mode bits (and the directories on the way), as the kernel would for a
 // process of that user and its groups: "validate -as-user" run as root
 // then tells what the service's own start would hit, such as systemd's
@@ -84,6 +88,25 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 	for _, n := range cfg.Notifies { // read at start and at each reload
 		need(n.SecretFile, 4, "read")
 	}
+	for _, l := range cfg.Listeners {
+		need(l.ClientCAFile, 4, "read")
+	}
+	for _, an := range slices.Sorted(maps.Keys(cfg.Auths)) { // read at start, on change and at each reload
+		a := cfg.Auths[an]
+		need(a.UserFile, 4, "read")
+		need(a.TOTPFile, 4, "read")
+		if a.LDAP != nil {
+			need(a.LDAP.CAFile, 4, "read")
+		}
+	}
+	for _, sn := range slices.Sorted(maps.Keys(cfg.Scans)) {
+		if sc := cfg.Scans[sn]; sc.Mode == config.ScanSpool && !seen[sc.SpoolDir] {
+			seen[sc.SpoolDir] = true
+			if p := spoolAccess(sc.SpoolDir, uid, gids); p != "" {
+				problems = append(problems, fmt.Sprintf("user %s cannot use %s as scan %q's spool_dir: %s", name, sc.SpoolDir, sn, p))
+			}
+		}
+	}
 	for _, f := range []string{cfg.Audit.File, cfg.Audit.Xferlog} {
 		if f == "" || f == "-" {
 			continue
@@ -95,6 +118,39 @@ func checkAccess(cfg *config.Config, name string) ([]string, error) {
 		}
 	}
 	return problems, nil
+}
+
+// spoolAccess says why uid could not use dir as a spool directory, or "":
+// run creates it (and its missing parents) 0700, and refuses one that
+// another user owns or that lets anyone else in (proxy/spool.go).
+func spoolAccess(dir string, uid int, gids []int) string {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		parent := dir
+		for {
+			parent = filepath.Dir(parent)
+			if _, err := os.Stat(parent); err == nil || parent == filepath.Dir(parent) {
+				break
+			}
+		}
+		if err := mayAccess(parent, uid, gids, 2|1); err != nil {
+			return fmt.Sprintf("cannot create it in %s: %v", parent, err)
+		}
+		return ""
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return "not a directory (a symbolic link is refused)"
+	case st != nil && int(st.Uid) != uid:
+		return fmt.Sprintf("owned by uid %d; the proxy refuses a spool it does not own", st.Uid)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Sprintf("mode %04o lets other users in; the proxy refuses it (make it 0700)", fi.Mode().Perm())
+	}
+	if err := mayAccess(dir, uid, gids, 4|2|1); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // mayAccess decides whether uid (in gids) has the access bits (4 read, 2
