@@ -64,8 +64,8 @@ results=$work/results.jsonl
 
 # Backends and baselines.
 read -r VSFTPD VSFTPD_TLS PROFTPD PROFTPD_TLS RESPONDER MP_VSFTPD MP_PROFTPD MP_RESPONDER SINK \
-	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD SINK_RSA GATE_LIMITED < <(free_ports 16)
-[ -n "$GATE_LIMITED" ] || die "no free ports"
+	GATE_VSFTPD GATE_PROFTPD IDLE_GATE RELAY GATE_SHIELD SINK_RSA GATE_LIMITED GATE_RESPONDER < <(free_ports 17)
+[ -n "$GATE_RESPONDER" ] || die "no free ports"
 # reaped START…: a start_* function of lib.sh (or mod_proxy) with its
 # server under ftpsload reap. vsftpd's session processes can orphan their
 # child, whose CPU time is then lost to init; the reaper adopts them. The
@@ -166,7 +166,6 @@ ftpsgate() {
 }
 # The main gate, also in front of ftpsload's responder, whose logins cost
 # nothing: session setup through it is bounded by TLS, not by a server.
-GATE_RESPONDER=$(free_port)
 ftpsgate gate "$GATE_VSFTPD:$VSFTPD" "$GATE_PROFTPD:$PROFTPD" "$GATE_RESPONDER:$RESPONDER"
 main_gate=$gate_pid
 # The same in front of ProFTPD with the backend's shield set (issue 27):
