@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -366,12 +365,7 @@ func TestEdgeHookRoute(t *testing.T) {
 			fmt.Fprint(w, `{"allow": false}`)
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "tcp:" + ln.Addr().String()
-	ln.Close() // nothing listens there: the route's scanner is down
+	down := downScanner(t) // the route's scanner
 	pw := filepath.Join(t.TempDir(), "drop.pass")
 	if err := os.WriteFile(pw, []byte(be.Password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -406,18 +400,7 @@ scan "av" {
 
 	c = g.login(t, "erin", "erin-pw")
 	c.Cmd(257, "PWD")
-	d := c.DialDataTLS(c.EPSV(), c.TLS)
-	c.Send("STOR unscanned.bin")
-	code, msg := c.Read()
-	if code == 150 {
-		d.WriteAll(t, []byte("payload"))
-		code, msg = c.Read()
-	} else {
-		d.Close()
-	}
-	if code != 451 || exists(filepath.Join(be.Root, "unscanned.bin")) {
-		t.Fatalf("upload through the route's scan block, its scanner down: %d %s", code, msg)
-	}
+	uploadRefusedUnscanned(t, c, be.Root) // the route's scan block, not the listener's (none)
 	c.Cmd(221, "QUIT")
 
 	var got []string
