@@ -115,7 +115,7 @@ backend "b" { address = %q }
 `, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
 	srv, logs, auditBuf := startACMEServer(t, src)
 	addr := srv.Addr("ftps").String()
-	waitObtained(t, logs, "ftp.test", "obtain")
+	waitServing(t, logs, "ftp.test", addr)
 	roots := p.issuingRoot(t)
 	first := loginVerified(t, addr, roots, be)[0][0]
 	p.stop(t)

@@ -225,8 +225,8 @@ backend "b" { address = %q }
 	src := config(`["ftp.test", "*.ftp.test"]`, k.keyFile)
 	srv, logs, _ := startACMEServer(t, src)
 	waitObtained(t, logs, "ftp.test", "obtain")
-	waitObtained(t, logs, "*.ftp.test", "obtain")
 	addr := srv.Addr("ftps").String()
+	waitServing(t, logs, "*.ftp.test", addr)
 	roots := p.issuingRoot(t)
 	chains := loginVerified(t, addr, roots, be)
 	if len(chains) == 0 || chains[0][0].DNSNames[0] != "ftp.test" {

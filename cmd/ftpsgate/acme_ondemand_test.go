@@ -48,7 +48,7 @@ timeouts { tls_handshake = "2m" } # an on-demand order runs inside the handshake
 `, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
 	srv, logs, _ := startACMEServer(t, src)
 	addr := srv.Addr("ftps").String()
-	waitObtained(t, logs, "ftp.test", "obtain")
+	waitServing(t, logs, "ftp.test", addr)
 	roots := p.issuingRoot(t)
 	orders := func() int { return strings.Count(p.out.String(), "Added order") }
 	if n := orders(); n != 1 {

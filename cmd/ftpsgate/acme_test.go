@@ -628,7 +628,7 @@ backend "b" { address = %q }
 `, f, l, p.directory, p.caFile, filepath.Join(t.TempDir(), "acme"), httpPort, be.Addr)
 	srv, logs, auditBuf := startACMEServer(t, src)
 	addr := srv.Addr("ftps").String()
-	waitObtained(t, logs, "ftp.test", "obtain")
+	waitServing(t, logs, "ftp.test", addr)
 	roots := p.issuingRoot(t)
 	first := loginVerified(t, addr, roots, be)[0][0]
 	// A download in flight across the renewal: the client reads its
@@ -738,6 +738,37 @@ func waitObtained(t *testing.T, logs *ftptest.SyncBuffer, domain, op string) {
 	}
 }
 
+// waitServing waits for domain's certificate obtained, then until the
+// listener at addr serves it: certmagic announces a certificate (the log
+// line waitObtained reads) when it is stored, a moment before its cache
+// has it, and meanwhile AUTH TLS gets 431 ("no certificate; try again
+// later"), as a client would.
+func waitServing(t *testing.T, logs *ftptest.SyncBuffer, domain, addr string) {
+	t.Helper()
+	waitObtained(t, logs, domain, "obtain")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c := ftptest.Dial(t, addr)
+		c.Send("AUTH TLS")
+		code, msg := c.Read()
+		if code == 234 {
+			tc := tls.Client(c.Raw, &tls.Config{InsecureSkipVerify: true, ServerName: strings.TrimPrefix(domain, "*.")}) // only whether one is served
+			tc.SetDeadline(time.Now().Add(30 * time.Second))
+			err := tc.Handshake()
+			tc.Close()
+			if err != nil {
+				t.Fatalf("%s: handshake after 234: %v", addr, err)
+			}
+			return
+		}
+		c.Raw.Close()
+		if code != 431 || time.Now().After(deadline) {
+			t.Fatalf("%s: AUTH TLS after %s's certificate was obtained: %d %s", addr, domain, code, msg)
+		}
+		time.Sleep(50 * time.Millisecond) // polling, bounded by deadline
+	}
+}
+
 // TestACMESharedHTTP01: two acme blocks share one HTTP-01 listener (port
 // 80 is one port); each obtains its own domain's certificate through it,
 // and each listener serves its own block's.
@@ -781,7 +812,7 @@ listener "two" {
 	srv, logs, _ := startACMEServer(t, src)
 	roots := p.issuingRoot(t)
 	for _, name := range []string{"one", "two"} {
-		waitObtained(t, logs, name+".test", "obtain")
+		waitServing(t, logs, name+".test", srv.Addr(name).String())
 		c := ftptest.Dial(t, srv.Addr(name).String())
 		c.AuthTLS(&tls.Config{RootCAs: roots, ServerName: name + ".test"})
 		c.LoginProtP(be.User, be.Password)
