@@ -160,21 +160,29 @@ type edgeVerdict struct {
 // its backend account, if it has one. false: no route block has that
 // name, and v is unchanged.
 func (s *session) routeVerdict(name string, v *edgeVerdict) bool {
-	for _, rt := range s.cfg.Routes {
-		if rt.Name != name {
-			continue
-		}
-		b := s.cfg.Backends[rt.Backend]
-		if b == nil {
-			return false
-		}
-		v.backend, v.route = b, rt.Name
-		if rl := s.cfg.RouteLogins[name]; rl != nil && rl.Backend != nil {
-			v.mapped = rl.Backend
-		}
-		return true
+	rt := s.routeNamed(name)
+	if rt == nil || s.cfg.Backends[rt.Backend] == nil {
+		return false
 	}
-	return false
+	v.backend, v.route = s.cfg.Backends[rt.Backend], rt.Name
+	if rl := s.cfg.RouteLogins[name]; rl != nil && rl.Backend != nil {
+		v.mapped = rl.Backend
+	}
+	return true
+}
+
+// routeNamed is the route block named name in the session's
+// configuration, or nil ("" names none).
+func (s *session) routeNamed(name string) *policy.Route {
+	if name == "" {
+		return nil
+	}
+	for i := range s.cfg.Routes {
+		if s.cfg.Routes[i].Name == name {
+			return &s.cfg.Routes[i]
+		}
+	}
+	return nil
 }
 
 // edgeCheck checks arg, the PASS argument, for l.user against e's auth

@@ -196,10 +196,8 @@ const (
 // route chose ("": none did): the route's, if it names one, else the
 // listener's.
 func (s *session) scanOf(route string) *config.Scan {
-	for _, rt := range s.cfg.Routes {
-		if rt.Name == route && route != "" && rt.Scan != "" {
-			return s.cfg.Scans[rt.Scan]
-		}
+	if rt := s.routeNamed(route); rt != nil && rt.Scan != "" {
+		return s.cfg.Scans[rt.Scan]
 	}
 	return s.lcfg.Scan
 }
